@@ -1,0 +1,1 @@
+//! Overlay domain (placeholder during bootstrap).

@@ -1,0 +1,1 @@
+//! OVSDB client (placeholder during bootstrap).

@@ -1,0 +1,1 @@
+//! Multi-host tests live in `tests/`; this library holds helpers shared between them.
