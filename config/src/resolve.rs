@@ -1,0 +1,563 @@
+//! Merging flags, file and defaults into a validated [`AgentConfig`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::keys;
+use crate::Key;
+use crate::{
+    ConfigError, DatapathType, FileConfig, LogFormat, Origin, OvsdbRemote, RunFlags, Secret, DEFAULT_API_SOCKET,
+    DEFAULT_CONFIG_PATH, DEFAULT_ETCD_ENDPOINT, DEFAULT_ETCD_PREFIX, DEFAULT_HOST_TTL_SECS, DEFAULT_INT_BRIDGE,
+    DEFAULT_LIVENESS_TTL_SECS, DEFAULT_LOG_LEVEL, DEFAULT_OVSDB_REMOTE, DEFAULT_RESYNC_INTERVAL_SECS,
+    DEFAULT_STATE_DIR, DEFAULT_SUBNET_LEN, DEFAULT_TUN_BRIDGE,
+};
+
+/// The validated, fully resolved agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// This host's name; safe to use as an etcd key segment.
+    pub hostname: String,
+    /// The tunnel endpoint address of this host.
+    pub underlay_ip: IpAddr,
+    /// Underlay MTU when configured; `None` means the agent reads it from the underlay
+    /// interface and falls back to 1500.
+    pub underlay_mtu: Option<u32>,
+    /// etcd connection and key prefix.
+    pub etcd: EtcdConfig,
+    /// Local Open vSwitch.
+    pub ovs: OvsConfig,
+    /// Path of the local API's Unix socket.
+    pub api_socket: PathBuf,
+    /// Where to serve metrics; `None` disables them.
+    pub metrics_address: Option<SocketAddr>,
+    /// Logging.
+    pub log: LogConfig,
+    /// Lease TTLs and the resync period.
+    pub timers: Timers,
+    /// Subnet lease length for tenants created without an explicit one.
+    pub default_subnet_len: u8,
+    /// Directory for runtime state.
+    pub state_dir: PathBuf,
+}
+
+/// etcd settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// `http://HOST:PORT` or `https://HOST:PORT` URLs, at least one; all https when `tls` is set.
+    pub endpoints: Vec<String>,
+    /// Key prefix: starts with `/`, no trailing `/`; keys are `{prefix}/hosts/{hostname}` etc.
+    pub prefix: String,
+    /// TLS files, when any is configured.
+    pub tls: Option<EtcdTls>,
+    /// User and password, when configured.
+    pub auth: Option<EtcdAuth>,
+}
+
+/// TLS files for etcd. Existence is checked by the agent when it reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA bundle verifying the servers; `None` means the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub identity: Option<ClientIdentity>,
+}
+
+/// A client certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// PEM certificate (chain).
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// etcd user credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdAuth {
+    /// User name.
+    pub username: String,
+    /// Password; its `Debug` is redacted.
+    pub password: Secret,
+}
+
+/// Open vSwitch settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvsConfig {
+    /// Where ovsdb-server listens.
+    pub remote: OvsdbRemote,
+    /// Datapath of the bridges the agent creates.
+    pub datapath_type: DatapathType,
+    /// Integration bridge name.
+    pub int_bridge: String,
+    /// Tunnel bridge name (different from `int_bridge`).
+    pub tun_bridge: String,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive string, e.g. `info,overlay=debug`.
+    pub level: String,
+}
+
+/// Timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// TTL of the host registration and subnet leases (at least 10 s).
+    pub host_ttl: Duration,
+    /// TTL of the liveness key (at least 2 s).
+    pub liveness_ttl: Duration,
+    /// Period of the full reconcile (1 s ..= 1 day).
+    pub resync_interval: Duration,
+}
+
+/// etcd refuses lease TTLs above this (its `MaxLeaseTTL`).
+const ETCD_MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+/// Linux interface names (and so OVS bridge names) are at most IFNAMSIZ - 1 bytes.
+const MAX_IFNAME: usize = 15;
+
+impl AgentConfig {
+    /// Loads the configuration for `overlay-agent run`: reads the file named by `--config`
+    /// (or the default path, which may be absent), reads the system hostname, and resolves.
+    pub fn load(flags: &RunFlags) -> Result<AgentConfig, ConfigError> {
+        let (path, explicit) = match &flags.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let file = FileConfig::read(&path, explicit)?;
+        Self::resolve(flags, file, system_hostname())
+    }
+
+    /// Merges flags (already merged with the environment by clap), an optional parsed file and
+    /// the system hostname, and validates the result. Pure, for tests.
+    pub fn resolve(
+        flags: &RunFlags,
+        file: Option<FileConfig>,
+        system_hostname: Option<String>,
+    ) -> Result<AgentConfig, ConfigError> {
+        let file_path = flags.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        let r = Resolver { file_path: &file_path };
+        let file = file.unwrap_or_default();
+        let f = flags.clone();
+
+        let hostname = match r.pick(keys::HOSTNAME, f.hostname, file.hostname) {
+            Some(v) => Some(v),
+            None => system_hostname.map(|h| (h, Origin::SystemHostname)),
+        };
+        let (hostname, origin) = hostname.ok_or_else(|| r.missing(keys::HOSTNAME))?;
+        check_hostname(&hostname).map_err(|p| invalid(keys::HOSTNAME, &hostname, origin, p))?;
+
+        let (ip, origin) =
+            r.pick(keys::UNDERLAY_IP, f.underlay_ip, file.underlay_ip).ok_or_else(|| r.missing(keys::UNDERLAY_IP))?;
+        let underlay_ip = parse_underlay_ip(&ip).map_err(|p| invalid(keys::UNDERLAY_IP, &ip, origin.clone(), p))?;
+
+        let underlay_mtu = match r.pick(keys::UNDERLAY_MTU, f.underlay_mtu, file.underlay_mtu) {
+            None => None,
+            Some((mtu, origin)) => {
+                Some(check_mtu(mtu, underlay_ip).map_err(|p| invalid(keys::UNDERLAY_MTU, mtu, origin, p))?)
+            }
+        };
+
+        let etcd = r.etcd(flags, file.etcd)?;
+
+        let (remote, origin) = r.or_default(keys::OVSDB, f.ovsdb, file.ovs.remote, DEFAULT_OVSDB_REMOTE.into());
+        let remote = remote.parse::<OvsdbRemote>().map_err(|why| {
+            invalid(
+                keys::OVSDB,
+                &remote,
+                origin,
+                format!("is invalid ({why}): use unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT"),
+            )
+        })?;
+
+        let (dp, origin) = r.or_default(keys::DATAPATH_TYPE, f.datapath_type, file.ovs.datapath_type, "system".into());
+        let datapath_type = dp
+            .parse::<DatapathType>()
+            .map_err(|()| invalid(keys::DATAPATH_TYPE, &dp, origin, "is invalid: use system or netdev"))?;
+
+        let (int_bridge, origin) =
+            r.or_default(keys::INT_BRIDGE, f.int_bridge, file.ovs.int_bridge, DEFAULT_INT_BRIDGE.into());
+        check_bridge(&int_bridge).map_err(|p| invalid(keys::INT_BRIDGE, &int_bridge, origin, p))?;
+        let (tun_bridge, origin) =
+            r.or_default(keys::TUN_BRIDGE, f.tun_bridge, file.ovs.tun_bridge, DEFAULT_TUN_BRIDGE.into());
+        check_bridge(&tun_bridge).map_err(|p| invalid(keys::TUN_BRIDGE, &tun_bridge, origin.clone(), p))?;
+        if tun_bridge == int_bridge {
+            return Err(invalid(
+                keys::TUN_BRIDGE,
+                &tun_bridge,
+                origin,
+                "is the same as ovs.int_bridge: the two bridges must differ",
+            ));
+        }
+
+        let (api_socket, origin) =
+            r.or_default(keys::API_SOCKET, f.api_socket, file.api.socket, DEFAULT_API_SOCKET.into());
+        check_socket_path(&api_socket).map_err(|p| invalid(keys::API_SOCKET, api_socket.display(), origin, p))?;
+
+        let metrics_address = match r.pick(keys::METRICS_ADDRESS, f.metrics_address, file.metrics.address) {
+            None => None,
+            Some((addr, origin)) => {
+                parse_metrics_address(&addr).map_err(|p| invalid(keys::METRICS_ADDRESS, &addr, origin, p))?
+            }
+        };
+
+        let (format, origin) = r.or_default(keys::LOG_FORMAT, f.log_format, file.log.format, "text".into());
+        let format = format
+            .parse::<LogFormat>()
+            .map_err(|()| invalid(keys::LOG_FORMAT, &format, origin, "is invalid: use text or json"))?;
+        let (level, origin) = r.or_default(keys::LOG_LEVEL, f.log_level, file.log.level, DEFAULT_LOG_LEVEL.into());
+        check_log_level(&level).map_err(|p| invalid(keys::LOG_LEVEL, &level, origin, p))?;
+
+        let timers = Timers {
+            host_ttl: r.seconds(
+                keys::HOST_TTL,
+                f.host_ttl,
+                file.timers.host_ttl_secs,
+                DEFAULT_HOST_TTL_SECS,
+                10..=ETCD_MAX_LEASE_TTL_SECS,
+            )?,
+            liveness_ttl: r.seconds(
+                keys::LIVENESS_TTL,
+                f.liveness_ttl,
+                file.timers.liveness_ttl_secs,
+                DEFAULT_LIVENESS_TTL_SECS,
+                2..=ETCD_MAX_LEASE_TTL_SECS,
+            )?,
+            // A day is plenty for a safety-net resync, and bounding it keeps timer arithmetic
+            // far from Instant overflow.
+            resync_interval: r.seconds(
+                keys::RESYNC_INTERVAL,
+                f.resync_interval,
+                file.timers.resync_interval_secs,
+                DEFAULT_RESYNC_INTERVAL_SECS,
+                1..=86_400,
+            )?,
+        };
+
+        let (default_subnet_len, origin) = r.or_default(
+            keys::DEFAULT_SUBNET_LEN,
+            f.default_subnet_len,
+            file.tenants.default_subnet_len,
+            DEFAULT_SUBNET_LEN,
+        );
+        // Shorter than /8 is no slice; longer than /30 leaves no address for a container
+        // next to the network and broadcast addresses.
+        if !(8..=30).contains(&default_subnet_len) {
+            return Err(invalid(keys::DEFAULT_SUBNET_LEN, default_subnet_len, origin, "is out of range: use 8..=30"));
+        }
+
+        let (state_dir, origin) = r.or_default(keys::STATE_DIR, f.state_dir, file.state_dir, DEFAULT_STATE_DIR.into());
+        if state_dir.as_os_str().is_empty() {
+            return Err(invalid(keys::STATE_DIR, "", origin, "is empty: give a directory"));
+        }
+
+        Ok(AgentConfig {
+            hostname,
+            underlay_ip,
+            underlay_mtu,
+            etcd,
+            ovs: OvsConfig { remote, datapath_type, int_bridge, tun_bridge },
+            api_socket,
+            metrics_address,
+            log: LogConfig { format, level },
+            timers,
+            default_subnet_len,
+            state_dir,
+        })
+    }
+
+    /// A fully commented example config file documenting every key (`agent.example.toml`).
+    pub fn example_toml() -> &'static str {
+        include_str!("../agent.example.toml")
+    }
+}
+
+/// The machine's hostname from `/proc/sys/kernel/hostname`, else `/etc/hostname`.
+pub fn system_hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+}
+
+struct Resolver<'a> {
+    file_path: &'a Path,
+}
+
+impl Resolver<'_> {
+    /// Flag (or env) over file, with where the winner came from.
+    fn pick<T>(&self, key: Key, flag: Option<T>, file: Option<T>) -> Option<(T, Origin)> {
+        match (flag, file) {
+            (Some(v), _) => Some((v, Origin::Flag { flag: key.flag, env: key.env })),
+            (None, Some(v)) => Some((v, Origin::File(self.file_path.to_path_buf()))),
+            (None, None) => None,
+        }
+    }
+
+    fn or_default<T>(&self, key: Key, flag: Option<T>, file: Option<T>, default: T) -> (T, Origin) {
+        self.pick(key, flag, file).unwrap_or((default, Origin::Default))
+    }
+
+    fn missing(&self, key: Key) -> ConfigError {
+        ConfigError::Missing { key: key.name, file: self.file_path.to_path_buf(), flag: key.flag, env: key.env }
+    }
+
+    fn unpaired(&self, key: Key, origin: Origin, partner: Key) -> ConfigError {
+        ConfigError::Unpaired { key: key.name, origin, partner: partner.name, file: self.file_path.to_path_buf() }
+    }
+
+    fn seconds(
+        &self,
+        key: Key,
+        flag: Option<u64>,
+        file: Option<u64>,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        let (secs, origin) = self.or_default(key, flag, file, default);
+        if !range.contains(&secs) {
+            return Err(invalid(
+                key,
+                secs,
+                origin,
+                format!("is out of range: use {}..={} seconds", range.start(), range.end()),
+            ));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
+    fn etcd(&self, f: &RunFlags, file: crate::EtcdFile) -> Result<EtcdConfig, ConfigError> {
+        let (endpoints, ep_origin) = self.or_default(
+            keys::ETCD_ENDPOINTS,
+            f.etcd_endpoints.clone(),
+            file.endpoints,
+            vec![DEFAULT_ETCD_ENDPOINT.to_string()],
+        );
+        // Spaces after the commas of a flag value are a natural thing to type.
+        // A trailing comma leaves an empty item; it means nothing, so drop it.
+        let endpoints: Vec<String> = endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+        if endpoints.is_empty() {
+            return Err(invalid(
+                keys::ETCD_ENDPOINTS,
+                "",
+                ep_origin,
+                "is empty: give at least one http://HOST:PORT or https://HOST:PORT",
+            ));
+        }
+        for (i, ep) in endpoints.iter().enumerate() {
+            check_endpoint(ep).map_err(|p| ConfigError::Invalid {
+                key: format!("{}[{i}]", keys::ETCD_ENDPOINTS.name),
+                value: ep.clone(),
+                origin: ep_origin.clone(),
+                problem: p,
+            })?;
+        }
+
+        let (prefix, origin) =
+            self.or_default(keys::ETCD_PREFIX, f.etcd_prefix.clone(), file.prefix, DEFAULT_ETCD_PREFIX.into());
+        let prefix = normalize_prefix(&prefix).map_err(|p| invalid(keys::ETCD_PREFIX, &prefix, origin, p))?;
+
+        let ca = self.pick(keys::ETCD_CA, f.etcd_ca.clone(), file.ca_file);
+        let cert = self.pick(keys::ETCD_CERT, f.etcd_cert.clone(), file.cert_file);
+        let key = self.pick(keys::ETCD_KEY, f.etcd_key.clone(), file.key_file);
+        for (k, v) in [(keys::ETCD_CA, &ca), (keys::ETCD_CERT, &cert), (keys::ETCD_KEY, &key)] {
+            if let Some((p, origin)) = v {
+                if p.as_os_str().is_empty() {
+                    return Err(invalid(k, "", origin.clone(), "is empty: give a file path"));
+                }
+            }
+        }
+        let identity = match (cert, key) {
+            (Some((cert_file, _)), Some((key_file, _))) => Some(ClientIdentity { cert_file, key_file }),
+            (Some((_, o)), None) => return Err(self.unpaired(keys::ETCD_CERT, o, keys::ETCD_KEY)),
+            (None, Some((_, o))) => return Err(self.unpaired(keys::ETCD_KEY, o, keys::ETCD_CERT)),
+            (None, None) => None,
+        };
+        let tls = match (ca, identity) {
+            (None, None) => None,
+            (ca, identity) => Some(EtcdTls { ca_file: ca.map(|(p, _)| p), identity }),
+        };
+        if let Some(tls) = &tls {
+            // TLS settings with a plain-http endpoint would silently talk cleartext to it.
+            let which = if tls.ca_file.is_some() { keys::ETCD_CA.name } else { keys::ETCD_CERT.name };
+            if let Some((i, ep)) = endpoints.iter().enumerate().find(|(_, ep)| !ep.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    key: format!("{}[{i}]", keys::ETCD_ENDPOINTS.name),
+                    value: ep.clone(),
+                    origin: ep_origin,
+                    problem: format!("is not https:// although {which} is set: use https://HOST:PORT"),
+                });
+            }
+        }
+
+        let user = self.pick(keys::ETCD_USERNAME, f.etcd_username.clone(), file.username);
+        let password = self.pick(keys::ETCD_PASSWORD, f.etcd_password.clone(), file.password);
+        let auth = match (user, password) {
+            (Some((username, origin)), Some((password, _))) => {
+                if username.is_empty() {
+                    return Err(invalid(keys::ETCD_USERNAME, "", origin, "is empty"));
+                }
+                Some(EtcdAuth { username, password })
+            }
+            (Some((_, o)), None) => return Err(self.unpaired(keys::ETCD_USERNAME, o, keys::ETCD_PASSWORD)),
+            (None, Some((_, o))) => return Err(self.unpaired(keys::ETCD_PASSWORD, o, keys::ETCD_USERNAME)),
+            (None, None) => None,
+        };
+
+        Ok(EtcdConfig { endpoints, prefix, tls, auth })
+    }
+}
+
+fn invalid(key: Key, value: impl std::fmt::Display, origin: Origin, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.name.to_string(), value: value.to_string(), origin, problem: problem.into() }
+}
+
+/// The hostname becomes an etcd key segment, so it must not contain `/` or `..` and must look
+/// like a DNS name.
+fn check_hostname(h: &str) -> Result<(), String> {
+    const USE: &str = "letters, digits, '.' and '-', starting and ending with a letter or digit, \
+                       at most 253 characters, no '..'";
+    let bytes = h.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 253
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-')
+        && !h.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("is not a valid hostname: use {USE}"))
+    }
+}
+
+fn parse_underlay_ip(s: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = s.trim().parse().map_err(|_| "is not an IP address: use an IPv4 or IPv6 address".to_string())?;
+    // Tunnels are unicast between hosts: these can never be a tunnel endpoint.
+    let unusable = ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if unusable {
+        return Err("cannot be a tunnel endpoint: use this host's unicast underlay address".to_string());
+    }
+    Ok(ip)
+}
+
+fn check_mtu(mtu: u32, underlay_ip: IpAddr) -> Result<u32, String> {
+    if !(576..=65535).contains(&mtu) {
+        return Err("is out of range: use 576..=65535".to_string());
+    }
+    // IPv6 links must carry 1280-byte packets (RFC 8200), so a smaller MTU is a typo.
+    if underlay_ip.is_ipv6() && mtu < 1280 {
+        return Err("is below 1280, the IPv6 minimum, with an IPv6 underlay_ip".to_string());
+    }
+    Ok(mtu)
+}
+
+/// Accepts `http(s)://HOST:PORT` with an optional trailing `/`, HOST possibly a bracketed IPv6.
+fn check_endpoint(ep: &str) -> Result<(), String> {
+    const USE: &str = "use http://HOST:PORT or https://HOST:PORT";
+    let Some(rest) = ep.strip_prefix("http://").or_else(|| ep.strip_prefix("https://")) else {
+        return Err(format!("is not a URL: {USE}"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.chars().any(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '@')) {
+        return Err(format!("is not a URL: {USE}"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once("]:") {
+            Some((h, p)) => (h, Some(p)),
+            None => (v6.trim_end_matches(']'), None),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("has no host: {USE}"));
+    }
+    // Without a port the client would use 80/443, never where etcd listens (2379).
+    match port.map(str::parse::<u16>) {
+        None => Err(format!("has no port: {USE}")),
+        Some(Ok(p)) if p != 0 => Ok(()),
+        Some(_) => Err(format!("has an invalid port: {USE}")),
+    }
+}
+
+/// Drops trailing `/` so that `{prefix}/hosts` never has `//`.
+fn normalize_prefix(p: &str) -> Result<String, String> {
+    const USE: &str = "use an absolute key path like /overlay";
+    if !p.starts_with('/') {
+        return Err(format!("does not start with '/': {USE}"));
+    }
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(format!("is the bare root: {USE}"));
+    }
+    if trimmed.contains("..") {
+        return Err(format!("contains '..': {USE}"));
+    }
+    if trimmed.contains("//") {
+        return Err(format!("has an empty segment ('//'): {USE}"));
+    }
+    if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("contains whitespace: {USE}"));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Bridge names become Linux network device names.
+fn check_bridge(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("is not a valid bridge name: use 1..={MAX_IFNAME} letters, digits, '-', '_' or '.'"))
+    }
+}
+
+fn check_socket_path(p: &Path) -> Result<(), String> {
+    let len = p.as_os_str().len();
+    if len == 0 {
+        return Err("is empty: give a socket path".to_string());
+    }
+    if len > MAX_UNIX_SOCKET_PATH {
+        return Err(format!("is {len} bytes long: a Unix socket path holds at most {MAX_UNIX_SOCKET_PATH}"));
+    }
+    Ok(())
+}
+
+fn parse_metrics_address(s: &str) -> Result<Option<SocketAddr>, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match s.parse::<SocketAddr>() {
+        // Port 0 would bind a random port nobody can scrape.
+        Ok(a) if a.port() != 0 => Ok(Some(a)),
+        Ok(_) => Err("has port 0: give a fixed port".to_string()),
+        Err(_) => Err("is not a listen address: use IP:PORT like 127.0.0.1:9477 or [::1]:9477, or off".to_string()),
+    }
+}
+
+/// The filter itself is parsed by the agent's `tracing_subscriber::EnvFilter`; this only
+/// catches what can never be a filter.
+fn check_log_level(level: &str) -> Result<(), String> {
+    if level.trim().is_empty() {
+        return Err("is empty: use e.g. info or info,overlay=debug".to_string());
+    }
+    if level.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace: use e.g. info or info,overlay=debug".to_string());
+    }
+    Ok(())
+}

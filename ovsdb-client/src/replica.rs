@@ -1,0 +1,269 @@
+//! An in-memory copy of the monitored tables, kept current from monitor updates, with a change
+//! counter and indexes by column (e.g. Interface by name).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::error::ValueError;
+use crate::monitor::{RowUpdate, TableUpdates};
+use crate::schema::{ColumnType, DatabaseSchema};
+use crate::value::{Atom, Row, Uuid, Value};
+
+/// One table of the replica.
+#[derive(Debug, Default, Clone)]
+pub struct TableReplica {
+    rows: HashMap<Uuid, Row>,
+    /// Column name to (atom to rows holding it). Only scalar and set columns can be indexed.
+    indexes: HashMap<String, HashMap<Atom, Vec<Uuid>>>,
+}
+
+impl TableReplica {
+    /// A row by UUID.
+    pub fn get(&self, uuid: &Uuid) -> Option<&Row> {
+        self.rows.get(uuid)
+    }
+
+    /// Every row, in no particular order.
+    pub fn rows(&self) -> impl Iterator<Item = (&Uuid, &Row)> {
+        self.rows.iter()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Rows whose `column` holds `value` (equal scalar, or a set containing it). Uses the index
+    /// when the column has one, otherwise scans.
+    pub fn find<'a>(&'a self, column: &str, value: &Atom) -> Vec<(&'a Uuid, &'a Row)> {
+        if let Some(index) = self.indexes.get(column) {
+            return index.get(value).into_iter().flatten().filter_map(|u| self.rows.get_key_value(u)).collect();
+        }
+        self.rows.iter().filter(|(_, r)| r.get(column).is_some_and(|v| v.as_set().contains(value))).collect()
+    }
+
+    /// The one row whose `column` holds `value`, if exactly one does.
+    pub fn find_one(&self, column: &str, value: &Atom) -> Option<(&Uuid, &Row)> {
+        match self.find(column, value).as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    fn index_add(&mut self, uuid: &Uuid, row: &Row) {
+        for (column, index) in self.indexes.iter_mut() {
+            if let Some(v) = row.get(column) {
+                for a in v.as_set() {
+                    index.entry(a.clone()).or_default().push(uuid.clone());
+                }
+            }
+        }
+    }
+
+    fn index_remove(&mut self, uuid: &Uuid, row: &Row) {
+        for (column, index) in self.indexes.iter_mut() {
+            if let Some(v) = row.get(column) {
+                for a in v.as_set() {
+                    if let Some(list) = index.get_mut(a) {
+                        list.retain(|u| u != uuid);
+                        if list.is_empty() {
+                            index.remove(a);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The replica of one database.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    schema: Arc<DatabaseSchema>,
+    tables: BTreeMap<String, TableReplica>,
+    seqno: u64,
+}
+
+impl Replica {
+    /// An empty replica; `indexes` lists `(table, column)` pairs to index.
+    pub fn new(schema: Arc<DatabaseSchema>, indexes: &[(String, String)]) -> Self {
+        let mut tables: BTreeMap<String, TableReplica> = BTreeMap::new();
+        for (table, column) in indexes {
+            tables.entry(table.clone()).or_default().indexes.insert(column.clone(), HashMap::new());
+        }
+        Replica { schema, tables, seqno: 0 }
+    }
+
+    /// The schema the replica interprets updates with.
+    pub fn schema(&self) -> &Arc<DatabaseSchema> {
+        &self.schema
+    }
+
+    /// Counts applied updates; grows by one for every [`Replica::apply`] and [`Replica::reset`].
+    pub fn seqno(&self) -> u64 {
+        self.seqno
+    }
+
+    pub(crate) fn set_seqno(&mut self, seqno: u64) {
+        self.seqno = seqno;
+    }
+
+    /// A table (empty when nothing of it was seen).
+    pub fn table(&self, table: &str) -> &TableReplica {
+        static EMPTY: std::sync::OnceLock<TableReplica> = std::sync::OnceLock::new();
+        self.tables.get(table).unwrap_or_else(|| EMPTY.get_or_init(TableReplica::default))
+    }
+
+    /// A row by table and UUID.
+    pub fn get(&self, table: &str, uuid: &Uuid) -> Option<&Row> {
+        self.table(table).get(uuid)
+    }
+
+    /// Drops every row (keeping the indexes' definitions), as after a reconnect.
+    pub fn reset(&mut self) {
+        for t in self.tables.values_mut() {
+            t.rows.clear();
+            for index in t.indexes.values_mut() {
+                index.clear();
+            }
+        }
+        self.seqno += 1;
+    }
+
+    /// Applies one notification or initial reply. On error the replica may be partly updated
+    /// and must be rebuilt from a fresh monitor.
+    pub fn apply(&mut self, updates: &TableUpdates) -> Result<(), ValueError> {
+        for (table, changes) in &updates.tables {
+            let ts = self.schema.table(table).map_err(|e| ValueError::new(e.to_string()))?;
+            let t = self.tables.entry(table.clone()).or_default();
+            for (uuid, change) in changes {
+                match change {
+                    RowUpdate::Initial(row) | RowUpdate::Insert(row) | RowUpdate::Replace(row) => {
+                        let mut row = row.clone();
+                        self.schema.normalize_row(table, &mut row);
+                        if let Some(old) = t.rows.remove(uuid) {
+                            t.index_remove(uuid, &old);
+                        }
+                        t.index_add(uuid, &row);
+                        t.rows.insert(uuid.clone(), row);
+                    }
+                    RowUpdate::Delete => {
+                        if let Some(old) = t.rows.remove(uuid) {
+                            t.index_remove(uuid, &old);
+                        }
+                    }
+                    RowUpdate::Modify(diff) => {
+                        let mut row = t
+                            .rows
+                            .remove(uuid)
+                            .ok_or_else(|| ValueError::new(format!("modify of unknown row {uuid} in {table}")))?;
+                        t.index_remove(uuid, &row);
+                        for (column, d) in diff.iter() {
+                            let Some(col) = ts.column(column) else { continue };
+                            let d = DatabaseSchema::normalize(&col.kind, d.clone());
+                            let old = row.remove(column).unwrap_or_else(Value::empty_set);
+                            row.set(col.name.clone(), apply_diff(&col.kind, old, d));
+                        }
+                        t.index_add(uuid, &row);
+                        t.rows.insert(uuid.clone(), row);
+                    }
+                }
+            }
+        }
+        self.seqno += 1;
+        Ok(())
+    }
+}
+
+/// Applies an `update2` column diff (ovsdb-server(7), "update2 notification"): a scalar is
+/// replaced; a set toggles every element of the diff (symmetric difference); a map removes a
+/// key whose diff value equals the old one, and sets it otherwise.
+pub fn apply_diff(kind: &ColumnType, old: Value, diff: Value) -> Value {
+    if kind.is_scalar() {
+        return diff;
+    }
+    if kind.is_map() {
+        let mut m: BTreeMap<Atom, Atom> = old.as_map().iter().cloned().collect();
+        for (k, v) in diff.as_map() {
+            if m.get(k) == Some(v) {
+                m.remove(k);
+            } else {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        return Value::Map(m.into_iter().collect());
+    }
+    let mut s: std::collections::BTreeSet<Atom> = old.as_set().iter().cloned().collect();
+    for a in diff.as_set() {
+        if !s.remove(a) {
+            s.insert(a.clone());
+        }
+    }
+    Value::Set(s.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::MonitorVersion;
+    use serde_json::json;
+
+    fn schema() -> Arc<DatabaseSchema> {
+        Arc::new(
+            DatabaseSchema::from_json(&json!({"name": "T", "tables": {"Port": {"columns": {
+                "name": {"type": "string"},
+                "tag": {"type": {"key": "integer", "min": 0, "max": 1}},
+                "trunks": {"type": {"key": "integer", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}
+            }}}}))
+            .unwrap(),
+        )
+    }
+
+    const U: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+    fn upd(j: serde_json::Value) -> TableUpdates {
+        TableUpdates::from_json(&j, MonitorVersion::V2, false).unwrap()
+    }
+
+    #[test]
+    fn insert_modify_delete_with_diff_semantics() {
+        let mut r = Replica::new(schema(), &[("Port".into(), "name".into())]);
+        r.apply(&upd(json!({"Port": {U: {"insert": {
+            "name": "p1", "tag": 1, "trunks": ["set", [1, 2]],
+            "external_ids": ["map", [["a", "1"], ["b", "2"]]]}}}})))
+            .unwrap();
+        let u = Uuid::parse(U).unwrap();
+        assert_eq!(r.get("Port", &u).unwrap().get("tag"), Some(&Value::set([1i64])));
+        // tag 1 -> 2 arrives as the set {1, 2}; trunks gains 3 and loses 1; map: a removed,
+        // b changed, c added; name replaced.
+        r.apply(&upd(json!({"Port": {U: {"modify": {
+            "name": "p2", "tag": ["set", [1, 2]], "trunks": ["set", [1, 3]],
+            "external_ids": ["map", [["a", "1"], ["b", "3"], ["c", "4"]]]}}}})))
+            .unwrap();
+        let row = r.get("Port", &u).unwrap();
+        assert_eq!(row.get("name"), Some(&Value::from("p2")));
+        assert_eq!(row.get("tag"), Some(&Value::set([2i64])));
+        assert_eq!(row.get("trunks"), Some(&Value::set([2i64, 3])));
+        assert_eq!(row.get("external_ids"), Some(&Value::map([("b", "3"), ("c", "4")])));
+        // Index follows the rename.
+        assert!(r.table("Port").find_one("name", &Atom::from("p1")).is_none());
+        assert_eq!(r.table("Port").find_one("name", &Atom::from("p2")).unwrap().0, &u);
+        r.apply(&upd(json!({"Port": {U: {"delete": null}}}))).unwrap();
+        assert!(r.table("Port").is_empty());
+        assert!(r.table("Port").find("name", &Atom::from("p2")).is_empty());
+        assert_eq!(r.seqno(), 3);
+    }
+
+    #[test]
+    fn modify_of_unknown_row_is_an_error() {
+        let mut r = Replica::new(schema(), &[]);
+        assert!(r.apply(&upd(json!({"Port": {U: {"modify": {"name": "x"}}}}))).is_err());
+        assert!(r.apply(&upd(json!({"Nope": {U: {"insert": {}}}}))).is_err());
+    }
+}

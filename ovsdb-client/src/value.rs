@@ -1,0 +1,688 @@
+//! The OVSDB data model of RFC 7047 section 5.1: atoms, sets, maps and rows, with their JSON
+//! encoding and conversions from and to Rust types.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde_json::{json, Value as Json};
+
+use crate::error::ValueError;
+
+/// A row UUID in its canonical text form (`8-4-4-4-12` lowercase hex digits).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uuid(Arc<str>);
+
+impl Uuid {
+    /// Parses the 36-character text form; upper-case digits are accepted and folded.
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
+        let bytes = text.as_bytes();
+        let well_formed = bytes.len() == 36
+            && bytes.iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            });
+        if !well_formed {
+            return Err(ValueError::new(format!("'{text}' is not a UUID (want 8-4-4-4-12 hex digits)")));
+        }
+        Ok(Uuid(text.to_ascii_lowercase().into()))
+    }
+
+    /// The canonical text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A name given to a row inserted earlier in the same transaction (`["named-uuid", name]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamedUuid(pub(crate) String);
+
+impl NamedUuid {
+    /// Creates a symbolic name; it must be a valid OVSDB `<id>` (`[A-Za-z_][A-Za-z0-9_]*`).
+    pub fn new(name: impl Into<String>) -> Result<Self, ValueError> {
+        let name = name.into();
+        if !is_id(&name) {
+            return Err(ValueError::new(format!(
+                "'{name}' is not a valid uuid-name: use letters, digits and '_', not starting with a digit"
+            )));
+        }
+        Ok(NamedUuid(name))
+    }
+
+    /// The symbolic name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+pub(crate) fn is_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// One scalar OVSDB value.
+#[derive(Clone, Debug)]
+pub enum Atom {
+    /// A 64-bit integer.
+    Integer(i64),
+    /// A double; ordered and hashed by its bits so atoms can be set members and map keys.
+    Real(f64),
+    /// A boolean.
+    Boolean(bool),
+    /// A UTF-8 string.
+    String(String),
+    /// A reference to a row.
+    Uuid(Uuid),
+    /// A reference to a row inserted earlier in the same transaction.
+    NamedUuid(NamedUuid),
+}
+
+impl Atom {
+    fn rank(&self) -> u8 {
+        match self {
+            Atom::Integer(_) => 0,
+            Atom::Real(_) => 1,
+            Atom::Boolean(_) => 2,
+            Atom::String(_) => 3,
+            Atom::Uuid(_) => 4,
+            Atom::NamedUuid(_) => 5,
+        }
+    }
+
+    /// The JSON encoding (RFC 7047 section 5.1).
+    pub fn to_json(&self) -> Json {
+        match self {
+            Atom::Integer(i) => json!(i),
+            Atom::Real(r) => json!(r),
+            Atom::Boolean(b) => json!(b),
+            Atom::String(s) => json!(s),
+            Atom::Uuid(u) => json!(["uuid", u.as_str()]),
+            Atom::NamedUuid(n) => json!(["named-uuid", n.as_str()]),
+        }
+    }
+
+    /// Decodes an atom. Integers that JSON carries as `1.0` stay reals: the schema decides later.
+    pub fn from_json(json: &Json) -> Result<Self, ValueError> {
+        match json {
+            Json::Bool(b) => Ok(Atom::Boolean(*b)),
+            Json::String(s) => Ok(Atom::String(s.clone())),
+            Json::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Ok(Atom::Integer(i))
+                } else if let Some(f) = n.as_f64() {
+                    Ok(Atom::Real(f))
+                } else {
+                    Err(ValueError::new(format!("number {n} does not fit an OVSDB integer or real")))
+                }
+            }
+            Json::Array(a) if a.len() == 2 => match (a[0].as_str(), a[1].as_str()) {
+                (Some("uuid"), Some(u)) => Ok(Atom::Uuid(Uuid::parse(u)?)),
+                (Some("named-uuid"), Some(n)) => Ok(Atom::NamedUuid(NamedUuid::new(n)?)),
+                _ => Err(ValueError::new(format!("{json} is not an atom"))),
+            },
+            _ => Err(ValueError::new(format!("{} is not an atom", short(json)))),
+        }
+    }
+
+    /// The string, if this is a string atom.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Atom::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is an integer atom.
+    pub fn as_integer(&self) -> Option<i64> {
+        match self {
+            Atom::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The UUID, if this is a UUID atom.
+    pub fn as_uuid(&self) -> Option<&Uuid> {
+        match self {
+            Atom::Uuid(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is a boolean atom.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Atom::Boolean(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for Atom {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Atom {}
+impl PartialOrd for Atom {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Atom {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Atom::Integer(a), Atom::Integer(b)) => a.cmp(b),
+            (Atom::Real(a), Atom::Real(b)) => a.total_cmp(b),
+            (Atom::Boolean(a), Atom::Boolean(b)) => a.cmp(b),
+            (Atom::String(a), Atom::String(b)) => a.cmp(b),
+            (Atom::Uuid(a), Atom::Uuid(b)) => a.cmp(b),
+            (Atom::NamedUuid(a), Atom::NamedUuid(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+impl Hash for Atom {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.rank().hash(state);
+        match self {
+            Atom::Integer(i) => i.hash(state),
+            Atom::Real(r) => r.to_bits().hash(state),
+            Atom::Boolean(b) => b.hash(state),
+            Atom::String(s) => s.hash(state),
+            Atom::Uuid(u) => u.hash(state),
+            Atom::NamedUuid(n) => n.hash(state),
+        }
+    }
+}
+
+impl fmt::Display for Atom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Atom::Integer(i) => write!(f, "{i}"),
+            Atom::Real(r) => write!(f, "{r}"),
+            Atom::Boolean(b) => write!(f, "{b}"),
+            Atom::String(s) => write!(f, "{s:?}"),
+            Atom::Uuid(u) => write!(f, "{u}"),
+            Atom::NamedUuid(n) => write!(f, "@{}", n.as_str()),
+        }
+    }
+}
+
+macro_rules! atom_from {
+    ($($t:ty => $variant:ident($conv:expr)),* $(,)?) => {
+        $(impl From<$t> for Atom {
+            fn from(v: $t) -> Self { Atom::$variant($conv(v)) }
+        })*
+    };
+}
+atom_from! {
+    i64 => Integer(|v| v),
+    i32 => Integer(i64::from),
+    u16 => Integer(i64::from),
+    u32 => Integer(i64::from),
+    f64 => Real(|v| v),
+    bool => Boolean(|v| v),
+    String => String(|v| v),
+    &str => String(str::to_owned),
+    &String => String(String::clone),
+    Uuid => Uuid(|v| v),
+    &Uuid => Uuid(Uuid::clone),
+    NamedUuid => NamedUuid(|v| v),
+    &NamedUuid => NamedUuid(NamedUuid::clone),
+}
+
+/// A column value: an atom, a set of atoms, or a map from atoms to atoms.
+///
+/// Sets are kept sorted and free of duplicates and maps sorted by key, so two values that mean
+/// the same compare equal. A set of one element may arrive from the server as a bare atom; the
+/// schema-aware [`crate::DatabaseSchema::normalize`] turns it into the form its column declares.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    /// A single atom (the form of a column with exactly one value).
+    Atom(Atom),
+    /// A set (sorted, no duplicates).
+    Set(Vec<Atom>),
+    /// A map (sorted by key, one value per key).
+    Map(Vec<(Atom, Atom)>),
+}
+
+impl Value {
+    /// A set from any atoms; sorts and removes duplicates.
+    pub fn set<A: Into<Atom>>(items: impl IntoIterator<Item = A>) -> Self {
+        let mut v: Vec<Atom> = items.into_iter().map(Into::into).collect();
+        v.sort();
+        v.dedup();
+        Value::Set(v)
+    }
+
+    /// The empty set (also the "no value" of an optional column).
+    pub fn empty_set() -> Self {
+        Value::Set(Vec::new())
+    }
+
+    /// A map from any key/value pairs; sorts by key, the last value of a repeated key wins.
+    pub fn map<K: Into<Atom>, V: Into<Atom>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let sorted: BTreeMap<Atom, Atom> = pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        Value::Map(sorted.into_iter().collect())
+    }
+
+    /// The JSON encoding (RFC 7047 section 5.1).
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Atom(a) => a.to_json(),
+            Value::Set(s) => json!(["set", s.iter().map(Atom::to_json).collect::<Vec<_>>()]),
+            Value::Map(m) => {
+                json!(["map", m.iter().map(|(k, v)| json!([k.to_json(), v.to_json()])).collect::<Vec<_>>()])
+            }
+        }
+    }
+
+    /// Decodes a value without a schema: `["set", ..]` and `["map", ..]` are recognised, all
+    /// else must be an atom.
+    pub fn from_json(json: &Json) -> Result<Self, ValueError> {
+        if let Json::Array(a) = json {
+            if a.len() == 2 {
+                match (a[0].as_str(), &a[1]) {
+                    (Some("set"), Json::Array(items)) => {
+                        let atoms = items.iter().map(Atom::from_json).collect::<Result<Vec<_>, _>>()?;
+                        return Ok(Value::set(atoms));
+                    }
+                    (Some("map"), Json::Array(pairs)) => {
+                        let mut out = Vec::with_capacity(pairs.len());
+                        for pair in pairs {
+                            match pair {
+                                Json::Array(kv) if kv.len() == 2 => {
+                                    out.push((Atom::from_json(&kv[0])?, Atom::from_json(&kv[1])?))
+                                }
+                                _ => {
+                                    return Err(ValueError::new(format!(
+                                        "map entry {} is not a [key, value] pair",
+                                        short(pair)
+                                    )))
+                                }
+                            }
+                        }
+                        return Ok(Value::map(out));
+                    }
+                    (Some("set" | "map"), other) => {
+                        return Err(ValueError::new(format!("{} is not an array of elements", short(other))))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Atom::from_json(json).map(Value::Atom)
+    }
+
+    /// The elements as a slice: an atom is a set of one.
+    pub fn as_set(&self) -> &[Atom] {
+        match self {
+            Value::Atom(a) => std::slice::from_ref(a),
+            Value::Set(s) => s,
+            Value::Map(_) => &[],
+        }
+    }
+
+    /// The map entries (empty for a non-map).
+    pub fn as_map(&self) -> &[(Atom, Atom)] {
+        match self {
+            Value::Map(m) => m,
+            _ => &[],
+        }
+    }
+
+    /// The single atom of a scalar, or of a set of exactly one.
+    pub fn as_atom(&self) -> Option<&Atom> {
+        match self {
+            Value::Atom(a) => Some(a),
+            Value::Set(s) if s.len() == 1 => Some(&s[0]),
+            _ => None,
+        }
+    }
+
+    /// The string of a scalar string value.
+    pub fn as_str(&self) -> Option<&str> {
+        self.as_atom().and_then(Atom::as_str)
+    }
+
+    /// The integer of a scalar integer value.
+    pub fn as_integer(&self) -> Option<i64> {
+        self.as_atom().and_then(Atom::as_integer)
+    }
+
+    /// The boolean of a scalar boolean value.
+    pub fn as_bool(&self) -> Option<bool> {
+        self.as_atom().and_then(Atom::as_bool)
+    }
+
+    /// The UUID of a scalar reference.
+    pub fn as_uuid(&self) -> Option<&Uuid> {
+        self.as_atom().and_then(Atom::as_uuid)
+    }
+
+    /// Looks a key up in a map value.
+    pub fn map_get(&self, key: &str) -> Option<&Atom> {
+        let m = self.as_map();
+        m.binary_search_by(|(k, _)| match k {
+            Atom::String(s) => s.as_str().cmp(key),
+            other => other.rank().cmp(&3),
+        })
+        .ok()
+        .map(|i| &m[i].1)
+    }
+
+    /// The number of elements (1 for an atom).
+    pub fn len(&self) -> usize {
+        match self {
+            Value::Atom(_) => 1,
+            Value::Set(s) => s.len(),
+            Value::Map(m) => m.len(),
+        }
+    }
+
+    /// True for an empty set or map.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Into<Atom>> From<T> for Value {
+    fn from(v: T) -> Self {
+        Value::Atom(v.into())
+    }
+}
+
+impl<T: Into<Atom>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        Value::set(v)
+    }
+}
+
+impl<T: Into<Atom>> From<Vec<T>> for Value {
+    fn from(v: Vec<T>) -> Self {
+        Value::set(v)
+    }
+}
+
+impl<K: Into<Atom>, V: Into<Atom>> From<BTreeMap<K, V>> for Value {
+    fn from(m: BTreeMap<K, V>) -> Self {
+        Value::map(m)
+    }
+}
+
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = Json::deserialize(d)?;
+        Value::from_json(&json).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Conversion from a column value to a Rust type.
+pub trait FromValue: Sized {
+    /// Converts, or says what the value was instead.
+    fn from_value(value: &Value) -> Result<Self, ValueError>;
+}
+
+fn mismatch(want: &str, value: &Value) -> ValueError {
+    ValueError::new(format!("expected {want}, found {}", short(&value.to_json())))
+}
+
+macro_rules! scalar_from_value {
+    ($($t:ty, $want:literal, $get:expr;)*) => {
+        $(impl FromValue for $t {
+            fn from_value(value: &Value) -> Result<Self, ValueError> {
+                value.as_atom().and_then($get).ok_or_else(|| mismatch($want, value))
+            }
+        })*
+    };
+}
+scalar_from_value! {
+    i64, "an integer", Atom::as_integer;
+    bool, "a boolean", Atom::as_bool;
+    String, "a string", |a: &Atom| a.as_str().map(str::to_owned);
+    Uuid, "a UUID", |a: &Atom| a.as_uuid().cloned();
+    f64, "a real", |a: &Atom| match a { Atom::Real(r) => Some(*r), Atom::Integer(i) => Some(*i as f64), _ => None };
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: &Value) -> Result<Self, ValueError> {
+        match value.as_set() {
+            [] => Ok(None),
+            [a] => T::from_value(&Value::Atom(a.clone())).map(Some),
+            _ => Err(mismatch("at most one value", value)),
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Vec<T> {
+    fn from_value(value: &Value) -> Result<Self, ValueError> {
+        value.as_set().iter().map(|a| T::from_value(&Value::Atom(a.clone()))).collect()
+    }
+}
+
+impl FromValue for BTreeMap<String, String> {
+    fn from_value(value: &Value) -> Result<Self, ValueError> {
+        if let Value::Atom(_) = value {
+            return Err(mismatch("a map", value));
+        }
+        value
+            .as_map()
+            .iter()
+            .map(|(k, v)| match (k, v) {
+                (Atom::String(k), Atom::String(v)) => Ok((k.clone(), v.clone())),
+                _ => Err(mismatch("a map of strings to strings", value)),
+            })
+            .collect()
+    }
+}
+
+/// A row: column name to value. Column names are shared `Arc<str>` so a large replica does not
+/// store the same names once per row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    columns: BTreeMap<Arc<str>, Value>,
+}
+
+impl Row {
+    /// An empty row.
+    pub fn new() -> Self {
+        Row::default()
+    }
+
+    /// Builder form of [`Row::set`].
+    pub fn with(mut self, column: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
+        self.set(column, value);
+        self
+    }
+
+    /// Sets a column.
+    pub fn set(&mut self, column: impl Into<Arc<str>>, value: impl Into<Value>) {
+        self.columns.insert(column.into(), value.into());
+    }
+
+    /// Removes a column, returning its value.
+    pub fn remove(&mut self, column: &str) -> Option<Value> {
+        self.columns.remove(column)
+    }
+
+    /// A column's value.
+    pub fn get(&self, column: &str) -> Option<&Value> {
+        self.columns.get(column)
+    }
+
+    /// A column converted to a Rust type; a missing column is an error naming it.
+    pub fn get_as<T: FromValue>(&self, column: &str) -> Result<T, ValueError> {
+        let v = self.get(column).ok_or_else(|| ValueError::new(format!("column '{column}' is not in the row")))?;
+        T::from_value(v).map_err(|e| ValueError::new(format!("column '{column}': {e}")))
+    }
+
+    /// The string value of a key in a map column (typically `external_ids`).
+    pub fn map_str(&self, column: &str, key: &str) -> Option<&str> {
+        self.get(column).and_then(|v| v.map_get(key)).and_then(Atom::as_str)
+    }
+
+    /// Iterates over columns in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.columns.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// Iterates mutably over values.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut Value)> {
+        self.columns.iter_mut()
+    }
+
+    /// Number of columns present.
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// True when no column is present.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// The JSON object form.
+    pub fn to_json(&self) -> Json {
+        Json::Object(self.columns.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
+    }
+
+    /// Decodes a JSON object without a schema.
+    pub fn from_json(json: &Json) -> Result<Self, ValueError> {
+        let obj = json.as_object().ok_or_else(|| ValueError::new(format!("{} is not a row object", short(json))))?;
+        let mut row = Row::new();
+        for (k, v) in obj {
+            let value = Value::from_json(v).map_err(|e| ValueError::new(format!("column '{k}': {e}")))?;
+            row.set(k.as_str(), value);
+        }
+        Ok(row)
+    }
+
+    /// Moves the column names onto the shared names in `names` (see [`Row`]).
+    pub(crate) fn intern(&mut self, names: &impl Fn(&str) -> Option<Arc<str>>) {
+        let columns = std::mem::take(&mut self.columns);
+        self.columns = columns.into_iter().map(|(k, v)| (names(&k).unwrap_or(k), v)).collect();
+    }
+}
+
+impl FromIterator<(String, Value)> for Row {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        Row { columns: iter.into_iter().map(|(k, v)| (Arc::from(k), v)).collect() }
+    }
+}
+
+/// A JSON value shortened for an error message, so a 50 MB payload never lands in a log line.
+pub(crate) fn short(json: &Json) -> String {
+    let mut s = json.to_string();
+    if s.len() > 120 {
+        let mut cut = 117;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_parse_and_reject() {
+        let u = Uuid::parse("550E8400-e29b-41d4-a716-446655440000").unwrap();
+        assert_eq!(u.as_str(), "550e8400-e29b-41d4-a716-446655440000");
+        for bad in ["", "550e8400e29b41d4a716446655440000", "550e8400-e29b-41d4-a716-44665544000g", "x"] {
+            assert!(Uuid::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_round_trip_of_every_kind() {
+        let u = Uuid::parse("550e8400-e29b-41d4-a716-446655440000").unwrap();
+        let values = [
+            Value::from(42i64),
+            Value::from(-1.5f64),
+            Value::from(true),
+            Value::from("br-int"),
+            Value::from(u.clone()),
+            Value::from(NamedUuid::new("row_1").unwrap()),
+            Value::set([3i64, 1, 2, 3]),
+            Value::empty_set(),
+            Value::map([("b", "2"), ("a", "1")]),
+        ];
+        for v in values {
+            let back = Value::from_json(&v.to_json()).unwrap();
+            assert_eq!(back, v, "{}", v.to_json());
+        }
+        assert_eq!(Value::set([3i64, 1, 2, 3]).to_json(), json!(["set", [1, 2, 3]]));
+        assert_eq!(Value::map([("b", "2"), ("a", "1")]).to_json(), json!(["map", [["a", "1"], ["b", "2"]]]));
+    }
+
+    #[test]
+    fn malformed_json_values_are_errors() {
+        for bad in [
+            json!(null),
+            json!({"a": 1}),
+            json!(["uuid", "nope"]),
+            json!(["named-uuid", "1abc"]),
+            json!(["set", 3]),
+            json!(["map", [[1]]]),
+            json!(["map", [1, 2]]),
+            json!(["frob", 1]),
+        ] {
+            assert!(Value::from_json(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn conversions_to_rust_types() {
+        let row = Row::new()
+            .with("name", "eth0")
+            .with("tag", Value::set([7i64]))
+            .with("trunks", Value::set([1i64, 2]))
+            .with("no_tag", Value::empty_set())
+            .with("external_ids", Value::map([("iface-id", "p1")]));
+        assert_eq!(row.get_as::<String>("name").unwrap(), "eth0");
+        assert_eq!(row.get_as::<Option<i64>>("tag").unwrap(), Some(7));
+        assert_eq!(row.get_as::<Option<i64>>("no_tag").unwrap(), None);
+        assert_eq!(row.get_as::<Vec<i64>>("trunks").unwrap(), vec![1, 2]);
+        assert!(row.get_as::<Option<i64>>("trunks").is_err());
+        assert!(row.get_as::<i64>("name").unwrap_err().to_string().contains("column 'name'"));
+        assert!(row.get_as::<i64>("missing").unwrap_err().to_string().contains("missing"));
+        let ids: BTreeMap<String, String> = row.get_as("external_ids").unwrap();
+        assert_eq!(ids["iface-id"], "p1");
+        assert_eq!(row.map_str("external_ids", "iface-id"), Some("p1"));
+        assert_eq!(row.map_str("external_ids", "nope"), None);
+    }
+
+    #[test]
+    fn reals_order_and_hash_consistently() {
+        let s = Value::set([1.0f64, f64::NAN, 1.0, -0.0]);
+        assert_eq!(s.len(), 3);
+        assert_eq!(Atom::Real(f64::NAN), Atom::Real(f64::NAN));
+    }
+
+    #[test]
+    fn short_cuts_on_char_boundary() {
+        let long = Json::String("é".repeat(200));
+        let s = short(&long);
+        assert!(s.len() <= 120 && s.ends_with("..."));
+    }
+}
