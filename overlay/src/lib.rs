@@ -1,1 +1,27 @@
-//! Overlay domain (placeholder during bootstrap).
+//! The overlay domain: tenants, hosts, leases and endpoints (`model`), interface names
+//! (`naming`), local VLANs (`vlan`), address management (`ipam`), container MTU (`mtu`), and the
+//! level-triggered reconcile core: `desired` state from the cluster view, and the `diff`
+//! against what OVSDB holds.
+//!
+//! Everything here is pure: no I/O, no clock, no randomness. The agent reads etcd and OVSDB,
+//! calls [`desired::desired_state`] and [`diff::diff`], and turns the resulting
+//! [`diff::Plan`] into one OVSDB transaction. See `DESIGN.md` for the data plane this builds.
+
+#![warn(missing_docs)]
+
+pub mod desired;
+pub mod diff;
+pub mod error;
+pub mod external_ids;
+mod fnv;
+pub mod ipam;
+pub mod model;
+pub mod mtu;
+pub mod naming;
+pub mod vlan;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use error::{DesiredError, IpamError, ModelError, MtuError, VlanError};
+pub use model::{Endpoint, HostRecord, MacAddr, SubnetLease, Tenant, TunnelType, Vni};
