@@ -1,1 +1,251 @@
-fn main() {}
+//! overlay-agent: the per-host daemon (`run`) and the CLI that talks to it over the local API.
+
+mod api;
+mod daemon;
+mod metrics;
+mod ovs;
+mod registry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value as JsonValue};
+
+#[derive(Parser)]
+#[command(
+    name = "overlay-agent",
+    version,
+    about = "Multi-tenant container overlay on Open vSwitch, one agent per host"
+)]
+struct Cli {
+    /// The agent's local API socket (for every command but `run`, which takes it from its config).
+    #[arg(long, global = true, env = "OVERLAY_API_SOCKET", default_value = overlay_config::DEFAULT_API_SOCKET)]
+    api_socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the daemon).
+    Run {
+        #[command(flatten)]
+        flags: Box<overlay_config::RunFlags>,
+    },
+    /// Manage tenants (cluster-wide, stored in etcd).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Show this host, its peers, tenants, tunnels and endpoints.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant network.
+    Create {
+        /// Tenant name ([A-Za-z0-9][A-Za-z0-9_.-]*).
+        name: String,
+        /// The VNI: GRE key / VXLAN VNI on the wire (1..16777215), unique in the cluster.
+        #[arg(long)]
+        vni: u32,
+        /// The tenant's address range, e.g. 198.19.0.0/16.
+        #[arg(long)]
+        cidr: String,
+        /// vxlan or gre.
+        #[arg(long, default_value = "vxlan")]
+        tunnel: String,
+        /// Length of the per-host subnet leases (default 24 for IPv4).
+        #[arg(long)]
+        subnet_len: Option<u8>,
+    },
+    /// List tenants.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a tenant (refused while it has endpoints).
+    Delete {
+        /// Tenant name.
+        name: String,
+    },
+    /// Make this host take part in a tenant now (take a subnet lease) instead of at the first plug.
+    Join {
+        /// Tenant name.
+        name: String,
+    },
+}
+
+fn init_logging(config: &overlay_config::AgentConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        overlay_config::LogFormat::Json => builder.json().init(),
+        overlay_config::LogFormat::Text => builder.init(),
+    }
+}
+
+async fn api(cli: &Cli, method: &str, path: &str, body: Option<JsonValue>) -> anyhow::Result<JsonValue> {
+    let (status, json) = api::call(&cli.api_socket, method, path, body).await?;
+    if status >= 400 {
+        let msg = json.get("error").and_then(JsonValue::as_str).map(str::to_owned).unwrap_or_else(|| json.to_string());
+        anyhow::bail!("{msg}");
+    }
+    Ok(json)
+}
+
+fn print_tenants(tenants: &JsonValue) {
+    println!("{:<20} {:>9} {:<20} {:<6} {:>6} {:<16}", "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY");
+    for t in tenants.as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16}",
+            t["name"].as_str().unwrap_or(""),
+            t["vni"].to_string(),
+            t["cidr"].as_str().unwrap_or(""),
+            t["tunnel"].as_str().unwrap_or(""),
+            format!("/{}", t["subnet_len"]),
+            t["gateway"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn print_status(s: &JsonValue) {
+    let h = &s["host"];
+    println!(
+        "host {} underlay {} (system-id {}, ovsdb {})",
+        h["name"].as_str().unwrap_or("?"),
+        h["underlay_ip"].as_str().unwrap_or("?"),
+        h["system_id"].as_str().unwrap_or("?"),
+        if h["ovsdb_connected"].as_bool() == Some(true) { "connected" } else { "DISCONNECTED" }
+    );
+    println!("peers:");
+    for p in s["peers"].as_array().into_iter().flatten() {
+        let alive = if p["alive"].as_bool() == Some(true) { "alive" } else { "not alive" };
+        println!("  {:<24} {:<16} {alive}", p["host"].as_str().unwrap_or(""), p["underlay_ip"].as_str().unwrap_or(""));
+    }
+    println!("tenants:");
+    for t in s["tenants"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<20} vni {:<8} {:<6} {:<18} local-vlan {:<5} subnet {}",
+            t["name"].as_str().unwrap_or(""),
+            t["vni"].to_string(),
+            t["tunnel"].as_str().unwrap_or(""),
+            t["cidr"].as_str().unwrap_or(""),
+            t["local_vlan"].as_u64().map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            t["subnet"].as_str().unwrap_or("-"),
+        );
+    }
+    println!("tunnels:");
+    for t in s["tunnels"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<15} {:<5} key {:<8} -> {:<16} ({}, tenant {}, vlan {})",
+            t["name"].as_str().unwrap_or(""),
+            t["type"].as_str().unwrap_or(""),
+            t["vni"].to_string(),
+            t["remote_ip"].as_str().unwrap_or(""),
+            t["peer"].as_str().unwrap_or(""),
+            t["tenant"].as_str().unwrap_or(""),
+            t["local_vlan"]
+        );
+    }
+    println!("endpoints:");
+    for e in s["endpoints"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<24} {:<12} {:<18} {} {}",
+            e["container"].as_str().unwrap_or(""),
+            e["tenant"].as_str().unwrap_or(""),
+            e["ip"].as_str().unwrap_or(""),
+            e["mac"].as_str().unwrap_or(""),
+            e["port"].as_str().unwrap_or("")
+        );
+    }
+    for (label, key) in [("skipped peer", "skipped_peers"), ("CONFLICT", "conflicts")] {
+        for x in s[key].as_array().into_iter().flatten() {
+            println!("{label}: {}", x.as_str().unwrap_or(""));
+        }
+    }
+    if let Some(e) = s["last_error"].as_str() {
+        println!("last reconcile error: {e}");
+    }
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Run { flags } => {
+            let config = overlay_config::AgentConfig::load(flags)?;
+            init_logging(&config);
+            tracing::info!(version = env!("CARGO_PKG_VERSION"), host = %config.hostname, "overlay-agent starting");
+            daemon::run(config).await
+        }
+        Command::Tenant { command } => match command {
+            TenantCommand::Create { name, vni, cidr, tunnel, subnet_len } => {
+                let body = json!({"name": name, "vni": vni, "cidr": cidr, "tunnel": tunnel, "subnet_len": subnet_len});
+                let t = api(&cli, "POST", "/v1/tenants", Some(body)).await?;
+                println!(
+                    "tenant {} created: vni {} {} {} gateway {}",
+                    t["name"].as_str().unwrap_or(""),
+                    t["vni"],
+                    t["tunnel"].as_str().unwrap_or(""),
+                    t["cidr"].as_str().unwrap_or(""),
+                    t["gateway"].as_str().unwrap_or("")
+                );
+                Ok(())
+            }
+            TenantCommand::List { json } => {
+                let t = api(&cli, "GET", "/v1/tenants", None).await?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&t)?);
+                } else {
+                    print_tenants(&t);
+                }
+                Ok(())
+            }
+            TenantCommand::Delete { name } => {
+                api(&cli, "DELETE", &format!("/v1/tenants/{name}"), None).await?;
+                println!("tenant {name} deleted");
+                Ok(())
+            }
+            TenantCommand::Join { name } => {
+                let l = api(&cli, "POST", &format!("/v1/tenants/{name}/join"), None).await?;
+                println!("this host takes part in {name} with subnet {}", l["subnet"].as_str().unwrap_or("?"));
+                Ok(())
+            }
+        },
+        Command::Status { json } => {
+            let s = api(&cli, "GET", "/v1/status", None).await.context("asking the agent for its status")?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print_status(&s);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_inner(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

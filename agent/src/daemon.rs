@@ -1,0 +1,433 @@
+//! `overlay-agent run`: registration, the etcd watch, the level-triggered reconcile loop, the
+//! local API and metrics, and a shutdown that leaves the data plane up.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use overlay::desired::{desired_state, ClusterView};
+use overlay::diff::{diff, existing_vlans_from};
+use overlay::model::{HostRecord, SubnetLease, TunnelType};
+use overlay_config::AgentConfig;
+use ovsdb_client::{Client, Condition, Mutation, Value};
+use serde_json::{json, Value as JsonValue};
+use tokio::sync::{watch, Notify};
+
+use crate::ovs;
+use crate::registry::{ClusterCache, Registration, Registry, RegistryError};
+
+/// Counters for the metrics endpoint.
+#[derive(Default)]
+pub struct Metrics {
+    /// Reconcile passes.
+    pub reconciles: AtomicU64,
+    /// OVSDB transactions sent.
+    pub transactions: AtomicU64,
+    /// Failed reconcile passes.
+    pub errors: AtomicU64,
+    /// Peers in the last desired state.
+    pub peers: AtomicU64,
+    /// Tunnel ports in the last desired state.
+    pub tunnels: AtomicU64,
+}
+
+/// What the last reconcile produced, for `status`.
+#[derive(Default, Clone)]
+struct LastReconcile {
+    at: Option<Instant>,
+    tunnels: Vec<JsonValue>,
+    tenant_vlans: BTreeMap<String, u16>,
+    skipped: Vec<String>,
+    conflicts: Vec<String>,
+    error: Option<String>,
+}
+
+/// The running agent, shared by the loops and the API.
+pub struct Agent {
+    /// Validated configuration.
+    pub config: AgentConfig,
+    /// This host as registered.
+    pub me: HostRecord,
+    /// etcd.
+    pub registry: Registry,
+    /// OVSDB with its replica.
+    pub ovs: Client,
+    /// The cluster as watched in etcd.
+    pub cluster: watch::Receiver<ClusterCache>,
+    registration: Mutex<Registration>,
+    dirty: Notify,
+    /// Counters.
+    pub metrics: Metrics,
+    last: Mutex<LastReconcile>,
+}
+
+impl Agent {
+    fn owner(&self) -> &str {
+        &self.me.hostname
+    }
+
+    /// Ensures this host holds a subnet lease in `tenant` (it then takes part in it).
+    pub async fn join_tenant(&self, name: &str) -> Result<SubnetLease, RegistryError> {
+        let tenant = self
+            .cluster
+            .borrow()
+            .tenants
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("tenant '{name}' does not exist: create it first")))?;
+        let host_lease = self.registration.lock().expect("registration lock").host_lease;
+        let lease = self.registry.ensure_lease(&tenant, &self.me, host_lease).await?;
+        self.dirty.notify_one();
+        Ok(lease)
+    }
+
+    fn view(&self, cache: &ClusterCache) -> ClusterView {
+        let mut hosts = cache.hosts.clone();
+        hosts.insert(self.me.hostname.clone(), self.me.clone());
+        ClusterView {
+            local: self.me.clone(),
+            hosts,
+            tenants: cache.tenants.clone(),
+            leases: cache.valid_leases(),
+            datapath_type: self.config.ovs.datapath_type.as_str().to_owned(),
+            int_bridge: self.config.ovs.int_bridge.clone(),
+            tun_bridge: self.config.ovs.tun_bridge.clone(),
+        }
+    }
+
+    /// One pass: desired state from the cluster view, diff against the replica, and at most
+    /// one transaction. Returns whether a transaction was sent.
+    async fn reconcile(&self) -> anyhow::Result<bool> {
+        self.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+        let cache = self.cluster.borrow().clone();
+        let view = self.view(&cache);
+        let bridges = [self.config.ovs.int_bridge.as_str(), self.config.ovs.tun_bridge.as_str()];
+        let (observed, root) = {
+            let r = self.ovs.replica();
+            (ovs::observe(&r, &bridges, self.owner()), ovs::root(&r))
+        };
+        let (root_uuid, _) = root.context("the Open_vSwitch table has no row: run `ovs-vsctl init` once")?;
+        let desired = desired_state(&view, &existing_vlans_from(&observed))?;
+        let plan = diff(&desired, &observed, self.owner());
+        {
+            let mut last = self.last.lock().expect("last lock");
+            let conflicts: Vec<String> = plan.conflicts.iter().map(|c| c.to_string()).collect();
+            let skipped: Vec<String> = desired.skipped.iter().map(|s| format!("{}: {}", s.peer, s.reason)).collect();
+            for c in conflicts.iter().filter(|c| !last.conflicts.contains(c)) {
+                tracing::error!(conflict = %c, "cannot build a port");
+            }
+            for s in skipped.iter().filter(|s| !last.skipped.contains(s)) {
+                tracing::warn!(peer = %s, "peer skipped");
+            }
+            *last = LastReconcile {
+                at: Some(Instant::now()),
+                tunnels: desired
+                    .tunnels
+                    .iter()
+                    .map(|t| {
+                        json!({"name": t.name, "peer": t.peer, "tenant": t.tenant, "vni": t.vni.get(),
+                               "type": t.tunnel.as_str(), "remote_ip": t.remote_ip.to_string(), "local_vlan": t.local_vlan})
+                    })
+                    .collect(),
+                tenant_vlans: desired.tenant_vlans.clone(),
+                skipped,
+                conflicts,
+                error: None,
+            };
+        }
+        let peers: std::collections::BTreeSet<&str> = desired.tunnels.iter().map(|t| t.peer.as_str()).collect();
+        self.metrics.peers.store(peers.len() as u64, Ordering::Relaxed);
+        self.metrics.tunnels.store(desired.tunnels.len() as u64, Ordering::Relaxed);
+        if plan.is_empty() {
+            return Ok(false);
+        }
+        let tx = ovs::plan_to_transaction(self.ovs.transaction(), &plan, &root_uuid);
+        self.metrics.transactions.fetch_add(1, Ordering::Relaxed);
+        self.ovs.transact(&tx).await.context("applying the plan to OVSDB")?;
+        tracing::info!(
+            bridges = plan.create_bridges.len(),
+            created = plan.create_ports.len(),
+            updated = plan.update_ports.len(),
+            deleted = plan.delete_ports.len(),
+            "OVSDB updated"
+        );
+        for u in &plan.update_ports {
+            tracing::info!(port = %u.name, changes = ?u.changes, "port updated");
+        }
+        // Wait for the replica to show our own commit, so the next pass does not plan the
+        // same change again from stale rows.
+        let owner = self.owner().to_owned();
+        let _ = self
+            .ovs
+            .wait_until(Duration::from_secs(5), |r| {
+                diff(&desired, &ovs::observe(r, &bridges, &owner), &owner).is_empty()
+            })
+            .await;
+        Ok(true)
+    }
+
+    /// The `status` answer.
+    pub fn status(&self) -> JsonValue {
+        let cache = self.cluster.borrow().clone();
+        let last = self.last.lock().expect("last lock").clone();
+        let peers: Vec<JsonValue> = cache
+            .hosts
+            .values()
+            .filter(|h| h.hostname != self.me.hostname)
+            .map(|h| json!({"host": h.hostname, "underlay_ip": h.underlay_ip.to_string(), "alive": cache.alive.contains(&h.hostname)}))
+            .collect();
+        let tenants: Vec<JsonValue> = cache
+            .tenants
+            .values()
+            .map(|t| {
+                let lease = cache.leases.values().find(|l| l.tenant == t.name() && l.host == self.me.hostname);
+                let mut j = crate::api::tenant_json(t);
+                j["local_vlan"] = json!(last.tenant_vlans.get(t.name()));
+                j["subnet"] = json!(lease.map(|l| l.subnet.to_string()));
+                j
+            })
+            .collect();
+        let endpoints: Vec<JsonValue> = cache
+            .endpoints
+            .values()
+            .filter(|e| e.host == self.me.hostname)
+            .map(|e| json!({"container": e.container_id, "tenant": e.tenant, "ip": e.ip.to_string(), "mac": e.mac.to_string(), "port": e.port}))
+            .collect();
+        json!({
+            "host": {"name": self.me.hostname, "underlay_ip": self.me.underlay_ip.to_string(), "system_id": self.me.system_id,
+                     "version": self.me.version, "ovsdb_connected": self.ovs.is_connected()},
+            "peers": peers,
+            "tenants": tenants,
+            "tunnels": last.tunnels,
+            "endpoints": endpoints,
+            "skipped_peers": last.skipped,
+            "conflicts": last.conflicts,
+            "last_error": last.error,
+            "last_reconcile_ms_ago": last.at.map(|a| a.elapsed().as_millis() as u64),
+        })
+    }
+
+    /// Prometheus text exposition.
+    pub fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        format!(
+            "# HELP overlay_reconciles_total Reconcile passes.\n# TYPE overlay_reconciles_total counter\noverlay_reconciles_total {}\n\
+             # HELP overlay_ovsdb_transactions_total OVSDB transactions sent.\n# TYPE overlay_ovsdb_transactions_total counter\noverlay_ovsdb_transactions_total {}\n\
+             # HELP overlay_reconcile_errors_total Failed reconcile passes.\n# TYPE overlay_reconcile_errors_total counter\noverlay_reconcile_errors_total {}\n\
+             # HELP overlay_peers Peer hosts with at least one tunnel.\n# TYPE overlay_peers gauge\noverlay_peers {}\n\
+             # HELP overlay_tunnels Tunnel ports desired.\n# TYPE overlay_tunnels gauge\noverlay_tunnels {}\n\
+             # HELP overlay_ovsdb_connected 1 while the OVSDB session is up.\n# TYPE overlay_ovsdb_connected gauge\noverlay_ovsdb_connected {}\n",
+            g(&m.reconciles),
+            g(&m.transactions),
+            g(&m.errors),
+            g(&m.peers),
+            g(&m.tunnels),
+            u8::from(self.ovs.is_connected()),
+        )
+    }
+}
+
+async fn connect_ovsdb(config: &AgentConfig) -> anyhow::Result<Client> {
+    let remote: ovsdb_client::Remote = config.ovs.remote.to_string().parse()?;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match Client::connect(ovs::client_options(remote.clone())).await {
+            Ok(c) => return Ok(c),
+            Err(e @ ovsdb_client::RpcError::BadRemote { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "OVSDB not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The machine id, creating the agent's own in OVSDB when OVS has none.
+async fn ensure_system_id(ovs: &Client) -> anyhow::Result<String> {
+    if let Some(id) = ovs::system_id(&ovs.replica()) {
+        return Ok(id);
+    }
+    let (root, _) =
+        ovs::root(&ovs.replica()).context("the Open_vSwitch table has no row: run `ovs-vsctl init` once")?;
+    let id =
+        std::fs::read_to_string("/proc/sys/kernel/random/uuid").context("generating a system id")?.trim().to_owned();
+    let mut tx = ovs.transaction();
+    tx.mutate(
+        "Open_vSwitch",
+        vec![Condition::eq("_uuid", root)],
+        vec![Mutation::insert("external_ids", Value::map([("overlay-system-id", id.as_str())]))],
+    );
+    ovs.transact(&tx).await.context("storing the agent's system id in OVSDB")?;
+    tracing::info!(system_id = %id, "no OVS system-id; created the agent's own");
+    Ok(id)
+}
+
+async fn register_with_retry(registry: &Registry, me: &HostRecord, ttl: Duration) -> anyhow::Result<Registration> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match registry.register_host(me, ttl).await {
+            Ok(r) => return Ok(r),
+            Err(e @ RegistryError::Conflict(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register in etcd yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let ovs = connect_ovsdb(&config).await?;
+    let system_id = ensure_system_id(&ovs).await?;
+    let me = HostRecord {
+        hostname: config.hostname.clone(),
+        underlay_ip: config.underlay_ip,
+        system_id,
+        tunnel_types: vec![TunnelType::Vxlan, TunnelType::Gre],
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    me.validate().context("this host's record is invalid")?;
+    if config.etcd.tls.is_some() {
+        anyhow::bail!("etcd TLS is configured but this build does not support it yet; use http:// endpoints");
+    }
+    let auth = config.etcd.auth.as_ref().map(|a| (a.username.clone(), a.password.expose().to_owned()));
+    let registry = Registry::connect(&config.etcd.endpoints, &config.etcd.prefix, auth).await?;
+    let registration = register_with_retry(&registry, &me, config.timers.host_ttl).await?;
+    tracing::info!(
+        host = %me.hostname, underlay_ip = %me.underlay_ip, lease = registration.host_lease,
+        reattached = registration.reattached, "registered in etcd"
+    );
+
+    let (cluster_tx, cluster_rx) = watch::channel(ClusterCache::default());
+    let agent = Arc::new(Agent {
+        config: config.clone(),
+        me: me.clone(),
+        registry: registry.clone(),
+        ovs,
+        cluster: cluster_rx,
+        registration: Mutex::new(registration),
+        dirty: Notify::new(),
+        metrics: Metrics::default(),
+        last: Mutex::new(LastReconcile::default()),
+    });
+
+    let mut tasks = Vec::new();
+    {
+        let r = registry.clone();
+        tasks.push(tokio::spawn(async move { r.watch_forever(cluster_tx).await }));
+    }
+    tasks.push(tokio::spawn(keep_host_lease(agent.clone())));
+    let liveness = Arc::new(Mutex::new(None::<i64>));
+    tasks.push(tokio::spawn(keep_alive_key(agent.clone(), liveness.clone())));
+    tasks.push(crate::api::serve(agent.clone(), config.api_socket.clone()).await?);
+    if let Some(addr) = config.metrics_address {
+        tasks.push(crate::metrics::serve(agent.clone(), addr).await?);
+    }
+    tasks.push(tokio::spawn(reconcile_loop(agent.clone())));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down, data plane left up"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down, data plane left up"),
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    // The host key and subnet leases stay (their lease outlives us): peers keep their tunnels
+    // and a restarted agent re-attaches. Only the liveness key goes, so status shows us down.
+    let liveness_lease = *liveness.lock().expect("liveness lock");
+    if let Some(l) = liveness_lease {
+        let _ = tokio::time::timeout(Duration::from_secs(2), registry.revoke(l)).await;
+    }
+    let _ = std::fs::remove_file(&config.api_socket);
+    Ok(())
+}
+
+async fn keep_host_lease(agent: Arc<Agent>) {
+    loop {
+        let lease = agent.registration.lock().expect("registration lock").host_lease;
+        let reason = agent.registry.keep_alive(lease, agent.config.timers.host_ttl).await;
+        tracing::warn!(%reason, "host lease keep-alive interrupted");
+        // Re-attach (same lease if it survived) or register afresh, then restore our leases.
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match agent.registry.register_host(&agent.me, agent.config.timers.host_ttl).await {
+                Ok(reg) => {
+                    let renewed = reg.host_lease != lease;
+                    *agent.registration.lock().expect("registration lock") = reg;
+                    if renewed {
+                        tracing::warn!(lease = reg.host_lease, "host lease was lost; registered again");
+                        let tenants: Vec<String> =
+                            agent.last.lock().expect("last lock").tenant_vlans.keys().cloned().collect();
+                        for t in tenants {
+                            if let Err(e) = agent.join_tenant(&t).await {
+                                tracing::warn!(tenant = %t, error = %e, "could not restore the subnet lease");
+                            }
+                        }
+                    }
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "re-registration failed; retrying"),
+            }
+        }
+    }
+}
+
+async fn keep_alive_key(agent: Arc<Agent>, current: Arc<Mutex<Option<i64>>>) {
+    let ttl = agent.config.timers.liveness_ttl;
+    loop {
+        match agent.registry.set_alive(&agent.me.hostname, ttl).await {
+            Ok(lease) => {
+                *current.lock().expect("liveness lock") = Some(lease);
+                let reason = agent.registry.keep_alive(lease, ttl).await;
+                tracing::debug!(%reason, "liveness keep-alive interrupted");
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot write the liveness key"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    d.mul_f64(0.8 + f64::from(nanos % 400) / 1000.0)
+}
+
+/// Events only mark the state dirty; this loop does the work, one pass at a time.
+async fn reconcile_loop(agent: Arc<Agent>) {
+    let mut cluster = agent.cluster.clone();
+    let mut ovs_changes = agent.ovs.changes();
+    let mut backoff = Duration::from_millis(200);
+    let resync = agent.config.timers.resync_interval;
+    loop {
+        match agent.reconcile().await {
+            Ok(_) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                agent.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                let msg = format!("{e:#}");
+                tracing::warn!(error = %msg, retry_in = ?backoff, "reconcile failed");
+                agent.last.lock().expect("last lock").error = Some(msg);
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = agent.dirty.notified() => {}
+            r = cluster.changed() => if r.is_err() { return },
+            r = ovs_changes.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(resync) => {}
+        }
+        // Coalesce a burst of events (a peer registering writes several keys) into one pass.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cluster.borrow_and_update();
+        ovs_changes.borrow_and_update();
+    }
+}
