@@ -70,13 +70,9 @@ impl Agent {
 
     /// Ensures this host holds a subnet lease in `tenant` (it then takes part in it).
     pub async fn join_tenant(&self, name: &str) -> Result<SubnetLease, RegistryError> {
-        let tenant = self
-            .cluster
-            .borrow()
-            .tenants
-            .get(name)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotFound(format!("tenant '{name}' does not exist: create it first")))?;
+        // Read it from etcd, not the watched cache: a tenant created a moment ago through
+        // another host's agent may not have reached our watch yet.
+        let tenant = self.registry.get_tenant(name).await?;
         let host_lease = self.registration.lock().expect("registration lock").host_lease;
         let lease = self.registry.ensure_lease(&tenant, &self.me, host_lease).await?;
         self.dirty.notify_one();
@@ -206,6 +202,11 @@ impl Agent {
             "conflicts": last.conflicts,
             "last_error": last.error,
             "last_reconcile_ms_ago": last.at.map(|a| a.elapsed().as_millis() as u64),
+            "counters": {
+                "reconciles": self.metrics.reconciles.load(Ordering::Relaxed),
+                "ovsdb_transactions": self.metrics.transactions.load(Ordering::Relaxed),
+                "errors": self.metrics.errors.load(Ordering::Relaxed),
+            },
         })
     }
 
@@ -406,6 +407,11 @@ async fn reconcile_loop(agent: Arc<Agent>) {
     let mut ovs_changes = agent.ovs.changes();
     let mut backoff = Duration::from_millis(200);
     let resync = agent.config.timers.resync_interval;
+    // Never reconcile against an empty view: before the first etcd list arrives, every tunnel
+    // would look unwanted and a restart would tear the mesh down and build it again.
+    if cluster.wait_for(|c| c.revision > 0).await.is_err() {
+        return;
+    }
     loop {
         match agent.reconcile().await {
             Ok(_) => backoff = Duration::from_millis(200),

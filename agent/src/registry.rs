@@ -355,6 +355,17 @@ impl Registry {
         let _ = self.client.clone().lease_revoke(lease).await;
     }
 
+    /// Reads one tenant.
+    pub async fn get_tenant(&self, name: &str) -> Result<Tenant, RegistryError> {
+        let got = self.client.clone().get(self.keys.tenant(name), None).await.map_err(etcd("reading the tenant"))?;
+        let kv = got
+            .kvs()
+            .first()
+            .ok_or_else(|| RegistryError::NotFound(format!("tenant '{name}' does not exist: create it first")))?;
+        Tenant::from_json(kv.value())
+            .map_err(|e| RegistryError::Conflict(format!("tenant '{name}' in etcd is malformed: {e}")))
+    }
+
     /// Creates a tenant; the tenant name and its VNI are claimed in one transaction.
     pub async fn create_tenant(&self, tenant: &Tenant) -> Result<(), RegistryError> {
         let mut c = self.client.clone();

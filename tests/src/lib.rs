@@ -1,1 +1,296 @@
-//! Multi-host tests live in `tests/`; this library holds helpers shared between them.
+//! Helpers shared by the multi-host tests: an [`AgentProc`] fixture that runs the real
+//! `overlay-agent` binary against a [`testbed::TestHost`] and an [`testbed::Etcd`], and readers
+//! of the OVSDB rows the agent built (through `ovs-vsctl`, an independent tool).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use testbed::{Etcd, TestHost};
+
+/// The `overlay-agent` binary built by cargo for this workspace.
+pub fn agent_binary() -> PathBuf {
+    // Integration tests run from target/<profile>/deps; the binary is one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("overlay-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p overlay-agent` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running agent for one test host.
+pub struct AgentProc {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    /// The hostname it registers.
+    pub hostname: String,
+    starts: u32,
+}
+
+impl AgentProc {
+    /// Arguments of `overlay-agent run` for `host` (before `extra`).
+    pub fn run_args(host: &TestHost, etcd: &Etcd, prefix: &str, api_socket: &Path) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--hostname".into(),
+            host.name().into(),
+            "--underlay-ip".into(),
+            host.underlay_ip().to_string(),
+            "--etcd-endpoints".into(),
+            etcd.endpoint(),
+            "--etcd-prefix".into(),
+            prefix.into(),
+            "--ovsdb".into(),
+            host.ovsdb_remote(),
+            "--datapath-type".into(),
+            "netdev".into(),
+            "--api-socket".into(),
+            api_socket.display().to_string(),
+            "--liveness-ttl".into(),
+            "2".into(),
+            "--log-level".into(),
+            "info,overlay_agent=debug".into(),
+        ]
+    }
+
+    /// Starts the agent and waits until its API answers.
+    pub fn start(host: &TestHost, etcd: &Etcd, prefix: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("agent-").tempdir().expect("tempdir");
+        let mut args = Self::run_args(host, etcd, prefix, &dir.path().join("api.sock"));
+        // An empty config file: every key comes from the flags, never from a file that may
+        // exist on the machine running the tests.
+        let config = dir.path().join("agent.toml");
+        std::fs::write(&config, "").expect("config file");
+        args.extend(["--config".to_owned(), config.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut a = AgentProc { child: None, dir, args, hostname: host.name().to_owned(), starts: 0 };
+        a.spawn();
+        a.wait_ready();
+        a
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path_n(self.starts)).expect("log file");
+        let child = Command::new(agent_binary())
+            .args(&self.args)
+            .env_remove("OVERLAY_API_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning overlay-agent");
+        self.child = Some(child);
+    }
+
+    fn log_path_n(&self, n: u32) -> PathBuf {
+        self.dir.path().join(format!("agent-{n}.log"))
+    }
+
+    /// Everything the agent logged, all runs.
+    pub fn logs(&self) -> String {
+        (1..=self.starts).map(|n| std::fs::read_to_string(self.log_path_n(n)).unwrap_or_default()).collect()
+    }
+
+    /// The API socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.path().join("api.sock")
+    }
+
+    /// Waits until `status` answers (or the process died: then panics with its log).
+    pub fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("overlay-agent for {} exited with {status}:\n{}", self.hostname, self.logs());
+            }
+            if self.api_socket().exists() && self.cli(&["status", "--json"]).status.success() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "agent {} not ready:\n{}", self.hostname, self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs an `overlay-agent` CLI command against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(agent_binary())
+            .arg("--api-socket")
+            .arg(self.api_socket())
+            .args(args)
+            .output()
+            .expect("running the overlay-agent CLI")
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "overlay-agent {args:?} failed: {}\n--- agent log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.cli_ok(&["status", "--json"])).expect("status JSON")
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same agent again (after stop or kill) and waits until it is ready.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the agent first");
+        self.spawn();
+        self.wait_ready();
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `overlay-agent run` with `args` to completion (for agents that must refuse to start).
+pub fn run_agent_expecting_exit(args: &[String], within: Duration) -> Output {
+    let mut child = Command::new(agent_binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning overlay-agent");
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("overlay-agent did not exit within {within:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A Port with its Interface, as `ovs-vsctl` reports them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortRow {
+    /// Port name.
+    pub name: String,
+    /// Port `_uuid`.
+    pub uuid: String,
+    /// Port `_version` (changes on every write).
+    pub version: String,
+    /// Port `tag`.
+    pub tag: Option<i64>,
+    /// Port `protected`.
+    pub protected: bool,
+    /// Port `external_ids`.
+    pub external_ids: BTreeMap<String, String>,
+    /// Interface `type`.
+    pub kind: String,
+    /// Interface `options`.
+    pub options: BTreeMap<String, String>,
+    /// Interface `_uuid`.
+    pub iface_uuid: String,
+    /// Interface `_version`.
+    pub iface_version: String,
+    /// Interface `external_ids`.
+    pub iface_external_ids: BTreeMap<String, String>,
+}
+
+fn ovs_map(v: &Value) -> BTreeMap<String, String> {
+    v[1].as_array()
+        .into_iter()
+        .flatten()
+        .map(|kv| (kv[0].as_str().unwrap_or_default().to_owned(), kv[1].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// Rows of `table` read with OVS's own `ovsdb-client` (ovs-vsctl cannot show `_version`).
+fn list(host: &TestHost, table: &str, columns: &[&str]) -> Vec<BTreeMap<String, Value>> {
+    let query = serde_json::json!(["Open_vSwitch", {"op": "select", "table": table, "where": [], "columns": columns}]);
+    let out = Command::new("ovsdb-client")
+        .args(["transact", &host.ovsdb_remote(), &query.to_string()])
+        .output()
+        .expect("running ovsdb-client (apt-get install openvswitch-common)");
+    assert!(out.status.success(), "ovsdb-client transact failed: {}", String::from_utf8_lossy(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).expect("ovsdb-client JSON");
+    j[0]["rows"]
+        .as_array()
+        .expect("select rows")
+        .iter()
+        .map(|r| r.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .collect()
+}
+
+/// Every port on `bridge` with its interface.
+pub fn ports_on(host: &TestHost, bridge: &str) -> BTreeMap<String, PortRow> {
+    let names_out = host.try_vsctl(&["list-ports", bridge]).unwrap_or_default();
+    let wanted: Vec<&str> = names_out.lines().filter(|l| !l.is_empty()).collect();
+    let ifaces: BTreeMap<String, BTreeMap<String, Value>> =
+        list(host, "Interface", &["_uuid", "_version", "name", "type", "options", "external_ids"])
+            .into_iter()
+            .map(|r| (r["name"].as_str().unwrap().to_owned(), r))
+            .collect();
+    list(host, "Port", &["_uuid", "_version", "name", "tag", "protected", "external_ids"])
+        .into_iter()
+        .filter(|r| wanted.contains(&r["name"].as_str().unwrap()))
+        .map(|r| {
+            let name = r["name"].as_str().unwrap().to_owned();
+            let i = &ifaces[&name];
+            let tag = r["tag"].as_i64();
+            (
+                name.clone(),
+                PortRow {
+                    name,
+                    uuid: r["_uuid"][1].as_str().unwrap().to_owned(),
+                    version: r["_version"][1].as_str().unwrap().to_owned(),
+                    tag,
+                    protected: r["protected"].as_bool().unwrap_or(false),
+                    external_ids: ovs_map(&r["external_ids"]),
+                    kind: i["type"].as_str().unwrap_or_default().to_owned(),
+                    options: ovs_map(&i["options"]),
+                    iface_uuid: i["_uuid"][1].as_str().unwrap().to_owned(),
+                    iface_version: i["_version"][1].as_str().unwrap().to_owned(),
+                    iface_external_ids: ovs_map(&i["external_ids"]),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The tunnel ports on `br-tun` (ports whose interface is vxlan or gre).
+pub fn tunnels(host: &TestHost) -> BTreeMap<String, PortRow> {
+    ports_on(host, "br-tun").into_iter().filter(|(_, p)| p.kind == "vxlan" || p.kind == "gre").collect()
+}

@@ -1,0 +1,239 @@
+//! Multi-host tests of the agent core: three hosts (network namespaces, each with its own
+//! ovsdb-server + ovs-vswitchd on the netdev datapath), one etcd, real agents. What is checked
+//! is what an operator would see with `ovs-vsctl` on each host.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use overlay_tests::{ports_on, run_agent_expecting_exit, tunnels, AgentProc, PortRow};
+use testbed::{unique_name, wait_for, wait_until, Etcd, Fabric, TestHost};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Cluster {
+    // Field order is drop order: agents before the hosts they manage, etcd last.
+    agents: Vec<AgentProc>,
+    hosts: Vec<TestHost>,
+    etcd: Etcd,
+    prefix: String,
+    _fabric: Fabric,
+}
+
+fn cluster(n: u8, extra: &[&str]) -> Cluster {
+    let etcd = Etcd::start();
+    let fabric = Fabric::new();
+    let prefix = format!("/{}", unique_name("ov"));
+    let hosts: Vec<TestHost> = (1..=n).map(|i| fabric.add_host(i)).collect();
+    let agents = hosts.iter().map(|h| AgentProc::start(h, &etcd, &prefix, extra)).collect();
+    Cluster { agents, hosts, etcd, prefix, _fabric: fabric }
+}
+
+/// The tunnels a host should have: (peer index, tenant, type, vni).
+fn expect_tunnels(c: &Cluster, host: usize, want: &[(usize, &str, &str, u32)]) {
+    let h = &c.hosts[host];
+    let got = wait_for(WAIT, &format!("tunnels on {}", h.name()), || {
+        let t = tunnels(h);
+        (t.len() == want.len()).then_some(t)
+    });
+    for &(peer, tenant, kind, vni) in want {
+        let p = &c.hosts[peer];
+        let port: &PortRow = got
+            .values()
+            .find(|t| {
+                t.external_ids.get("overlay-peer").map(String::as_str) == Some(p.name())
+                    && t.external_ids["overlay-tenant"] == tenant
+            })
+            .unwrap_or_else(|| panic!("no tunnel {tenant} -> {} on {}: {got:#?}", p.name(), h.name()));
+        assert_eq!(port.kind, kind, "{port:#?}");
+        assert_eq!(port.options["key"], vni.to_string());
+        assert_eq!(port.options["remote_ip"], p.underlay_ip().to_string());
+        assert_eq!(port.options["local_ip"], h.underlay_ip().to_string());
+        assert!(port.protected, "tunnel ports are protected (split horizon): {port:#?}");
+        let vlan = port.tag.expect("tunnel ports are access ports");
+        assert!((1..=4094).contains(&vlan));
+        assert_eq!(port.external_ids["overlay-local-vlan"], vlan.to_string());
+        assert_eq!(port.external_ids["overlay-vni"], vni.to_string());
+        assert_eq!(port.external_ids["overlay-owner"], h.name());
+        assert_eq!(port.external_ids["overlay-kind"], "tunnel");
+        assert!(port.name.len() <= 15, "{}", port.name);
+    }
+    // One local VLAN per tenant on this host.
+    let mut vlan_of: BTreeMap<&str, i64> = BTreeMap::new();
+    for t in got.values() {
+        let prev = vlan_of.insert(&t.external_ids["overlay-tenant"], t.tag.unwrap());
+        assert!(prev.is_none() || prev == t.tag, "tenant VLANs differ on {}: {got:#?}", h.name());
+    }
+    let vlans: std::collections::BTreeSet<i64> = vlan_of.values().copied().collect();
+    assert_eq!(vlans.len(), vlan_of.len(), "two tenants share a VLAN on {}", h.name());
+}
+
+fn bridges_and_patches(h: &TestHost) {
+    let int = ports_on(h, "br-int");
+    let tun = ports_on(h, "br-tun");
+    assert_eq!(int["patch-tun"].kind, "patch");
+    assert_eq!(int["patch-tun"].options["peer"], "patch-int");
+    assert_eq!(tun["patch-int"].options["peer"], "patch-tun");
+    assert_eq!(int["patch-tun"].tag, None, "patch ports are trunks");
+    let dp = h.vsctl(&["get", "Bridge", "br-int", "datapath_type"]);
+    assert_eq!(dp.trim(), "netdev");
+}
+
+#[test]
+fn tunnels_follow_tenant_membership_with_vxlan_and_gre() {
+    let c = cluster(3, &[]);
+    for h in &c.hosts {
+        wait_until(WAIT, "bridges", || ports_on(h, "br-tun").contains_key("patch-int"));
+        bridges_and_patches(h);
+    }
+    let a = &c.agents;
+    a[0].cli_ok(&["tenant", "create", "red", "--vni", "1001", "--cidr", "198.19.0.0/16", "--tunnel", "vxlan"]);
+    a[0].cli_ok(&["tenant", "create", "blue", "--vni", "1002", "--cidr", "198.19.0.0/16", "--tunnel", "gre"]);
+    // No host takes part yet: no tunnels anywhere.
+    for h in &c.hosts {
+        assert!(tunnels(h).is_empty());
+    }
+    for (i, t) in [(0, "red"), (1, "red"), (2, "red"), (0, "blue"), (2, "blue")] {
+        a[i].cli_ok(&["tenant", "join", t]);
+    }
+    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 1001), (2, "red", "vxlan", 1001), (2, "blue", "gre", 1002)]);
+    expect_tunnels(&c, 1, &[(0, "red", "vxlan", 1001), (2, "red", "vxlan", 1001)]);
+    expect_tunnels(&c, 2, &[(0, "red", "vxlan", 1001), (1, "red", "vxlan", 1001), (0, "blue", "gre", 1002)]);
+
+    // Host 2 joins blue later: every blue host gains a tunnel to it.
+    a[1].cli_ok(&["tenant", "join", "blue"]);
+    expect_tunnels(
+        &c,
+        1,
+        &[(0, "red", "vxlan", 1001), (2, "red", "vxlan", 1001), (0, "blue", "gre", 1002), (2, "blue", "gre", 1002)],
+    );
+    expect_tunnels(
+        &c,
+        0,
+        &[(1, "red", "vxlan", 1001), (2, "red", "vxlan", 1001), (2, "blue", "gre", 1002), (1, "blue", "gre", 1002)],
+    );
+
+    // Status tells the same story.
+    let s = a[0].status();
+    assert_eq!(s["tunnels"].as_array().unwrap().len(), 4, "{s:#}");
+    assert_eq!(s["peers"].as_array().unwrap().len(), 2, "{s:#}");
+    let list = a[2].cli_ok(&["tenant", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    // A tenant deleted: its tunnels go everywhere.
+    a[2].cli_ok(&["tenant", "delete", "blue"]);
+    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 1001), (2, "red", "vxlan", 1001)]);
+    expect_tunnels(&c, 2, &[(0, "red", "vxlan", 1001), (1, "red", "vxlan", 1001)]);
+}
+
+#[test]
+fn peer_that_leaves_loses_its_tunnels_only_when_its_lease_expires() {
+    // A short host lease so expiry fits in a test; liveness is shorter still.
+    let mut c = cluster(3, &["--host-ttl", "10"]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "7", "--cidr", "198.19.0.0/16"]);
+    for a in &c.agents {
+        a.cli_ok(&["tenant", "join", "red"]);
+    }
+    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 7), (2, "red", "vxlan", 7)]);
+    let gone = c.hosts[2].name().to_owned();
+    c.agents[2].kill();
+    // Liveness goes within seconds, and status says so, but the tunnels stay.
+    wait_until(WAIT, "peer marked not alive", || {
+        c.agents[0].status()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["host"] == gone.as_str() && p["alive"] == false)
+    });
+    assert_eq!(tunnels(&c.hosts[0]).len(), 2, "a dead agent's tunnels stay until its lease expires");
+    // Then the host lease (10 s) expires and the tunnels go.
+    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 7)]);
+    expect_tunnels(&c, 1, &[(0, "red", "vxlan", 7)]);
+    // A host key deleted by an operator has the same effect, at once.
+    c.etcd.etcdctl(&["del", &format!("{}/hosts/{}", c.prefix, c.hosts[1].name())]);
+    expect_tunnels(&c, 0, &[]);
+}
+
+#[test]
+fn restarting_an_agent_changes_no_ovsdb_row() {
+    let mut c = cluster(2, &[]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "9", "--cidr", "198.19.0.0/16"]);
+    for a in &c.agents {
+        a.cli_ok(&["tenant", "join", "red"]);
+    }
+    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 9)]);
+    let before = (ports_on(&c.hosts[0], "br-int"), ports_on(&c.hosts[0], "br-tun"));
+    for graceful in [true, false] {
+        if graceful {
+            c.agents[0].stop();
+        } else {
+            c.agents[0].kill();
+        }
+        c.agents[0].restart();
+        // The restarted agent re-attached to its registration and reconciled at least once.
+        wait_until(WAIT, "a reconcile after restart", || {
+            c.agents[0].status()["counters"]["reconciles"].as_u64() >= Some(1)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let s = c.agents[0].status();
+        assert_eq!(s["counters"]["ovsdb_transactions"], 0, "restart sent a transaction: {s:#}");
+        let after = (ports_on(&c.hosts[0], "br-int"), ports_on(&c.hosts[0], "br-tun"));
+        assert_eq!(before, after, "a restart rewrote OVSDB rows (uuid or _version changed)");
+        assert!(c.agents[0].logs().contains("reattached=true"), "{}", c.agents[0].logs());
+    }
+    // The peer never lost its tunnel.
+    assert_eq!(tunnels(&c.hosts[1]).len(), 1);
+}
+
+#[test]
+fn second_agent_with_same_hostname_or_underlay_ip_is_refused() {
+    let c = cluster(2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let h2 = &c.hosts[1];
+    // Host 2's OVS (another machine: another system-id) claiming host 1's underlay IP.
+    let mut args = AgentProc::run_args(h2, &c.etcd, &c.prefix, &dir.path().join("a.sock"));
+    let ip = args.iter().position(|a| a == "--underlay-ip").unwrap() + 1;
+    args[ip] = c.hosts[0].underlay_ip().to_string();
+    let host = args.iter().position(|a| a == "--hostname").unwrap() + 1;
+    args[host] = "intruder".into();
+    let out = run_agent_expecting_exit(&args, WAIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "underlay IP {} is already registered by host '{}'",
+            c.hosts[0].underlay_ip(),
+            c.hosts[0].name()
+        )),
+        "{err}"
+    );
+    // ... and claiming host 1's hostname.
+    let mut args = AgentProc::run_args(h2, &c.etcd, &c.prefix, &dir.path().join("b.sock"));
+    let host = args.iter().position(|a| a == "--hostname").unwrap() + 1;
+    args[host] = c.hosts[0].name().into();
+    let out = run_agent_expecting_exit(&args, WAIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("hostname '{}' is already registered by another machine", c.hosts[0].name())),
+        "{err}"
+    );
+    // The refused agents left the real ones alone.
+    assert_eq!(c.agents[0].status()["host"]["name"], c.hosts[0].name());
+}
+
+#[test]
+fn foreign_ports_are_left_alone_and_a_deleted_tunnel_comes_back() {
+    let c = cluster(2, &[]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "11", "--cidr", "198.19.0.0/16"]);
+    for a in &c.agents {
+        a.cli_ok(&["tenant", "join", "red"]);
+    }
+    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 11)]);
+    let h = &c.hosts[0];
+    h.vsctl(&["add-port", "br-tun", "operator-port", "--", "set", "Interface", "operator-port", "type=internal"]);
+    let name = tunnels(h).into_keys().next().unwrap();
+    h.vsctl(&["del-port", "br-tun", &name]);
+    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 11)]);
+    assert!(ports_on(h, "br-tun").contains_key("operator-port"), "the agent removed a port it does not own");
+}
