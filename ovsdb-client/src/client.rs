@@ -122,6 +122,7 @@ impl Client {
     pub async fn connect(options: ClientOptions) -> Result<Client, RpcError> {
         let (conn, schema, initial, monitor) = establish(&options).await?;
         let mut replica = Replica::new(schema, &options.indexes);
+        replica.set_monitored(&options.monitor);
         replica
             .apply(&initial)
             .map_err(|e| RpcError::MalformedReply { method: "monitor".into(), reason: e.to_string() })?;
@@ -248,6 +249,7 @@ async fn supervise(shared: Arc<Shared>, mut monitor: Monitor) {
             match establish(&shared.options).await {
                 Ok((conn, schema, initial, m)) => {
                     let mut fresh = Replica::new(schema, &shared.options.indexes);
+                    fresh.set_monitored(&shared.options.monitor);
                     if let Err(e) = fresh.apply(&initial) {
                         tracing::warn!(error = %e, "initial monitor reply did not apply; retrying");
                         continue;

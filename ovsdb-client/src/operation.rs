@@ -318,6 +318,10 @@ impl Operation {
         let check_conditions = |table: &str, conditions: &[Condition]| {
             conditions.iter().try_for_each(|c| check_operand(schema, table, &c.column, &c.value))
         };
+        // Also when nothing else names a column (a select or delete of every row).
+        if let Some(table) = self.table() {
+            schema.table(table)?;
+        }
         match self {
             Operation::Insert { table, row, .. } => schema.validate_row(table, row, WriteMode::Insert),
             Operation::Update { table, conditions, row } => {
@@ -375,5 +379,37 @@ fn check_operand(schema: &DatabaseSchema, table: &str, column: &str, value: &Val
                 _ => kind.key.check(a).map_err(bad),
             }
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_table_is_refused_even_without_columns() {
+        let schema =
+            DatabaseSchema::from_json(&json!({"name": "D", "tables": {"T": {"columns": {"c": {"type": "string"}}}}}))
+                .unwrap();
+        let ops = [
+            Operation::Select { table: "Nope".into(), conditions: vec![], columns: None },
+            Operation::Delete { table: "Nope".into(), conditions: vec![] },
+            Operation::Mutate { table: "Nope".into(), conditions: vec![], mutations: vec![] },
+            Operation::Wait {
+                table: "Nope".into(),
+                conditions: vec![],
+                columns: vec![],
+                until: Until::Equal,
+                rows: vec![],
+                timeout_ms: Some(0),
+            },
+        ];
+        for op in ops {
+            assert!(
+                matches!(op.validate(&schema), Err(ValidationError::UnknownTable { ref table, .. }) if table == "Nope"),
+                "{op:?}"
+            );
+        }
+        Operation::Select { table: "T".into(), conditions: vec![], columns: None }.validate(&schema).unwrap();
     }
 }

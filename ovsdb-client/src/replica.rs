@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::ValueError;
-use crate::monitor::{RowUpdate, TableUpdates};
-use crate::schema::{ColumnType, DatabaseSchema};
+use crate::monitor::{MonitorRequests, RowUpdate, TableUpdates};
+use crate::schema::{AtomicType, ColumnType, DatabaseSchema, TableSchema};
 use crate::value::{Atom, Row, Uuid, Value};
 
 /// One table of the replica.
@@ -87,6 +87,8 @@ pub struct Replica {
     schema: Arc<DatabaseSchema>,
     tables: BTreeMap<String, TableReplica>,
     seqno: u64,
+    /// What the monitor asked for; `None`: every column of every table.
+    monitored: Option<MonitorRequests>,
 }
 
 impl Replica {
@@ -96,7 +98,15 @@ impl Replica {
         for (table, column) in indexes {
             tables.entry(table.clone()).or_default().indexes.insert(column.clone(), HashMap::new());
         }
-        Replica { schema, tables, seqno: 0 }
+        Replica { schema, tables, seqno: 0, monitored: None }
+    }
+
+    /// Tells the replica which columns its monitor asked for. `update2`/`update3` leave out
+    /// the columns of an inserted row that hold their default value, and the replica fills
+    /// them in, so every row has every monitored column (as with `monitor`, or a `select`).
+    /// Without this call, every column of the schema counts as monitored.
+    pub fn set_monitored(&mut self, requests: &MonitorRequests) {
+        self.monitored = Some(requests.clone());
     }
 
     /// The schema the replica interprets updates with.
@@ -146,6 +156,7 @@ impl Replica {
                     RowUpdate::Initial(row) | RowUpdate::Insert(row) | RowUpdate::Replace(row) => {
                         let mut row = row.clone();
                         self.schema.normalize_row(table, &mut row);
+                        fill_defaults(self.monitored.as_ref(), table, ts, &mut row);
                         if let Some(old) = t.rows.remove(uuid) {
                             t.index_remove(uuid, &old);
                         }
@@ -180,11 +191,50 @@ impl Replica {
     }
 }
 
-/// Applies an `update2` column diff (ovsdb-server(7), "update2 notification"): a scalar is
-/// replaced; a set toggles every element of the diff (symmetric difference); a map removes a
-/// key whose diff value equals the old one, and sets it otherwise.
-pub fn apply_diff(kind: &ColumnType, old: Value, diff: Value) -> Value {
+/// Adds, with its default value, every monitored column that `row` lacks.
+fn fill_defaults(monitored: Option<&MonitorRequests>, table: &str, ts: &TableSchema, row: &mut Row) {
+    let asked = monitored.and_then(|m| m.tables().find(|(t, _)| *t == table)).and_then(|(_, m)| m.columns.as_ref());
+    let columns: Vec<&crate::schema::ColumnSchema> = match asked {
+        Some(names) => names.iter().filter_map(|c| ts.column(c)).collect(),
+        None => ts.columns.values().collect(),
+    };
+    for col in columns {
+        if !col.name.starts_with('_') && row.get(&col.name).is_none() {
+            row.set(col.name.clone(), default_value(&col.kind));
+        }
+    }
+}
+
+/// The default value of a column (RFC 7047 section 5.1 / ovsdb-server): an empty set or map
+/// when the column may be empty, otherwise 0, 0.0, false, "" or the all-zero UUID.
+fn default_value(kind: &ColumnType) -> Value {
+    if kind.is_map() {
+        return Value::Map(Vec::new());
+    }
+    if kind.min == 0 {
+        return Value::empty_set();
+    }
+    let atom = match kind.key.atomic {
+        AtomicType::Integer => Atom::Integer(0),
+        AtomicType::Real => Atom::Real(0.0),
+        AtomicType::Boolean => Atom::Boolean(false),
+        AtomicType::String => Atom::String(String::new()),
+        AtomicType::Uuid => Atom::Uuid(Uuid::parse("00000000-0000-0000-0000-000000000000").expect("valid UUID")),
+    };
     if kind.is_scalar() {
+        Value::Atom(atom)
+    } else {
+        Value::Set(vec![atom])
+    }
+}
+
+/// Applies an `update2` column diff (ovsdb-server(7), "update2 notification"): a column that
+/// holds at most one value (a scalar, or an optional value with `"max": 1`) is replaced by the
+/// diff, which is its new value (ovsdb-server diffs only "composite" types, `max > 1`); a set
+/// toggles every element of the diff (symmetric difference); a map removes a key whose diff
+/// value equals the old one, and sets it otherwise.
+pub fn apply_diff(kind: &ColumnType, old: Value, diff: Value) -> Value {
+    if kind.max == Some(1) {
         return diff;
     }
     if kind.is_map() {
@@ -240,10 +290,10 @@ mod tests {
             .unwrap();
         let u = Uuid::parse(U).unwrap();
         assert_eq!(r.get("Port", &u).unwrap().get("tag"), Some(&Value::set([1i64])));
-        // tag 1 -> 2 arrives as the set {1, 2}; trunks gains 3 and loses 1; map: a removed,
-        // b changed, c added; name replaced.
+        // tag (max 1) 1 -> 2 arrives as the new value 2, as ovsdb-server sends it; trunks
+        // gains 3 and loses 1; map: a removed, b changed, c added; name replaced.
         r.apply(&upd(json!({"Port": {U: {"modify": {
-            "name": "p2", "tag": ["set", [1, 2]], "trunks": ["set", [1, 3]],
+            "name": "p2", "tag": 2, "trunks": ["set", [1, 3]],
             "external_ids": ["map", [["a", "1"], ["b", "3"], ["c", "4"]]]}}}})))
             .unwrap();
         let row = r.get("Port", &u).unwrap();
@@ -258,6 +308,43 @@ mod tests {
         assert!(r.table("Port").is_empty());
         assert!(r.table("Port").find("name", &Atom::from("p2")).is_empty());
         assert_eq!(r.seqno(), 3);
+    }
+
+    #[test]
+    fn optional_column_diff_is_the_new_value() {
+        // ovsdb-server diffs only types with max > 1; for max 1 the diff is the new value.
+        let mut r = Replica::new(schema(), &[]);
+        let u = Uuid::parse(U).unwrap();
+        r.apply(&upd(json!({"Port": {U: {"insert": {"name": "p", "tag": 7}}}}))).unwrap();
+        let tag = |r: &Replica| r.get("Port", &u).unwrap().get("tag").cloned();
+        r.apply(&upd(json!({"Port": {U: {"modify": {"tag": 8}}}}))).unwrap();
+        assert_eq!(tag(&r), Some(Value::set([8i64])));
+        r.apply(&upd(json!({"Port": {U: {"modify": {"tag": ["set", []]}}}}))).unwrap();
+        assert_eq!(tag(&r), Some(Value::empty_set()));
+        r.apply(&upd(json!({"Port": {U: {"modify": {"tag": 9}}}}))).unwrap();
+        assert_eq!(tag(&r), Some(Value::set([9i64])));
+    }
+
+    #[test]
+    fn columns_left_out_of_an_insert_get_their_defaults() {
+        // update2 omits columns holding their default value.
+        let u = Uuid::parse(U).unwrap();
+        let mut r = Replica::new(schema(), &[]);
+        r.apply(&upd(json!({"Port": {U: {"insert": {"trunks": 5}}}}))).unwrap();
+        let row = r.get("Port", &u).unwrap();
+        assert_eq!(row.get("name"), Some(&Value::from("")));
+        assert_eq!(row.get("tag"), Some(&Value::empty_set()));
+        assert_eq!(row.get("trunks"), Some(&Value::set([5i64])));
+        assert_eq!(row.get("external_ids"), Some(&Value::Map(Vec::new())));
+        assert_eq!(row.get_as::<String>("name").unwrap(), "");
+        assert!(row.get("_uuid").is_none());
+        // Only the monitored columns are filled in.
+        let mut r = Replica::new(schema(), &[]);
+        r.set_monitored(&MonitorRequests::new().table("Port", ["name", "tag"]));
+        r.apply(&upd(json!({"Port": {U: {"initial": {"tag": 1}}}}))).unwrap();
+        let row = r.get("Port", &u).unwrap();
+        assert_eq!(row.len(), 2, "{row:?}");
+        assert_eq!(row.get("name"), Some(&Value::from("")));
     }
 
     #[test]

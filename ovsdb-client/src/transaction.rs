@@ -170,6 +170,16 @@ impl Transaction {
                     });
                 }
             }
+            if let Operation::Assert { lock } = op {
+                if !crate::value::is_id(lock) {
+                    return Err(ValidationError::BadOperation {
+                        index,
+                        reason: format!(
+                            "lock name '{lock}' is not an OVSDB <id> (letters, digits and '_', not starting with a digit)"
+                        ),
+                    });
+                }
+            }
             if let Operation::Insert { uuid_name: Some(n), .. } = op {
                 if !defined.insert(n.as_str()) {
                     return Err(ValidationError::BadOperation {
@@ -373,6 +383,16 @@ mod tests {
         ));
         assert!(matches!(tx.interpret(&json!([{}])), Err(TransactError::MalformedReply(_))));
         assert!(matches!(tx.interpret(&json!("x")), Err(TransactError::MalformedReply(_))));
+    }
+
+    #[test]
+    fn assert_lock_name_must_be_an_id() {
+        let mut tx = Transaction::new("db");
+        tx.assert_lock("ok_lock1");
+        tx.validate().unwrap();
+        tx.assert_lock("not-an-id");
+        let e = tx.validate().unwrap_err().to_string();
+        assert!(e.contains("operation 1") && e.contains("not-an-id"), "{e}");
     }
 
     #[test]
