@@ -36,6 +36,8 @@ clippy: deps
 # tests in network namespaces. Needs root (namespaces, veths); fails loudly without it.
 test: deps fmt-check clippy
 	@[ "$$(id -u)" = 0 ] || { echo "error: make test needs root (network namespaces, OVS)" >&2; exit 1; }
+	# The multi-host tests run the overlay-agent binary itself: build it first.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
