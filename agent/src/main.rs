@@ -1,10 +1,6 @@
 //! overlay-agent: the per-host daemon (`run`) and the CLI that talks to it over the local API.
 
-mod api;
-mod daemon;
-mod metrics;
-mod ovs;
-mod registry;
+use overlay_agent::{api, daemon};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
