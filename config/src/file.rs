@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub underlay_ip: Option<String>,
     /// `underlay_mtu`: MTU of the underlay network.
     pub underlay_mtu: Option<u32>,
+    /// `host_netns`: the network namespace of ovs-vswitchd, when it is not the agent's own.
+    pub host_netns: Option<PathBuf>,
     /// `state_dir`: directory for runtime state.
     pub state_dir: Option<PathBuf>,
     /// `[etcd]`.

@@ -34,6 +34,10 @@ pub struct RunFlags {
     #[arg(long, env = "OVERLAY_UNDERLAY_MTU", value_name = "BYTES")]
     pub underlay_mtu: Option<u32>,
 
+    /// Network namespace (file) where ovs-vswitchd runs and veth host ends go [default: the agent's own]
+    #[arg(long, env = "OVERLAY_HOST_NETNS", value_name = "PATH")]
+    pub host_netns: Option<PathBuf>,
+
     /// Directory for runtime state [default: /run/overlay-agent]
     #[arg(long, env = "OVERLAY_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

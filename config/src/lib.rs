@@ -132,6 +132,7 @@ pub(crate) mod keys {
         UNDERLAY_IP = "underlay_ip", "underlay-ip", "OVERLAY_UNDERLAY_IP";
         UNDERLAY_MTU = "underlay_mtu", "underlay-mtu", "OVERLAY_UNDERLAY_MTU";
         STATE_DIR = "state_dir", "state-dir", "OVERLAY_STATE_DIR";
+        HOST_NETNS = "host_netns", "host-netns", "OVERLAY_HOST_NETNS";
         ETCD_ENDPOINTS = "etcd.endpoints", "etcd-endpoints", "OVERLAY_ETCD_ENDPOINTS";
         ETCD_PREFIX = "etcd.prefix", "etcd-prefix", "OVERLAY_ETCD_PREFIX";
         ETCD_CA = "etcd.ca_file", "etcd-ca", "OVERLAY_ETCD_CA";

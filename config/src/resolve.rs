@@ -23,6 +23,10 @@ pub struct AgentConfig {
     /// Underlay MTU when configured; `None` means the agent reads it from the underlay
     /// interface and falls back to 1500.
     pub underlay_mtu: Option<u32>,
+    /// The network namespace (a file such as /var/run/netns/NAME) where ovs-vswitchd runs and
+    /// where the host ends of container veths go; `None` is the agent's own namespace (the
+    /// normal case: the agent runs on the host).
+    pub host_netns: Option<PathBuf>,
     /// etcd connection and key prefix.
     pub etcd: EtcdConfig,
     /// Local Open vSwitch.
@@ -163,6 +167,13 @@ impl AgentConfig {
             }
         };
 
+        let host_netns = match r.pick(keys::HOST_NETNS, f.host_netns, file.host_netns) {
+            Some((p, origin)) if p.as_os_str().is_empty() || p.is_relative() => {
+                return Err(invalid(keys::HOST_NETNS, p.display(), origin, "must be an absolute path to a netns file"));
+            }
+            other => other.map(|(p, _)| p),
+        };
+
         let etcd = r.etcd(flags, file.etcd)?;
 
         let (remote, origin) = r.or_default(keys::OVSDB, f.ovsdb, file.ovs.remote, DEFAULT_OVSDB_REMOTE.into());
@@ -260,6 +271,7 @@ impl AgentConfig {
             hostname,
             underlay_ip,
             underlay_mtu,
+            host_netns,
             etcd,
             ovs: OvsConfig { remote, datapath_type, int_bridge, tun_bridge },
             api_socket,
