@@ -383,8 +383,15 @@ impl Connection {
 async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Transport>>) {
     let mut framer = Framer::new(shared.options.max_message_size);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut closed = shared.closed.subscribe();
     let reason = loop {
-        let n = match read.read(&mut buf).await {
+        let result = tokio::select! {
+            r = read.read(&mut buf) => r,
+            // Closed elsewhere (probe, write failure): drop the read half so that, with the
+            // writer gone too, the socket is closed and the peer sees it.
+            _ = closed.wait_for(Option::is_some) => return,
+        };
+        let n = match result {
             Ok(0) if framer.pending() > 0 => {
                 break "the server closed the connection in the middle of a message".to_owned()
             }
@@ -418,8 +425,22 @@ async fn write_loop(
     mut write: tokio::io::WriteHalf<Box<dyn Transport>>,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
-    while let Some(bytes) = rx.recv().await {
-        if let Err(e) = write.write_all(&bytes).await {
+    // Stops as soon as the session is closed, even in the middle of a write to a peer that no
+    // longer reads: holding the write half would keep the socket open.
+    let mut closed = shared.closed.subscribe();
+    loop {
+        let bytes = tokio::select! {
+            m = rx.recv() => match m {
+                Some(bytes) => bytes,
+                None => return,
+            },
+            _ = closed.wait_for(Option::is_some) => return,
+        };
+        let written = tokio::select! {
+            r = write.write_all(&bytes) => r,
+            _ = closed.wait_for(Option::is_some) => return,
+        };
+        if let Err(e) = written {
             shared.close(&format!("write failed: {e}"));
             return;
         }
@@ -438,13 +459,17 @@ async fn probe_loop(shared: std::sync::Weak<Shared>, interval: Duration) {
             continue;
         }
         let id = format!("probe-{}", s.next_id.fetch_add(1, Ordering::Relaxed));
+        let sent = Instant::now();
         if s.send(&json!({"method": "echo", "params": [], "id": id})).is_err() {
             return;
         }
         drop(s);
         tokio::time::sleep(interval).await;
         let Some(s) = shared.upgrade() else { return };
-        if s.last_heard.lock().expect("last_heard lock").elapsed() >= interval {
+        // Anything heard since the echo went out (its reply or any other message) proves the
+        // server alive. (Comparing the idle time with `interval` instead would close a healthy
+        // session whenever the timer overshoots by more than the round trip.)
+        if *s.last_heard.lock().expect("last_heard lock") < sent {
             s.close(&format!("no message from the server for {:?} (inactivity probe)", interval * 2));
             return;
         }
