@@ -38,8 +38,9 @@ test: deps fmt-check clippy
 	@[ "$$(id -u)" = 0 ] || { echo "error: make test needs root (network namespaces, OVS)" >&2; exit 1; }
 	# The multi-host tests run the overlay-agent binary itself: build it first.
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc
+	mkdir -p target; set -o pipefail; { $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee target/test.log
+	@# One closing line for the whole run (cargo prints one per test binary).
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "make test: %d passed, %d failed\n", p, f }' target/test.log
 
 unit:
 	$(CARGO) test --workspace --lib

@@ -115,6 +115,43 @@ async fn join_tenant(
     Ok(Json(json!({"tenant": lease.tenant, "subnet": lease.subnet.to_string(), "host": lease.host})))
 }
 
+impl From<crate::plug::PlugError> for ApiError {
+    fn from(e: crate::plug::PlugError) -> Self {
+        use crate::plug::PlugError as P;
+        match e {
+            P::BadRequest(m) => ApiError(StatusCode::BAD_REQUEST, m),
+            P::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            P::Registry(r) => r.into(),
+            P::Plumbing(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
+
+async fn plug(
+    State(agent): State<Arc<Agent>>,
+    Json(req): Json<crate::plug::PlugRequest>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let result = agent.plug(req).await?;
+    Ok(Json(serde_json::to_value(result).expect("result serializes")))
+}
+
+async fn unplug(State(agent): State<Arc<Agent>>, UrlPath(id): UrlPath<String>) -> Result<Json<JsonValue>, ApiError> {
+    let was_plugged = agent.unplug(&id).await?;
+    Ok(Json(json!({"container_id": id, "was_plugged": was_plugged})))
+}
+
+async fn endpoints(State(agent): State<Arc<Agent>>) -> Result<Json<JsonValue>, ApiError> {
+    let eps = agent.registry.endpoints_of(&agent.me.hostname).await?;
+    Ok(Json(JsonValue::Array(
+        eps.iter()
+            .map(|e| {
+                json!({"container_id": e.container_id, "tenant": e.tenant, "ip": e.ip.to_string(),
+                       "mac": e.mac.to_string(), "port": e.port, "iface_id": e.iface_id})
+            })
+            .collect(),
+    )))
+}
+
 async fn status(State(agent): State<Arc<Agent>>) -> Json<JsonValue> {
     Json(agent.status())
 }
@@ -142,6 +179,8 @@ pub async fn serve(agent: Arc<Agent>, path: PathBuf) -> anyhow::Result<tokio::ta
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
         .route("/v1/tenants/{name}", axum::routing::delete(delete_tenant))
         .route("/v1/tenants/{name}/join", post(join_tenant))
+        .route("/v1/endpoints", get(endpoints).post(plug))
+        .route("/v1/endpoints/{id}", axum::routing::delete(unplug))
         .with_state(agent);
     tracing::info!(socket = %path.display(), "local API listening");
     Ok(tokio::spawn(async move {

@@ -57,6 +57,13 @@ pub struct Agent {
     /// The cluster as watched in etcd.
     pub cluster: watch::Receiver<ClusterCache>,
     registration: Mutex<Registration>,
+    /// Leases this agent took, merged into the view until the watch shows them.
+    own_leases: Mutex<BTreeMap<String, SubnetLease>>,
+    /// Where ovs-vswitchd runs: the host ends of container veths go here.
+    pub host_netns: crate::netlink::Netns,
+    /// Serialises reconcile passes with plug and unplug: the local VLAN a plug reads must be
+    /// the one the next reconcile keeps, and a container port is created under the same lock.
+    pub(crate) plumbing_lock: tokio::sync::Mutex<()>,
     dirty: Notify,
     /// Counters.
     pub metrics: Metrics,
@@ -73,29 +80,62 @@ impl Agent {
         // Read it from etcd, not the watched cache: a tenant created a moment ago through
         // another host's agent may not have reached our watch yet.
         let tenant = self.registry.get_tenant(name).await?;
+        let _guard = self.plumbing_lock.lock().await;
+        self.join_tenant_locked(&tenant).await
+    }
+
+    pub(crate) async fn join_tenant_locked(
+        &self,
+        tenant: &overlay::model::Tenant,
+    ) -> Result<SubnetLease, RegistryError> {
         let host_lease = self.registration.lock().expect("registration lock").host_lease;
-        let lease = self.registry.ensure_lease(&tenant, &self.me, host_lease).await?;
+        let lease = self.registry.ensure_lease(tenant, &self.me, host_lease).await?;
+        self.own_leases.lock().expect("own_leases lock").insert(lease.tenant.clone(), lease.clone());
         self.dirty.notify_one();
         Ok(lease)
+    }
+
+    /// The local VLAN of `tenant`, allocating it (by a reconcile pass) if this host just joined.
+    pub(crate) async fn tenant_vlan(&self, tenant: &str) -> anyhow::Result<u16> {
+        let (_, desired) = self.reconcile_locked().await?;
+        desired
+            .tenant_vlans
+            .get(tenant)
+            .copied()
+            .with_context(|| format!("no local VLAN for tenant '{tenant}': this host holds no lease in it"))
     }
 
     fn view(&self, cache: &ClusterCache) -> ClusterView {
         let mut hosts = cache.hosts.clone();
         hosts.insert(self.me.hostname.clone(), self.me.clone());
+        let mut leases = cache.valid_leases();
+        for own in self.own_leases.lock().expect("own_leases lock").values() {
+            let known = leases.iter().any(|l| l.tenant == own.tenant && l.host == own.host);
+            let tenant_exists = cache.tenants.contains_key(&own.tenant);
+            if !known && tenant_exists {
+                leases.push(own.clone());
+            }
+        }
         ClusterView {
             local: self.me.clone(),
             hosts,
             tenants: cache.tenants.clone(),
-            leases: cache.valid_leases(),
+            leases,
             datapath_type: self.config.ovs.datapath_type.as_str().to_owned(),
             int_bridge: self.config.ovs.int_bridge.clone(),
             tun_bridge: self.config.ovs.tun_bridge.clone(),
         }
     }
 
-    /// One pass: desired state from the cluster view, diff against the replica, and at most
-    /// one transaction. Returns whether a transaction was sent.
+    /// One pass under the plumbing lock.
     async fn reconcile(&self) -> anyhow::Result<bool> {
+        let _guard = self.plumbing_lock.lock().await;
+        Ok(self.reconcile_locked().await?.0)
+    }
+
+    /// One pass: desired state from the cluster view, diff against the replica, and at most
+    /// one transaction. Returns whether a transaction was sent, and the desired state.
+    async fn reconcile_locked(&self) -> anyhow::Result<(bool, overlay::desired::DesiredState)> {
         self.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
         let cache = self.cluster.borrow().clone();
         let view = self.view(&cache);
@@ -137,7 +177,7 @@ impl Agent {
         self.metrics.peers.store(peers.len() as u64, Ordering::Relaxed);
         self.metrics.tunnels.store(desired.tunnels.len() as u64, Ordering::Relaxed);
         if plan.is_empty() {
-            return Ok(false);
+            return Ok((false, desired));
         }
         let tx = ovs::plan_to_transaction(self.ovs.transaction(), &plan, &root_uuid);
         self.metrics.transactions.fetch_add(1, Ordering::Relaxed);
@@ -161,7 +201,7 @@ impl Agent {
                 diff(&desired, &ovs::observe(r, &bridges, &owner), &owner).is_empty()
             })
             .await;
-        Ok(true)
+        Ok((true, desired))
     }
 
     /// The `status` answer.
@@ -305,6 +345,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         reattached = registration.reattached, "registered in etcd"
     );
 
+    let host_netns = match &config.host_netns {
+        Some(p) => crate::netlink::Netns::open(p).await,
+        None => crate::netlink::Netns::current().await,
+    }
+    .context("opening the host network namespace")?;
     let (cluster_tx, cluster_rx) = watch::channel(ClusterCache::default());
     let agent = Arc::new(Agent {
         config: config.clone(),
@@ -313,6 +358,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ovs,
         cluster: cluster_rx,
         registration: Mutex::new(registration),
+        own_leases: Mutex::new(BTreeMap::new()),
+        host_netns,
+        plumbing_lock: tokio::sync::Mutex::new(()),
         dirty: Notify::new(),
         metrics: Metrics::default(),
         last: Mutex::new(LastReconcile::default()),
@@ -411,6 +459,13 @@ async fn reconcile_loop(agent: Arc<Agent>) {
     // would look unwanted and a restart would tear the mesh down and build it again.
     if cluster.wait_for(|c| c.revision > 0).await.is_err() {
         return;
+    }
+    // A crash mid-plug or mid-unplug left half a container; finish the job before anything else.
+    let mut delay = Duration::from_millis(200);
+    while let Err(e) = agent.recover().await {
+        tracing::warn!(error = %format!("{e:#}"), "repairing interrupted plugs failed; retrying");
+        tokio::time::sleep(jitter(delay)).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
     loop {
         match agent.reconcile().await {

@@ -4,5 +4,7 @@
 pub mod api;
 pub mod daemon;
 pub mod metrics;
+pub mod netlink;
 pub mod ovs;
+pub mod plug;
 pub mod registry;

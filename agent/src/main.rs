@@ -35,6 +35,40 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Plug a container into a tenant network (prints JSON: ip, prefix, mac, gateway, mtu, port, tenant).
+    Plug {
+        /// Container id ([A-Za-z0-9][A-Za-z0-9_.-]{0,127}).
+        container_id: String,
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+        /// The container's PID (its namespace is /proc/PID/ns/net).
+        #[arg(long, conflicts_with = "netns", required_unless_present = "netns")]
+        pid: Option<u32>,
+        /// A network namespace file, e.g. /var/run/netns/NAME.
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        /// Interface name inside the container.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// A fixed address instead of the next free one of this host's subnet.
+        #[arg(long)]
+        ip: Option<String>,
+        /// A fixed MAC instead of one derived from the container id.
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Unplug a container: its port, veth, address and endpoint record go.
+    Unplug {
+        /// Container id.
+        container_id: String,
+    },
+    /// List the containers plugged on this host.
+    Endpoints {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show this host, its peers, tenants, tunnels and endpoints.
     Status {
         /// Print JSON instead of text.
@@ -221,6 +255,46 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Plug { container_id, tenant, pid, netns, ifname, ip, mac } => {
+            let netns = match (pid, netns) {
+                (Some(p), _) => json!({"pid": p}),
+                (None, Some(path)) => json!({"path": path}),
+                (None, None) => anyhow::bail!("give --pid PID or --netns PATH"),
+            };
+            let body = json!({"container_id": container_id, "tenant": tenant, "netns": netns, "ifname": ifname, "ip": ip, "mac": mac});
+            let r = api(&cli, "POST", "/v1/endpoints", Some(body)).await?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Command::Unplug { container_id } => {
+            let r = api(&cli, "DELETE", &format!("/v1/endpoints/{container_id}"), None).await?;
+            if r["was_plugged"].as_bool() == Some(true) {
+                println!("container {container_id} unplugged");
+            } else {
+                println!("container {container_id} was not plugged on this host; nothing to do");
+            }
+            Ok(())
+        }
+        Command::Endpoints { json } => {
+            let eps = api(&cli, "GET", "/v1/endpoints", None).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&eps)?);
+            } else {
+                println!("{:<28} {:<16} {:<18} {:<18} {:<15}", "CONTAINER", "TENANT", "IP", "MAC", "PORT");
+                for e in eps.as_array().into_iter().flatten() {
+                    let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+                    println!(
+                        "{:<28} {:<16} {:<18} {:<18} {:<15}",
+                        s("container_id"),
+                        s("tenant"),
+                        s("ip"),
+                        s("mac"),
+                        s("port")
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Status { json } => {
             let s = api(&cli, "GET", "/v1/status", None).await.context("asking the agent for its status")?;
             if *json {

@@ -84,6 +84,12 @@ impl Keys {
     fn ips(&self, t: &str) -> String {
         format!("{}/ips/{t}/", self.prefix)
     }
+    fn ip(&self, t: &str, ip: &IpAddr) -> String {
+        format!("{}/ips/{t}/{ip}", self.prefix)
+    }
+    fn endpoint(&self, t: &str, c: &str) -> String {
+        format!("{}/endpoints/{t}/{c}", self.prefix)
+    }
 }
 
 /// The end of the key range of every key that starts with `prefix` (etcd's prefix rule).
@@ -615,6 +621,172 @@ impl Registry {
                 }
             });
         }
+    }
+}
+
+/// Who holds an address: the value of `ips/<tenant>/<ip>`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IpClaim {
+    /// The container the address is for.
+    pub container: String,
+    /// The host that plugged it.
+    pub host: String,
+}
+
+impl Registry {
+    /// Reserves `ip` in `tenant` for `container` on `host` by compare-and-create. Reserving an
+    /// address this container already holds succeeds (plug is idempotent); one held by anyone
+    /// else is a conflict naming the holder.
+    pub async fn reserve_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        let mut c = self.client.clone();
+        let key = self.keys.ip(tenant, &ip);
+        let value = serde_json::to_vec(claim).expect("claim serializes");
+        let tkey = self.keys.tenant(tenant);
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+                Compare::create_revision(tkey.as_str(), CompareOp::Greater, 0),
+            ])
+            .and_then([TxnOp::put(key.as_str(), value, None)])
+            .or_else([TxnOp::get(key.as_str(), None), TxnOp::get(tkey.as_str(), None)]);
+        let resp = c.txn(txn).await.map_err(etcd("reserving the address"))?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let gets: Vec<Option<Vec<u8>>> = resp
+            .op_responses()
+            .into_iter()
+            .map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .collect();
+        if gets.get(1).is_some_and(Option::is_none) {
+            return Err(RegistryError::NotFound(format!("tenant '{tenant}' does not exist (deleted while plugging?)")));
+        }
+        let holder: Option<IpClaim> = gets.first().cloned().flatten().and_then(|v| serde_json::from_slice(&v).ok());
+        match holder {
+            Some(h) if &h == claim => Ok(()),
+            Some(h) => Err(RegistryError::Conflict(format!(
+                "address {ip} in tenant '{tenant}' is in use by container '{}' on host '{}'; choose another --ip or omit it",
+                h.container, h.host
+            ))),
+            None => Err(RegistryError::Conflict(format!(
+                "address {ip} in tenant '{tenant}' is reserved by a malformed record ({key}); choose another --ip"
+            ))),
+        }
+    }
+
+    /// Every reserved address of `tenant` with its claim (malformed claims count as used).
+    pub async fn ip_claims(&self, tenant: &str) -> Result<BTreeMap<IpAddr, Option<IpClaim>>, RegistryError> {
+        let mut c = self.client.clone();
+        let prefix = self.keys.ips(tenant);
+        let got =
+            c.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await.map_err(etcd("listing addresses"))?;
+        Ok(got
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let ip: IpAddr = kv.key_str().ok()?.strip_prefix(&prefix)?.parse().ok()?;
+                Some((ip, serde_json::from_slice(kv.value()).ok()))
+            })
+            .collect())
+    }
+
+    /// Picks and reserves the lowest free address of this host's lease, retrying when another
+    /// host wins the race for one.
+    pub async fn allocate_ip(
+        &self,
+        tenant: &Tenant,
+        lease: &SubnetLease,
+        claim: &IpClaim,
+    ) -> Result<IpAddr, RegistryError> {
+        for _ in 0..16 {
+            let claims = self.ip_claims(tenant.name()).await?;
+            if let Some((ip, _)) = claims.iter().find(|(_, c)| c.as_ref() == Some(claim)) {
+                return Ok(*ip);
+            }
+            let used: BTreeSet<IpAddr> = claims.keys().copied().collect();
+            let ip = overlay::ipam::next_free_address(lease.subnet, tenant, &used).ok_or_else(|| {
+                RegistryError::Conflict(format!(
+                    "subnet {} of tenant '{}' on this host is full; unplug containers or use a shorter --subnet-len",
+                    lease.subnet,
+                    tenant.name()
+                ))
+            })?;
+            match self.reserve_ip(tenant.name(), ip, claim).await {
+                Ok(()) => return Ok(ip),
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Conflict(format!(
+            "could not reserve an address in tenant '{}': too much contention; try again",
+            tenant.name()
+        )))
+    }
+
+    /// Releases an address if `claim` holds it.
+    pub async fn release_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        let mut c = self.client.clone();
+        let key = self.keys.ip(tenant, &ip);
+        let value = serde_json::to_vec(claim).expect("claim serializes");
+        let txn = Txn::new()
+            .when([Compare::value(key.as_str(), CompareOp::Equal, value)])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        c.txn(txn).await.map_err(etcd("releasing the address"))?;
+        Ok(())
+    }
+
+    /// Writes an endpoint record; fails if the tenant is gone.
+    pub async fn put_endpoint(&self, ep: &Endpoint) -> Result<(), RegistryError> {
+        let mut c = self.client.clone();
+        let key = self.keys.endpoint(&ep.tenant, &ep.container_id);
+        let tkey = self.keys.tenant(&ep.tenant);
+        let txn = Txn::new()
+            .when([Compare::create_revision(tkey.as_str(), CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(key, ep.to_json(), None)]);
+        let resp = c.txn(txn).await.map_err(etcd("writing the endpoint"))?;
+        if !resp.succeeded() {
+            return Err(RegistryError::NotFound(format!("tenant '{}' was deleted while plugging", ep.tenant)));
+        }
+        Ok(())
+    }
+
+    /// This host's endpoint records, read from etcd (not the watch cache).
+    pub async fn endpoints_of(&self, host: &str) -> Result<Vec<Endpoint>, RegistryError> {
+        let mut c = self.client.clone();
+        let prefix = format!("{}endpoints/", self.keys.root());
+        let got = c.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(etcd("listing endpoints"))?;
+        Ok(got.kvs().iter().filter_map(|kv| Endpoint::from_json(kv.value()).ok()).filter(|e| e.host == host).collect())
+    }
+
+    /// Every address reservation made by `host`: (tenant, ip, claim).
+    pub async fn ip_claims_of(&self, host: &str) -> Result<Vec<(String, IpAddr, IpClaim)>, RegistryError> {
+        let mut c = self.client.clone();
+        let prefix = format!("{}ips/", self.keys.root());
+        let got =
+            c.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await.map_err(etcd("listing addresses"))?;
+        Ok(got
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let (tenant, ip) = kv.key_str().ok()?.strip_prefix(&prefix)?.split_once('/')?;
+                let claim: IpClaim = serde_json::from_slice(kv.value()).ok()?;
+                (claim.host == host).then(|| Some((tenant.to_owned(), ip.parse().ok()?, claim)))?
+            })
+            .collect())
+    }
+
+    /// Removes an endpoint record and releases its address, in one transaction.
+    pub async fn delete_endpoint(&self, ep: &Endpoint) -> Result<(), RegistryError> {
+        let mut c = self.client.clone();
+        let claim = IpClaim { container: ep.container_id.clone(), host: ep.host.clone() };
+        let ip_key = self.keys.ip(&ep.tenant, &ep.ip);
+        let txn = Txn::new().and_then([TxnOp::delete(self.keys.endpoint(&ep.tenant, &ep.container_id), None)]);
+        c.txn(txn).await.map_err(etcd("deleting the endpoint"))?;
+        let _ = ip_key;
+        self.release_ip(&ep.tenant, ep.ip, &claim).await
     }
 }
 

@@ -51,6 +51,8 @@ impl AgentProc {
             host.ovsdb_remote(),
             "--datapath-type".into(),
             "netdev".into(),
+            "--host-netns".into(),
+            host.netns().path().display().to_string(),
             "--api-socket".into(),
             api_socket.display().to_string(),
             "--liveness-ttl".into(),
@@ -293,4 +295,36 @@ pub fn ports_on(host: &TestHost, bridge: &str) -> BTreeMap<String, PortRow> {
 /// The tunnel ports on `br-tun` (ports whose interface is vxlan or gre).
 pub fn tunnels(host: &TestHost) -> BTreeMap<String, PortRow> {
     ports_on(host, "br-tun").into_iter().filter(|(_, p)| p.kind == "vxlan" || p.kind == "gre").collect()
+}
+
+/// A test cluster: hosts on one fabric, one etcd, one agent per host.
+pub struct Cluster {
+    // Field order is drop order: agents before the hosts they manage, etcd last.
+    /// The agents, one per host, same order.
+    pub agents: Vec<AgentProc>,
+    /// The hosts.
+    pub hosts: Vec<TestHost>,
+    /// etcd.
+    pub etcd: Etcd,
+    /// The etcd prefix of this cluster.
+    pub prefix: String,
+    _fabric: testbed::Fabric,
+}
+
+impl Cluster {
+    /// `n` hosts with agents started with `extra` flags.
+    pub fn start(n: u8, extra: &[&str]) -> Cluster {
+        let etcd = Etcd::start();
+        let fabric = testbed::Fabric::new();
+        let prefix = format!("/{}", testbed::unique_name("ov"));
+        let hosts: Vec<TestHost> = (1..=n).map(|i| fabric.add_host(i)).collect();
+        let agents = hosts.iter().map(|h| AgentProc::start(h, &etcd, &prefix, extra)).collect();
+        Cluster { agents, hosts, etcd, prefix, _fabric: fabric }
+    }
+
+    /// Every etcd key under the cluster prefix that starts with `sub` (e.g. "ips/").
+    pub fn etcd_keys(&self, sub: &str) -> Vec<String> {
+        let out = self.etcd.etcdctl(&["get", "--prefix", "--keys-only", &format!("{}/{sub}", self.prefix)]);
+        out.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    }
 }

@@ -5,27 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use overlay_tests::{ports_on, run_agent_expecting_exit, tunnels, AgentProc, PortRow};
-use testbed::{unique_name, wait_for, wait_until, Etcd, Fabric, TestHost};
+use overlay_tests::{ports_on, run_agent_expecting_exit, tunnels, AgentProc, Cluster, PortRow};
+use testbed::{wait_for, wait_until, TestHost};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-struct Cluster {
-    // Field order is drop order: agents before the hosts they manage, etcd last.
-    agents: Vec<AgentProc>,
-    hosts: Vec<TestHost>,
-    etcd: Etcd,
-    prefix: String,
-    _fabric: Fabric,
-}
-
 fn cluster(n: u8, extra: &[&str]) -> Cluster {
-    let etcd = Etcd::start();
-    let fabric = Fabric::new();
-    let prefix = format!("/{}", unique_name("ov"));
-    let hosts: Vec<TestHost> = (1..=n).map(|i| fabric.add_host(i)).collect();
-    let agents = hosts.iter().map(|h| AgentProc::start(h, &etcd, &prefix, extra)).collect();
-    Cluster { agents, hosts, etcd, prefix, _fabric: fabric }
+    Cluster::start(n, extra)
 }
 
 /// The tunnels a host should have: (peer index, tenant, type, vni).

@@ -1,0 +1,444 @@
+//! Plugging containers the nova-docker way: a veth pair, the host end on br-int with the
+//! Interface external_ids Neutron and nova-docker use (`iface-id`, `iface-status`,
+//! `attached-mac`, `vm-uuid`), the other end moved into the container's namespace with MAC,
+//! address, MTU and default route. Every step is undone when a later one fails, and a crash
+//! half-way is repaired at the next start ([`Agent::recover`]).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use overlay::model::{validate_container_id, Endpoint, MacAddr, Tenant};
+use overlay::naming::{container_peer_temp_name, container_port_name, is_valid_ifname};
+use ovsdb_client::{Atom, Condition, Mutation, Row, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::Agent;
+use crate::netlink::{InterfaceConfig, Netns};
+use crate::registry::{IpClaim, RegistryError};
+
+/// Why a plug or unplug failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlugError {
+    /// The request itself is wrong; nothing was changed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The container is plugged already with other arguments.
+    #[error("{0}")]
+    Conflict(String),
+    /// The registry refused or failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A netlink or OVSDB step failed; what was done was rolled back.
+    #[error("{0}")]
+    Plumbing(String),
+}
+
+/// How to find the container's network namespace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NetnsRef {
+    /// `/proc/PID/ns/net`.
+    Pid(u32),
+    /// A namespace file (`/var/run/netns/NAME`, `/proc/PID/ns/net`).
+    Path(PathBuf),
+}
+
+impl NetnsRef {
+    fn path(&self) -> PathBuf {
+        match self {
+            NetnsRef::Pid(p) => PathBuf::from(format!("/proc/{p}/ns/net")),
+            NetnsRef::Path(p) => p.clone(),
+        }
+    }
+}
+
+/// The body of `POST /v1/endpoints`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlugRequest {
+    /// Container id: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`.
+    pub container_id: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// The container's namespace.
+    pub netns: NetnsRef,
+    /// Interface name inside the container.
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// A fixed address (any free host address of the tenant CIDR).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// A fixed MAC (unicast).
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+fn default_ifname() -> String {
+    "eth0".into()
+}
+
+/// What `plug` reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlugResult {
+    /// The container's address.
+    pub ip: IpAddr,
+    /// Its prefix length (the tenant's: one L2 segment across hosts).
+    pub prefix: u8,
+    /// Its MAC.
+    pub mac: String,
+    /// Default gateway (the tenant's first address).
+    pub gateway: IpAddr,
+    /// Interface MTU.
+    pub mtu: u32,
+    /// The host-side port on br-int.
+    pub port: String,
+    /// The tenant.
+    pub tenant: String,
+}
+
+struct Checked {
+    req: PlugRequest,
+    tenant: Tenant,
+    ip: Option<IpAddr>,
+    mac: MacAddr,
+    port: String,
+    netns: PathBuf,
+}
+
+impl Agent {
+    async fn check(&self, req: PlugRequest) -> Result<Checked, PlugError> {
+        let bad = |m: String| PlugError::BadRequest(m);
+        validate_container_id(&req.container_id).map_err(|e| bad(e.to_string()))?;
+        overlay::model::validate_tenant_name(&req.tenant).map_err(|e| bad(e.to_string()))?;
+        if !is_valid_ifname(&req.ifname) {
+            return Err(bad(format!(
+                "interface name '{}' is not valid: use 1-15 characters of [a-z0-9-], e.g. eth0",
+                req.ifname
+            )));
+        }
+        let mac = match &req.mac {
+            Some(m) => {
+                let mac: MacAddr = m.parse().map_err(|e: overlay::error::ModelError| bad(e.to_string()))?;
+                mac.validate_unicast().map_err(|e| bad(e.to_string()))?;
+                mac
+            }
+            None => MacAddr::locally_administered_from(format!("{}/{}", req.tenant, req.container_id).as_bytes()),
+        };
+        let netns = req.netns.path();
+        if let NetnsRef::Pid(pid) = req.netns {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(bad(format!("no process with PID {pid}: is the container running?")));
+            }
+        }
+        if !netns.exists() {
+            return Err(bad(format!(
+                "network namespace {} does not exist: is the container running?",
+                netns.display()
+            )));
+        }
+        let tenant = self.registry.get_tenant(&req.tenant).await?;
+        let ip = match &req.ip {
+            None => None,
+            Some(s) => {
+                let ip: IpAddr =
+                    s.parse().map_err(|_| bad(format!("'{s}' is not an IP address: give one like 198.19.0.10")))?;
+                overlay::ipam::check_requested_address(ip, &tenant).map_err(|e| bad(e.to_string()))?;
+                Some(ip)
+            }
+        };
+        let port = container_port_name(&req.container_id);
+        Ok(Checked { req, tenant, ip, mac, port, netns })
+    }
+
+    fn result_for(&self, tenant: &Tenant, ip: IpAddr, mac: &MacAddr, port: &str) -> Result<PlugResult, PlugError> {
+        Ok(PlugResult {
+            ip,
+            prefix: tenant.cidr().prefix_len(),
+            mac: mac.to_string(),
+            gateway: tenant.gateway(),
+            mtu: self.container_mtu(tenant)?,
+            port: port.to_owned(),
+            tenant: tenant.name().to_owned(),
+        })
+    }
+
+    fn container_mtu(&self, tenant: &Tenant) -> Result<u32, PlugError> {
+        let underlay = self.config.underlay_mtu.unwrap_or(1500);
+        overlay::mtu::container_mtu(underlay, tenant.tunnel(), self.me.underlay_ip.is_ipv6(), tenant.is_ipv6())
+            .map_err(|e| PlugError::BadRequest(e.to_string()))
+    }
+
+    /// Plugs a container; plugging it again with the same arguments returns the same result.
+    pub async fn plug(&self, req: PlugRequest) -> Result<PlugResult, PlugError> {
+        let c = self.check(req).await?;
+        let _guard = self.plumbing_lock.lock().await;
+        if let Some(existing) = self
+            .registry
+            .endpoints_of(&self.me.hostname)
+            .await?
+            .into_iter()
+            .find(|e| e.container_id == c.req.container_id)
+        {
+            let same = existing.tenant == c.req.tenant
+                && c.ip.is_none_or(|ip| ip == existing.ip)
+                && (c.req.mac.is_none() || existing.mac == c.mac);
+            if !same {
+                return Err(PlugError::Conflict(format!(
+                    "container '{}' is already plugged (tenant {}, ip {}, mac {}): unplug it first to change that",
+                    existing.container_id, existing.tenant, existing.ip, existing.mac
+                )));
+            }
+            if self.port_complete(&c.port).await {
+                return self.result_for(&c.tenant, existing.ip, &existing.mac, &c.port);
+            }
+            tracing::warn!(container = %existing.container_id, "endpoint recorded but its port is incomplete; plugging again");
+        }
+        // Whatever a crashed or failed attempt left is removed before starting afresh.
+        self.unplug_locked(&c.req.container_id).await?;
+        let claim = IpClaim { container: c.req.container_id.clone(), host: self.me.hostname.clone() };
+        let lease = self.join_tenant_locked(&c.tenant).await?;
+        let ip = match c.ip {
+            Some(ip) => {
+                self.registry.reserve_ip(c.tenant.name(), ip, &claim).await?;
+                ip
+            }
+            None => self.registry.allocate_ip(&c.tenant, &lease, &claim).await?,
+        };
+        match self.plumb(&c, ip).await {
+            Ok(result) => {
+                tracing::info!(container = %c.req.container_id, tenant = %c.req.tenant, %ip, port = %c.port, "container plugged");
+                Ok(result)
+            }
+            Err(e) => {
+                tracing::warn!(container = %c.req.container_id, error = %e, "plug failed; rolling back");
+                if let Err(re) = self.unplug_locked(&c.req.container_id).await {
+                    tracing::error!(container = %c.req.container_id, error = %re, "rollback incomplete");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn plumb(&self, c: &Checked, ip: IpAddr) -> Result<PlugResult, PlugError> {
+        let fail = |what: &str| {
+            let what = what.to_owned();
+            move |e: crate::netlink::NetlinkError| PlugError::Plumbing(format!("{what}: {e}"))
+        };
+        let result = self.result_for(&c.tenant, ip, &c.mac, &c.port)?;
+        let vlan = self.tenant_vlan(c.tenant.name()).await.map_err(|e| PlugError::Plumbing(format!("{e:#}")))?;
+        let container_ns = Netns::open(&c.netns).await.map_err(fail("opening the container namespace"))?;
+        if container_ns.link_exists(&c.req.ifname).await.map_err(fail("reading container links"))? {
+            return Err(PlugError::BadRequest(format!(
+                "the container already has an interface named {}: choose another --ifname",
+                c.req.ifname
+            )));
+        }
+        let host_ns = &self.host_netns;
+        let temp = container_peer_temp_name(&c.req.container_id);
+        host_ns.create_veth(&c.port, &temp).await.map_err(fail("creating the veth pair"))?;
+        host_ns.set_mtu(&c.port, result.mtu).await.map_err(fail("setting the host end's MTU"))?;
+        host_ns
+            .move_link(&temp, &container_ns, &c.req.ifname)
+            .await
+            .map_err(fail("moving the veth into the container"))?;
+        let cfg = InterfaceConfig {
+            mac: c.mac.0,
+            mtu: result.mtu,
+            address: ip,
+            prefix_len: result.prefix,
+            gateway: Some(result.gateway),
+        };
+        container_ns
+            .configure_interface(&c.req.ifname, &cfg)
+            .await
+            .map_err(fail("configuring the container interface"))?;
+        if self.config.ovs.datapath_type == overlay_config::DatapathType::Netdev {
+            // The userspace datapath does not fill in checksums the kernel left to offload:
+            // without this, TCP over the tunnel stalls while ping works.
+            crate::netlink::disable_tx_checksum(&container_ns, &c.req.ifname)
+                .await
+                .map_err(fail("turning off TX checksum offload"))?;
+        }
+        host_ns.set_up(&c.port).await.map_err(fail("bringing the host end up"))?;
+
+        let mut iface_ids = BTreeMap::new();
+        iface_ids.insert("iface-id".to_owned(), c.req.container_id.clone());
+        iface_ids.insert("iface-status".to_owned(), "active".to_owned());
+        iface_ids.insert("attached-mac".to_owned(), c.mac.to_string());
+        iface_ids.insert("vm-uuid".to_owned(), c.req.container_id.clone());
+        let port_ids =
+            overlay::external_ids::container_port(&self.me.hostname, c.tenant.name(), c.tenant.vni().get(), vlan);
+        let mut tx = self.ovs.transaction();
+        let iface = tx
+            .insert("Interface", Row::new().with("name", c.port.as_str()).with("external_ids", Value::map(iface_ids)));
+        let port = tx.insert(
+            "Port",
+            Row::new()
+                .with("name", c.port.as_str())
+                .with("interfaces", Value::set([iface]))
+                .with("tag", Value::set([i64::from(vlan)]))
+                .with("external_ids", Value::map(port_ids)),
+        );
+        tx.mutate(
+            "Bridge",
+            vec![Condition::eq("name", self.config.ovs.int_bridge.as_str())],
+            vec![Mutation::insert("ports", Value::set([port]))],
+        );
+        self.ovs.transact(&tx).await.map_err(|e| PlugError::Plumbing(format!("adding the port to OVSDB: {e}")))?;
+        // Success is reported only once ovs-vswitchd has the port (an ofport), so traffic can flow.
+        let name = c.port.clone();
+        let mut failure = None;
+        let waited = self
+            .ovs
+            .wait_until(Duration::from_secs(10), |r| {
+                let Some((_, row)) = r.table("Interface").find_one("name", &Atom::from(name.as_str())) else {
+                    return false;
+                };
+                if let Some(err) = row.get_as::<Option<String>>("error").ok().flatten() {
+                    failure = Some(err);
+                    return true;
+                }
+                row.get_as::<Option<i64>>("ofport").ok().flatten().is_some_and(|p| p > 0)
+            })
+            .await;
+        if let Some(err) = failure {
+            return Err(PlugError::Plumbing(format!("ovs-vswitchd could not add {}: {err}", c.port)));
+        }
+        waited.map_err(|_| {
+            PlugError::Plumbing(format!("ovs-vswitchd did not take port {} within 10 s: is it running?", c.port))
+        })?;
+        let ep = Endpoint {
+            tenant: c.tenant.name().to_owned(),
+            container_id: c.req.container_id.clone(),
+            host: self.me.hostname.clone(),
+            ip,
+            mac: c.mac,
+            iface_id: c.req.container_id.clone(),
+            port: c.port.clone(),
+        };
+        self.registry.put_endpoint(&ep).await?;
+        Ok(result)
+    }
+
+    /// True when the port is on br-int, has an ofport, and its veth exists.
+    async fn port_complete(&self, port: &str) -> bool {
+        let in_ovs = {
+            let r = self.ovs.replica();
+            r.table("Interface")
+                .find_one("name", &Atom::from(port))
+                .is_some_and(|(_, row)| row.get_as::<Option<i64>>("ofport").ok().flatten().is_some_and(|p| p > 0))
+        };
+        in_ovs && self.host_netns.link_exists(port).await.unwrap_or(false)
+    }
+
+    /// Unplugs a container: port, veth, endpoint record and address. Returns whether anything
+    /// was there.
+    pub async fn unplug(&self, container_id: &str) -> Result<bool, PlugError> {
+        validate_container_id(container_id).map_err(|e| PlugError::BadRequest(e.to_string()))?;
+        let _guard = self.plumbing_lock.lock().await;
+        let found = self.unplug_locked(container_id).await?;
+        if found {
+            tracing::info!(container = %container_id, "container unplugged");
+        }
+        Ok(found)
+    }
+
+    /// Removes every trace of `container_id` on this host; each step tolerates the thing
+    /// being gone already, so it also cleans up after a crash.
+    pub(crate) async fn unplug_locked(&self, container_id: &str) -> Result<bool, PlugError> {
+        let port = container_port_name(container_id);
+        let mut found = false;
+        let port_uuid = {
+            let r = self.ovs.replica();
+            r.table("Port").find_one("name", &Atom::from(port.as_str())).and_then(|(u, row)| {
+                let ours = row.map_str("external_ids", overlay::external_ids::OWNER) == Some(self.me.hostname.as_str())
+                    && row.map_str("external_ids", overlay::external_ids::KIND)
+                        == Some(overlay::external_ids::KIND_CONTAINER);
+                ours.then(|| u.clone())
+            })
+        };
+        if let Some(uuid) = port_uuid {
+            found = true;
+            let mut tx = self.ovs.transaction();
+            tx.mutate(
+                "Bridge",
+                vec![Condition::includes("ports", Value::set([uuid.clone()]))],
+                vec![Mutation::delete("ports", Value::set([uuid.clone()]))],
+            );
+            self.ovs
+                .transact(&tx)
+                .await
+                .map_err(|e| PlugError::Plumbing(format!("removing port {port} from OVSDB: {e}")))?;
+            let _ = self.ovs.wait_until(Duration::from_secs(5), |r| r.get("Port", &uuid).is_none()).await;
+        }
+        for link in [port.clone(), container_peer_temp_name(container_id)] {
+            found |= self
+                .host_netns
+                .delete_link(&link)
+                .await
+                .map_err(|e| PlugError::Plumbing(format!("deleting veth {link}: {e}")))?;
+        }
+        for ep in self.registry.endpoints_of(&self.me.hostname).await? {
+            if ep.container_id == container_id {
+                found = true;
+                self.registry.delete_endpoint(&ep).await?;
+            }
+        }
+        for (tenant, ip, claim) in self.registry.ip_claims_of(&self.me.hostname).await? {
+            if claim.container == container_id {
+                found = true;
+                self.registry.release_ip(&tenant, ip, &claim).await?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Repairs what a crash mid-plug or mid-unplug left: every container port, veth or address
+    /// of this host without a complete endpoint record is removed.
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        let _guard = self.plumbing_lock.lock().await;
+        let endpoints = self.registry.endpoints_of(&self.me.hostname).await?;
+        let mut suspects: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        {
+            let r = self.ovs.replica();
+            for (_, row) in r.table("Port").rows() {
+                let ours = row.map_str("external_ids", overlay::external_ids::OWNER) == Some(self.me.hostname.as_str())
+                    && row.map_str("external_ids", overlay::external_ids::KIND)
+                        == Some(overlay::external_ids::KIND_CONTAINER);
+                if !ours {
+                    continue;
+                }
+                let name: String = row.get_as("name").unwrap_or_default();
+                let iface = row
+                    .get_as::<Vec<ovsdb_client::Uuid>>("interfaces")
+                    .ok()
+                    .and_then(|i| i.first().cloned())
+                    .and_then(|u| r.get("Interface", &u).cloned());
+                let cid = iface.as_ref().and_then(|i| i.map_str("external_ids", "vm-uuid").map(str::to_owned));
+                match cid {
+                    Some(cid) if endpoints.iter().any(|e| e.container_id == cid && e.port == name) => {}
+                    Some(cid) => {
+                        suspects.insert(cid);
+                    }
+                    None => tracing::warn!(port = %name, "container port without vm-uuid left alone"),
+                }
+            }
+        }
+        for (_, _, claim) in self.registry.ip_claims_of(&self.me.hostname).await? {
+            if !endpoints.iter().any(|e| e.container_id == claim.container) {
+                suspects.insert(claim.container);
+            }
+        }
+        for ep in &endpoints {
+            if !self.port_complete(&ep.port).await {
+                suspects.insert(ep.container_id.clone());
+            }
+        }
+        for cid in suspects {
+            tracing::warn!(container = %cid, "incomplete plug found at start; rolling it back");
+            self.unplug_locked(&cid).await?;
+        }
+        Ok(())
+    }
+}

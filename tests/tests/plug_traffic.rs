@@ -1,0 +1,271 @@
+//! Containers plugged by the agents on three hosts, two tenants with the SAME CIDR (one VXLAN,
+//! one GRE): addresses, MTU, routes and external_ids as specified, traffic within a tenant,
+//! none across, clean unplug, bad input refused with nothing left behind, and an agent restart
+//! under a running ping.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use overlay_tests::{ports_on, AgentProc, Cluster};
+use serde_json::Value;
+use testbed::{ping, wait_ping, wait_until, Container, TestHost};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn plug(agent: &AgentProc, id: &str, tenant: &str, c: &Container, extra: &[&str]) -> Value {
+    let path = c.path().display().to_string();
+    let mut args = vec!["plug", id, "--tenant", tenant, "--netns", path.as_str()];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&agent.cli_ok(&args)).expect("plug prints JSON")
+}
+
+fn plug_err(agent: &AgentProc, args: &[&str]) -> String {
+    let out = agent.cli(args);
+    assert!(!out.status.success(), "plug {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What a host has that plugging could leave behind.
+#[derive(Debug, PartialEq)]
+struct Traces {
+    int_ports: Vec<String>,
+    veths: Vec<String>,
+    ips: Vec<String>,
+    endpoints: Vec<String>,
+}
+
+fn traces(c: &Cluster, h: usize) -> Traces {
+    let host: &TestHost = &c.hosts[h];
+    let links = host.netns().ip_json(&["link", "show"]);
+    let mut veths: Vec<String> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| n.starts_with("tap") || n.starts_with("tmp"))
+        .map(str::to_owned)
+        .collect();
+    veths.sort();
+    Traces {
+        int_ports: ports_on(host, "br-int").into_keys().collect(),
+        veths,
+        ips: c.etcd_keys("ips/"),
+        endpoints: c.etcd_keys("endpoints/"),
+    }
+}
+
+fn addr_of(c: &Container, ifname: &str) -> (String, u64, String, u64) {
+    let j = c.ip_json(&["addr", "show", "dev", ifname]);
+    let l = &j[0];
+    let a = l["addr_info"].as_array().unwrap().iter().find(|a| a["family"] == "inet").expect("an IPv4 address");
+    (
+        a["local"].as_str().unwrap().to_owned(),
+        a["prefixlen"].as_u64().unwrap(),
+        l["address"].as_str().unwrap().to_owned(),
+        l["mtu"].as_u64().unwrap(),
+    )
+}
+
+fn default_gw(c: &Container) -> String {
+    let j = c.ip_json(&["route", "show", "default"]);
+    j[0]["gateway"].as_str().unwrap_or_default().to_owned()
+}
+
+fn iperf(server: &Container, client: &Container, ip: &str) {
+    let mut srv = server
+        .command(&["iperf3", "-s", "-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 (apt-get install iperf3)");
+    std::thread::sleep(Duration::from_millis(300));
+    // 16 MiB sent; the receiver's count must pass 10 MB (its final report can lag the sender's
+    // by what is still in flight).
+    let out = client.exec(&["timeout", "60", "iperf3", "-c", ip, "-n", "16M", "-J"]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(out.status.success(), "iperf3 to {ip} failed: {}", String::from_utf8_lossy(&out.stdout));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bytes = j["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    assert!(bytes >= 10_000_000, "only {bytes} bytes crossed");
+    let retransmits = j["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    eprintln!("iperf3 to {ip}: {bytes} bytes received, {retransmits} retransmits");
+}
+
+#[test]
+fn containers_talk_within_a_tenant_and_never_across() {
+    let c = Cluster::start(3, &[]);
+    let a = &c.agents;
+    a[0].cli_ok(&["tenant", "create", "red", "--vni", "5001", "--cidr", "198.19.0.0/16", "--tunnel", "vxlan"]);
+    a[0].cli_ok(&["tenant", "create", "blue", "--vni", "5002", "--cidr", "198.19.0.0/16", "--tunnel", "gre"]);
+    let mut red = Vec::new();
+    let mut blue = Vec::new();
+    for (i, agent) in a.iter().enumerate() {
+        let r = Container::new("cr");
+        let info = plug(agent, &format!("red-{i}"), "red", &r, &[]);
+        red.push((r, info));
+        let b = Container::new("cb");
+        let info = plug(agent, &format!("blue-{i}"), "blue", &b, &[]);
+        blue.push((b, info));
+    }
+    // What plug reports is what the container has.
+    for ((ctr, info), (mtu, tenant)) in
+        red.iter().map(|x| (x, (1450, "red"))).chain(blue.iter().map(|x| (x, (1458, "blue"))))
+    {
+        assert_eq!(info["tenant"], tenant);
+        assert_eq!(info["prefix"], 16);
+        assert_eq!(info["mtu"], mtu, "{info}");
+        assert_eq!(info["gateway"], "198.19.0.1");
+        assert!(info["port"].as_str().unwrap().len() <= 15);
+        let (ip, prefix, mac, got_mtu) = addr_of(ctr, "eth0");
+        assert_eq!(ip, info["ip"].as_str().unwrap());
+        assert_eq!(prefix, 16);
+        assert_eq!(mac, info["mac"].as_str().unwrap());
+        assert_eq!(got_mtu, mtu);
+        assert_eq!(default_gw(ctr), "198.19.0.1");
+        let mac_first = u8::from_str_radix(&mac[..2], 16).unwrap();
+        assert_eq!(mac_first & 0x03, 0x02, "generated MACs are locally administered unicast: {mac}");
+        let k = ctr.run(&["ethtool", "-k", "eth0"]);
+        assert!(k.contains("tx-checksumming: off"), "TX checksum offload must be off on netdev: {k}");
+    }
+    // Interface external_ids exactly as nova-docker and Neutron write them.
+    let port0 = red[0].1["port"].as_str().unwrap();
+    let ids = c.hosts[0].vsctl(&["get", "Interface", port0, "external_ids"]);
+    let want = format!(
+        "{{attached-mac=\"{}\", iface-id=red-0, iface-status=active, vm-uuid=red-0}}",
+        red[0].1["mac"].as_str().unwrap()
+    );
+    assert_eq!(ids.trim(), want);
+
+    // Same tenant: every pair of hosts, both directions for ICMP.
+    for set in [&red, &blue] {
+        for (i, (from, _)) in set.iter().enumerate() {
+            for (j, (_, to)) in set.iter().enumerate() {
+                if i != j {
+                    wait_ping(from, to["ip"].as_str().unwrap(), WAIT);
+                }
+            }
+        }
+    }
+    // TCP over both tunnel types (10 MB each).
+    iperf(&red[1].0, &red[0].0, red[1].1["ip"].as_str().unwrap());
+    iperf(&blue[2].0, &blue[0].0, blue[2].1["ip"].as_str().unwrap());
+
+    // Isolation with overlapping addresses: the same address in both tenants, on different
+    // hosts. A red container reaching it must reach the red one (its MAC), never the blue one.
+    let red_dup = Container::new("cr");
+    let blue_dup = Container::new("cb");
+    let r = plug(&a[0], "red-dup", "red", &red_dup, &["--ip", "198.19.250.7"]);
+    let b = plug(&a[1], "blue-dup", "blue", &blue_dup, &["--ip", "198.19.250.7"]);
+    wait_ping(&red[2].0, "198.19.250.7", WAIT);
+    let neigh = red[2].0.ip_json(&["neigh", "show", "198.19.250.7"]);
+    assert_eq!(neigh[0]["lladdr"], r["mac"], "red reached {neigh} (blue is {})", b["mac"]);
+    // A blue-only address is unreachable from red: no ICMP answer and no ARP answer.
+    let blue_only = Container::new("cb");
+    plug(&a[2], "blue-only", "blue", &blue_only, &["--ip", "198.19.251.9"]);
+    wait_ping(&blue[0].0, "198.19.251.9", WAIT);
+    assert!(!ping(&red[0].0, "198.19.251.9", 3, Duration::from_secs(1)), "red reached a blue-only address");
+    let neigh = red[0].0.ip_json(&["neigh", "show", "198.19.251.9"]);
+    let state = neigh[0]["state"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(neigh[0]["lladdr"].is_null(), "red learnt a MAC for a blue address: {neigh}");
+    assert!(state.iter().all(|s| *s == "FAILED" || *s == "INCOMPLETE"), "{neigh}");
+
+    // Unplug leaves nothing behind: port, veths, container interface, etcd keys.
+    let before_unplug = traces(&c, 1);
+    a[1].cli_ok(&["unplug", "blue-dup"]);
+    a[1].cli_ok(&["unplug", "red-1"]);
+    let after = traces(&c, 1);
+    assert_eq!(after.int_ports.len(), before_unplug.int_ports.len() - 2, "{after:#?}");
+    assert_eq!(after.veths.len(), before_unplug.veths.len() - 2, "{after:#?}");
+    assert!(!red[1].0.has_link("eth0"));
+    assert!(!blue_dup.has_link("eth0"));
+    assert_eq!(after.ips.len(), before_unplug.ips.len() - 2);
+    assert!(!after.endpoints.iter().any(|k| k.ends_with("/red-1") || k.ends_with("/blue-dup")));
+    let again = a[1].cli_ok(&["unplug", "red-1"]);
+    assert!(again.contains("was not plugged"), "unplug is idempotent: {again}");
+}
+
+#[test]
+fn plug_is_idempotent_and_bad_input_leaves_nothing() {
+    let c = Cluster::start(1, &[]);
+    let a = &c.agents[0];
+    a.cli_ok(&["tenant", "create", "red", "--vni", "6001", "--cidr", "198.19.0.0/16", "--subnet-len", "24"]);
+    let ctr = Container::new("ci");
+    let first = plug(a, "web-1", "red", &ctr, &[]);
+    let second = plug(a, "web-1", "red", &ctr, &[]);
+    assert_eq!(first, second, "plugging again with the same arguments returns the same result");
+    let e = plug_err(
+        a,
+        &["plug", "web-1", "--tenant", "red", "--netns", &ctr.path().display().to_string(), "--ip", "198.19.9.9"],
+    );
+    assert!(e.contains("already plugged"), "{e}");
+
+    let baseline = traces(&c, 0);
+    let other = Container::new("ci");
+    let ns = other.path().display().to_string();
+    let taken = first["ip"].as_str().unwrap().to_owned();
+    let long_id = "a".repeat(200);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["plug", "x1", "--tenant", "nope", "--netns", &ns], "tenant 'nope' does not exist"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", "/var/run/netns/does-not-exist"], "does not exist"),
+        (vec!["plug", "x1", "--tenant", "red", "--pid", "999999999"], "no process with PID"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", &ns, "--ip", "203.0.113.5"], "203.0.113.5"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", &ns, "--ip", &taken], "in use by container 'web-1'"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", &ns, "--ip", "198.19.0.1"], "gateway"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", &ns, "--ip", "198.19.0.0"], "198.19.0.0"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", &ns, "--ip", "not-an-ip"], "not an IP address"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", &ns, "--mac", "zz:00:00:00:00:01"], "MAC"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", &ns, "--mac", "01:00:5e:00:00:01"], "not a unicast address"),
+        (vec!["plug", "x1", "--tenant", "red", "--netns", &ns, "--ifname", "this-name-is-too-long"], "interface name"),
+        (vec!["plug", "../etc", "--tenant", "red", "--netns", &ns], "container id"),
+        (vec!["plug", "a/b", "--tenant", "red", "--netns", &ns], "container id"),
+        (vec!["plug", "--tenant", "red", "--netns", &ns, "--", "-dash"], "container id"),
+        (vec!["plug", &long_id, "--tenant", "red", "--netns", &ns], "container id"),
+        (vec!["plug", "ünïcode", "--tenant", "red", "--netns", &ns], "container id"),
+    ];
+    for (args, want) in &cases {
+        let e = plug_err(a, args);
+        assert!(e.to_lowercase().contains(&want.to_lowercase()), "{args:?}: '{e}' should mention '{want}'");
+        assert_eq!(traces(&c, 0), baseline, "{args:?} left something behind");
+        assert!(!other.has_link("eth0"));
+    }
+}
+
+#[test]
+fn agent_restart_under_ping_loses_nothing_and_recreates_no_port() {
+    let mut c = Cluster::start(2, &[]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "7001", "--cidr", "198.19.0.0/16"]);
+    let c1 = Container::new("cp");
+    let c2 = Container::new("cp");
+    plug(&c.agents[0], "p-1", "red", &c1, &[]);
+    let target = plug(&c.agents[1], "p-2", "red", &c2, &[]);
+    let ip = target["ip"].as_str().unwrap().to_owned();
+    wait_ping(&c1, &ip, WAIT);
+    let before: BTreeMap<_, _> =
+        ports_on(&c.hosts[0], "br-int").into_iter().map(|(n, p)| (n, (p.uuid, p.version))).collect();
+    // 300 pings, 20 ms apart (6 s), while both agents restart.
+    let pinger = c1
+        .command(&["ping", "-c", "300", "-i", "0.02", "-W", "1", &ip])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.agents[0].stop();
+    c.agents[0].restart();
+    c.agents[1].kill();
+    c.agents[1].restart();
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("300 received") && text.contains(" 0% packet loss"), "{text}");
+    wait_until(WAIT, "a reconcile after restart", || {
+        c.agents[0].status()["counters"]["reconciles"].as_u64() >= Some(1)
+    });
+    let after: BTreeMap<_, _> =
+        ports_on(&c.hosts[0], "br-int").into_iter().map(|(n, p)| (n, (p.uuid, p.version))).collect();
+    assert_eq!(before, after, "a restart recreated or rewrote a port");
+}
