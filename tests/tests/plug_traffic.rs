@@ -269,3 +269,31 @@ fn agent_restart_under_ping_loses_nothing_and_recreates_no_port() {
         ports_on(&c.hosts[0], "br-int").into_iter().map(|(n, p)| (n, (p.uuid, p.version))).collect();
     assert_eq!(before, after, "a restart recreated or rewrote a port");
 }
+
+#[test]
+fn plug_by_pid_and_a_half_done_plug_is_rolled_back_at_start() {
+    let mut c = Cluster::start(1, &[]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "8001", "--cidr", "198.19.0.0/16"]);
+    let baseline = traces(&c, 0);
+    // A "container" process: a sleep inside a fresh namespace, plugged by its PID.
+    let ctr = Container::new("cq");
+    let mut sleeper = ctr.command(&["sleep", "60"]).spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let out: Value =
+        serde_json::from_str(&c.agents[0].cli_ok(&["plug", "by-pid", "--tenant", "red", "--pid", &pid])).unwrap();
+    assert_eq!(addr_of(&ctr, "eth0").0, out["ip"].as_str().unwrap());
+    let listed: Value = serde_json::from_str(&c.agents[0].cli_ok(&["endpoints", "--json"])).unwrap();
+    assert_eq!(listed[0]["container_id"], "by-pid");
+    assert_eq!(listed[0]["ip"], out["ip"]);
+
+    // Simulate a crash after the port was built but before the endpoint was recorded: the
+    // record is missing, so the next start must roll the whole plug back.
+    c.agents[0].kill();
+    c.etcd.etcdctl(&["del", "--prefix", &format!("{}/endpoints/", c.prefix)]);
+    c.agents[0].restart();
+    wait_until(WAIT, "the half-done plug rolled back", || traces(&c, 0) == baseline);
+    assert!(!ctr.has_link("eth0"));
+    assert!(c.agents[0].logs().contains("incomplete plug found at start"), "{}", c.agents[0].logs());
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
