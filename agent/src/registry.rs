@@ -391,14 +391,7 @@ impl Registry {
         if resp.succeeded() {
             return Ok(());
         }
-        let gets: Vec<Option<Vec<u8>>> = resp
-            .op_responses()
-            .into_iter()
-            .map(|r| match r {
-                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                _ => None,
-            })
-            .collect();
+        let gets = txn_gets(&resp);
         if gets.first().is_some_and(Option::is_some) {
             return Err(RegistryError::Conflict(format!("tenant '{}' already exists", tenant.name())));
         }
@@ -653,14 +646,7 @@ impl Registry {
         if resp.succeeded() {
             return Ok(());
         }
-        let gets: Vec<Option<Vec<u8>>> = resp
-            .op_responses()
-            .into_iter()
-            .map(|r| match r {
-                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                _ => None,
-            })
-            .collect();
+        let gets = txn_gets(&resp);
         if gets.get(1).is_some_and(Option::is_none) {
             return Err(RegistryError::NotFound(format!("tenant '{tenant}' does not exist (deleted while plugging?)")));
         }
@@ -783,18 +769,31 @@ impl Registry {
         let mut c = self.client.clone();
         let claim = IpClaim { container: ep.container_id.clone(), host: ep.host.clone() };
         let ip_key = self.keys.ip(&ep.tenant, &ep.ip);
-        let txn = Txn::new().and_then([TxnOp::delete(self.keys.endpoint(&ep.tenant, &ep.container_id), None)]);
+        let claim_json = serde_json::to_vec(&claim).expect("claim serializes");
+        let endpoint_key = self.keys.endpoint(&ep.tenant, &ep.container_id);
+        // The address goes with the record only if this container still holds it.
+        let txn = Txn::new()
+            .when([Compare::value(ip_key.as_str(), CompareOp::Equal, claim_json)])
+            .and_then([TxnOp::delete(endpoint_key.as_str(), None), TxnOp::delete(ip_key.as_str(), None)])
+            .or_else([TxnOp::delete(endpoint_key.as_str(), None)]);
         c.txn(txn).await.map_err(etcd("deleting the endpoint"))?;
-        let _ = ip_key;
-        self.release_ip(&ep.tenant, ep.ip, &claim).await
+        Ok(())
     }
 }
 
+/// The values the `get`s of a transaction's branch found (`None` for a missing key).
+fn txn_gets(resp: &etcd_client::TxnResponse) -> Vec<Option<Vec<u8>>> {
+    resp.op_responses()
+        .into_iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn first_get(resp: &etcd_client::TxnResponse) -> Option<Vec<u8>> {
-    resp.op_responses().into_iter().find_map(|r| match r {
-        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-        _ => None,
-    })
+    txn_gets(resp).into_iter().flatten().next()
 }
 
 #[cfg(test)]
