@@ -34,7 +34,7 @@ clippy: deps
 
 # Every test: unit tests, real ovsdb-server/ovs-vswitchd/etcd integration tests, multi-host
 # tests in network namespaces. Needs root (namespaces, veths); fails loudly without it.
-test: deps fmt-check clippy
+test: deps fmt-check clippy lint-scripts vagrant-validate packaging-check
 	@[ "$$(id -u)" = 0 ] || { echo "error: make test needs root (network namespaces, OVS)" >&2; exit 1; }
 	# The multi-host tests run the overlay-agent binary itself: build it first.
 	$(CARGO) build --workspace --bins
@@ -60,3 +60,117 @@ demo-down:
 
 clean:
 	$(CARGO) clean
+
+# ---- Packaging, script lint and Vagrantfile checks -----------------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=/tmp/root] [NOBUILD=1]   (NOBUILD: binary built already)
+# make uninstall [PURGE=1]                                           (PURGE: also /etc/overlay-agent)
+PREFIX ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= /etc/systemd/system
+PKG_BIN := target/release/overlay-agent
+PKG_DOCDIR := $(PREFIX)/share/doc/overlay-agent
+PKG_CONFDIR := /etc/overlay-agent
+# Every *.sh under these directories (a missing directory is skipped).
+LINT_SCRIPT_DIRS := vagrant packaging scripts
+
+# $(call pkg-ensure,COMMAND,PACKAGE): installs PACKAGE with apt-get when COMMAND is missing.
+define pkg-ensure
+command -v $(1) >/dev/null 2>&1 || { \
+  if [ "$$(id -u)" != 0 ]; then echo "error: $(1) not found: run as root or apt-get install $(2)" >&2; exit 1; fi; \
+  echo "installing $(2) (for $(1))"; \
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
+endef
+
+.PHONY: install uninstall packaging-check lint-scripts vagrant-validate
+
+install:
+	@if [ -z "$(NOBUILD)" ]; then \
+	  command -v $(CARGO) >/dev/null || { echo "error: $(CARGO) not found (under sudo?): run 'cargo build --release -p overlay-agent' as yourself, then 'sudo make install NOBUILD=1'" >&2; exit 1; }; \
+	  $(call pkg-ensure,protoc,protobuf-compiler); \
+	  echo "$(CARGO) build --release -p overlay-agent"; $(CARGO) build --release -p overlay-agent; \
+	fi
+	@[ -x $(PKG_BIN) ] || { echo "error: $(PKG_BIN) is missing: build it or drop NOBUILD" >&2; exit 1; }
+	install -D -m 0755 $(PKG_BIN) $(DESTDIR)$(PREFIX)/bin/overlay-agent
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PKG_DOCDIR)
+	sed -e 's|/usr/local/bin/overlay-agent|$(PREFIX)/bin/overlay-agent|' \
+	    -e 's|/usr/local/share/doc/overlay-agent|$(PKG_DOCDIR)|' \
+	    packaging/overlay-agent.service > $(DESTDIR)$(UNITDIR)/overlay-agent.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/overlay-agent.service
+	install -m 0644 README.md config/agent.example.toml $(DESTDIR)$(PKG_DOCDIR)/
+	install -m 0644 packaging/agent.toml $(DESTDIR)$(PKG_DOCDIR)/agent.default.toml
+	install -d -m 0755 $(DESTDIR)$(PKG_CONFDIR)
+	@# Never overwrite an operator's config: the new default goes to the doc dir to compare with.
+	@if [ -e $(DESTDIR)$(PKG_CONFDIR)/agent.toml ]; then \
+	  echo "kept the existing $(DESTDIR)$(PKG_CONFDIR)/agent.toml (this version's default: $(DESTDIR)$(PKG_DOCDIR)/agent.default.toml)"; \
+	else \
+	  echo "install -m 0600 packaging/agent.toml $(DESTDIR)$(PKG_CONFDIR)/agent.toml"; \
+	  install -m 0600 packaging/agent.toml $(DESTDIR)$(PKG_CONFDIR)/agent.toml; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi
+	@echo
+	@echo "overlay-agent installed. Next steps:"
+	@echo "  1. Open vSwitch running (apt-get install openvswitch-switch) and an etcd reachable from every host."
+	@echo "  2. Edit $(PKG_CONFDIR)/agent.toml: underlay_ip (required), [etcd] endpoints; every key is documented there."
+	@echo "  3. systemctl daemon-reload && systemctl enable --now overlay-agent"
+	@echo "  4. overlay-agent status; journalctl -u overlay-agent -f"
+	@echo "  Upgrading? systemctl restart overlay-agent (SIGTERM leaves the data plane up)."
+
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl cat overlay-agent.service >/dev/null 2>&1; then \
+	  echo "systemctl disable --now overlay-agent (tunnels and container ports stay up)"; \
+	  systemctl disable --now overlay-agent.service || true; \
+	fi
+	rm -f $(DESTDIR)$(PREFIX)/bin/overlay-agent $(DESTDIR)$(UNITDIR)/overlay-agent.service
+	rm -rf $(DESTDIR)$(PKG_DOCDIR)
+	@if [ -n "$(PURGE)" ]; then echo "rm -rf $(DESTDIR)$(PKG_CONFDIR)"; rm -rf $(DESTDIR)$(PKG_CONFDIR); \
+	else echo "kept $(DESTDIR)$(PKG_CONFDIR) (PURGE=1 removes it)"; fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "overlay-agent uninstalled. Its OVS bridges and etcd records stay: remove them with ovs-vsctl / etcdctl if wanted."
+
+# packaging/agent.toml must stay config/agent.example.toml minus underlay_ip (same keys and
+# defaults), and the agent must accept it: without underlay_ip it must refuse exactly that, with
+# one it must start (it then waits for an OVSDB that does not exist until `timeout` stops it).
+packaging-check:
+	@diff <(grep -v -e '^#' -e '^underlay_ip' config/agent.example.toml) <(grep -v '^#' packaging/agent.toml) \
+	  || { echo "error: packaging/agent.toml and config/agent.example.toml differ in keys or values (above)" >&2; exit 1; }
+	$(CARGO) build -p overlay-agent
+	@out=$$(timeout 5 target/debug/overlay-agent run --config packaging/agent.toml 2>&1); rc=$$?; \
+	  [ $$rc = 1 ] && grep -q "underlay_ip is required" <<<"$$out" \
+	  || { echo "error: without underlay_ip the agent should refuse packaging/agent.toml (rc $$rc): $$out" >&2; exit 1; }
+	@d=$$(mktemp -d); timeout 3 target/debug/overlay-agent run --config packaging/agent.toml --underlay-ip 192.0.2.1 \
+	  --ovsdb unix:$$d/none.sock --api-socket $$d/api.sock >$$d/log 2>&1; rc=$$?; \
+	  [ $$rc = 124 ] || { echo "error: the agent rejected packaging/agent.toml (rc $$rc):" >&2; cat $$d/log >&2; rm -rf $$d; exit 1; }; rm -rf $$d
+	@# The unit, with ExecStart pointing at the binary just built (verify wants it to exist).
+	@if command -v systemd-analyze >/dev/null 2>&1; then \
+	  d=$$(mktemp -d); sed "s|^ExecStart=/usr/local/bin/overlay-agent|ExecStart=$$PWD/target/debug/overlay-agent|" \
+	    packaging/overlay-agent.service > $$d/overlay-agent.service; \
+	  out=$$(systemd-analyze verify $$d/overlay-agent.service 2>&1); rc=$$?; rm -rf $$d; \
+	  if [ $$rc != 0 ] || [ -n "$$out" ]; then echo "error: systemd-analyze verify packaging/overlay-agent.service:" >&2; echo "$$out" >&2; exit 1; fi; \
+	  echo "systemd-analyze verify packaging/overlay-agent.service: ok"; \
+	else echo "packaging-check: no systemd-analyze here (apt-get install systemd): unit not verified"; fi
+	@echo "packaging-check: ok (packaging/agent.toml matches the example and loads)"
+
+lint-scripts:
+	@$(call pkg-ensure,shellcheck,shellcheck)
+	@files=$$(find $(wildcard $(LINT_SCRIPT_DIRS)) -type f -name '*.sh' | sort); \
+	if [ -z "$$files" ]; then echo "lint-scripts: no *.sh under $(LINT_SCRIPT_DIRS)"; exit 0; fi; \
+	for f in $$files; do bash -n "$$f" || { echo "error: bash -n $$f failed" >&2; exit 1; }; done; \
+	shellcheck --external-sources --source-path=SCRIPTDIR $$files || exit 1; \
+	echo "lint-scripts: ok: bash -n and shellcheck on" $$files
+
+# Debian 12 packages Vagrant 2.3 (the apt candidate is checked first); where no vagrant package
+# exists, only the Ruby syntax is checked. `vagrant validate` needs no box, VM or network.
+vagrant-validate:
+	@if ! command -v vagrant >/dev/null 2>&1; then \
+	  cand=$$(apt-cache policy vagrant 2>/dev/null | sed -n 's/^ *Candidate: //p'); \
+	  if [ -z "$$cand" ] || [ "$$cand" = "(none)" ]; then apt-get update -qq || true; \
+	    cand=$$(apt-cache policy vagrant 2>/dev/null | sed -n 's/^ *Candidate: //p'); fi; \
+	  if [ -n "$$cand" ] && [ "$$cand" != "(none)" ]; then $(call pkg-ensure,vagrant,vagrant); \
+	  else echo "vagrant-validate: no vagrant package in this system's apt sources: checking Ruby syntax only"; fi; \
+	fi
+	@$(call pkg-ensure,ruby,ruby)
+	ruby -c vagrant/Vagrantfile
+	@if command -v vagrant >/dev/null 2>&1; then \
+	  echo "cd vagrant && vagrant validate"; \
+	  cd vagrant && VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate; \
+	fi

@@ -22,12 +22,12 @@ vs() { local i=$1; shift; ovs-vsctl --timeout=10 --db="unix:$RUN/h$i/db.sock" "$
 cli() { local i=$1; shift; "$AGENT" --api-socket "$RUN/h$i/api.sock" "$@"; }
 
 down() {
-  for f in "$RUN"/*.pid "$RUN"/*/*.pid; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
-  done
-  sleep 0.3
-  for f in "$RUN"/*.pid "$RUN"/*/*.pid; do
-    [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+  local f sig
+  for sig in TERM KILL; do
+    for f in "$RUN"/*.pid "$RUN"/*/*.pid; do
+      if [ -f "$f" ]; then kill -s "$sig" "$(cat "$f")" 2>/dev/null || true; fi
+    done
+    if [ "$sig" = TERM ]; then sleep 0.3; fi
   done
   local ns
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns"; done
@@ -54,7 +54,8 @@ start_etcd() {
 }
 
 start_host() {
-  local i=$1 H=$P-h$i D=$RUN/h$i
+  local i=$1
+  local H=$P-h$i D=$RUN/h$i
   mkdir -p "$D"
   ip netns add "$H"; ip -n "$H" link set lo up
   ip link add "$P-u$i" type veth peer name "$P-f$i"

@@ -357,10 +357,21 @@ impl Netns {
 
     /// Moves link `name` from this namespace into `target`, renaming it `new_name`, in one
     /// RTM_SETLINK. The link arrives down and without addresses: configure it afterwards.
-    /// [`NetlinkError::AlreadyExists`] if `target` already has a `new_name`.
+    /// [`NetlinkError::AlreadyExists`] if `target` already has a `new_name`; the link then stays
+    /// where it was.
+    ///
+    /// Kernel quirk: the move and the rename are not atomic. The kernel moves the link under its
+    /// current name (using the new name only if the current one is taken in the target), then
+    /// renames it there; if `new_name` is taken in the target, the request fails with EEXIST
+    /// *after* the move. Hence the check beforehand, and the move back should the name be taken
+    /// in between.
     pub async fn move_link(&self, name: &str, target: &Netns, new_name: &str) -> Result<(), NetlinkError> {
         check_name(new_name)?;
         let link = self.require_link(name).await?;
+        let taken = || NetlinkError::AlreadyExists { name: new_name.to_string(), netns: target.label() };
+        if target.link_exists(new_name).await? {
+            return Err(taken());
+        }
         let msg = LinkUnspec::new_with_index(link.header.index)
             .setns_by_fd(target.ns.file.as_raw_fd())
             .name(new_name.to_string())
@@ -368,7 +379,12 @@ impl Netns {
         match self.handle.link().set(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {
-                Err(NetlinkError::AlreadyExists { name: new_name.to_string(), netns: target.label() })
+                // Lost a race for the name: the link may sit in `target` under its old name.
+                if name != new_name && target.link_exists(name).await.unwrap_or(false) {
+                    let back = LinkUnspec::new_with_name(name).setns_by_fd(self.ns.file.as_raw_fd()).build();
+                    let _ = target.handle.link().set(back).execute().await;
+                }
+                Err(taken())
             }
             Err(e) if errno(&e) == Some(libc::ENODEV) => Err(self.not_found(name)),
             Err(e) => Err(NetlinkError::Request {
