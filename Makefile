@@ -2,6 +2,8 @@
 # fresh Debian 12 machine (as root) needs nothing but this checkout and a Rust toolchain.
 SHELL := /bin/bash
 CARGO ?= cargo
+# Where cargo puts its output (CARGO_TARGET_DIR is honoured, as cargo does).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 APT_PACKAGES := openvswitch-switch etcd-server etcd-client iproute2 iperf3 ethtool \
                 protobuf-compiler iputils-ping procps
 
@@ -67,7 +69,7 @@ clean:
 PREFIX ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= /etc/systemd/system
-PKG_BIN := target/release/overlay-agent
+PKG_BIN := $(TARGET_DIR)/release/overlay-agent
 PKG_DOCDIR := $(PREFIX)/share/doc/overlay-agent
 PKG_CONFDIR := /etc/overlay-agent
 # Every *.sh under these directories (a missing directory is skipped).
@@ -134,15 +136,15 @@ packaging-check:
 	@diff <(grep -v -e '^#' -e '^underlay_ip' config/agent.example.toml) <(grep -v '^#' packaging/agent.toml) \
 	  || { echo "error: packaging/agent.toml and config/agent.example.toml differ in keys or values (above)" >&2; exit 1; }
 	$(CARGO) build -p overlay-agent
-	@out=$$(timeout 5 target/debug/overlay-agent run --config packaging/agent.toml 2>&1); rc=$$?; \
+	@out=$$(timeout 5 $(TARGET_DIR)/debug/overlay-agent run --config packaging/agent.toml 2>&1); rc=$$?; \
 	  [ $$rc = 1 ] && grep -q "underlay_ip is required" <<<"$$out" \
 	  || { echo "error: without underlay_ip the agent should refuse packaging/agent.toml (rc $$rc): $$out" >&2; exit 1; }
-	@d=$$(mktemp -d); timeout 3 target/debug/overlay-agent run --config packaging/agent.toml --underlay-ip 192.0.2.1 \
+	@d=$$(mktemp -d); timeout 3 $(TARGET_DIR)/debug/overlay-agent run --config packaging/agent.toml --underlay-ip 192.0.2.1 \
 	  --ovsdb unix:$$d/none.sock --api-socket $$d/api.sock >$$d/log 2>&1; rc=$$?; \
 	  [ $$rc = 124 ] || { echo "error: the agent rejected packaging/agent.toml (rc $$rc):" >&2; cat $$d/log >&2; rm -rf $$d; exit 1; }; rm -rf $$d
 	@# The unit, with ExecStart pointing at the binary just built (verify wants it to exist).
 	@if command -v systemd-analyze >/dev/null 2>&1; then \
-	  d=$$(mktemp -d); sed "s|^ExecStart=/usr/local/bin/overlay-agent|ExecStart=$$PWD/target/debug/overlay-agent|" \
+	  d=$$(mktemp -d); sed "s|^ExecStart=/usr/local/bin/overlay-agent|ExecStart=$(abspath $(TARGET_DIR))/debug/overlay-agent|" \
 	    packaging/overlay-agent.service > $$d/overlay-agent.service; \
 	  out=$$(systemd-analyze verify $$d/overlay-agent.service 2>&1); rc=$$?; rm -rf $$d; \
 	  if [ $$rc != 0 ] || [ -n "$$out" ]; then echo "error: systemd-analyze verify packaging/overlay-agent.service:" >&2; echo "$$out" >&2; exit 1; fi; \
