@@ -59,6 +59,8 @@ pub struct Agent {
     registration: Mutex<Registration>,
     /// Leases this agent took, merged into the view until the watch shows them.
     own_leases: Mutex<BTreeMap<String, SubnetLease>>,
+    /// Underlay MTU: configured, else the MTU of the link holding the underlay IP, else 1500.
+    pub underlay_mtu: u32,
     /// Where ovs-vswitchd runs: the host ends of container veths go here.
     pub host_netns: crate::netlink::Netns,
     /// Serialises reconcile passes with plug and unplug: the local VLAN a plug reads must be
@@ -350,6 +352,21 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         None => crate::netlink::Netns::current().await,
     }
     .context("opening the host network namespace")?;
+    let underlay_mtu = match config.underlay_mtu {
+        Some(m) => m,
+        None => match host_netns.mtu_of_address(config.underlay_ip).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                tracing::warn!(underlay_ip = %config.underlay_ip, "no interface holds the underlay IP; assuming MTU 1500 (set underlay_mtu)");
+                1500
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the underlay MTU; assuming 1500 (set underlay_mtu)");
+                1500
+            }
+        },
+    };
+    tracing::info!(underlay_mtu, "underlay MTU");
     let (cluster_tx, cluster_rx) = watch::channel(ClusterCache::default());
     let agent = Arc::new(Agent {
         config: config.clone(),
@@ -359,6 +376,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         cluster: cluster_rx,
         registration: Mutex::new(registration),
         own_leases: Mutex::new(BTreeMap::new()),
+        underlay_mtu,
         host_netns,
         plumbing_lock: tokio::sync::Mutex::new(()),
         dirty: Notify::new(),

@@ -513,6 +513,29 @@ impl Netns {
         Ok(gateways)
     }
 
+    /// The MTU of the link that holds address `ip` (None when no link has it): the underlay
+    /// MTU when `ip` is the tunnel endpoint.
+    pub async fn mtu_of_address(&self, ip: IpAddr) -> Result<Option<u32>, NetlinkError> {
+        let all: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.request_error("list addresses", "*", e))?;
+        let Some(index) = all.iter().find(|m| address_of(m).is_some_and(|(a, _)| a == ip)).map(|m| m.header.index)
+        else {
+            return Ok(None);
+        };
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link.as_ref().and_then(mtu_of)),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(self.request_error("get link", &index.to_string(), e)),
+        }
+    }
+
     /// The state of link `name` (None if there is none): MAC, MTU, flags, addresses, default
     /// gateways through it.
     pub async fn interface_state(&self, name: &str) -> Result<Option<InterfaceState>, NetlinkError> {

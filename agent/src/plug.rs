@@ -164,7 +164,7 @@ impl Agent {
     }
 
     fn container_mtu(&self, tenant: &Tenant) -> Result<u32, PlugError> {
-        let underlay = self.config.underlay_mtu.unwrap_or(1500);
+        let underlay = self.underlay_mtu;
         overlay::mtu::container_mtu(underlay, tenant.tunnel(), self.me.underlay_ip.is_ipv6(), tenant.is_ipv6())
             .map_err(|e| PlugError::BadRequest(e.to_string()))
     }

@@ -297,3 +297,19 @@ fn plug_by_pid_and_a_half_done_plug_is_rolled_back_at_start() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+#[test]
+fn container_mtu_follows_the_underlay_interface() {
+    let mut c = Cluster::start(1, &[]);
+    // The underlay link (br-phy, holding the underlay IP) gets MTU 1400; the agent reads it at
+    // start, so containers get 1400 - 50 on VXLAN.
+    c.hosts[0].vsctl(&["set", "Interface", "br-phy", "mtu_request=1400"]);
+    wait_until(WAIT, "br-phy MTU 1400", || c.hosts[0].netns().ip_json(&["link", "show", "br-phy"])[0]["mtu"] == 1400);
+    c.agents[0].stop();
+    c.agents[0].restart();
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "9001", "--cidr", "198.19.0.0/16"]);
+    let ctr = Container::new("cm");
+    let out = plug(&c.agents[0], "mtu-1", "red", &ctr, &[]);
+    assert_eq!(out["mtu"], 1350, "{out}");
+    assert_eq!(addr_of(&ctr, "eth0").3, 1350);
+}
