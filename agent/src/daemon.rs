@@ -309,6 +309,24 @@ async fn ensure_system_id(ovs: &Client) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// TLS options from the configured CA and client certificate (files read now, so a wrong path
+/// is reported at start, naming the file).
+fn etcd_tls(config: &AgentConfig) -> anyhow::Result<Option<etcd_client::TlsOptions>> {
+    let Some(tls) = &config.etcd.tls else { return Ok(None) };
+    let read = |p: &std::path::Path, what: &str| {
+        std::fs::read(p).with_context(|| format!("reading the etcd {what} {} (etcd.{what}_file)", p.display()))
+    };
+    let mut opts = etcd_client::TlsOptions::new();
+    match &tls.ca_file {
+        Some(ca) => opts = opts.ca_certificate(etcd_client::Certificate::from_pem(read(ca, "ca")?)),
+        None => opts = opts.with_native_roots(),
+    }
+    if let Some(id) = &tls.identity {
+        opts = opts.identity(etcd_client::Identity::from_pem(read(&id.cert_file, "cert")?, read(&id.key_file, "key")?));
+    }
+    Ok(Some(opts))
+}
+
 async fn register_with_retry(registry: &Registry, me: &HostRecord, ttl: Duration) -> anyhow::Result<Registration> {
     let mut delay = Duration::from_millis(200);
     loop {
@@ -336,11 +354,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     me.validate().context("this host's record is invalid")?;
-    if config.etcd.tls.is_some() {
-        anyhow::bail!("etcd TLS is configured but this build does not support it yet; use http:// endpoints");
-    }
     let auth = config.etcd.auth.as_ref().map(|a| (a.username.clone(), a.password.expose().to_owned()));
-    let registry = Registry::connect(&config.etcd.endpoints, &config.etcd.prefix, auth).await?;
+    let registry = Registry::connect(&config.etcd.endpoints, &config.etcd.prefix, auth, etcd_tls(&config)?).await?;
     let registration = register_with_retry(&registry, &me, config.timers.host_ttl).await?;
     tracing::info!(
         host = %me.hostname, underlay_ip = %me.underlay_ip, lease = registration.host_lease,

@@ -208,6 +208,7 @@ impl Registry {
         endpoints: &[String],
         prefix: &str,
         auth: Option<(String, String)>,
+        tls: Option<etcd_client::TlsOptions>,
     ) -> Result<Self, RegistryError> {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
@@ -215,6 +216,9 @@ impl Registry {
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
         if let Some((u, p)) = auth {
             opts = opts.with_user(u, p);
+        }
+        if let Some(tls) = tls {
+            opts = opts.with_tls(tls);
         }
         let client = Client::connect(endpoints, Some(opts)).await.map_err(etcd("connecting"))?;
         Ok(Registry { client, keys: Keys::new(prefix) })

@@ -37,6 +37,11 @@ pub struct AgentProc {
 impl AgentProc {
     /// Arguments of `overlay-agent run` for `host` (before `extra`).
     pub fn run_args(host: &TestHost, etcd: &Etcd, prefix: &str, api_socket: &Path) -> Vec<String> {
+        Self::run_args_for(host, &etcd.endpoint(), prefix, api_socket)
+    }
+
+    /// [`AgentProc::run_args`] for any etcd endpoint (e.g. https).
+    pub fn run_args_for(host: &TestHost, etcd_endpoint: &str, prefix: &str, api_socket: &Path) -> Vec<String> {
         vec![
             "run".into(),
             "--hostname".into(),
@@ -44,7 +49,7 @@ impl AgentProc {
             "--underlay-ip".into(),
             host.underlay_ip().to_string(),
             "--etcd-endpoints".into(),
-            etcd.endpoint(),
+            etcd_endpoint.to_owned(),
             "--etcd-prefix".into(),
             prefix.into(),
             "--ovsdb".into(),
@@ -64,8 +69,13 @@ impl AgentProc {
 
     /// Starts the agent and waits until its API answers.
     pub fn start(host: &TestHost, etcd: &Etcd, prefix: &str, extra: &[&str]) -> Self {
+        Self::start_with(host, &etcd.endpoint(), prefix, extra)
+    }
+
+    /// [`AgentProc::start`] against any etcd endpoint.
+    pub fn start_with(host: &TestHost, etcd_endpoint: &str, prefix: &str, extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("agent-").tempdir().expect("tempdir");
-        let mut args = Self::run_args(host, etcd, prefix, &dir.path().join("api.sock"));
+        let mut args = Self::run_args_for(host, etcd_endpoint, prefix, &dir.path().join("api.sock"));
         // An empty config file: every key comes from the flags, never from a file that may
         // exist on the machine running the tests.
         let config = dir.path().join("agent.toml");

@@ -1,0 +1,157 @@
+//! The agent against an etcd that demands TLS client certificates, and one that demands a
+//! username and password. Certificates come from a throwaway CA made with openssl.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use overlay_tests::AgentProc;
+use testbed::{unique_name, wait_until, Etcd, Fabric};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all EC P-256.
+fn make_pki(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca =
+        vec!["req", "-x509", "-days", "2", "-subj", "/CN=overlay-test-ca", "-keyout", "ca.key", "-out", "ca.crt"];
+    ca.extend(ec);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(dir, &ca);
+    for (name, ext) in [
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"),
+        ("client", "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"),
+    ] {
+        let mut req = vec!["req", "-new", "-subj"];
+        let subj = format!("/CN=overlay-{name}");
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        req.extend([subj.as_str(), "-keyout", key.as_str(), "-out", csr.as_str()]);
+        req.extend(ec);
+        openssl(dir, &req);
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (crt, extf) = (format!("{name}.crt"), format!("{name}.ext"));
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-extfile",
+                &extf,
+            ],
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn agent_uses_etcd_over_tls_with_a_client_certificate() {
+    testbed::require_etcd();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let (cport, pport) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{cport}");
+    let peer = format!("http://127.0.0.1:{pport}");
+    let name = unique_name("tls");
+    let log = std::fs::File::create(d.join("etcd.log")).unwrap();
+    let _etcd = Kill(
+        Command::new("etcd")
+            .args(["--name", &name, "--data-dir", &d.join("data").display().to_string()])
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("{name}={peer}")])
+            .args([
+                "--cert-file",
+                "server.crt",
+                "--key-file",
+                "server.key",
+                "--client-cert-auth",
+                "--trusted-ca-file",
+                "ca.crt",
+            ])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd"),
+    );
+    let etcdctl = |args: &[&str]| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .current_dir(d)
+            .args(["--endpoints", &url, "--cacert", "ca.crt", "--cert", "client.crt", "--key", "client.key"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(20), "etcd with TLS", || etcdctl(&["endpoint", "health"]).status.success());
+
+    let fabric = Fabric::new();
+    let host = fabric.add_host(1);
+    let p = |f: &str| d.join(f).display().to_string();
+    let (ca, cert, key) = (p("ca.crt"), p("client.crt"), p("client.key"));
+    let agent =
+        AgentProc::start_with(&host, &url, "/tls", &["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key]);
+    agent.cli_ok(&["tenant", "create", "red", "--vni", "3", "--cidr", "198.19.0.0/16"]);
+    let keys = String::from_utf8(etcdctl(&["get", "--prefix", "--keys-only", "/tls/"]).stdout).unwrap();
+    assert!(keys.contains(&format!("/tls/hosts/{}", host.name())), "{keys}");
+    assert!(keys.contains("/tls/tenants/red"), "{keys}");
+
+    // Without the client certificate the server refuses the agent: it never registers.
+    let host2 = fabric.add_host(2);
+    let refused = AgentProc::run_args_for(&host2, &url, "/tls", &d.join("b.sock"));
+    let mut child = Command::new(overlay_tests::agent_binary())
+        .args(&refused)
+        .args(["--etcd-ca", &ca])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot register in etcd yet"), "{err}");
+    let keys = String::from_utf8(etcdctl(&["get", "--prefix", "--keys-only", "/tls/hosts/"]).stdout).unwrap();
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 1, "{keys}");
+}
+
+#[test]
+fn agent_authenticates_to_etcd_with_username_and_password() {
+    let etcd = Etcd::start();
+    etcd.etcdctl(&["user", "add", "root:s3cret"]);
+    etcd.etcdctl(&["auth", "enable"]);
+    let fabric = Fabric::new();
+    let host = fabric.add_host(1);
+    let agent = AgentProc::start(&host, &etcd, "/auth", &["--etcd-username", "root", "--etcd-password", "s3cret"]);
+    agent.cli_ok(&["tenant", "create", "red", "--vni", "4", "--cidr", "198.19.0.0/16"]);
+    let keys = etcd.etcdctl(&["--user", "root:s3cret", "get", "--prefix", "--keys-only", "/auth/tenants/"]);
+    assert!(keys.contains("/auth/tenants/red"), "{keys}");
+    // Unauthenticated reads are refused: the credentials really were needed.
+    assert!(etcd.try_etcdctl(&["get", "--prefix", "/auth/"]).is_err());
+}
