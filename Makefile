@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Where cargo puts its output (CARGO_TARGET_DIR is honoured, as cargo does).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 APT_PACKAGES := openvswitch-switch etcd-server etcd-client iproute2 iperf3 ethtool \
-                protobuf-compiler iputils-ping procps
+                protobuf-compiler iputils-ping procps openssl
 
 .PHONY: all deps build test fmt-check clippy unit demo demo-down clean
 
