@@ -132,10 +132,24 @@ fn init_logging(config: &overlay_config::AgentConfig) {
 async fn api(cli: &Cli, method: &str, path: &str, body: Option<JsonValue>) -> anyhow::Result<JsonValue> {
     let (status, json) = api::call(&cli.api_socket, method, path, body).await?;
     if status >= 400 {
-        let msg = json.get("error").and_then(JsonValue::as_str).map(str::to_owned).unwrap_or_else(|| json.to_string());
+        let msg = match json.get("error").and_then(JsonValue::as_str) {
+            Some(m) => m.to_owned(),
+            None => format!("the agent answered HTTP {status} to {method} {path}: {json}"),
+        };
         anyhow::bail!("{msg}");
     }
     Ok(json)
+}
+
+/// One URL path segment, percent-encoded: a name like `../hosts` must stay one segment and
+/// reach the agent's own validation, not be resolved as a path.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn print_tenants(tenants: &JsonValue) {
@@ -245,12 +259,12 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             TenantCommand::Delete { name } => {
-                api(&cli, "DELETE", &format!("/v1/tenants/{name}"), None).await?;
+                api(&cli, "DELETE", &format!("/v1/tenants/{}", seg(name)), None).await?;
                 println!("tenant {name} deleted");
                 Ok(())
             }
             TenantCommand::Join { name } => {
-                let l = api(&cli, "POST", &format!("/v1/tenants/{name}/join"), None).await?;
+                let l = api(&cli, "POST", &format!("/v1/tenants/{}/join", seg(name)), None).await?;
                 println!("this host takes part in {name} with subnet {}", l["subnet"].as_str().unwrap_or("?"));
                 Ok(())
             }
@@ -267,7 +281,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Unplug { container_id } => {
-            let r = api(&cli, "DELETE", &format!("/v1/endpoints/{container_id}"), None).await?;
+            let r = api(&cli, "DELETE", &format!("/v1/endpoints/{}", seg(container_id)), None).await?;
             if r["was_plugged"].as_bool() == Some(true) {
                 println!("container {container_id} unplugged");
             } else {
