@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 APT_PACKAGES := openvswitch-switch etcd-server etcd-client iproute2 iperf3 ethtool \
                 protobuf-compiler iputils-ping procps openssl
 
-.PHONY: all deps build test fmt-check clippy unit demo demo-down clean
+.PHONY: all deps build test fmt-check clippy unit demo demo-down clean fuzz fuzz-smoke
 
 all: build
 
@@ -36,7 +36,7 @@ clippy: deps
 
 # Every test: unit tests, real ovsdb-server/ovs-vswitchd/etcd integration tests, multi-host
 # tests in network namespaces. Needs root (namespaces, veths); fails loudly without it.
-test: deps fmt-check clippy lint-scripts vagrant-validate packaging-check
+test: deps fmt-check clippy lint-scripts vagrant-validate packaging-check fuzz-smoke
 	@[ "$$(id -u)" = 0 ] || { echo "error: make test needs root (network namespaces, OVS)" >&2; exit 1; }
 	# The multi-host tests run the overlay-agent binary itself: build it first.
 	$(CARGO) build --workspace --bins
@@ -47,6 +47,21 @@ test: deps fmt-check clippy lint-scripts vagrant-validate packaging-check
 	@grep -E "passed, [0-9]+ failed" target/demo.log | sed 's/^ */demo: /'
 	@# One closing line for the whole run (cargo prints one per test binary).
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test.log
+
+# libFuzzer targets (fuzz/): the OVSDB framer, OVSDB value/update/reply decoders, etcd value
+# decoders. cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+FUZZ_TARGETS := ovsdb_framer ovsdb_values etcd_values
+FUZZ_SECONDS ?= 15
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 2>&1 \
+	    | grep -E "^(Done|==[0-9]+== ERROR|SUMMARY)|panicked" ; \
+	  [ $${PIPESTATUS[0]} = 0 ] || { echo "fuzz target $$t failed: see fuzz/artifacts/$$t" >&2; exit 1; }; \
+	done
+
+# Longer runs for hunting: make fuzz FUZZ_SECONDS=3600
+fuzz: fuzz-smoke
 
 unit:
 	$(CARGO) test --workspace --lib
