@@ -277,7 +277,13 @@ async fn connect_ovsdb(config: &AgentConfig) -> anyhow::Result<Client> {
     let remote: ovsdb_client::Remote = config.ovs.remote.to_string().parse()?;
     let mut delay = Duration::from_millis(200);
     loop {
-        match Client::connect(ovs::client_options(remote.clone())).await {
+        let mut options = ovs::client_options(remote.clone());
+        options.connection.tls = config.ovs.tls.as_ref().map(|t| ovsdb_client::TlsSettings {
+            ca_cert: t.ca_cert.clone(),
+            certificate: t.certificate.clone(),
+            private_key: t.private_key.clone(),
+        });
+        match Client::connect(options).await {
             Ok(c) => return Ok(c),
             Err(e @ ovsdb_client::RpcError::BadRemote { .. }) => return Err(e.into()),
             Err(e) => {
@@ -476,7 +482,8 @@ async fn keep_alive_key(agent: Arc<Agent>, current: Arc<Mutex<Option<i64>>>) {
     }
 }
 
-fn jitter(d: Duration) -> Duration {
+/// `d` scaled by 0.8..1.2, so agents retrying after the same outage do not retry in step.
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
     d.mul_f64(0.8 + f64::from(nanos % 400) / 1000.0)

@@ -76,6 +76,12 @@ pub struct OvsFile {
     pub int_bridge: Option<String>,
     /// `tun_bridge`: the tunnel bridge.
     pub tun_bridge: Option<String>,
+    /// `ca_cert`: CA certificate for an `ssl:` remote.
+    pub ca_cert: Option<PathBuf>,
+    /// `certificate`: this agent's certificate for an `ssl:` remote.
+    pub certificate: Option<PathBuf>,
+    /// `private_key`: this agent's private key for an `ssl:` remote.
+    pub private_key: Option<PathBuf>,
 }
 
 /// `[api]`: the local API.

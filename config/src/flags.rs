@@ -89,6 +89,18 @@ pub struct RunFlags {
     #[arg(long, env = "OVERLAY_TUN_BRIDGE", value_name = "NAME")]
     pub tun_bridge: Option<String>,
 
+    /// CA certificate (PEM) that signed ovsdb-server's certificate, for an ssl: remote
+    #[arg(long, env = "OVERLAY_OVSDB_CA_CERT", value_name = "FILE")]
+    pub ovsdb_ca_cert: Option<PathBuf>,
+
+    /// This agent's certificate (PEM) for an ssl: OVSDB remote
+    #[arg(long, env = "OVERLAY_OVSDB_CERTIFICATE", value_name = "FILE")]
+    pub ovsdb_certificate: Option<PathBuf>,
+
+    /// This agent's private key (PEM) for an ssl: OVSDB remote
+    #[arg(long, env = "OVERLAY_OVSDB_PRIVATE_KEY", value_name = "FILE")]
+    pub ovsdb_private_key: Option<PathBuf>,
+
     /// Local API socket [default: /run/overlay-agent/api.sock]
     #[arg(long, env = "OVERLAY_API_SOCKET", value_name = "PATH")]
     pub api_socket: Option<PathBuf>,

@@ -63,7 +63,7 @@ pub use error::{ConfigError, Origin};
 pub use file::{ApiFile, EtcdFile, FileConfig, LogFile, MetricsFile, OvsFile, TenantsFile, TimersFile};
 pub use flags::RunFlags;
 pub use resolve::{
-    system_hostname, AgentConfig, ClientIdentity, EtcdAuth, EtcdConfig, EtcdTls, LogConfig, OvsConfig, Timers,
+    system_hostname, AgentConfig, ClientIdentity, EtcdAuth, EtcdConfig, EtcdTls, LogConfig, OvsConfig, OvsdbTls, Timers,
 };
 pub use types::{DatapathType, LogFormat, OvsdbRemote, Secret};
 
@@ -144,6 +144,9 @@ pub(crate) mod keys {
         DATAPATH_TYPE = "ovs.datapath_type", "datapath-type", "OVERLAY_DATAPATH_TYPE";
         INT_BRIDGE = "ovs.int_bridge", "int-bridge", "OVERLAY_INT_BRIDGE";
         TUN_BRIDGE = "ovs.tun_bridge", "tun-bridge", "OVERLAY_TUN_BRIDGE";
+        OVS_CA_CERT = "ovs.ca_cert", "ovsdb-ca-cert", "OVERLAY_OVSDB_CA_CERT";
+        OVS_CERTIFICATE = "ovs.certificate", "ovsdb-certificate", "OVERLAY_OVSDB_CERTIFICATE";
+        OVS_PRIVATE_KEY = "ovs.private_key", "ovsdb-private-key", "OVERLAY_OVSDB_PRIVATE_KEY";
         API_SOCKET = "api.socket", "api-socket", "OVERLAY_API_SOCKET";
         METRICS_ADDRESS = "metrics.address", "metrics-address", "OVERLAY_METRICS_ADDRESS";
         LOG_FORMAT = "log.format", "log-format", "OVERLAY_LOG_FORMAT";

@@ -35,6 +35,8 @@ pub struct ConnectionOptions {
     /// if that gets no reply within the same interval (a hung server or a dead TCP path).
     /// `None` disables the probe.
     pub inactivity_probe: Option<Duration>,
+    /// Certificates for `ssl:` remotes.
+    pub tls: Option<crate::TlsSettings>,
 }
 
 impl Default for ConnectionOptions {
@@ -43,6 +45,7 @@ impl Default for ConnectionOptions {
             request_timeout: Duration::from_secs(30),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             inactivity_probe: Some(Duration::from_secs(5)),
+            tls: None,
         }
     }
 }
@@ -145,7 +148,7 @@ impl Connection {
 
     /// Connects to `remote`.
     pub async fn connect_with(remote: &Remote, options: ConnectionOptions) -> Result<Self, RpcError> {
-        let stream = remote.connect().await?;
+        let stream = remote.connect_tls(options.tls.as_ref()).await?;
         Ok(Self::over(stream, remote.to_string(), options))
     }
 

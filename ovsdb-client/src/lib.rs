@@ -20,6 +20,7 @@ mod operation;
 mod remote;
 mod replica;
 mod schema;
+mod tls;
 mod transaction;
 mod value;
 
@@ -31,5 +32,6 @@ pub use operation::{Condition, Function, Mutation, Mutator, Operation, Until};
 pub use remote::{Remote, Transport};
 pub use replica::{apply_diff, Replica, TableReplica};
 pub use schema::{AtomicType, BaseType, ColumnSchema, ColumnType, DatabaseSchema, RefType, TableSchema, WriteMode};
+pub use tls::TlsSettings;
 pub use transaction::{OpResult, TransactOutcome, Transaction};
 pub use value::{Atom, FromValue, NamedUuid, Row, Uuid, Value};

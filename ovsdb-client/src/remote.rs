@@ -26,8 +26,7 @@ pub enum Remote {
         /// Port.
         port: u16,
     },
-    /// `ssl:HOST:PORT`: parsed so configuration can name it, refused at connect until TLS
-    /// support lands.
+    /// `ssl:HOST:PORT`: TLS with a client certificate ([`crate::TlsSettings`]).
     Ssl {
         /// Host name or address.
         host: String,
@@ -88,8 +87,13 @@ impl fmt::Display for Remote {
 }
 
 impl Remote {
-    /// Opens a byte stream to the server.
+    /// Opens a byte stream to the server (`ssl:` needs [`Remote::connect_tls`]).
     pub async fn connect(&self) -> Result<Box<dyn Transport>, RpcError> {
+        self.connect_tls(None).await
+    }
+
+    /// Opens a byte stream, with TLS settings for an `ssl:` remote.
+    pub async fn connect_tls(&self, tls: Option<&crate::TlsSettings>) -> Result<Box<dyn Transport>, RpcError> {
         let connect_err = |source| RpcError::Connect { remote: self.to_string(), source };
         match self {
             Remote::Unix(path) => {
@@ -102,10 +106,26 @@ impl Remote {
                 s.set_nodelay(true).map_err(connect_err)?;
                 Ok(Box::new(s))
             }
-            Remote::Ssl { .. } => Err(RpcError::BadRemote {
-                remote: self.to_string(),
-                reason: "ssl: remotes are not supported yet; use unix: or tcp: (over a trusted network)".into(),
-            }),
+            Remote::Ssl { host, port } => {
+                let tls = tls.ok_or_else(|| RpcError::BadRemote {
+                    remote: self.to_string(),
+                    reason: "ssl: remotes need a CA certificate, a certificate and a private key".into(),
+                })?;
+                let config = tls.client_config()?;
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(connect_err)?;
+                tcp.set_nodelay(true).map_err(connect_err)?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| RpcError::BadRemote {
+                    remote: self.to_string(),
+                    reason: format!("'{host}' is not a host name or address: {e}"),
+                })?;
+                let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| {
+                    RpcError::Connect {
+                        remote: self.to_string(),
+                        source: std::io::Error::other(format!("TLS handshake failed: {e}")),
+                    }
+                })?;
+                Ok(Box::new(stream))
+            }
         }
     }
 }

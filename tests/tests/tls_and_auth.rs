@@ -1,5 +1,6 @@
-//! The agent against an etcd that demands TLS client certificates, and one that demands a
-//! username and password. Certificates come from a throwaway CA made with openssl.
+//! The agent against an etcd that demands TLS client certificates, one that demands a
+//! username and password, and an ovsdb-server reached over ssl:. Certificates come from a
+//! throwaway CA made with openssl.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -154,4 +155,97 @@ fn agent_authenticates_to_etcd_with_username_and_password() {
     assert!(keys.contains("/auth/tenants/red"), "{keys}");
     // Unauthenticated reads are refused: the credentials really were needed.
     assert!(etcd.try_etcdctl(&["get", "--prefix", "/auth/"]).is_err());
+}
+
+#[test]
+fn agent_talks_to_ovsdb_over_ssl_with_certificates() {
+    testbed::require_ovs();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let db = d.join("conf.db");
+    assert!(Command::new("ovsdb-tool").arg("create").arg(&db).arg(testbed::VSWITCH_SCHEMA).status().unwrap().success());
+    let port = free_port();
+    let sock = d.join("db.sock");
+    let _server = Kill(
+        Command::new("ovsdb-server")
+            .arg(&db)
+            .arg(format!("--remote=pssl:{port}:127.0.0.1"))
+            .arg(format!("--remote=punix:{}", sock.display()))
+            .args(["--private-key=server.key", "--certificate=server.crt", "--ca-cert=ca.crt", "--no-chdir"])
+            .arg(format!("--unixctl={}", d.join("ctl").display()))
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ovsdb-server"),
+    );
+    let vsctl = |args: &[&str]| {
+        let out = Command::new("ovs-vsctl")
+            .arg(format!("--db=unix:{}", sock.display()))
+            .args(["--no-wait"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(Duration::from_secs(10), "ovsdb-server up", || {
+        sock.exists()
+            && Command::new("ovs-vsctl")
+                .arg(format!("--db=unix:{}", sock.display()))
+                .args(["--no-wait", "init"])
+                .status()
+                .unwrap()
+                .success()
+    });
+    let etcd = Etcd::start();
+    let p = |f: &str| d.join(f).display().to_string();
+    let run = |ca: &str, log: &str| {
+        Command::new(overlay_tests::agent_binary())
+            .args(["run", "--hostname", &unique_name("ssl"), "--underlay-ip", "198.18.254.1"])
+            .args(["--etcd-endpoints", &etcd.endpoint(), "--etcd-prefix", "/ssl", "--datapath-type", "netdev"])
+            .args(["--ovsdb", &format!("ssl:127.0.0.1:{port}"), "--ovsdb-ca-cert", ca])
+            .args(["--ovsdb-certificate", &p("client.crt"), "--ovsdb-private-key", &p("client.key")])
+            .args(["--api-socket", &p(&format!("{log}.sock")), "--config", "/dev/null"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let _agent = Kill(run(&p("ca.crt"), "agent.log"));
+    wait_until(Duration::from_secs(20), "bridges built over ssl:", || {
+        let brs = vsctl(&["list-br"]);
+        brs.contains("br-int") && brs.contains("br-tun")
+    });
+    // Trusting the wrong CA, the agent refuses the server and says why.
+    make_rogue_ca(d);
+    let _bad = Kill(run(&p("rogue.crt"), "bad.log"));
+    wait_until(Duration::from_secs(20), "TLS refusal logged", || {
+        std::fs::read_to_string(d.join("bad.log")).unwrap_or_default().contains("TLS handshake failed")
+    });
+}
+
+fn make_rogue_ca(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rogue",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.crt",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ],
+    );
 }

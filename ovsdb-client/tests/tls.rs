@@ -1,0 +1,130 @@
+//! `ssl:` remotes against a real ovsdb-server started with `--remote=pssl:` and certificates
+//! from a throwaway CA. Like ovs-pki's, the server certificate carries no subjectAltName: OVS
+//! authenticates by CA, and so does this client.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ovsdb_client::{Connection, ConnectionOptions, RpcError, TlsSettings};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+const EC: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+fn ca(dir: &Path, name: &str) {
+    let (key, crt, subj) = (format!("{name}.key"), format!("{name}.crt"), format!("/CN={name}"));
+    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &key, "-out", &crt];
+    args.extend(EC);
+    args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(dir, &args);
+}
+
+fn leaf(dir: &Path, name: &str, ca: &str) {
+    let (key, csr, crt, subj) =
+        (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("/CN={name}"));
+    let mut args = vec!["req", "-new", "-subj", &subj, "-keyout", &key, "-out", &csr];
+    args.extend(EC);
+    openssl(dir, &args);
+    let (ca_crt, ca_key, ext) = (format!("{ca}.crt"), format!("{ca}.key"), format!("{name}.ext"));
+    // A v3 certificate with no subjectAltName, like ovs-pki's.
+    std::fs::write(dir.join(&ext), "basicConstraints=CA:FALSE\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn settings(d: &Path, ca: &str, me: &str) -> TlsSettings {
+    TlsSettings {
+        ca_cert: d.join(format!("{ca}.crt")),
+        certificate: d.join(format!("{me}.crt")),
+        private_key: d.join(format!("{me}.key")),
+    }
+}
+
+async fn connect(port: u16, tls: TlsSettings) -> Result<Vec<String>, RpcError> {
+    let remote = format!("ssl:127.0.0.1:{port}").parse().unwrap();
+    let opts = ConnectionOptions { tls: Some(tls), request_timeout: Duration::from_secs(5), ..Default::default() };
+    let conn = Connection::connect_with(&remote, opts).await?;
+    conn.list_dbs().await
+}
+
+#[tokio::test]
+async fn ssl_remote_with_client_certificates() {
+    testbed::require_ovs();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d, "ca");
+    ca(d, "rogue");
+    leaf(d, "server", "ca");
+    leaf(d, "client", "ca");
+    leaf(d, "intruder", "rogue");
+    let db = d.join("conf.db");
+    let st = Command::new("ovsdb-tool").args(["create"]).arg(&db).arg(testbed::VSWITCH_SCHEMA).status().unwrap();
+    assert!(st.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = Server(
+        Command::new("ovsdb-server")
+            .arg(&db)
+            .arg(format!("--remote=pssl:{port}:127.0.0.1"))
+            .args(["--private-key=server.key", "--certificate=server.crt", "--ca-cert=ca.crt"])
+            .arg(format!("--unixctl={}", d.join("ctl").display()))
+            .arg("--no-chdir")
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ovsdb-server"),
+    );
+    // Wait until it listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "ovsdb-server did not listen on pssl:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dbs = connect(port, settings(d, "ca", "client")).await.expect("ssl with the right CA and certificate");
+    assert!(dbs.contains(&"Open_vSwitch".to_owned()), "{dbs:?}");
+
+    // A client whose certificate another CA signed is refused by the server.
+    let e = connect(port, TlsSettings { ca_cert: d.join("ca.crt"), ..settings(d, "ca", "intruder") }).await;
+    assert!(e.is_err(), "the server accepted a certificate from another CA");
+    // A client that trusts another CA refuses the server.
+    let e = connect(port, settings(d, "rogue", "client")).await.unwrap_err().to_string();
+    assert!(e.contains("TLS handshake failed"), "{e}");
+    // Missing files are named.
+    let e =
+        connect(port, TlsSettings { ca_cert: d.join("nope.crt"), ..settings(d, "ca", "client") }).await.unwrap_err();
+    assert!(e.to_string().contains("nope.crt"), "{e}");
+    // An ssl: remote without settings says what it needs.
+    let remote = format!("ssl:127.0.0.1:{port}").parse().unwrap();
+    let e = Connection::connect(&remote).await.unwrap_err().to_string();
+    assert!(e.contains("CA certificate"), "{e}");
+}
