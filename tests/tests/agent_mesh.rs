@@ -223,3 +223,32 @@ fn foreign_ports_are_left_alone_and_a_deleted_tunnel_comes_back() {
     expect_tunnels(&c, 0, &[(1, "red", "vxlan", 11)]);
     assert!(ports_on(h, "br-tun").contains_key("operator-port"), "the agent removed a port it does not own");
 }
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let c = cluster(1, &["--metrics-address", &addr]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "12", "--cidr", "198.19.0.0/16"]);
+    let get = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    wait_until(WAIT, "metrics after a reconcile", || get().contains("overlay_reconciles_total "));
+    let text = get();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for metric in [
+        "overlay_ovsdb_transactions_total",
+        "overlay_reconcile_errors_total 0",
+        "overlay_peers 0",
+        "overlay_tunnels 0",
+        "overlay_ovsdb_connected 1",
+    ] {
+        assert!(text.contains(metric), "{metric} missing:\n{text}");
+    }
+    assert!(text.contains("# TYPE overlay_reconciles_total counter"), "{text}");
+}
