@@ -191,3 +191,14 @@ vagrant-validate:
 	  echo "cd vagrant && vagrant validate"; \
 	  cd vagrant && VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate; \
 	fi
+
+# ---- Benchmarks ------------------------------------------------------------------------------
+# make bench: every benchmark (ovsdb-client, agent plug/convergence/scale/data plane, callgrind on
+# the pure reconcile path); writes the tables into docs/benchmarks.md between the markers
+# (see scripts/bench.sh). Needs root; takes about 10 minutes. BENCH_SECTIONS="plug scale" to run
+# only some agent sections.
+.PHONY: bench
+bench: deps
+	@[ "$$(id -u)" = 0 ] || { echo "error: make bench needs root (network namespaces, OVS)" >&2; exit 1; }
+	@$(call pkg-ensure,valgrind,valgrind)
+	CARGO="$(CARGO)" TARGET_DIR="$(TARGET_DIR)" bash scripts/bench.sh $(BENCH_SECTIONS)

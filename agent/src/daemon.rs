@@ -99,6 +99,13 @@ impl Agent {
 
     /// The local VLAN of `tenant`, allocating it (by a reconcile pass) if this host just joined.
     pub(crate) async fn tenant_vlan(&self, tenant: &str) -> anyhow::Result<u16> {
+        // The plug read the tenant from etcd, but the watched cache may not show it yet (a
+        // tenant created a moment ago): the view then leaves out our new lease and there is no
+        // VLAN. Wait for the watch to catch up first, bounded (if it does not, the error below
+        // says so). Plug right after `tenant create` failed now and then without this.
+        let mut cluster = self.cluster.clone();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), cluster.wait_for(|c| c.tenants.contains_key(tenant))).await;
         let (_, desired) = self.reconcile_locked().await?;
         desired
             .tenant_vlans

@@ -27,7 +27,7 @@ use futures::TryStreamExt;
 use nix::libc;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
@@ -153,6 +153,9 @@ struct NsFile {
     /// None for the agent's own namespace ([`Netns::current`]).
     path: Option<PathBuf>,
     file: File,
+    /// An AF_INET datagram socket created inside the namespace, for ethtool ioctls; made with the
+    /// netlink socket, so an ioctl needs no second trip through a `setns` thread.
+    inet: Option<OwnedFd>,
 }
 
 impl NsFile {
@@ -218,7 +221,7 @@ impl Netns {
     pub async fn current() -> Result<Netns, NetlinkError> {
         let file = File::open(CURRENT_NETNS)
             .map_err(|source| NetlinkError::NetnsOpen { path: PathBuf::from(CURRENT_NETNS), source })?;
-        let ns = NsFile { path: None, file };
+        let ns = NsFile { path: None, file, inet: inet_socket().ok() };
         // Created on this (runtime) thread, which never changes namespace: same namespace as `file`.
         let socket = TokioSocket::new(NETLINK_ROUTE).map_err(|source| NetlinkError::Socket {
             kind: "netlink",
@@ -237,16 +240,17 @@ impl Netns {
             io::ErrorKind::NotFound => NetlinkError::NetnsNotFound { path: path.to_path_buf() },
             _ => NetlinkError::NetnsOpen { path: path.to_path_buf(), source },
         })?;
-        let ns = NsFile { path: Some(path.to_path_buf()), file };
+        let mut ns = NsFile { path: Some(path.to_path_buf()), file, inet: None };
         // The socket's fd is registered with this runtime's reactor from the helper thread:
         // registration needs the runtime context, not a runtime thread.
         let runtime = tokio::runtime::Handle::current();
-        let socket = in_netns(&ns, move || {
+        let (socket, inet) = in_netns(&ns, move || {
             let _guard = runtime.enter();
-            TokioSocket::new(NETLINK_ROUTE)
+            (TokioSocket::new(NETLINK_ROUTE), inet_socket().ok())
         })
-        .await?
-        .map_err(|source| NetlinkError::Socket { kind: "netlink", netns: ns.label(), source })?;
+        .await?;
+        let socket = socket.map_err(|source| NetlinkError::Socket { kind: "netlink", netns: ns.label(), source })?;
+        ns.inet = inet;
         Ok(Self::with_socket(socket, ns))
     }
 
@@ -326,6 +330,39 @@ impl Netns {
                 Err(NetlinkError::AlreadyExists { name: taken.to_string(), netns: self.label() })
             }
             Err(e) => Err(self.request_error("create veth pair", &format!("{name} (peer {peer})"), e)),
+        }
+    }
+
+    /// Creates a veth pair: `name` in this namespace, `peer` created directly inside `target`
+    /// (the kernel's `ip link add NAME type veth peer name PEER netns TARGET`), both down.
+    /// [`NetlinkError::AlreadyExists`] if `name` is taken here or `peer` in `target`; the
+    /// request is atomic, so then nothing was created.
+    ///
+    /// Cheaper than [`Netns::create_veth`] + [`Netns::move_link`]: moving a link between
+    /// namespaces waits for RCU grace periods in the kernel (10-20 ms per move on the benchmark
+    /// machine, most of a plug; see docs/benchmarks.md), creating it in place does not.
+    pub async fn create_veth_into(&self, name: &str, peer: &str, target: &Netns) -> Result<(), NetlinkError> {
+        check_name(name)?;
+        check_name(peer)?;
+        let peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(target.ns.file.as_raw_fd()).build();
+        let msg = rtnetlink::LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(name.to_string())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                if self.link_exists(name).await? {
+                    Err(NetlinkError::AlreadyExists { name: name.to_string(), netns: self.label() })
+                } else {
+                    Err(NetlinkError::AlreadyExists { name: peer.to_string(), netns: target.label() })
+                }
+            }
+            Err(e) => Err(self.request_error(
+                "create veth pair",
+                &format!("{name} (peer {peer} in netns {})", target.label()),
+                e,
+            )),
         }
     }
 
@@ -585,22 +622,33 @@ pub async fn tx_checksum_enabled(netns: &Netns, ifname: &str) -> Result<bool, Ne
 async fn ethtool(netns: &Netns, ifname: &str, op: TxCsum) -> Result<bool, NetlinkError> {
     check_name(ifname)?;
     let name = ifname.to_string();
-    let result = in_netns(&netns.ns, move || -> Result<bool, (&'static str, io::Error)> {
-        let socket = nix::sys::socket::socket(
-            nix::sys::socket::AddressFamily::Inet,
-            nix::sys::socket::SockType::Datagram,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|e| ("socket", io::Error::from(e)))?;
-        ethtool_txcsum(&socket, &name, op).map_err(|e| ("ioctl", e))
-    })
-    .await?;
+    let result = match &netns.ns.inet {
+        // The socket made with the handle: one ioctl, no thread.
+        Some(socket) => ethtool_txcsum(socket, &name, op).map_err(|e| ("ioctl", e)),
+        None => {
+            in_netns(&netns.ns, move || -> Result<bool, (&'static str, io::Error)> {
+                let socket = inet_socket().map_err(|e| ("socket", e))?;
+                ethtool_txcsum(&socket, &name, op).map_err(|e| ("ioctl", e))
+            })
+            .await?
+        }
+    };
     result.map_err(|(stage, source)| match (stage, source.raw_os_error()) {
         ("socket", _) => NetlinkError::Socket { kind: "ethtool (AF_INET)", netns: netns.label(), source },
         (_, Some(libc::ENODEV)) => netns.not_found(ifname),
         _ => NetlinkError::Ethtool { op: op.name(), link: ifname.to_string(), netns: netns.label(), source },
     })
+}
+
+/// An AF_INET datagram socket in the calling thread's namespace (for ethtool ioctls).
+fn inet_socket() -> io::Result<OwnedFd> {
+    nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
 }
 
 /// The two ethtool commands used here, both taking a `struct ethtool_value`.

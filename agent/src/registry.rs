@@ -92,6 +92,10 @@ impl Keys {
     }
 }
 
+/// Keys per page when listing the registry: records are well under 1 KiB, so a page stays far
+/// below the 4 MiB gRPC message limit.
+const LIST_PAGE: i64 = 500;
+
 /// The end of the key range of every key that starts with `prefix` (etcd's prefix rule).
 fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
@@ -547,26 +551,58 @@ impl Registry {
         )))
     }
 
-    /// Reads everything under the prefix.
+    /// Reads what the cache holds (hosts, liveness, tenants, subnet leases, endpoints), all as
+    /// of one revision, in pages of [`LIST_PAGE`] keys per kind.
+    ///
+    /// Why pages, and only those kinds: one range over the whole prefix is one gRPC message,
+    /// and the client refuses messages over 4 MiB. The first version read the whole prefix at
+    /// once, so a prefix holding more than that (some 10k endpoints plus their address
+    /// reservations, or anyone's big keys) could never be listed again: every relist failed,
+    /// and a restarted agent never reconciled at all (found by the compaction test, which
+    /// writes 40 MB under the prefix). Kinds the cache does not use (`ips/`, `vnis/`,
+    /// `underlays/`, foreign keys) are not read.
     pub async fn list(&self) -> Result<ClusterCache, RegistryError> {
         let mut c = self.client.clone();
-        let resp = c
-            .get(self.keys.root(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd("listing the registry"))?;
-        let mut cache =
-            ClusterCache { revision: resp.header().map(|h| h.revision()).unwrap_or(0), ..Default::default() };
-        for kv in resp.kvs() {
-            if let Ok(k) = kv.key_str() {
-                cache.apply(&self.keys, k, Some(kv.value()));
+        let mut cache = ClusterCache::default();
+        // 0 = the newest revision, for the first page; every later page reads the revision the
+        // first one saw, so the cache is one consistent snapshot to watch on from.
+        let mut revision = 0;
+        for kind in ["hosts/", "alive/", "tenants/", "subnets/", "endpoints/"] {
+            let prefix = format!("{}{kind}", self.keys.root());
+            let end = prefix_end(&prefix);
+            let mut start = prefix.into_bytes();
+            loop {
+                let opts = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE).with_revision(revision);
+                let resp = c.get(start.clone(), Some(opts)).await.map_err(etcd("listing the registry"))?;
+                if revision == 0 {
+                    revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+                }
+                for kv in resp.kvs() {
+                    if let Ok(k) = kv.key_str() {
+                        cache.apply(&self.keys, k, Some(kv.value()));
+                    }
+                }
+                match resp.kvs().last() {
+                    Some(last) if resp.more() => {
+                        // The next page starts right after the last key of this one.
+                        start = last.key().to_vec();
+                        start.push(0);
+                    }
+                    _ => break,
+                }
             }
         }
+        cache.revision = revision;
         Ok(cache)
     }
 
     /// Keeps `out` current: list, then watch from the next revision; on compaction, a broken
     /// stream or an etcd outage, back off and list again. Never returns.
     pub async fn watch_forever(&self, out: watch::Sender<ClusterCache>) {
+        // The backoff is capped at 1 s (jittered), not longer: a list against a down etcd fails
+        // at once and costs nothing, and after an outage the agent must see the cluster again
+        // within a second or two of etcd's return. With a 5 s cap (the first version) the
+        // next try could come up to 5 s after etcd was back (the etcd outage test wants 2 s).
         let mut delay = Duration::from_millis(200);
         loop {
             match self.list().await {
@@ -579,8 +615,8 @@ impl Registry {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list the registry; retrying"),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(crate::daemon::jitter(delay)).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 

@@ -150,6 +150,48 @@ async fn plug_configure_offload_idempotent_and_delete() {
     assert_eq!(host.link_mac(&host_if).await.unwrap(), None);
 }
 
+/// What plug does: the container end created directly inside the container under its final
+/// name (no move), atomic on a name clash on either side, TX checksum through the handle's own
+/// socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn veth_created_straight_into_the_container() {
+    setup();
+    let h = testbed::Netns::new("nlh");
+    let c = testbed::Container::new("nlc");
+    let host = Netns::open(&h.path()).await.unwrap();
+    let container = Netns::open(&c.path()).await.unwrap();
+    let host_if = testbed::unique_name("vh");
+    host.create_veth_into(&host_if, "eth0", &container).await.unwrap();
+    assert!(h.has_link(&host_if), "host end in the host netns");
+    assert!(!h.has_link("eth0"), "no container end in the host netns");
+    assert!(c.has_link("eth0"), "container end created inside the container as eth0");
+    let cfg = cfg4("198.19.0.10", Some("198.19.0.1"));
+    container.configure_interface("eth0", &cfg).await.unwrap();
+    assert_configured(&c, &cfg);
+    assert!(container.tx_checksum_enabled("eth0").await.unwrap());
+    container.disable_tx_checksum("eth0").await.unwrap();
+    assert!(!container.tx_checksum_enabled("eth0").await.unwrap());
+
+    // eth0 taken in the container: refused, naming the container, and nothing created.
+    let other = testbed::unique_name("vh");
+    match host.create_veth_into(&other, "eth0", &container).await {
+        Err(NetlinkError::AlreadyExists { name, netns }) => {
+            assert_eq!(name, "eth0");
+            assert_eq!(netns, c.path().display().to_string());
+        }
+        other => panic!("expected AlreadyExists for eth0, got {other:?}"),
+    }
+    assert!(!h.has_link(&other), "nothing left behind in the host netns");
+    // The host name taken: refused, naming the host end.
+    match host.create_veth_into(&host_if, "eth1", &container).await {
+        Err(NetlinkError::AlreadyExists { name, .. }) => assert_eq!(name, host_if),
+        other => panic!("expected AlreadyExists for {host_if}, got {other:?}"),
+    }
+    assert!(!c.has_link("eth1"));
+    assert!(host.delete_link(&host_if).await.unwrap());
+    assert!(!c.has_link("eth0"), "deleting the host end removes the container end");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_from_container_side_removes_host_end() {
     setup();

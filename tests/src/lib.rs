@@ -172,6 +172,20 @@ impl AgentProc {
         }
     }
 
+    /// Pid of the running agent process, if it runs (e.g. to SIGSTOP it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Changes the value of `flag` (e.g. `--underlay-ip`) for the next [`AgentProc::restart`],
+    /// adding the flag if it was not given.
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) => self.args[i + 1] = value.to_owned(),
+            None => self.args.extend([flag.to_owned(), value.to_owned()]),
+        }
+    }
+
     /// SIGKILL (a crash).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,137 @@
+//! The pure reconcile path at scale, for instruction counts under callgrind (`make bench` runs
+//! it under `valgrind --tool=callgrind` and reads each `phase_*` function's inclusive Ir with
+//! `callgrind_annotate --inclusive=yes`; instruction counts do not depend on machine load).
+//!
+//! ```sh
+//! cargo build --release -p overlay --example reconcile_cost
+//! target/release/examples/reconcile_cost [PEERS] [TENANTS]     # wall time per phase
+//! valgrind --tool=callgrind target/release/examples/reconcile_cost
+//! ```
+//!
+//! A view of `PEERS` (default 1000) peer hosts plus this one, `TENANTS` (default 20) tenants,
+//! every host holding a lease in every tenant: PEERS x TENANTS tunnel ports. Phases:
+//! - `phase_build_view`: the [`ClusterView`] itself (what the agent clones from its etcd cache);
+//! - `phase_desired`: [`desired_state`] with no existing VLANs (first start);
+//! - `phase_diff_cold`: [`diff`] against empty bridges: every port is created;
+//! - `phase_steady`: `existing_vlans_from` + `desired_state` + `diff` against bridges that
+//!   already match (an idle reconcile pass: the plan is empty);
+//! - `phase_peer_join`: the same with one more peer in every tenant (TENANTS ports created).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use overlay::desired::{desired_state, ClusterView, DesiredState};
+use overlay::diff::{diff, existing_vlans_from, simulate_apply, ObservedState, Plan};
+use overlay::model::{HostRecord, SubnetLease, Tenant, TunnelType, Vni};
+
+const LOCAL: &str = "local-host";
+
+fn host(i: usize) -> HostRecord {
+    HostRecord {
+        hostname: format!("peer-{i:05}"),
+        underlay_ip: IpAddr::V4(Ipv4Addr::new(10, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8)),
+        system_id: format!("sys-{i:05}"),
+        tunnel_types: TunnelType::ALL.to_vec(),
+        version: "bench".into(),
+    }
+}
+
+fn lease(tenant: &Tenant, index: usize, h: &HostRecord) -> SubnetLease {
+    let subnet = format!("10.{}.{}.0/24", index >> 8, index & 0xff).parse().expect("subnet");
+    SubnetLease { tenant: tenant.name().to_owned(), subnet, host: h.hostname.clone(), underlay_ip: h.underlay_ip }
+}
+
+#[inline(never)]
+fn phase_build_view(peers: usize, tenants: usize) -> ClusterView {
+    let local = HostRecord {
+        hostname: LOCAL.into(),
+        underlay_ip: "10.63.255.254".parse().expect("ip"),
+        system_id: "sys-local".into(),
+        tunnel_types: TunnelType::ALL.to_vec(),
+        version: "bench".into(),
+    };
+    let mut hosts: BTreeMap<String, HostRecord> = (1..=peers).map(|i| (host(i).hostname.clone(), host(i))).collect();
+    hosts.insert(LOCAL.into(), local.clone());
+    let tenants: BTreeMap<String, Tenant> = (0..tenants)
+        .map(|t| {
+            let tunnel = if t % 2 == 0 { TunnelType::Vxlan } else { TunnelType::Gre };
+            let vni = Vni::new(1000 + t as u32).expect("vni");
+            let tenant = Tenant::new(&format!("tenant-{t:02}"), vni, "10.0.0.0/8".parse().expect("cidr"), tunnel, 24)
+                .expect("tenant");
+            (tenant.name().to_owned(), tenant)
+        })
+        .collect();
+    let mut leases = Vec::new();
+    for t in tenants.values() {
+        leases.push(lease(t, 0, &local));
+        for i in 1..=peers {
+            leases.push(lease(t, i, &hosts[&host(i).hostname]));
+        }
+    }
+    ClusterView {
+        local,
+        hosts,
+        tenants,
+        leases,
+        datapath_type: "netdev".into(),
+        int_bridge: "br-int".into(),
+        tun_bridge: "br-tun".into(),
+    }
+}
+
+#[inline(never)]
+fn phase_desired(view: &ClusterView) -> DesiredState {
+    desired_state(view, &BTreeMap::new()).expect("desired state")
+}
+
+#[inline(never)]
+fn phase_diff_cold(desired: &DesiredState) -> Plan {
+    diff(desired, &ObservedState::default(), LOCAL)
+}
+
+#[inline(never)]
+fn phase_steady(view: &ClusterView, observed: &ObservedState) -> Plan {
+    let desired = desired_state(view, &existing_vlans_from(observed)).expect("desired state");
+    diff(&desired, observed, LOCAL)
+}
+
+#[inline(never)]
+fn phase_peer_join(view: &ClusterView, observed: &ObservedState) -> Plan {
+    // The same work as phase_steady, not a call to it: each phase's inclusive count must be
+    // its own (and the marker keeps the linker from folding the two identical functions).
+    black_box("phase_peer_join");
+    let desired = desired_state(view, &existing_vlans_from(observed)).expect("desired state");
+    diff(&desired, observed, LOCAL)
+}
+
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = black_box(f());
+    println!("{what}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    out
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let peers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let tenants: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let view = timed("phase_build_view", || phase_build_view(peers, tenants));
+    let desired = timed("phase_desired", || phase_desired(&view));
+    let cold = timed("phase_diff_cold", || phase_diff_cold(&desired));
+    assert_eq!(cold.create_ports.len(), peers * tenants + 2, "every tunnel and the two patch ports");
+    let observed = simulate_apply(&ObservedState::default(), &cold);
+    let steady = timed("phase_steady", || phase_steady(&view, &observed));
+    assert!(steady.is_empty(), "a matching state must give an empty plan: {steady:?}");
+    let mut joined = view.clone();
+    let newcomer = host(peers + 1);
+    for (i, t) in joined.tenants.values().enumerate() {
+        joined.leases.push(lease(t, peers + 1 + i, &newcomer));
+    }
+    joined.hosts.insert(newcomer.hostname.clone(), newcomer);
+    let join = timed("phase_peer_join", || phase_peer_join(&joined, &observed));
+    assert_eq!(join.create_ports.len(), tenants, "one port per tenant for the new peer");
+    assert!(join.update_ports.is_empty() && join.delete_ports.is_empty());
+    println!("tunnel ports: {}; peer join creates {}", desired.tunnels.len(), join.create_ports.len());
+}
