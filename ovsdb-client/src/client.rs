@@ -124,7 +124,7 @@ impl Client {
         let mut replica = Replica::new(schema, &options.indexes);
         replica.set_monitored(&options.monitor);
         replica
-            .apply(&initial)
+            .apply_owned(initial)
             .map_err(|e| RpcError::MalformedReply { method: "monitor".into(), reason: e.to_string() })?;
         let (seqno, _) = watch::channel(replica.seqno());
         let (events, _) = broadcast::channel(64);
@@ -219,7 +219,7 @@ async fn supervise(shared: Arc<Shared>, mut monitor: Monitor) {
         let reason = loop {
             match monitor.next().await {
                 Some(Ok(event)) => {
-                    let result = shared.replica.write().expect("replica lock").apply(&event.updates);
+                    let result = shared.replica.write().expect("replica lock").apply_owned(event.updates);
                     match result {
                         Ok(()) => {
                             let seq = shared.replica.read().expect("replica lock").seqno();
@@ -250,7 +250,7 @@ async fn supervise(shared: Arc<Shared>, mut monitor: Monitor) {
                 Ok((conn, schema, initial, m)) => {
                     let mut fresh = Replica::new(schema, &shared.options.indexes);
                     fresh.set_monitored(&shared.options.monitor);
-                    if let Err(e) = fresh.apply(&initial) {
+                    if let Err(e) = fresh.apply_owned(initial) {
                         tracing::warn!(error = %e, "initial monitor reply did not apply; retrying");
                         continue;
                     }

@@ -148,13 +148,20 @@ impl Replica {
     /// Applies one notification or initial reply. On error the replica may be partly updated
     /// and must be rebuilt from a fresh monitor.
     pub fn apply(&mut self, updates: &TableUpdates) -> Result<(), ValueError> {
-        for (table, changes) in &updates.tables {
+        self.apply_owned(updates.clone())
+    }
+
+    /// [`Replica::apply`] taking the updates by value: rows move into the replica instead of
+    /// being copied (an initial monitor reply of a large database is mostly rows).
+    pub fn apply_owned(&mut self, updates: TableUpdates) -> Result<(), ValueError> {
+        for (table, changes) in updates.tables {
+            let table = table.as_str();
             let ts = self.schema.table(table).map_err(|e| ValueError::new(e.to_string()))?;
-            let t = self.tables.entry(table.clone()).or_default();
+            let t = self.tables.entry(table.to_owned()).or_default();
             for (uuid, change) in changes {
+                let uuid = &uuid;
                 match change {
-                    RowUpdate::Initial(row) | RowUpdate::Insert(row) | RowUpdate::Replace(row) => {
-                        let mut row = row.clone();
+                    RowUpdate::Initial(mut row) | RowUpdate::Insert(mut row) | RowUpdate::Replace(mut row) => {
                         self.schema.normalize_row(table, &mut row);
                         fill_defaults(self.monitored.as_ref(), table, ts, &mut row);
                         if let Some(old) = t.rows.remove(uuid) {
