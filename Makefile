@@ -45,6 +45,10 @@ test: deps fmt-check clippy lint-scripts vagrant-validate packaging-check fuzz-s
 	bash scripts/demo.sh up > target/demo.log 2>&1 || { bash scripts/demo.sh down; cat target/demo.log; exit 1; }
 	bash scripts/demo.sh down
 	@grep -E "passed, [0-9]+ failed" target/demo.log | sed 's/^ */demo: /'
+	@# The Vagrant provisioning scripts, run for real on the netns demo hosts (docker stood in by
+	@# network namespaces); after the demo, never alongside it: both use the demo's names.
+	bash scripts/provision-check.sh > target/provision.log 2>&1 || { tail -50 target/provision.log; exit 1; }
+	@grep -E "^provision-check: " target/provision.log | tail -1 || true
 	@# One closing line for the whole run (cargo prints one per test binary).
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test.log
 
@@ -202,3 +206,13 @@ bench: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: make bench needs root (network namespaces, OVS)" >&2; exit 1; }
 	@$(call pkg-ensure,valgrind,valgrind)
 	CARGO="$(CARGO)" TARGET_DIR="$(TARGET_DIR)" bash scripts/bench.sh $(BENCH_SECTIONS)
+
+# ---- The Vagrant demo's provisioning, without VMs ----------------------------------------------
+# vagrant/provision/demo.sh itself (up, check, down) on each host of the netns demo, with a docker
+# shim (containers as network namespaces running busybox httpd) and the agent built here. Needs
+# root. Removes a running `make demo` first (it goes through scripts/demo.sh) and everything on exit.
+.PHONY: provision-check
+provision-check: deps
+	@[ "$$(id -u)" = 0 ] || { echo "error: make provision-check needs root (network namespaces, OVS)" >&2; exit 1; }
+	$(CARGO) build -p overlay-agent
+	bash scripts/provision-check.sh

@@ -4,6 +4,8 @@
 # SAME CIDR (red over VXLAN, blue over GRE), containers plugged on every host, then a live check
 # of same-tenant connectivity and cross-tenant isolation.
 #   scripts/demo.sh up      build it (removes an earlier demo first)
+#   scripts/demo.sh hosts   only etcd and the three hosts with their agents (no tenants, no
+#                           containers; removes an earlier demo first): for scripts/provision-check.sh
 #   scripts/demo.sh down    remove every trace
 # Host setup is the one the tests use (testbed/src/fabric.rs) and ../shared/lab/overlay-lab.sh.
 set -euo pipefail
@@ -86,7 +88,7 @@ plug() {  # plug HOST TENANT NAME -> prints the IP
   cli "$i" plug "$3" --tenant "$t" --netns "/var/run/netns/$c" | sed -n 's/.*"ip":"\([^"]*\)".*/\1/p'
 }
 
-up() {
+hosts() {  # etcd, the underlay and the three hosts with their agents: no tenants, no containers
   [ -x "$AGENT" ] || { echo "error: $AGENT not built: run make demo (it builds it)" >&2; exit 1; }
   down
   mkdir -p "$RUN"
@@ -96,6 +98,10 @@ up() {
   ip netns add "$P-fab"; ip -n "$P-fab" link add br0 type bridge; ip -n "$P-fab" link set br0 up
   for i in "${HOSTS[@]}"; do start_host "$i"; done
   for i in "${HOSTS[@]}"; do wait_for 20 "agent on host $i" cli "$i" status; done
+}
+
+up() {
+  hosts
 
   say "two tenants with the same CIDR: red over VXLAN, blue over GRE"
   cli 1 tenant create red --vni 100 --cidr 198.19.0.0/16 --tunnel vxlan
@@ -159,6 +165,7 @@ EOF
 
 case "${1:-}" in
   up) up ;;
+  hosts) hosts; echo "demo hosts up: agents on $RUN/h{1,2,3}/api.sock, etcd $ETCD prefix $PREFIX" ;;
   down) down; echo "demo removed" ;;
-  *) echo "usage: $0 up | down" >&2; exit 2 ;;
+  *) echo "usage: $0 up | hosts | down" >&2; exit 2 ;;
 esac
