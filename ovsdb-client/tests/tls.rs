@@ -7,52 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ovsdb_client::{Connection, ConnectionOptions, RpcError, TlsSettings};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-const EC: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-
-fn ca(dir: &Path, name: &str) {
-    let (key, crt, subj) = (format!("{name}.key"), format!("{name}.crt"), format!("/CN={name}"));
-    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &key, "-out", &crt];
-    args.extend(EC);
-    args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-    openssl(dir, &args);
-}
-
-fn leaf(dir: &Path, name: &str, ca: &str) {
-    let (key, csr, crt, subj) =
-        (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("/CN={name}"));
-    let mut args = vec!["req", "-new", "-subj", &subj, "-keyout", &key, "-out", &csr];
-    args.extend(EC);
-    openssl(dir, &args);
-    let (ca_crt, ca_key, ext) = (format!("{ca}.crt"), format!("{ca}.key"), format!("{name}.ext"));
-    // A v3 certificate with no subjectAltName, like ovs-pki's.
-    std::fs::write(dir.join(&ext), "basicConstraints=CA:FALSE\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_crt,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-extfile",
-            &ext,
-        ],
-    );
-}
+use testbed::{make_ca, make_cert};
 
 struct Server(Child);
 impl Drop for Server {
@@ -82,11 +37,11 @@ async fn ssl_remote_with_client_certificates() {
     testbed::require_ovs();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ca(d, "ca");
-    ca(d, "rogue");
-    leaf(d, "server", "ca");
-    leaf(d, "client", "ca");
-    leaf(d, "intruder", "rogue");
+    make_ca(d, "ca");
+    make_ca(d, "rogue");
+    for (name, ca) in [("server", "ca"), ("client", "ca"), ("intruder", "rogue")] {
+        make_cert(d, name, ca, &[]);
+    }
     let db = d.join("conf.db");
     let st = Command::new("ovsdb-tool").args(["create"]).arg(&db).arg(testbed::VSWITCH_SCHEMA).status().unwrap();
     assert!(st.success());

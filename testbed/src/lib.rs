@@ -48,6 +48,7 @@ mod fabric;
 mod names;
 mod netns;
 mod ovs;
+mod pki;
 mod process;
 mod require;
 mod sweep;
@@ -59,6 +60,7 @@ pub use fabric::{Fabric, TestHost, UNDERLAY_PREFIX_LEN};
 pub use names::unique_name;
 pub use netns::{ping, wait_ping, Container, Netns};
 pub use ovs::{OvsdbServer, Vswitchd};
+pub use pki::{make_ca, make_cert};
 pub use require::{
     require_binary, require_etcd, require_file, require_netns, require_ovs, require_root, VSWITCH_SCHEMA,
 };

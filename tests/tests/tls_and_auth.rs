@@ -7,54 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use overlay_tests::AgentProc;
-use testbed::{unique_name, wait_until, Etcd, Fabric};
+use testbed::{make_ca, make_cert, unique_name, wait_until, Etcd, Fabric};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, all EC P-256.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate.
 fn make_pki(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca =
-        vec!["req", "-x509", "-days", "2", "-subj", "/CN=overlay-test-ca", "-keyout", "ca.key", "-out", "ca.crt"];
-    ca.extend(ec);
-    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-    openssl(dir, &ca);
-    for (name, ext) in [
-        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"),
-        ("client", "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"),
-    ] {
-        let mut req = vec!["req", "-new", "-subj"];
-        let subj = format!("/CN=overlay-{name}");
-        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
-        req.extend([subj.as_str(), "-keyout", key.as_str(), "-out", csr.as_str()]);
-        req.extend(ec);
-        openssl(dir, &req);
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        let (crt, extf) = (format!("{name}.crt"), format!("{name}.ext"));
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-days",
-                "2",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-extfile",
-                &extf,
-            ],
-        );
-    }
+    make_ca(dir, "ca");
+    make_cert(dir, "server", "ca", &["subjectAltName=IP:127.0.0.1", "extendedKeyUsage=serverAuth"]);
+    make_cert(dir, "client", "ca", &["extendedKeyUsage=clientAuth"]);
 }
 
 fn free_port() -> u16 {
@@ -218,34 +177,9 @@ fn agent_talks_to_ovsdb_over_ssl_with_certificates() {
         brs.contains("br-int") && brs.contains("br-tun")
     });
     // Trusting the wrong CA, the agent refuses the server and says why.
-    make_rogue_ca(d);
+    make_ca(d, "rogue");
     let _bad = Kill(run(&p("rogue.crt"), "bad.log"));
     wait_until(Duration::from_secs(20), "TLS refusal logged", || {
         std::fs::read_to_string(d.join("bad.log")).unwrap_or_default().contains("TLS handshake failed")
     });
-}
-
-fn make_rogue_ca(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rogue",
-            "-keyout",
-            "rogue.key",
-            "-out",
-            "rogue.crt",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-        ],
-    );
 }
