@@ -703,20 +703,28 @@ impl Registry {
         }
     }
 
-    /// Every reserved address of `tenant` with its claim (malformed claims count as used).
-    pub async fn ip_claims(&self, tenant: &str) -> Result<BTreeMap<IpAddr, Option<IpClaim>>, RegistryError> {
-        let mut c = self.client.clone();
-        let prefix = self.keys.ips(tenant);
-        let got =
-            c.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await.map_err(etcd("listing addresses"))?;
+    /// The `ips/` keys under `prefix`: (the rest of the key, the claim if it decodes).
+    async fn claims_under(&self, prefix: &str) -> Result<Vec<(String, Option<IpClaim>)>, RegistryError> {
+        let got = self
+            .client
+            .clone()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd("listing addresses"))?;
         Ok(got
             .kvs()
             .iter()
             .filter_map(|kv| {
-                let ip: IpAddr = kv.key_str().ok()?.strip_prefix(&prefix)?.parse().ok()?;
-                Some((ip, serde_json::from_slice(kv.value()).ok()))
+                let rest = kv.key_str().ok()?.strip_prefix(prefix)?.to_owned();
+                Some((rest, serde_json::from_slice(kv.value()).ok()))
             })
             .collect())
+    }
+
+    /// Every reserved address of `tenant` with its claim (malformed claims count as used).
+    pub async fn ip_claims(&self, tenant: &str) -> Result<BTreeMap<IpAddr, Option<IpClaim>>, RegistryError> {
+        let claims = self.claims_under(&self.keys.ips(tenant)).await?;
+        Ok(claims.into_iter().filter_map(|(ip, claim)| Some((ip.parse().ok()?, claim))).collect())
     }
 
     /// Picks and reserves the lowest free address of this host's lease, retrying when another
@@ -789,17 +797,13 @@ impl Registry {
 
     /// Every address reservation made by `host`: (tenant, ip, claim).
     pub async fn ip_claims_of(&self, host: &str) -> Result<Vec<(String, IpAddr, IpClaim)>, RegistryError> {
-        let mut c = self.client.clone();
-        let prefix = format!("{}ips/", self.keys.root());
-        let got =
-            c.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await.map_err(etcd("listing addresses"))?;
-        Ok(got
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let (tenant, ip) = kv.key_str().ok()?.strip_prefix(&prefix)?.split_once('/')?;
-                let claim: IpClaim = serde_json::from_slice(kv.value()).ok()?;
-                (claim.host == host).then(|| Some((tenant.to_owned(), ip.parse().ok()?, claim)))?
+        let claims = self.claims_under(&format!("{}ips/", self.keys.root())).await?;
+        Ok(claims
+            .into_iter()
+            .filter_map(|(rest, claim)| {
+                let claim = claim.filter(|c| c.host == host)?;
+                let (tenant, ip) = rest.split_once('/')?;
+                Some((tenant.to_owned(), ip.parse().ok()?, claim))
             })
             .collect())
     }

@@ -31,6 +31,16 @@ fn setup() {
     testbed::require_binary("ping", "apt-get install iputils-ping");
 }
 
+/// A "host" and a "container" namespace (removed on drop) and netlink handles in each.
+async fn namespaces() -> (testbed::Netns, testbed::Container, Netns, Netns) {
+    setup();
+    let h = testbed::Netns::new("nlh");
+    let c = testbed::Container::new("nlc");
+    let host = Netns::open(&h.path()).await.unwrap();
+    let container = Netns::open(&c.path()).await.unwrap();
+    (h, c, host, container)
+}
+
 /// A veth pair in `host`, its peer moved into `container` as `eth0`; returns the host end's name.
 async fn plugged_pair(host: &Netns, container: &Netns) -> String {
     let host_if = testbed::unique_name("vh");
@@ -86,11 +96,7 @@ fn assert_configured(c: &testbed::Netns, cfg: &InterfaceConfig) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plug_configure_offload_idempotent_and_delete() {
-    setup();
-    let h = testbed::Netns::new("nlh");
-    let c = testbed::Container::new("nlc");
-    let host = Netns::open(&h.path()).await.unwrap();
-    let container = Netns::open(&c.path()).await.unwrap();
+    let (h, c, host, container) = namespaces().await;
     assert_eq!(container.path(), Some(c.path().as_path()));
 
     let host_if = testbed::unique_name("vh");
@@ -155,11 +161,7 @@ async fn plug_configure_offload_idempotent_and_delete() {
 /// socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn veth_created_straight_into_the_container() {
-    setup();
-    let h = testbed::Netns::new("nlh");
-    let c = testbed::Container::new("nlc");
-    let host = Netns::open(&h.path()).await.unwrap();
-    let container = Netns::open(&c.path()).await.unwrap();
+    let (h, c, host, container) = namespaces().await;
     let host_if = testbed::unique_name("vh");
     host.create_veth_into(&host_if, "eth0", &container).await.unwrap();
     assert!(h.has_link(&host_if), "host end in the host netns");
@@ -194,11 +196,7 @@ async fn veth_created_straight_into_the_container() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_from_container_side_removes_host_end() {
-    setup();
-    let h = testbed::Netns::new("nlh");
-    let c = testbed::Container::new("nlc");
-    let host = Netns::open(&h.path()).await.unwrap();
-    let container = Netns::open(&c.path()).await.unwrap();
+    let (h, _c, host, container) = namespaces().await;
     let host_if = plugged_pair(&host, &container).await;
     assert!(container.delete_link("eth0").await.unwrap());
     assert!(!h.has_link(&host_if));
@@ -207,11 +205,7 @@ async fn delete_from_container_side_removes_host_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn traffic_passes_across_the_veth() {
-    setup();
-    let h = testbed::Netns::new("nlh");
-    let c = testbed::Container::new("nlc");
-    let host = Netns::open(&h.path()).await.unwrap();
-    let container = Netns::open(&c.path()).await.unwrap();
+    let (h, c, host, container) = namespaces().await;
     let host_if = plugged_pair(&host, &container).await;
 
     // Container first, with the host end still down (the agent's order), then the host end.
@@ -234,11 +228,7 @@ async fn traffic_passes_across_the_veth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ipv6_address_and_gateway() {
-    setup();
-    let h = testbed::Netns::new("nlh");
-    let c = testbed::Container::new("nlc");
-    let host = Netns::open(&h.path()).await.unwrap();
-    let container = Netns::open(&c.path()).await.unwrap();
+    let (_h, c, host, container) = namespaces().await;
     let host_if = plugged_pair(&host, &container).await;
 
     let cfg = InterfaceConfig {
@@ -289,11 +279,7 @@ async fn missing_or_bogus_netns_gives_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_errors_name_link_and_netns() {
-    setup();
-    let h = testbed::Netns::new("nlh");
-    let c = testbed::Container::new("nlc");
-    let host = Netns::open(&h.path()).await.unwrap();
-    let container = Netns::open(&c.path()).await.unwrap();
+    let (h, c, host, container) = namespaces().await;
     let label = h.path().display().to_string();
 
     let a = testbed::unique_name("va");
@@ -352,11 +338,7 @@ async fn typed_errors_name_link_and_netns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_handle_acts_in_its_own_namespace() {
-    setup();
-    let h = testbed::Netns::new("nlh");
-    let c = testbed::Container::new("nlc");
-    let host = Netns::open(&h.path()).await.unwrap();
-    let container = Netns::open(&c.path()).await.unwrap();
+    let (h, c, host, container) = namespaces().await;
     let agent = Netns::current().await.unwrap();
     assert_eq!(agent.path(), None);
 
@@ -471,11 +453,7 @@ async fn concurrent_plugs_on_a_busy_multithread_runtime() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn works_on_a_current_thread_runtime() {
-    setup();
-    let h = testbed::Netns::new("nlh");
-    let c = testbed::Container::new("nlc");
-    let host = Netns::open(&h.path()).await.unwrap();
-    let container = Netns::open(&c.path()).await.unwrap();
+    let (_h, c, host, container) = namespaces().await;
     let host_if = plugged_pair(&host, &container).await;
     let cfg = cfg4("198.19.0.10", Some("198.19.0.1"));
     container.configure_interface("eth0", &cfg).await.unwrap();
