@@ -148,6 +148,17 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
+/// What [`Netns::create_veth_into_with`] sets while creating the pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VethSetup {
+    /// MTU of both ends.
+    pub mtu: Option<u32>,
+    /// MAC of the peer (the container's end).
+    pub peer_mac: Option<[u8; 6]>,
+    /// Bring this namespace's end up (the peer stays down until configured).
+    pub up: bool,
+}
+
 /// The namespace file a [`Netns`] came from, kept open.
 struct NsFile {
     /// None for the agent's own namespace ([`Netns::current`]).
@@ -342,13 +353,35 @@ impl Netns {
     /// namespaces waits for RCU grace periods in the kernel (10-20 ms per move on the benchmark
     /// machine, most of a plug; see docs/benchmarks.md), creating it in place does not.
     pub async fn create_veth_into(&self, name: &str, peer: &str, target: &Netns) -> Result<(), NetlinkError> {
+        self.create_veth_into_with(name, peer, target, &VethSetup::default()).await
+    }
+
+    /// [`Netns::create_veth_into`], with MTU, MAC and up state set in the same request, so the
+    /// ends never exist half-configured and no further round trip (nor another link event for
+    /// ovs-vswitchd to react to) is needed.
+    pub async fn create_veth_into_with(
+        &self,
+        name: &str,
+        peer: &str,
+        target: &Netns,
+        setup: &VethSetup,
+    ) -> Result<(), NetlinkError> {
         check_name(name)?;
         check_name(peer)?;
-        let peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(target.ns.file.as_raw_fd()).build();
-        let msg = rtnetlink::LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(name.to_string())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-            .build();
+        let mut peer_builder = LinkUnspec::new_with_name(peer).setns_by_fd(target.ns.file.as_raw_fd());
+        let mut builder =
+            rtnetlink::LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(name.to_string());
+        if let Some(mtu) = setup.mtu {
+            builder = builder.mtu(mtu);
+            peer_builder = peer_builder.mtu(mtu);
+        }
+        if let Some(mac) = setup.peer_mac {
+            peer_builder = peer_builder.address(mac.to_vec());
+        }
+        if setup.up {
+            builder = builder.up();
+        }
+        let msg = builder.set_info_data(InfoData::Veth(InfoVeth::Peer(peer_builder.build()))).build();
         match self.handle.link().add(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {

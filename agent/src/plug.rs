@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use overlay::model::{validate_container_id, Endpoint, MacAddr, Tenant};
 use overlay::naming::{container_peer_temp_name, container_port_name, is_valid_ifname};
@@ -15,8 +15,8 @@ use ovsdb_client::{Atom, Condition, Mutation, Row, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::Agent;
-use crate::netlink::{InterfaceConfig, Netns};
-use crate::registry::{IpClaim, RegistryError};
+use crate::netlink::{InterfaceConfig, NetlinkError, Netns, VethSetup};
+use crate::registry::{Holdings, IpClaim, RegistryError};
 
 /// Why a plug or unplug failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +97,37 @@ pub struct PlugResult {
     pub tenant: String,
 }
 
+/// Where a plug's time went, for its log line: a slow plug says which step was slow.
+struct Steps {
+    start: Instant,
+    last: Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        let now = Instant::now();
+        Steps { start: now, last: now, done: Vec::with_capacity(12) }
+    }
+
+    /// Ends the step called `name`.
+    fn end(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn total_ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1e3
+    }
+
+    /// `check:0.4,lease:1.2,...` in milliseconds (one token, so logs stay easy to parse).
+    fn summary(&self) -> String {
+        let parts: Vec<String> = self.done.iter().map(|(n, d)| format!("{n}:{:.1}", d.as_secs_f64() * 1e3)).collect();
+        parts.join(",")
+    }
+}
+
 struct Checked {
     req: PlugRequest,
     tenant: Tenant,
@@ -171,15 +202,13 @@ impl Agent {
 
     /// Plugs a container; plugging it again with the same arguments returns the same result.
     pub async fn plug(&self, req: PlugRequest) -> Result<PlugResult, PlugError> {
+        let mut steps = Steps::new();
         let c = self.check(req).await?;
+        steps.end("check");
         let _guard = self.plumbing_lock.lock().await;
-        if let Some(existing) = self
-            .registry
-            .endpoints_of(&self.me.hostname)
-            .await?
-            .into_iter()
-            .find(|e| e.container_id == c.req.container_id)
-        {
+        steps.end("lock");
+        let held = self.registry.holdings_of(&self.me.hostname).await?;
+        if let Some(existing) = held.endpoints.iter().find(|e| e.container_id == c.req.container_id) {
             let same = existing.tenant == c.req.tenant
                 && c.ip.is_none_or(|ip| ip == existing.ip)
                 && (c.req.mac.is_none() || existing.mac == c.mac);
@@ -194,10 +223,13 @@ impl Agent {
             }
             tracing::warn!(container = %existing.container_id, "endpoint recorded but its port is incomplete; plugging again");
         }
+        steps.end("existing");
         // Whatever a crashed or failed attempt left is removed before starting afresh.
-        self.unplug_locked(&c.req.container_id).await?;
+        self.remove_container(&c.req.container_id, &held).await?;
+        steps.end("cleanup");
         let claim = IpClaim { container: c.req.container_id.clone(), host: self.me.hostname.clone() };
         let lease = self.join_tenant_locked(&c.tenant).await?;
+        steps.end("lease");
         let ip = match c.ip {
             Some(ip) => {
                 self.registry.reserve_ip(c.tenant.name(), ip, &claim).await?;
@@ -205,9 +237,13 @@ impl Agent {
             }
             None => self.registry.allocate_ip(&c.tenant, &lease, &claim).await?,
         };
-        match self.plumb(&c, ip).await {
+        steps.end("address");
+        match self.plumb(&c, ip, &mut steps).await {
             Ok(result) => {
-                tracing::info!(container = %c.req.container_id, tenant = %c.req.tenant, %ip, port = %c.port, "container plugged");
+                tracing::info!(
+                    container = %c.req.container_id, tenant = %c.req.tenant, %ip, port = %c.port,
+                    took_ms = format!("{:.1}", steps.total_ms()), steps = %steps.summary(), "container plugged"
+                );
                 Ok(result)
             }
             Err(e) => {
@@ -220,28 +256,36 @@ impl Agent {
         }
     }
 
-    async fn plumb(&self, c: &Checked, ip: IpAddr) -> Result<PlugResult, PlugError> {
+    async fn plumb(&self, c: &Checked, ip: IpAddr, steps: &mut Steps) -> Result<PlugResult, PlugError> {
         let fail = |what: &str| {
             let what = what.to_owned();
-            move |e: crate::netlink::NetlinkError| PlugError::Plumbing(format!("{what}: {e}"))
+            move |e: NetlinkError| PlugError::Plumbing(format!("{what}: {e}"))
         };
         let result = self.result_for(&c.tenant, ip, &c.mac, &c.port)?;
         let vlan = self.tenant_vlan(c.tenant.name()).await.map_err(|e| PlugError::Plumbing(format!("{e:#}")))?;
+        steps.end("vlan");
         let container_ns = Netns::open(&c.netns).await.map_err(fail("opening the container namespace"))?;
-        if container_ns.link_exists(&c.req.ifname).await.map_err(fail("reading container links"))? {
-            return Err(PlugError::BadRequest(format!(
-                "the container already has an interface named {}: choose another --ifname",
-                c.req.ifname
-            )));
-        }
-        let host_ns = &self.host_netns;
         // The container end is created inside the container under its final name: moving a
         // link between namespaces costs the kernel 10-20 ms (RCU grace periods), most of a plug.
-        host_ns
-            .create_veth_into(&c.port, &c.req.ifname, &container_ns)
-            .await
-            .map_err(fail("creating the veth pair into the container"))?;
-        host_ns.set_mtu(&c.port, result.mtu).await.map_err(fail("setting the host end's MTU"))?;
+        // MTU, MAC and the host end's up state go in the same request.
+        let setup = VethSetup { mtu: Some(result.mtu), peer_mac: Some(c.mac.0), up: true };
+        match self.host_netns.create_veth_into_with(&c.port, &c.req.ifname, &container_ns, &setup).await {
+            Ok(()) => {}
+            Err(NetlinkError::AlreadyExists { netns, .. }) if netns == container_ns.label() => {
+                return Err(PlugError::BadRequest(format!(
+                    "the container already has an interface named {}: choose another --ifname",
+                    c.req.ifname
+                )));
+            }
+            Err(e) => return Err(fail("creating the veth pair into the container")(e)),
+        }
+        steps.end("veth");
+        self.add_container_port(c, vlan).await?;
+        steps.end("ovsdb");
+
+        // ovs-vswitchd's reconfiguration for the new port is most of a plug on a full bridge
+        // (it walks every port, see docs/benchmarks.md); the container's side and the endpoint
+        // record are done meanwhile. A failure of any rolls back all three.
         let cfg = InterfaceConfig {
             mac: c.mac.0,
             mtu: result.mtu,
@@ -249,19 +293,40 @@ impl Agent {
             prefix_len: result.prefix,
             gateway: Some(result.gateway),
         };
-        container_ns
-            .configure_interface(&c.req.ifname, &cfg)
-            .await
-            .map_err(fail("configuring the container interface"))?;
-        if self.config.ovs.datapath_type == overlay_config::DatapathType::Netdev {
-            // The userspace datapath does not fill in checksums the kernel left to offload:
-            // without this, TCP over the tunnel stalls while ping works.
-            crate::netlink::disable_tx_checksum(&container_ns, &c.req.ifname)
+        let container_side = async {
+            container_ns
+                .configure_interface(&c.req.ifname, &cfg)
                 .await
-                .map_err(fail("turning off TX checksum offload"))?;
-        }
-        host_ns.set_up(&c.port).await.map_err(fail("bringing the host end up"))?;
+                .map_err(fail("configuring the container interface"))?;
+            if self.config.ovs.datapath_type == overlay_config::DatapathType::Netdev {
+                // The userspace datapath does not fill in checksums the kernel left to offload:
+                // without this, TCP over the tunnel stalls while ping works.
+                crate::netlink::disable_tx_checksum(&container_ns, &c.req.ifname)
+                    .await
+                    .map_err(fail("turning off TX checksum offload"))?;
+            }
+            Ok::<(), PlugError>(())
+        };
+        let ep = Endpoint {
+            tenant: c.tenant.name().to_owned(),
+            container_id: c.req.container_id.clone(),
+            host: self.me.hostname.clone(),
+            ip,
+            mac: c.mac,
+            iface_id: c.req.container_id.clone(),
+            port: c.port.clone(),
+        };
+        let (taken, configured, recorded) =
+            tokio::join!(self.port_taken_by_vswitchd(&c.port), container_side, self.registry.put_endpoint(&ep));
+        configured?;
+        taken?;
+        recorded?;
+        steps.end("vswitchd");
+        Ok(result)
+    }
 
+    /// Inserts the container's port on br-int with the Neutron / nova-docker external_ids.
+    async fn add_container_port(&self, c: &Checked, vlan: u16) -> Result<(), PlugError> {
         let mut iface_ids = BTreeMap::new();
         iface_ids.insert("iface-id".to_owned(), c.req.container_id.clone());
         iface_ids.insert("iface-status".to_owned(), "active".to_owned());
@@ -286,13 +351,16 @@ impl Agent {
             vec![Mutation::insert("ports", Value::set([port]))],
         );
         self.ovs.transact(&tx).await.map_err(|e| PlugError::Plumbing(format!("adding the port to OVSDB: {e}")))?;
-        // Success is reported only once ovs-vswitchd has the port (an ofport), so traffic can flow.
-        let name = c.port.clone();
+        Ok(())
+    }
+
+    /// Waits until ovs-vswitchd has given `port` an ofport (traffic can flow), or says why not.
+    async fn port_taken_by_vswitchd(&self, port: &str) -> Result<(), PlugError> {
         let mut failure = None;
         let waited = self
             .ovs
             .wait_until(Duration::from_secs(10), |r| {
-                let Some((_, row)) = r.table("Interface").find_one("name", &Atom::from(name.as_str())) else {
+                let Some((_, row)) = r.table("Interface").find_one("name", &Atom::from(port)) else {
                     return false;
                 };
                 if let Some(err) = row.get_as::<Option<String>>("error").ok().flatten() {
@@ -303,22 +371,11 @@ impl Agent {
             })
             .await;
         if let Some(err) = failure {
-            return Err(PlugError::Plumbing(format!("ovs-vswitchd could not add {}: {err}", c.port)));
+            return Err(PlugError::Plumbing(format!("ovs-vswitchd could not add {port}: {err}")));
         }
         waited.map_err(|_| {
-            PlugError::Plumbing(format!("ovs-vswitchd did not take port {} within 10 s: is it running?", c.port))
-        })?;
-        let ep = Endpoint {
-            tenant: c.tenant.name().to_owned(),
-            container_id: c.req.container_id.clone(),
-            host: self.me.hostname.clone(),
-            ip,
-            mac: c.mac,
-            iface_id: c.req.container_id.clone(),
-            port: c.port.clone(),
-        };
-        self.registry.put_endpoint(&ep).await?;
-        Ok(result)
+            PlugError::Plumbing(format!("ovs-vswitchd did not take port {port} within 10 s: is it running?"))
+        })
     }
 
     /// True when the port is on br-int, has an ofport, and its veth exists.
@@ -347,6 +404,12 @@ impl Agent {
     /// Removes every trace of `container_id` on this host; each step tolerates the thing
     /// being gone already, so it also cleans up after a crash.
     pub(crate) async fn unplug_locked(&self, container_id: &str) -> Result<bool, PlugError> {
+        let held = self.registry.holdings_of(&self.me.hostname).await?;
+        self.remove_container(container_id, &held).await
+    }
+
+    /// [`Agent::unplug_locked`] with this host's etcd records already read.
+    async fn remove_container(&self, container_id: &str, held: &Holdings) -> Result<bool, PlugError> {
         let port = container_port_name(container_id);
         let mut found = false;
         let port_uuid = {
@@ -379,16 +442,17 @@ impl Agent {
                 .await
                 .map_err(|e| PlugError::Plumbing(format!("deleting veth {link}: {e}")))?;
         }
-        for ep in self.registry.endpoints_of(&self.me.hostname).await? {
-            if ep.container_id == container_id {
-                found = true;
-                self.registry.delete_endpoint(&ep).await?;
-            }
+        for ep in held.endpoints.iter().filter(|e| e.container_id == container_id) {
+            found = true;
+            self.registry.delete_endpoint(ep).await?;
         }
-        for (tenant, ip, claim) in self.registry.ip_claims_of(&self.me.hostname).await? {
-            if claim.container == container_id {
-                found = true;
-                self.registry.release_ip(&tenant, ip, &claim).await?;
+        for (tenant, ip, claim) in held.claims.iter().filter(|(_, _, claim)| claim.container == container_id) {
+            found = true;
+            // delete_endpoint released its record's address in the same transaction.
+            let released =
+                held.endpoints.iter().any(|e| e.container_id == container_id && &e.tenant == tenant && e.ip == *ip);
+            if !released {
+                self.registry.release_ip(tenant, *ip, claim).await?;
             }
         }
         Ok(found)
@@ -398,7 +462,7 @@ impl Agent {
     /// of this host without a complete endpoint record is removed.
     pub async fn recover(&self) -> anyhow::Result<()> {
         let _guard = self.plumbing_lock.lock().await;
-        let endpoints = self.registry.endpoints_of(&self.me.hostname).await?;
+        let Holdings { endpoints, claims } = self.registry.holdings_of(&self.me.hostname).await?;
         let mut suspects: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         {
             let r = self.ovs.replica();
@@ -425,7 +489,7 @@ impl Agent {
                 }
             }
         }
-        for (_, _, claim) in self.registry.ip_claims_of(&self.me.hostname).await? {
+        for (_, _, claim) in claims {
             if !endpoints.iter().any(|e| e.container_id == claim.container) {
                 suspects.insert(claim.container);
             }

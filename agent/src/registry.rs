@@ -90,6 +90,12 @@ impl Keys {
     fn endpoint(&self, t: &str, c: &str) -> String {
         format!("{}/endpoints/{t}/{c}", self.prefix)
     }
+    fn all_endpoints(&self) -> String {
+        format!("{}/endpoints/", self.prefix)
+    }
+    fn all_ips(&self) -> String {
+        format!("{}/ips/", self.prefix)
+    }
 }
 
 /// Keys per page when listing the registry: records are well under 1 KiB, so a page stays far
@@ -790,22 +796,33 @@ impl Registry {
     /// This host's endpoint records, read from etcd (not the watch cache).
     pub async fn endpoints_of(&self, host: &str) -> Result<Vec<Endpoint>, RegistryError> {
         let mut c = self.client.clone();
-        let prefix = format!("{}endpoints/", self.keys.root());
-        let got = c.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(etcd("listing endpoints"))?;
-        Ok(got.kvs().iter().filter_map(|kv| Endpoint::from_json(kv.value()).ok()).filter(|e| e.host == host).collect())
+        let got = c
+            .get(self.keys.all_endpoints(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd("listing endpoints"))?;
+        Ok(endpoints_of_host(got.kvs(), host))
     }
 
-    /// Every address reservation made by `host`: (tenant, ip, claim).
-    pub async fn ip_claims_of(&self, host: &str) -> Result<Vec<(String, IpAddr, IpClaim)>, RegistryError> {
-        let claims = self.claims_under(&format!("{}ips/", self.keys.root())).await?;
-        Ok(claims
-            .into_iter()
-            .filter_map(|(rest, claim)| {
-                let claim = claim.filter(|c| c.host == host)?;
-                let (tenant, ip) = rest.split_once('/')?;
-                Some((tenant.to_owned(), ip.parse().ok()?, claim))
-            })
-            .collect())
+    /// This host's endpoint records and its address reservations, in one round trip (one
+    /// read-only transaction, so both come from the same revision): what a plug checks first.
+    pub async fn holdings_of(&self, host: &str) -> Result<Holdings, RegistryError> {
+        let mut c = self.client.clone();
+        let (eps, ips) = (self.keys.all_endpoints(), self.keys.all_ips());
+        let txn = Txn::new().and_then([
+            TxnOp::get(eps.as_str(), Some(GetOptions::new().with_prefix())),
+            TxnOp::get(ips.as_str(), Some(GetOptions::new().with_prefix())),
+        ]);
+        let resp = c.txn(txn).await.map_err(etcd("listing endpoints and addresses"))?;
+        let mut ranges = resp.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        });
+        let (Some(e), Some(i)) = (ranges.next(), ranges.next()) else {
+            return Err(etcd("listing endpoints and addresses")(etcd_client::Error::InvalidArgs(
+                "etcd answered a two-get transaction without two ranges".into(),
+            )));
+        };
+        Ok(Holdings { endpoints: endpoints_of_host(e.kvs(), host), claims: claims_of_host(i.kvs(), &ips, host) })
     }
 
     /// Removes an endpoint record and releases its address, in one transaction.
@@ -823,6 +840,33 @@ impl Registry {
         c.txn(txn).await.map_err(etcd("deleting the endpoint"))?;
         Ok(())
     }
+}
+
+/// A host's endpoint records and address reservations ([`Registry::holdings_of`]).
+#[derive(Debug, Clone, Default)]
+pub struct Holdings {
+    /// Its endpoint records.
+    pub endpoints: Vec<Endpoint>,
+    /// Its address reservations: (tenant, ip, claim).
+    pub claims: Vec<(String, IpAddr, IpClaim)>,
+}
+
+fn endpoints_of_host(kvs: &[etcd_client::KeyValue], host: &str) -> Vec<Endpoint> {
+    kvs.iter().filter_map(|kv| Endpoint::from_json(kv.value()).ok()).filter(|e| e.host == host).collect()
+}
+
+/// The claims of `host` among `ips/<tenant>/<ip>` keys under `prefix`.
+fn claims_of_host(kvs: &[etcd_client::KeyValue], prefix: &str, host: &str) -> Vec<(String, IpAddr, IpClaim)> {
+    kvs.iter()
+        .filter_map(|kv| {
+            let claim: IpClaim = serde_json::from_slice(kv.value()).ok()?;
+            if claim.host != host {
+                return None;
+            }
+            let (tenant, ip) = kv.key_str().ok()?.strip_prefix(prefix)?.split_once('/')?;
+            Some((tenant.to_owned(), ip.parse().ok()?, claim))
+        })
+        .collect()
 }
 
 /// The values the `get`s of a transaction's branch found (`None` for a missing key).

@@ -168,7 +168,7 @@ fn counters(status: &Value) -> (u64, u64) {
 /// (waiting for ovs-vswitchd, as without `--no-wait`), host end up, the other end into the
 /// container, then `ip netns exec` for MAC/MTU/name, address, up, default route, and TX checksum
 /// off (needed on the netdev datapath; the agent does the same).
-fn nova_docker_plug(host: &TestHost, c: &Container, i: usize) {
+fn nova_docker_plug(host: &TestHost, c: &Container, i: usize) -> Vec<(String, f64)> {
     let h = host.netns().name();
     let cn = c.name();
     let (hv, cv) = (format!("nvh{i}"), format!("nvc{i}"));
@@ -176,44 +176,106 @@ fn nova_docker_plug(host: &TestHost, c: &Container, i: usize) {
     let ip = format!("10.201.{}.{}/16", 1 + i / 250, 1 + i % 250);
     let id = format!("nova-{i}");
     let db = format!("--db={}", host.ovsdb_remote());
-    run(&["ip", "-n", h, "link", "add", "name", &hv, "type", "veth", "peer", "name", &cv]);
-    run(&[
+    let mut steps = Vec::with_capacity(9);
+    step(&mut steps, "link add", &["ip", "-n", h, "link", "add", "name", &hv, "type", "veth", "peer", "name", &cv]);
+    step(
+        &mut steps,
         "ovs-vsctl",
-        "--timeout=10",
-        &db,
-        "--",
-        "--if-exists",
-        "del-port",
-        &hv,
-        "--",
-        "add-port",
-        "br-int",
-        &hv,
-        "tag=4000",
-        "--",
-        "set",
-        "Interface",
-        &hv,
-        &format!("external-ids:iface-id={id}"),
-        "external-ids:iface-status=active",
-        &format!("external-ids:attached-mac={mac}"),
-        &format!("external-ids:vm-uuid={id}"),
-    ]);
-    run(&["ip", "-n", h, "link", "set", &hv, "up"]);
-    run(&["ip", "-n", h, "link", "set", &cv, "netns", cn]);
-    run(&["ip", "netns", "exec", cn, "ip", "link", "set", &cv, "name", "eth0", "address", &mac, "mtu", "1450"]);
-    run(&["ip", "netns", "exec", cn, "ip", "addr", "add", &ip, "dev", "eth0"]);
-    run(&["ip", "netns", "exec", cn, "ip", "link", "set", "eth0", "up"]);
-    run(&["ip", "netns", "exec", cn, "ip", "route", "replace", "default", "via", "10.201.0.1", "dev", "eth0"]);
-    run(&["ip", "netns", "exec", cn, "ethtool", "-K", "eth0", "tx", "off"]);
+        &[
+            "ovs-vsctl",
+            "--timeout=10",
+            &db,
+            "--",
+            "--if-exists",
+            "del-port",
+            &hv,
+            "--",
+            "add-port",
+            "br-int",
+            &hv,
+            "tag=4000",
+            "--",
+            "set",
+            "Interface",
+            &hv,
+            &format!("external-ids:iface-id={id}"),
+            "external-ids:iface-status=active",
+            &format!("external-ids:attached-mac={mac}"),
+            &format!("external-ids:vm-uuid={id}"),
+        ],
+    );
+    step(&mut steps, "host end up", &["ip", "-n", h, "link", "set", &hv, "up"]);
+    step(&mut steps, "to netns", &["ip", "-n", h, "link", "set", &cv, "netns", cn]);
+    step(
+        &mut steps,
+        "name/mac/mtu",
+        &["ip", "netns", "exec", cn, "ip", "link", "set", &cv, "name", "eth0", "address", &mac, "mtu", "1450"],
+    );
+    step(&mut steps, "addr", &["ip", "netns", "exec", cn, "ip", "addr", "add", &ip, "dev", "eth0"]);
+    step(&mut steps, "up", &["ip", "netns", "exec", cn, "ip", "link", "set", "eth0", "up"]);
+    step(
+        &mut steps,
+        "route",
+        &["ip", "netns", "exec", cn, "ip", "route", "replace", "default", "via", "10.201.0.1", "dev", "eth0"],
+    );
+    step(&mut steps, "ethtool", &["ip", "netns", "exec", cn, "ethtool", "-K", "eth0", "tx", "off"]);
+    steps
+}
+
+/// Runs one command of the recipe, timing it.
+fn step(steps: &mut Vec<(String, f64)>, name: &str, args: &[&str]) {
+    let t = Instant::now();
+    run(args);
+    steps.push((name.to_owned(), ms(t.elapsed())));
 }
 
 fn bench_plug(r: &mut Report) {
     let n = env_num("BENCH_PLUG_N", 100);
     r.line("### 1. Plug latency (one host, CLI process included)");
     r.line("");
+    r.line(
+        "ovs-vswitchd (userspace datapath) walks every port of the host whenever OVSDB changes \
+         *and* whenever a link appears, goes up or leaves its namespace, so part of each plug's \
+         time is that walk for the plug's own veth and port, growing with the ports already on \
+         br-int. Round A starts each plug once ovs-vswitchd is idle; round B runs them back to \
+         back, so each plug also waits for the walks the previous plug (of the other kind) left \
+         in flight. Each round is a fresh host.",
+    );
+    r.line("");
+    plug_round(r, n, true);
+    plug_round(r, n, false);
+}
+
+/// CPU time of a process's main thread in ns (`/proc/PID/schedstat`), where ovs-vswitchd
+/// reconfigures.
+fn main_thread_cpu_ns(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Waits (up to 2 s) until ovs-vswitchd's main thread used under 0.2 ms of CPU in 30 ms.
+fn wait_vswitchd_idle(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = main_thread_cpu_ns(pid);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(30));
+        let now = main_thread_cpu_ns(pid);
+        if now.saturating_sub(last) < 200_000 {
+            return;
+        }
+        last = now;
+    }
+}
+
+fn plug_round(r: &mut Report, n: usize, settled: bool) {
     let c = Cluster::start(1, &[]);
     let (agent, host) = (&c.agents[0], &c.hosts[0]);
+    let vswitchd = host.vswitchd().pid().expect("ovs-vswitchd pid");
+    let settle = || {
+        if settled {
+            wait_vswitchd_idle(vswitchd);
+        }
+    };
     agent.cli_ok(&["tenant", "create", "plug", "--vni", "7001", "--cidr", "10.200.0.0/16", "--tunnel", "vxlan"]);
     agent.cli_ok(&["tenant", "join", "plug"]);
     // The floor: a CLI process that only asks the daemon for its status.
@@ -227,28 +289,37 @@ fn bench_plug(r: &mut Report) {
     let ca: Vec<Container> = (0..n).map(|_| Container::new("pa")).collect();
     let cs: Vec<Container> = (0..n).map(|_| Container::new("ps")).collect();
     let (mut a_ms, mut s_ms) = (Vec::new(), Vec::new());
-    let mut a_ips = Vec::new();
+    let (mut a_ips, mut s_steps) = (Vec::new(), Vec::new());
     // Interleaved, so both see the same growing database and the same machine load.
     for i in 0..n {
         let path = ca[i].path().display().to_string();
         let id = format!("bench-a{i}");
+        settle();
         let t = Instant::now();
         let out = agent.cli(&["plug", &id, "--tenant", "plug", "--netns", &path]);
         a_ms.push(ms(t.elapsed()));
         a_ips.push(ok_json(&out, "plug")["ip"].as_str().unwrap_or_default().to_owned());
+        settle();
         let t = Instant::now();
-        nova_docker_plug(host, &cs[i], i);
+        s_steps.push(nova_docker_plug(host, &cs[i], i));
         s_ms.push(ms(t.elapsed()));
     }
     // Both ways give working containers: neighbours on the same host answer.
     wait_ping(&ca[0], &a_ips[n - 1], Duration::from_secs(10));
     wait_ping(&cs[0], &format!("10.201.{}.{}", 1 + (n - 1) / 250, 1 + (n - 1) % 250), Duration::from_secs(10));
+    let logs = agent.logs();
     if std::env::var_os("BENCH_DEBUG").is_some() {
-        let logs = agent.logs();
         let lines: Vec<&str> = logs.lines().collect();
         eprintln!("--- agent log (tail) ---\n{}", lines[lines.len().saturating_sub(80)..].join("\n"));
     }
+    let steps = plug_steps(&logs);
     let (a, s, f) = (stats(&a_ms), stats(&s_ms), stats(&floor));
+    r.line(if settled {
+        "**Round A: each plug starts with ovs-vswitchd idle.**"
+    } else {
+        "**Round B: back to back.**"
+    });
+    r.line("");
     r.table(
         &LAT_HEADER,
         &[
@@ -268,6 +339,71 @@ fn bench_plug(r: &mut Report) {
         s_ms[n.saturating_sub(10)..].iter().sum::<f64>() / 10f64.min(n as f64),
     ));
     r.line("");
+    // What each spends besides waiting for ovs-vswitchd (the agent's wait for the ofport, the
+    // shell's ovs-vsctl, which waits for the same reconfiguration and reads the database).
+    let without = |totals: &[f64], plugs: &[Vec<(String, f64)>], wait: &str| {
+        let v: Vec<f64> = totals
+            .iter()
+            .zip(plugs)
+            .map(|(t, p)| t - p.iter().find(|(n, _)| n == wait).map_or(0.0, |(_, ms)| *ms))
+            .collect();
+        stats(&v).p50
+    };
+    if steps.len() == a_ms.len() {
+        let (a_own, s_own) = (without(&a_ms, &steps, "vswitchd"), without(&s_ms, &s_steps, "ovs-vsctl"));
+        let cli = without(&a_ms, &steps, "total in the agent");
+        r.line(format!(
+            "Without the wait for ovs-vswitchd (p50): agent {} ms (of which {} ms outside the agent's plug: \
+             the CLI process and the API call), shell {} ms: **{:.1}x**.",
+            f1(a_own),
+            f1(cli),
+            f1(s_own),
+            s_own / a_own
+        ));
+        r.line("");
+    }
+    plug_steps_table(r, "Inside the agent (step timings from its log", &steps);
+    plug_steps_table(r, "The shell recipe (each process timed", &s_steps);
+}
+
+/// The `steps=name:ms,...` field of each "container plugged" line of the agent's log, in order.
+fn plug_steps(logs: &str) -> Vec<Vec<(String, f64)>> {
+    logs.lines()
+        .filter(|l| l.contains("container plugged"))
+        .filter_map(|l| {
+            let field = |name: &str| l.split_whitespace().find_map(|w| w.strip_prefix(name));
+            let mut steps: Vec<(String, f64)> = field("steps=")?
+                .split(',')
+                .filter_map(|p| p.split_once(':'))
+                .filter_map(|(n, v)| Some((n.to_owned(), v.parse().ok()?)))
+                .collect();
+            steps.push(("total in the agent".to_owned(), field("took_ms=")?.trim_matches('"').parse().ok()?));
+            Some(steps)
+        })
+        .collect()
+}
+
+/// Where a plug's time went, step by step, in the first and last tenth of the plugs.
+fn plug_steps_table(r: &mut Report, what: &str, plugs: &[Vec<(String, f64)>]) {
+    if plugs.is_empty() {
+        r.line("(the agent's log had no step timings)");
+        r.line("");
+        return;
+    }
+    let tenth = (plugs.len() / 10).max(1);
+    let (first, last) = (&plugs[..tenth], &plugs[plugs.len() - tenth..]);
+    let names: Vec<String> = plugs[0].iter().map(|(n, _)| n.clone()).collect();
+    let p50_of = |set: &[Vec<(String, f64)>], name: &str| {
+        let v: Vec<f64> = set.iter().filter_map(|p| p.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms)).collect();
+        stats(&v).p50
+    };
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|n| vec![format!("`{n}`"), f1(p50_of(first, n)), f1(p50_of(last, n)), f1(p50_of(plugs, n))])
+        .collect();
+    r.line(format!("{what}, ms, p50 of the first {tenth} / last {tenth} / all {} plugs):", plugs.len()));
+    r.line("");
+    r.table(&["step", "first", "last", "all"], &rows);
 }
 
 // ---------------------------------------------------------------------------------------------
