@@ -18,10 +18,13 @@ pub mod ipam;
 pub mod model;
 pub mod mtu;
 pub mod naming;
+mod text;
 pub mod vlan;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod reference;
 
 pub use error::{DesiredError, IpamError, ModelError, MtuError, VlanError};
 pub use model::{Endpoint, HostRecord, MacAddr, SubnetLease, Tenant, TunnelType, Vni};
