@@ -5,6 +5,7 @@
 //! rule: only ports carrying `overlay-owner=<owner>` and a kind this diff manages (tunnel,
 //! patch) are ever updated or deleted; anything else in the way is reported as a conflict.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -181,8 +182,8 @@ impl Plan {
 /// copying every row into an [`ObservedState`] on every pass (20,000 ports at the scale it is
 /// built for).
 pub trait PortView {
-    /// Port row UUID.
-    fn uuid(&self) -> &str;
+    /// Port row UUID (read only for ports the plan changes).
+    fn uuid(&self) -> Cow<'_, str>;
     /// Name of the bridge whose `ports` hold it.
     fn bridge(&self) -> &str;
     /// `external_ids:overlay-owner`, if any.
@@ -191,8 +192,8 @@ pub trait PortView {
     fn tag(&self) -> Option<u16>;
     /// `Port.protected`.
     fn protected(&self) -> bool;
-    /// Interface row UUID.
-    fn interface_uuid(&self) -> &str;
+    /// Interface row UUID (read only for ports the plan changes).
+    fn interface_uuid(&self) -> Cow<'_, str>;
     /// `Interface.type`.
     fn interface_type(&self) -> &str;
     /// `Interface.options`, in key order.
@@ -214,17 +215,54 @@ pub struct BridgeView<'a> {
 
 /// Read access to the part of OVSDB the diff looks at; see [`PortView`].
 pub trait Observed {
-    /// The port type.
-    type Port: PortView;
+    /// A port as read.
+    type Port<'a>: PortView
+    where
+        Self: 'a;
     /// A bridge by name.
     fn bridge(&self, name: &str) -> Option<BridgeView<'_>>;
     /// Every port on the observed bridges, sorted by name, each name once.
-    fn ports(&self) -> impl Iterator<Item = (&str, &Self::Port)>;
+    fn ports(&self) -> impl Iterator<Item = (&str, Self::Port<'_>)>;
+    /// The port of this name on the observed bridges, as [`Observed::ports`] lists it.
+    fn port(&self, name: &str) -> Option<Self::Port<'_>>;
+}
+
+impl<T: PortView + ?Sized> PortView for &T {
+    fn uuid(&self) -> Cow<'_, str> {
+        (**self).uuid()
+    }
+    fn bridge(&self) -> &str {
+        (**self).bridge()
+    }
+    fn owned_by(&self) -> Option<&str> {
+        (**self).owned_by()
+    }
+    fn tag(&self) -> Option<u16> {
+        (**self).tag()
+    }
+    fn protected(&self) -> bool {
+        (**self).protected()
+    }
+    fn interface_uuid(&self) -> Cow<'_, str> {
+        (**self).interface_uuid()
+    }
+    fn interface_type(&self) -> &str {
+        (**self).interface_type()
+    }
+    fn options(&self) -> impl Iterator<Item = (&str, &str)> {
+        (**self).options()
+    }
+    fn external_ids(&self) -> impl Iterator<Item = (&str, &str)> {
+        (**self).external_ids()
+    }
+    fn external_id(&self, key: &str) -> Option<&str> {
+        (**self).external_id(key)
+    }
 }
 
 impl PortView for ObservedPort {
-    fn uuid(&self) -> &str {
-        &self.uuid
+    fn uuid(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.uuid)
     }
     fn bridge(&self) -> &str {
         &self.bridge
@@ -238,8 +276,8 @@ impl PortView for ObservedPort {
     fn protected(&self) -> bool {
         self.protected
     }
-    fn interface_uuid(&self) -> &str {
-        &self.interface.uuid
+    fn interface_uuid(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.interface.uuid)
     }
     fn interface_type(&self) -> &str {
         &self.interface.kind
@@ -256,12 +294,15 @@ impl PortView for ObservedPort {
 }
 
 impl Observed for ObservedState {
-    type Port = ObservedPort;
+    type Port<'a> = &'a ObservedPort;
     fn bridge(&self, name: &str) -> Option<BridgeView<'_>> {
         self.bridges.get(name).map(|b| BridgeView { datapath_type: &b.datapath_type, owned: b.owned })
     }
     fn ports(&self) -> impl Iterator<Item = (&str, &ObservedPort)> {
         self.ports.iter().map(|(k, v)| (k.as_str(), v))
+    }
+    fn port(&self, name: &str) -> Option<&ObservedPort> {
+        self.ports.get(name)
     }
 }
 
@@ -423,7 +464,67 @@ enum Wanted<'a> {
 }
 
 fn deletion(name: &str, obs: &impl PortView) -> PortDeletion {
-    PortDeletion { bridge: obs.bridge().to_owned(), name: name.to_owned(), port_uuid: obs.uuid().to_owned() }
+    PortDeletion { bridge: obs.bridge().to_owned(), name: name.to_owned(), port_uuid: obs.uuid().into_owned() }
+}
+
+/// Adds what one desired port needs to `plan`, given the observed port of its name.
+fn plan_port(plan: &mut Plan, name: &str, want: &Wanted, obs: Option<impl PortView>, tun_bridge: &str, owner: &str) {
+    let spec = || match want {
+        Wanted::Patch(p) => patch_spec(p, owner),
+        Wanted::Tunnel(t) => tunnel_spec(t, tun_bridge, owner),
+    };
+    let Some(obs) = obs else {
+        plan.create_ports.push(spec());
+        return;
+    };
+    if !is_managed(&obs, owner) {
+        plan.conflicts.push(Conflict { object: name.to_owned(), reason: conflict_reason(&obs, owner) });
+        return;
+    }
+    let bridge = match want {
+        Wanted::Patch(p) => p.bridge.as_str(),
+        Wanted::Tunnel(_) => tun_bridge,
+    };
+    if obs.bridge() != bridge {
+        // Ports cannot move between bridges in place; re-create on the right one.
+        plan.delete_ports.push(deletion(name, &obs));
+        plan.create_ports.push(spec());
+        return;
+    }
+    if let Wanted::Tunnel(t) = want {
+        if tunnel_in_sync(t, &obs, owner) {
+            return;
+        }
+    }
+    let spec = spec();
+    let changes = port_changes(&spec, &obs);
+    if !changes.is_empty() {
+        let mut external_ids: BTreeMap<String, String> = obs
+            .external_ids()
+            .filter(|(k, _)| !ids::is_overlay_key(k))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        external_ids.extend(spec.external_ids);
+        plan.update_ports.push(PortUpdate {
+            name: spec.name,
+            bridge: spec.bridge,
+            port_uuid: obs.uuid().into_owned(),
+            iface_uuid: obs.interface_uuid().into_owned(),
+            interface_type: spec.interface_type,
+            options: spec.options,
+            tag: spec.tag,
+            protected: spec.protected,
+            external_ids,
+            changes,
+        });
+    }
+}
+
+fn sort_plan(plan: &mut Plan) {
+    plan.create_ports.sort_by(|a, b| a.name.cmp(&b.name));
+    plan.update_ports.sort_by(|a, b| a.name.cmp(&b.name));
+    plan.delete_ports.sort_by(|a, b| a.name.cmp(&b.name));
+    plan.conflicts.sort_by(|a, b| a.object.cmp(&b.object));
 }
 
 /// Compares desired and observed state and lists the changes, all sorted by name.
@@ -473,73 +574,81 @@ pub fn diff<O: Observed>(desired: &DesiredState, observed: &O, owner: &str) -> P
     for (name, want) in &wanted {
         // Observed ports that sort before this name are not wanted.
         while let Some((other, obs)) = ports.next_if(|(other, _)| other < name) {
-            if previous != Some(other) && is_managed(obs, owner) {
-                plan.delete_ports.push(deletion(other, obs));
+            if previous != Some(other) && is_managed(&obs, owner) {
+                plan.delete_ports.push(deletion(other, &obs));
             }
         }
         previous = Some(name);
-        let spec = || match want {
-            Wanted::Patch(p) => patch_spec(p, owner),
-            Wanted::Tunnel(t) => tunnel_spec(t, tun_bridge, owner),
-        };
         // Peeked, not taken: a name desired twice meets the same observed port twice.
-        let Some(&(_, obs)) = ports.peek().filter(|(other, _)| other == name) else {
-            plan.create_ports.push(spec());
-            continue;
-        };
-        if !is_managed(obs, owner) {
-            plan.conflicts.push(Conflict { object: (*name).to_owned(), reason: conflict_reason(obs, owner) });
-            continue;
-        }
-        let bridge = match want {
-            Wanted::Patch(p) => p.bridge.as_str(),
-            Wanted::Tunnel(_) => tun_bridge,
-        };
-        if obs.bridge() != bridge {
-            // Ports cannot move between bridges in place; re-create on the right one.
-            plan.delete_ports.push(deletion(name, obs));
-            plan.create_ports.push(spec());
-            continue;
-        }
-        if let Wanted::Tunnel(t) = want {
-            if tunnel_in_sync(t, obs, owner) {
-                continue;
-            }
-        }
-        let spec = spec();
-        let changes = port_changes(&spec, obs);
-        if !changes.is_empty() {
-            let mut external_ids: BTreeMap<String, String> = obs
-                .external_ids()
-                .filter(|(k, _)| !ids::is_overlay_key(k))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            external_ids.extend(spec.external_ids);
-            plan.update_ports.push(PortUpdate {
-                name: spec.name,
-                bridge: spec.bridge,
-                port_uuid: obs.uuid().to_owned(),
-                iface_uuid: obs.interface_uuid().to_owned(),
-                interface_type: spec.interface_type,
-                options: spec.options,
-                tag: spec.tag,
-                protected: spec.protected,
-                external_ids,
-                changes,
-            });
-        }
+        let obs = ports.peek().filter(|(other, _)| other == name).map(|(_, obs)| obs);
+        plan_port(&mut plan, name, want, obs, tun_bridge, owner);
     }
     for (other, obs) in ports {
-        if previous != Some(other) && is_managed(obs, owner) {
-            plan.delete_ports.push(deletion(other, obs));
+        if previous != Some(other) && is_managed(&obs, owner) {
+            plan.delete_ports.push(deletion(other, &obs));
         }
     }
-
-    plan.create_ports.sort_by(|a, b| a.name.cmp(&b.name));
-    plan.update_ports.sort_by(|a, b| a.name.cmp(&b.name));
-    plan.delete_ports.sort_by(|a, b| a.name.cmp(&b.name));
-    plan.conflicts.sort_by(|a, b| a.object.cmp(&b.object));
+    sort_plan(&mut plan);
     plan
+}
+
+/// [`diff`] for `desired` against an OVSDB that has not changed since it was found in step
+/// with `verified`: the desired state then, whose diff against the same OVSDB had nothing to
+/// write and reported `conflicts`. Only the tunnels that differ between `verified` and
+/// `desired` are looked up, so a peer joining or leaving costs a walk over the two desired
+/// states rather than a comparison of every port. The result is the plan [`diff`] would give.
+///
+/// `None` when the bridges or patch ports differ, or a state's tunnels are not sorted by name
+/// without repeats: then run [`diff`].
+pub fn diff_since<O: Observed>(
+    verified: &DesiredState,
+    conflicts: &[Conflict],
+    desired: &DesiredState,
+    observed: &O,
+    owner: &str,
+) -> Option<Plan> {
+    let sorted = |d: &DesiredState| d.tunnels.windows(2).all(|w| w[0].name < w[1].name);
+    if verified.int_bridge != desired.int_bridge
+        || verified.tun_bridge != desired.tun_bridge
+        || verified.patch_ports != desired.patch_ports
+        || !sorted(verified)
+        || !sorted(desired)
+    {
+        return None;
+    }
+    let tun_bridge = desired.tun_bridge.name.as_str();
+    let mut plan = Plan::default();
+    // Names whose verdict may have changed: the rest keep theirs (in step, or a conflict).
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
+    let (mut before, mut after) = (verified.tunnels.iter().peekable(), desired.tunnels.iter().peekable());
+    loop {
+        let (gone, new) = match (before.peek(), after.peek()) {
+            (None, None) => break,
+            (Some(b), Some(a)) if b.name == a.name => {
+                let (b, a) = (before.next()?, after.next()?);
+                if a == b {
+                    continue;
+                }
+                (None, Some(a))
+            }
+            (Some(b), Some(a)) if b.name < a.name => (before.next(), None),
+            (Some(_), None) => (before.next(), None),
+            _ => (None, after.next()),
+        };
+        if let Some(b) = gone {
+            touched.insert(&b.name);
+            if let Some(obs) = observed.port(&b.name).filter(|obs| is_managed(obs, owner)) {
+                plan.delete_ports.push(deletion(&b.name, &obs));
+            }
+        }
+        if let Some(a) = new {
+            touched.insert(&a.name);
+            plan_port(&mut plan, &a.name, &Wanted::Tunnel(a), observed.port(&a.name), tun_bridge, owner);
+        }
+    }
+    plan.conflicts.extend(conflicts.iter().filter(|c| !touched.contains(c.object.as_str())).cloned());
+    sort_plan(&mut plan);
+    Some(plan)
 }
 
 /// Local VLANs recorded on our tunnel and container ports, per tenant, so a restarted agent
@@ -547,7 +656,7 @@ pub fn diff<O: Observed>(desired: &DesiredState, observed: &O, owner: &str) -> P
 /// port's tag when that is missing. If ports of one tenant disagree (an interrupted
 /// re-tagging), the tag most of them carry wins, then the lowest.
 pub fn existing_vlans_from<O: Observed>(observed: &O) -> BTreeMap<String, u16> {
-    let mut votes: BTreeMap<&str, BTreeMap<u16, usize>> = BTreeMap::new();
+    let mut votes: BTreeMap<String, BTreeMap<u16, usize>> = BTreeMap::new();
     for (_, port) in observed.ports() {
         let kind = port.external_id(ids::KIND);
         if port.owned_by().is_none() || !matches!(kind, Some(ids::KIND_TUNNEL | ids::KIND_CONTAINER)) {
@@ -560,7 +669,12 @@ pub fn existing_vlans_from<O: Observed>(observed: &O) -> BTreeMap<String, u16> {
             .or(port.tag())
             .filter(|t| (VLAN_MIN..=VLAN_MAX).contains(t));
         if let Some(tag) = tag {
-            *votes.entry(tenant).or_default().entry(tag).or_default() += 1;
+            // A lookup first: the tenant's name is copied once, not once per port.
+            let tags = match votes.get_mut(tenant) {
+                Some(tags) => tags,
+                None => votes.entry(tenant.to_owned()).or_default(),
+            };
+            *tags.entry(tag).or_default() += 1;
         }
     }
     votes
@@ -568,7 +682,7 @@ pub fn existing_vlans_from<O: Observed>(observed: &O) -> BTreeMap<String, u16> {
         .filter_map(|(tenant, tags)| {
             // max_by_key returns the last maximum; iterate tags high to low so ties go low.
             let (&tag, _) = tags.iter().rev().max_by_key(|(_, &n)| n)?;
-            Some((tenant.to_owned(), tag))
+            Some((tenant, tag))
         })
         .collect()
 }
@@ -818,6 +932,105 @@ mod tests {
             assert_eq!(plan, crate::reference::diff(&d, &damaged, &owner), "round {round}");
             observed = if rng.below(4) == 0 { ObservedState::default() } else { simulate_apply(&damaged, &plan) };
         }
+    }
+
+    /// `v` changed as events change it: peers join and leave, leases come and go, an address
+    /// moves, a tenant changes tunnel type or goes away.
+    fn evolve(v: &ClusterView, rng: &mut Rng) -> ClusterView {
+        let mut v = v.clone();
+        let local = v.local.hostname.clone();
+        let peers = |v: &ClusterView| -> Vec<String> { v.hosts.keys().filter(|h| **h != local).cloned().collect() };
+        let pick = |rng: &mut Rng, from: Vec<String>| from.get(rng.below(from.len().max(1) as u64) as usize).cloned();
+        for _ in 0..1 + rng.below(3) {
+            match rng.below(7) {
+                0 => {
+                    let name = format!("n{}", rng.below(100));
+                    v.hosts
+                        .insert(name.clone(), host(&name, &format!("10.1.{}.{}", rng.below(200), 1 + rng.below(200))));
+                    for t in v.tenants.keys().cloned().collect::<Vec<_>>() {
+                        if rng.below(3) != 0 {
+                            v.leases.push(lease(&t, "10.128.99.0/24", &name));
+                        }
+                    }
+                }
+                1 => {
+                    if let Some(h) = pick(rng, peers(&v)) {
+                        v.hosts.remove(&h);
+                        v.leases.retain(|l| l.host != h);
+                    }
+                }
+                2 if !v.leases.is_empty() => {
+                    v.leases.remove(rng.below(v.leases.len() as u64) as usize);
+                }
+                3 => {
+                    if let Some(h) = pick(rng, peers(&v)) {
+                        v.hosts.get_mut(&h).unwrap().underlay_ip =
+                            format!("10.2.0.{}", 1 + rng.below(250)).parse().unwrap();
+                    }
+                }
+                4 => {
+                    if let Some(name) = pick(rng, v.tenants.keys().cloned().collect()) {
+                        let t = &v.tenants[&name];
+                        let other = if t.tunnel() == TunnelType::Vxlan { TunnelType::Gre } else { TunnelType::Vxlan };
+                        let flipped = tenant(&name, t.vni().get(), &t.cidr().to_string(), other);
+                        v.tenants.insert(name, flipped);
+                    }
+                }
+                5 => {
+                    if let Some(name) = pick(rng, v.tenants.keys().cloned().collect()) {
+                        v.tenants.remove(&name);
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn diff_since_gives_the_full_plan() {
+        let mut rng = Rng(0x1dc0_ffee_0000_5eed);
+        let (mut compared, mut writes, mut conflicts) = (0, 0, 0);
+        for round in 0..800 {
+            let v0 = random_view(&mut rng);
+            let owner = v0.local.hostname.clone();
+            // An OVSDB brought in step with v0 from a damaged start; conflicts may remain.
+            let mut start = if rng.below(2) == 0 {
+                reconcile(&random_view(&mut rng), &ObservedState::default()).1
+            } else {
+                ObservedState::default()
+            };
+            damage(&mut start, &owner, &mut rng);
+            let observed = reconcile(&v0, &start).1;
+            let verified_state = desired(&v0, &observed);
+            let verified = diff(&verified_state, &observed, &owner);
+            if !verified.is_empty() {
+                continue;
+            }
+            let v1 = evolve(&v0, &mut rng);
+            let d1 = desired(&v1, &observed);
+            let full = diff(&d1, &observed, &owner);
+            let since = diff_since(&verified_state, &verified.conflicts, &d1, &observed, &owner);
+            assert_eq!(since.as_ref(), Some(&full), "round {round}");
+            compared += 1;
+            writes += usize::from(!full.is_empty());
+            conflicts += usize::from(!full.conflicts.is_empty());
+        }
+        assert!(
+            compared > 600 && writes > 200 && conflicts > 20,
+            "{compared} compared, {writes} with writes, {conflicts} with conflicts"
+        );
+    }
+
+    #[test]
+    fn diff_since_declines_other_bridges() {
+        let v = three_hosts(OWNER);
+        let (_, observed) = reconcile(&v, &ObservedState::default());
+        let d = desired(&v, &observed);
+        let mut other = v.clone();
+        other.tun_bridge = "br-tun2".into();
+        assert_eq!(diff_since(&d, &[], &desired(&other, &observed), &observed, OWNER), None);
+        assert_eq!(diff_since(&d, &[], &d, &observed, OWNER), Some(Plan::default()));
     }
 
     #[test]
