@@ -1,11 +1,14 @@
 //! The agent's view of Open vSwitch: what it monitors, how replica rows become the domain's
-//! [`ObservedState`], and how a [`Plan`] becomes ONE OVSDB transaction.
+//! [`overlay::diff::Observed`], and how a [`Plan`] becomes ONE OVSDB transaction.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
-use overlay::diff::{ObservedBridge, ObservedInterface, ObservedPort, ObservedState, Plan, PortSpec};
+use overlay::diff::{BridgeView, Observed, Plan, PortSpec, PortView};
 use ovsdb_client::{
-    Atom, ClientOptions, Condition, MonitorRequests, Mutation, Remote, Replica, Row, Transaction, Uuid, Value,
+    Atom, ClientOptions, Condition, MonitorRequests, Mutation, NamedUuid, Remote, Replica, Row, TransactOutcome,
+    Transaction, Uuid, Value,
 };
 
 /// The database the agent works on.
@@ -26,10 +29,6 @@ pub fn client_options(remote: Remote) -> ClientOptions {
         .index("Interface", "name")
 }
 
-fn string_map(row: &Row, column: &str) -> BTreeMap<String, String> {
-    row.get_as(column).unwrap_or_default()
-}
-
 /// The root row's UUID and row.
 pub fn root(replica: &Replica) -> Option<(Uuid, Row)> {
     replica.table("Open_vSwitch").rows().next().map(|(u, r)| (u.clone(), r.clone()))
@@ -45,52 +44,166 @@ pub fn system_id(replica: &Replica) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Builds the observed state of the two bridges the agent manages (every port on them, owned
-/// or not, so the diff can see name conflicts).
-pub fn observe(replica: &Replica, bridges: &[&str], owner: &str) -> ObservedState {
-    let mut obs = ObservedState::default();
-    for name in bridges {
-        let Some((buuid, brow)) = replica.table("Bridge").find_one("name", &Atom::from(*name)) else { continue };
-        let ids = string_map(brow, "external_ids");
-        let mut ob = ObservedBridge {
-            uuid: buuid.to_string(),
-            datapath_type: brow.get_as("datapath_type").unwrap_or_default(),
-            owned: ids.get(overlay::external_ids::OWNER).map(String::as_str) == Some(owner),
-            ports: Default::default(),
-        };
-        let port_uuids: Vec<Uuid> = brow.get_as("ports").unwrap_or_default();
-        for pu in port_uuids {
-            let Some(prow) = replica.get("Port", &pu) else { continue };
-            let pname: String = prow.get_as("name").unwrap_or_default();
-            let ifaces: Vec<Uuid> = prow.get_as("interfaces").unwrap_or_default();
-            let interface = ifaces
-                .first()
-                .and_then(|iu| replica.get("Interface", iu).map(|r| (iu, r)))
-                .map(|(iu, irow)| ObservedInterface {
-                    uuid: iu.to_string(),
-                    kind: irow.get_as("type").unwrap_or_default(),
-                    options: string_map(irow, "options"),
-                })
-                .unwrap_or_default();
-            let external_ids = string_map(prow, "external_ids");
-            let tag: Option<i64> = prow.get_as("tag").unwrap_or(None);
-            ob.ports.insert(pname.clone());
-            obs.ports.insert(
-                pname,
-                ObservedPort {
-                    uuid: pu.to_string(),
-                    bridge: name.to_string(),
-                    owned_by: external_ids.get(overlay::external_ids::OWNER).cloned(),
-                    tag: tag.and_then(|t| u16::try_from(t).ok()),
-                    protected: prow.get_as::<Option<bool>>("protected").ok().flatten().unwrap_or(false),
-                    interface,
-                    external_ids,
-                },
-            );
+/// One port of the replica as the diff reads it: references into the Port and Interface rows,
+/// nothing copied.
+#[derive(Clone, Copy)]
+pub struct PortRow<'r> {
+    uuid: &'r Uuid,
+    bridge: &'r str,
+    tag: Option<u16>,
+    protected: bool,
+    external_ids: &'r Value,
+    interface: Option<(&'r Uuid, &'r Row)>,
+}
+
+/// Maps that are not there, or not maps, read as empty.
+static EMPTY_MAP: Value = Value::Map(Vec::new());
+
+fn string_pairs(v: &Value) -> impl Iterator<Item = (&str, &str)> {
+    v.as_map().iter().filter_map(|(k, v)| Some((k.as_str()?, v.as_str()?)))
+}
+
+impl<'r> PortRow<'r> {
+    fn new(replica: &'r Replica, bridge: &'r str, uuid: &'r Uuid, row: &'r Row) -> Self {
+        let interface = row
+            .get("interfaces")
+            .and_then(|v| v.as_set().first())
+            .and_then(Atom::as_uuid)
+            .and_then(|iu| replica.get("Interface", iu).map(|r| (iu, r)));
+        PortRow {
+            uuid,
+            bridge,
+            tag: row.get("tag").and_then(Value::as_integer).and_then(|t| u16::try_from(t).ok()),
+            protected: row.get("protected").and_then(Value::as_bool).unwrap_or(false),
+            external_ids: row.get("external_ids").unwrap_or(&EMPTY_MAP),
+            interface,
         }
-        obs.bridges.insert(name.to_string(), ob);
     }
-    obs
+}
+
+impl PortView for PortRow<'_> {
+    fn uuid(&self) -> Cow<'_, str> {
+        Cow::Owned(self.uuid.to_string())
+    }
+    fn bridge(&self) -> &str {
+        self.bridge
+    }
+    fn owned_by(&self) -> Option<&str> {
+        self.external_id(overlay::external_ids::OWNER)
+    }
+    fn tag(&self) -> Option<u16> {
+        self.tag
+    }
+    fn protected(&self) -> bool {
+        self.protected
+    }
+    fn interface_uuid(&self) -> Cow<'_, str> {
+        self.interface.map_or(Cow::Borrowed(""), |(u, _)| Cow::Owned(u.to_string()))
+    }
+    fn interface_type(&self) -> &str {
+        self.interface.and_then(|(_, r)| r.get("type")).and_then(Value::as_str).unwrap_or("")
+    }
+    fn options(&self) -> impl Iterator<Item = (&str, &str)> {
+        string_pairs(self.interface.and_then(|(_, r)| r.get("options")).unwrap_or(&EMPTY_MAP))
+    }
+    fn external_ids(&self) -> impl Iterator<Item = (&str, &str)> {
+        string_pairs(self.external_ids)
+    }
+    fn external_id(&self, key: &str) -> Option<&str> {
+        self.external_ids.map_get(key).and_then(Atom::as_str)
+    }
+}
+
+struct ObservedBridge<'r> {
+    name: &'r str,
+    view: BridgeView<'r>,
+    /// `Bridge.ports`: a set, so sorted.
+    ports: &'r [Atom],
+}
+
+/// The two bridges the agent manages and every port on them (owned or not, so the diff can
+/// see name conflicts), read in place from the replica.
+pub struct ObservedRows<'r> {
+    replica: &'r Replica,
+    bridges: Vec<ObservedBridge<'r>>,
+    /// Every port by name, each name once; listed on first use (a pass that looks ports up by
+    /// name never needs it).
+    sorted: OnceCell<Vec<(&'r str, PortRow<'r>)>>,
+}
+
+impl<'r> ObservedRows<'r> {
+    fn list(&self) -> Vec<(&'r str, PortRow<'r>)> {
+        let mut ports = Vec::with_capacity(self.bridges.iter().map(|b| b.ports.len()).sum());
+        for b in &self.bridges {
+            for pu in b.ports.iter().filter_map(Atom::as_uuid) {
+                let Some(prow) = self.replica.get("Port", pu) else { continue };
+                let name = prow.get("name").and_then(Value::as_str).unwrap_or("");
+                ports.push((name, PortRow::new(self.replica, b.name, pu, prow)));
+            }
+        }
+        // Stable, then the last of equal names kept: a name on both bridges reads as the one on
+        // the later bridge, as when these rows were copied into a map by name.
+        ports.sort_by(|a, b| a.0.cmp(b.0));
+        ports.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        ports
+    }
+}
+
+impl<'r> Observed for ObservedRows<'r> {
+    type Port<'a>
+        = PortRow<'r>
+    where
+        Self: 'a;
+    fn bridge(&self, name: &str) -> Option<BridgeView<'_>> {
+        self.bridges.iter().find(|b| b.name == name).map(|b| b.view)
+    }
+    fn ports(&self) -> impl Iterator<Item = (&str, PortRow<'r>)> {
+        self.sorted.get_or_init(|| self.list()).iter().map(|(n, p)| (*n, *p))
+    }
+    fn port(&self, name: &str) -> Option<PortRow<'r>> {
+        // The one `ports` would list: on one of the bridges, the later bridge's, the last in
+        // its set, when several Port rows have the name.
+        let rows = self.replica.table("Port").find("name", &Atom::from(name));
+        let mut found = None;
+        for (i, b) in self.bridges.iter().enumerate() {
+            for &(pu, prow) in &rows {
+                if b.ports.binary_search(&Atom::Uuid(pu.clone())).is_ok() {
+                    let better = found.as_ref().is_none_or(|(j, u, _): &(usize, &Uuid, _)| (i, pu) > (*j, *u));
+                    if better {
+                        found = Some((i, pu, PortRow::new(self.replica, b.name, pu, prow)));
+                    }
+                }
+            }
+        }
+        found.map(|(_, _, p)| p)
+    }
+}
+
+/// Reads the two bridges the agent manages from the replica. Nothing is copied: this used to
+/// build an `ObservedState` of every port (some 25 strings each) on every pass, which at
+/// 20,000 tunnel ports cost more than the diff itself.
+pub fn observe<'r>(replica: &'r Replica, bridges: &[&'r str], owner: &str) -> ObservedRows<'r> {
+    let bridges = bridges
+        .iter()
+        .filter_map(|&name| {
+            let (_, brow) = replica.table("Bridge").find_one("name", &Atom::from(name))?;
+            Some(ObservedBridge {
+                name,
+                view: BridgeView {
+                    datapath_type: brow.get("datapath_type").and_then(Value::as_str).unwrap_or(""),
+                    owned: brow.map_str("external_ids", overlay::external_ids::OWNER) == Some(owner),
+                },
+                ports: brow.get("ports").map_or(&[][..], Value::as_set),
+            })
+        })
+        .collect();
+    ObservedRows { replica, bridges, sorted: OnceCell::new() }
 }
 
 /// A UUID the diff carried as text; the replica produced it, so it parses.
@@ -98,7 +211,7 @@ fn uuid(s: &str) -> Option<Uuid> {
     Uuid::parse(s).ok()
 }
 
-fn port_rows(tx: &mut Transaction, spec: &PortSpec) -> ovsdb_client::NamedUuid {
+fn port_rows(tx: &mut Transaction, spec: &PortSpec) -> NamedUuid {
     let iface = tx.insert(
         "Interface",
         Row::new()
@@ -118,9 +231,18 @@ fn port_rows(tx: &mut Transaction, spec: &PortSpec) -> ovsdb_client::NamedUuid {
     )
 }
 
+/// A plan as one transaction, with the rows it inserts (to find them after the commit).
+pub struct PlannedTransaction {
+    /// The transaction to send.
+    pub tx: Transaction,
+    /// The Port and Bridge rows it inserts: table and name in the transaction.
+    inserted: Vec<(&'static str, NamedUuid)>,
+}
+
 /// Turns a plan into one transaction. Deletions go first so a port that moves bridge (same
 /// name) is removed before it is created again.
-pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -> Transaction {
+pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -> PlannedTransaction {
+    let mut inserted = Vec::new();
     for d in &plan.delete_ports {
         tx.mutate(
             "Bridge",
@@ -157,6 +279,7 @@ pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -
     let mut new_ports: BTreeMap<&str, Vec<Atom>> = BTreeMap::new();
     for p in &plan.create_ports {
         let named = port_rows(&mut tx, p);
+        inserted.push(("Port", named.clone()));
         new_ports.entry(p.bridge.as_str()).or_default().push(Atom::from(named));
     }
     let mut new_bridges = Vec::new();
@@ -182,6 +305,7 @@ pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -
                 .with("ports", Value::set(ports))
                 .with("external_ids", Value::map(b.external_ids.clone())),
         );
+        inserted.push(("Bridge", bridge.clone()));
         new_bridges.push(Atom::from(bridge));
     }
     if !new_bridges.is_empty() {
@@ -194,5 +318,49 @@ pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -
     for (bridge, ports) in new_ports {
         tx.mutate("Bridge", vec![Condition::eq("name", bridge)], vec![Mutation::insert("ports", Value::set(ports))]);
     }
-    tx
+    PlannedTransaction { tx, inserted }
+}
+
+/// What the replica shows once a plan's transaction is committed, to wait for it without
+/// diffing every port again on every replica change (at 20,000 ports that wait used to cost
+/// several full diffs per event).
+pub struct Commit<'p> {
+    plan: &'p Plan,
+    /// Table and real UUID of every row inserted.
+    inserted: Vec<(&'static str, Uuid)>,
+}
+
+impl<'p> Commit<'p> {
+    /// The commit of `planned` (the transaction made from `plan`), as `outcome` reports it.
+    pub fn new(plan: &'p Plan, planned: &PlannedTransaction, outcome: &TransactOutcome) -> Self {
+        let inserted = planned.inserted.iter().filter_map(|(t, n)| Some((*t, outcome.uuid(n)?.clone()))).collect();
+        Commit { plan, inserted }
+    }
+
+    /// Whether the replica shows every effect of the commit: rows inserted are there, ports
+    /// deleted are gone, and updated rows and bridges carry what was written. A row that
+    /// someone else removed since counts as shown: there is nothing left to wait for, and the
+    /// next pass sees it.
+    pub fn visible_in(&self, replica: &Replica) -> bool {
+        let inserted = self.inserted.iter().all(|(table, u)| replica.get(table, u).is_some());
+        let deleted =
+            self.plan.delete_ports.iter().filter_map(|d| uuid(&d.port_uuid)).all(|u| replica.get("Port", &u).is_none());
+        let updated = self.plan.update_ports.iter().all(|u| {
+            let port = uuid(&u.port_uuid).and_then(|p| replica.get("Port", &p));
+            let iface = uuid(&u.iface_uuid).and_then(|i| replica.get("Interface", &i));
+            let same = |row: &Row, column: &str, want: &BTreeMap<String, String>| {
+                row.get(column).map_or(&[][..], Value::as_map).len() == want.len()
+                    && want.iter().all(|(k, v)| row.map_str(column, k) == Some(v.as_str()))
+            };
+            port.is_none_or(|r| same(r, "external_ids", &u.external_ids))
+                && iface.is_none_or(|r| same(r, "options", &u.options))
+        });
+        let datapaths = self.plan.set_bridge_datapath.iter().all(|(bridge, dp)| {
+            replica
+                .table("Bridge")
+                .find_one("name", &Atom::from(bridge.as_str()))
+                .is_none_or(|(_, r)| r.get("datapath_type").and_then(Value::as_str) == Some(dp.as_str()))
+        });
+        inserted && deleted && updated && datapaths
+    }
 }
