@@ -231,8 +231,7 @@ impl Agent {
                 error: None,
             };
         }
-        let peers: std::collections::BTreeSet<&str> = desired.tunnels.iter().map(|t| t.peer.as_str()).collect();
-        self.metrics.peers.store(peers.len() as u64, Ordering::Relaxed);
+        self.metrics.peers.store(desired.peer_count() as u64, Ordering::Relaxed);
         self.metrics.tunnels.store(desired.tunnels.len() as u64, Ordering::Relaxed);
         let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1e3;
         let recorded = Instant::now();

@@ -2,7 +2,7 @@
 //! alone. Level-triggered: the same view always gives the same state, whatever events led to
 //! it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::error::DesiredError;
@@ -96,6 +96,15 @@ pub struct DesiredState {
     pub tenant_vlans: BTreeMap<String, u16>,
     /// Peers left out, sorted and without duplicates.
     pub skipped: Vec<SkippedPeer>,
+}
+
+impl DesiredState {
+    /// How many peers have at least one tunnel. Counted with a hash set: a tree of names, at
+    /// 20,000 tunnels, cost more than the diff of an event.
+    pub fn peer_count(&self) -> usize {
+        let peers: HashSet<&str, FnvBuild> = self.tunnels.iter().map(|t| t.peer.as_str()).collect();
+        peers.len()
+    }
 }
 
 /// Computes the desired state of this host's bridges.
@@ -330,6 +339,14 @@ mod tests {
             vec![("a".into(), "blue".into(), TunnelType::Vxlan), ("c".into(), "blue".into(), TunnelType::Vxlan)]
         );
         assert_eq!(d.tenant_vlans.keys().collect::<Vec<_>>(), vec!["blue"]);
+    }
+
+    #[test]
+    fn peers_are_counted_once() {
+        assert_eq!(desired_state(&three_hosts("a"), &BTreeMap::new()).unwrap().peer_count(), 2);
+        assert_eq!(desired_state(&three_hosts("b"), &BTreeMap::new()).unwrap().peer_count(), 2);
+        let alone = view("a", &[host("a", "10.0.0.1")], &[], &[]);
+        assert_eq!(desired_state(&alone, &BTreeMap::new()).unwrap().peer_count(), 0);
     }
 
     #[test]
