@@ -169,7 +169,9 @@ impl Agent {
         let viewed = Instant::now();
         let bridges = [self.config.ovs.int_bridge.as_str(), self.config.ovs.tun_bridge.as_str()];
         let owner = self.owner();
-        let (root_uuid, desired, plan, verified) = {
+        // The previous finding is dropped when the pass ends, not before the transaction: freeing
+        // a desired state of 20,000 tunnels takes a few ms.
+        let (root_uuid, desired, plan, verified, _prior) = {
             // The diff reads the replica's rows in place, under its read lock (a few ms).
             let r = self.ovs.replica();
             let observed = ovs::observe(&r, &bridges, owner);
@@ -191,7 +193,7 @@ impl Agent {
                 vlans,
                 conflicts: plan.conflicts.clone(),
             });
-            (root_uuid, desired, plan, verified)
+            (root_uuid, desired, plan, verified, prior)
         };
         let diffed = Instant::now();
         // Sent before the status is recorded (the JSON of every tunnel, tens of ms at 20,000),
