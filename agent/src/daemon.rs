@@ -2,7 +2,7 @@
 //! local API and metrics, and a shutdown that leaves the data plane up.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ pub struct Agent {
     dirty: Notify,
     /// The last pass's finding, if OVSDB was in step; read and written under `plumbing_lock`.
     verified: Mutex<Option<Verified>>,
+    /// Set by the periodic resync: the next pass compares every port, whatever it finds.
+    full_pass_due: AtomicBool,
     /// Counters.
     pub metrics: Metrics,
     last: Mutex<LastReconcile>,
@@ -177,7 +179,8 @@ impl Agent {
             let observed = ovs::observe(&r, &bridges, owner);
             let (root_uuid, _) =
                 ovs::root(&r).context("the Open_vSwitch table has no row: run `ovs-vsctl init` once")?;
-            let prior = self.verified.lock().expect("verified lock").take().filter(|v| v.seqno == r.seqno());
+            let full = self.full_pass_due.swap(false, Ordering::Relaxed);
+            let prior = self.verified.lock().expect("verified lock").take().filter(|v| v.seqno == r.seqno() && !full);
             let vlans = match &prior {
                 Some(v) => v.vlans.clone(),
                 None => existing_vlans_from(&observed),
@@ -470,6 +473,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         plumbing_lock: tokio::sync::Mutex::new(()),
         dirty: Notify::new(),
         verified: Mutex::new(None),
+        full_pass_due: AtomicBool::new(false),
         metrics: Metrics::default(),
         last: Mutex::new(LastReconcile::default()),
     });
@@ -614,10 +618,7 @@ async fn reconcile_loop(agent: Arc<Agent>) {
             _ = agent.dirty.notified() => {}
             r = cluster.changed() => if r.is_err() { return },
             r = ovs_changes.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(resync) => {
-                // The periodic pass compares every port, whatever the last one found.
-                agent.verified.lock().expect("verified lock").take();
-            }
+            _ = tokio::time::sleep(resync) => agent.full_pass_due.store(true, Ordering::Relaxed),
         }
         // Coalesce a burst of events (a peer registering writes several keys) into one pass.
         tokio::time::sleep(Duration::from_millis(20)).await;
