@@ -616,6 +616,12 @@ pub fn diff_since<O: Observed>(
     {
         return None;
     }
+    if std::ptr::eq(verified, desired) {
+        // The very state found in step: nothing to walk.
+        let mut plan = Plan { conflicts: conflicts.to_vec(), ..Plan::default() };
+        sort_plan(&mut plan);
+        return Some(plan);
+    }
     let tun_bridge = desired.tun_bridge.name.as_str();
     let mut plan = Plan::default();
     // Names whose verdict may have changed: the rest keep theirs (in step, or a conflict).
@@ -1031,6 +1037,9 @@ mod tests {
         other.tun_bridge = "br-tun2".into();
         assert_eq!(diff_since(&d, &[], &desired(&other, &observed), &observed, OWNER), None);
         assert_eq!(diff_since(&d, &[], &d, &observed, OWNER), Some(Plan::default()));
+        let conflict = Conflict { object: "x".into(), reason: "y".into() };
+        let same = diff_since(&d, std::slice::from_ref(&conflict), &d, &observed, OWNER);
+        assert_eq!(same, Some(Plan { conflicts: vec![conflict], ..Plan::default() }));
     }
 
     #[test]
