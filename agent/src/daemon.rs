@@ -44,6 +44,17 @@ struct LastReconcile {
     error: Option<String>,
 }
 
+/// The desired state a pass computed, and what it was computed from: the view (the watched
+/// cache at `revision`, with our own leases) and the VLANs read from OVSDB. A pass with the same
+/// inputs reuses it, skipping the view and `desired_state` (most of a pass after our own commit,
+/// which changes OVSDB but not the cluster).
+struct Computed {
+    revision: i64,
+    own_leases: BTreeMap<String, SubnetLease>,
+    vlans: BTreeMap<String, u16>,
+    desired: Arc<DesiredState>,
+}
+
 /// What a pass found OVSDB in step with (nothing to write), while the replica is at `seqno`.
 struct Verified {
     seqno: u64,
@@ -80,6 +91,8 @@ pub struct Agent {
     verified: Mutex<Option<Verified>>,
     /// Set by the periodic resync: the next pass compares every port, whatever it finds.
     full_pass_due: AtomicBool,
+    /// The last pass's desired state and its inputs; read and written under `plumbing_lock`.
+    computed: Mutex<Option<Computed>>,
     /// Counters.
     pub metrics: Metrics,
     last: Mutex<LastReconcile>,
@@ -165,9 +178,19 @@ impl Agent {
     async fn reconcile_locked(&self) -> anyhow::Result<(bool, Arc<DesiredState>)> {
         self.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        // Built straight from the watched cache: cloning the whole cache first (20,000 leases at
-        // scale) only to copy it again into the view doubled the cost.
-        let view = self.view(&self.cluster.borrow());
+        // The periodic pass computes everything afresh and compares every port.
+        let full = self.full_pass_due.swap(false, Ordering::Relaxed);
+        let computed = self.computed.lock().expect("computed lock").take().filter(|_| !full);
+        // The view is freed when the pass ends, not before the transaction.
+        let (revision, own_leases, view) = {
+            let cache = self.cluster.borrow();
+            let own_leases = self.own_leases.lock().expect("own_leases lock").clone();
+            let same = computed.as_ref().is_some_and(|c| c.revision == cache.revision && c.own_leases == own_leases);
+            // Built straight from the watched cache: cloning the whole cache first (20,000
+            // leases at scale) only to copy it again into the view doubled the cost.
+            let view = (!same).then(|| self.view(&cache));
+            (cache.revision, own_leases, view)
+        };
         let viewed = Instant::now();
         let bridges = [self.config.ovs.int_bridge.as_str(), self.config.ovs.tun_bridge.as_str()];
         let owner = self.owner();
@@ -179,13 +202,23 @@ impl Agent {
             let observed = ovs::observe(&r, &bridges, owner);
             let (root_uuid, _) =
                 ovs::root(&r).context("the Open_vSwitch table has no row: run `ovs-vsctl init` once")?;
-            let full = self.full_pass_due.swap(false, Ordering::Relaxed);
             let prior = self.verified.lock().expect("verified lock").take().filter(|v| v.seqno == r.seqno() && !full);
             let vlans = match &prior {
                 Some(v) => v.vlans.clone(),
                 None => existing_vlans_from(&observed),
             };
-            let desired = Arc::new(desired_state(&view, &vlans)?);
+            // The same view and VLANs give the same desired state.
+            let (desired, inputs_known) = match (computed, &view) {
+                (Some(c), None) if c.vlans == vlans => (c.desired, true),
+                (_, Some(view)) => (Arc::new(desired_state(view, &vlans)?), true),
+                // The cluster is as before but OVSDB holds other VLANs: the view again, from the
+                // cache as it is now, which `revision` may no longer describe.
+                (_, None) => (Arc::new(desired_state(&self.view(&self.cluster.borrow()), &vlans)?), false),
+            };
+            if inputs_known {
+                *self.computed.lock().expect("computed lock") =
+                    Some(Computed { revision, own_leases, vlans: vlans.clone(), desired: desired.clone() });
+            }
             let plan = prior
                 .as_ref()
                 .and_then(|v| diff_since(&v.desired, &v.conflicts, &desired, &observed, owner))
@@ -474,6 +507,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         dirty: Notify::new(),
         verified: Mutex::new(None),
         full_pass_due: AtomicBool::new(false),
+        computed: Mutex::new(None),
         metrics: Metrics::default(),
         last: Mutex::new(LastReconcile::default()),
     });
