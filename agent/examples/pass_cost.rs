@@ -11,8 +11,6 @@
 //!
 //! Phases:
 //! - `phase_replica`: the replica filled from one initial monitor reply (set-up, not a pass);
-//! - `phase_view`: the `ClusterView` built from the watched etcd cache the way `Agent::view`
-//!   builds it (every pass starts with it; copied here, as that method is private);
 //! - `phase_idle_pass`: `ovs::observe` + `existing_vlans_from` + `desired_state` + `diff` on
 //!   a replica that matches (an idle pass: the plan is empty);
 //! - `phase_join_pass`: the same with one more peer in every tenant;
@@ -30,9 +28,8 @@ use std::time::Instant;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, diff_since, existing_vlans_from, Plan};
-use overlay::model::{lease_key_segment, HostRecord, SubnetLease, Tenant, TunnelType, Vni};
+use overlay::model::{HostRecord, SubnetLease, Tenant, TunnelType, Vni};
 use overlay_agent::ovs;
-use overlay_agent::registry::ClusterCache;
 use ovsdb_client::{Atom, DatabaseSchema, Replica, Row, RowUpdate, TableUpdates, Uuid, Value};
 
 const LOCAL: &str = "local-host";
@@ -138,45 +135,6 @@ fn initial_rows(plan: &Plan) -> TableUpdates {
     updates
 }
 
-/// The watched etcd cache holding the view's hosts, tenants and leases.
-fn cache(view: &ClusterView) -> ClusterCache {
-    ClusterCache {
-        hosts: view.hosts.clone(),
-        alive: view.hosts.keys().cloned().collect(),
-        tenants: view.tenants.clone(),
-        leases: view
-            .leases
-            .iter()
-            .map(|l| (format!("/overlay/subnets/{}/{}", l.tenant, lease_key_segment(&l.subnet)), l.clone()))
-            .collect(),
-        endpoints: BTreeMap::new(),
-        revision: 1,
-    }
-}
-
-#[inline(never)]
-fn phase_view(cache: &ClusterCache, local: &HostRecord, own_leases: &BTreeMap<String, SubnetLease>) -> ClusterView {
-    let mut hosts = cache.hosts.clone();
-    hosts.insert(local.hostname.clone(), local.clone());
-    let mut leases = cache.valid_leases();
-    for own in own_leases.values() {
-        let known = leases.iter().any(|l| l.tenant == own.tenant && l.host == own.host);
-        let tenant_exists = cache.tenants.contains_key(&own.tenant);
-        if !known && tenant_exists {
-            leases.push(own.clone());
-        }
-    }
-    ClusterView {
-        local: local.clone(),
-        hosts,
-        tenants: cache.tenants.clone(),
-        leases,
-        datapath_type: "netdev".into(),
-        int_bridge: BRIDGES[0].into(),
-        tun_bridge: BRIDGES[1].into(),
-    }
-}
-
 #[inline(never)]
 fn phase_replica(schema: Arc<DatabaseSchema>, plan: &Plan) -> Replica {
     let options = ovs::client_options("unix:/nonexistent".parse().expect("remote"));
@@ -246,10 +204,6 @@ fn main() {
         Arc::new(DatabaseSchema::from_json(&serde_json::from_str(&text).expect("schema JSON")).expect("schema"));
 
     let v = view(peers, tenants);
-    let own: BTreeMap<String, SubnetLease> =
-        v.leases.iter().filter(|l| l.host == LOCAL).map(|l| (l.tenant.clone(), l.clone())).collect();
-    let built = timed("phase_view", || phase_view(&cache(&v), &v.local, &own));
-    assert_eq!(built.leases.len(), v.leases.len());
     let cold =
         diff(&desired_state(&v, &BTreeMap::new()).expect("desired"), &overlay::diff::ObservedState::default(), LOCAL);
     let replica = timed("phase_replica", || phase_replica(schema.clone(), &cold));

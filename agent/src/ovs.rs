@@ -53,20 +53,22 @@ pub struct PortRow<'r> {
     bridge: &'r str,
     tag: Option<u16>,
     protected: bool,
-    external_ids: &'r Value,
+    external_ids: &'r [(Atom, Atom)],
     /// `external_ids:overlay-owner` and `overlay-kind`, read for every port.
     owner: Option<&'r str>,
     kind: Option<&'r str>,
     interface: Option<&'r Uuid>,
     interface_type: &'r str,
-    options: &'r Value,
+    options: &'r [(Atom, Atom)],
 }
 
-/// Maps that are not there, or not maps, read as empty.
-static EMPTY_MAP: Value = Value::Map(Vec::new());
+/// A map column's entries; one that is not there, or not a map, reads as empty.
+fn map_of(v: Option<&Value>) -> &[(Atom, Atom)] {
+    v.map_or(&[], Value::as_map)
+}
 
-fn string_pairs(v: &Value) -> impl Iterator<Item = (&str, &str)> {
-    v.as_map().iter().filter_map(|(k, v)| Some((k.as_str()?, v.as_str()?)))
+fn string_pairs(pairs: &[(Atom, Atom)]) -> impl Iterator<Item = (&str, &str)> {
+    pairs.iter().filter_map(|(k, v)| Some((k.as_str()?, v.as_str()?)))
 }
 
 impl<'r> PortRow<'r> {
@@ -77,12 +79,12 @@ impl<'r> PortRow<'r> {
             bridge,
             tag: None,
             protected: false,
-            external_ids: &EMPTY_MAP,
+            external_ids: &[],
             owner: None,
             kind: None,
             interface: None,
             interface_type: "",
-            options: &EMPTY_MAP,
+            options: &[],
         };
         let mut name = "";
         // One walk over the row's few columns rather than a lookup for each.
@@ -91,7 +93,7 @@ impl<'r> PortRow<'r> {
                 "name" => name = value.as_str().unwrap_or(""),
                 "tag" => port.tag = value.as_integer().and_then(|t| u16::try_from(t).ok()),
                 "protected" => port.protected = value.as_bool().unwrap_or(false),
-                "external_ids" => port.external_ids = value,
+                "external_ids" => port.external_ids = value.as_map(),
                 "interfaces" => port.interface = value.as_set().first().and_then(Atom::as_uuid),
                 _ => {}
             }
@@ -106,7 +108,7 @@ impl<'r> PortRow<'r> {
         match port.interface.and_then(|iu| replica.get("Interface", iu)) {
             Some(irow) => {
                 port.interface_type = irow.get("type").and_then(Value::as_str).unwrap_or("");
-                port.options = irow.get("options").unwrap_or(&EMPTY_MAP);
+                port.options = map_of(irow.get("options"));
             }
             // As if the port had none.
             None => port.interface = None,
@@ -147,7 +149,7 @@ impl PortView for PortRow<'_> {
         match key {
             overlay::external_ids::OWNER => self.owner,
             overlay::external_ids::KIND => self.kind,
-            _ => self.external_ids.map_get(key).and_then(Atom::as_str),
+            _ => string_pairs(self.external_ids).find(|&(k, _)| k == key).map(|(_, v)| v),
         }
     }
 }
