@@ -1,11 +1,14 @@
 //! The agent's view of Open vSwitch: what it monitors, how replica rows become the domain's
-//! [`ObservedState`], and how a [`Plan`] becomes ONE OVSDB transaction.
+//! [`overlay::diff::Observed`], and how a [`Plan`] becomes ONE OVSDB transaction.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
-use overlay::diff::{ObservedBridge, ObservedInterface, ObservedPort, ObservedState, Plan, PortSpec};
+use overlay::diff::{BridgeView, Observed, Plan, PortSpec, PortView};
 use ovsdb_client::{
-    Atom, ClientOptions, Condition, MonitorRequests, Mutation, Remote, Replica, Row, Transaction, Uuid, Value,
+    Atom, ClientOptions, Condition, MonitorRequests, Mutation, NamedUuid, Remote, Replica, Row, TransactOutcome,
+    Transaction, Uuid, Value,
 };
 
 /// The database the agent works on.
@@ -26,10 +29,6 @@ pub fn client_options(remote: Remote) -> ClientOptions {
         .index("Interface", "name")
 }
 
-fn string_map(row: &Row, column: &str) -> BTreeMap<String, String> {
-    row.get_as(column).unwrap_or_default()
-}
-
 /// The root row's UUID and row.
 pub fn root(replica: &Replica) -> Option<(Uuid, Row)> {
     replica.table("Open_vSwitch").rows().next().map(|(u, r)| (u.clone(), r.clone()))
@@ -45,52 +44,205 @@ pub fn system_id(replica: &Replica) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Builds the observed state of the two bridges the agent manages (every port on them, owned
-/// or not, so the diff can see name conflicts).
-pub fn observe(replica: &Replica, bridges: &[&str], owner: &str) -> ObservedState {
-    let mut obs = ObservedState::default();
-    for name in bridges {
-        let Some((buuid, brow)) = replica.table("Bridge").find_one("name", &Atom::from(*name)) else { continue };
-        let ids = string_map(brow, "external_ids");
-        let mut ob = ObservedBridge {
-            uuid: buuid.to_string(),
-            datapath_type: brow.get_as("datapath_type").unwrap_or_default(),
-            owned: ids.get(overlay::external_ids::OWNER).map(String::as_str) == Some(owner),
-            ports: Default::default(),
+/// One port of the replica as the diff reads it: references into the Port and Interface rows,
+/// nothing copied. The columns are found once, when the port is read: a pass reads some of
+/// them several times for each of 20,000 ports.
+#[derive(Clone, Copy)]
+pub struct PortRow<'r> {
+    uuid: &'r Uuid,
+    bridge: &'r str,
+    tag: Option<u16>,
+    protected: bool,
+    external_ids: &'r [(Atom, Atom)],
+    /// `external_ids:overlay-owner` and `overlay-kind`, read for every port.
+    owner: Option<&'r str>,
+    kind: Option<&'r str>,
+    interface: Option<&'r Uuid>,
+    interface_type: &'r str,
+    options: &'r [(Atom, Atom)],
+}
+
+/// A map column's entries; one that is not there, or not a map, reads as empty.
+fn map_of(v: Option<&Value>) -> &[(Atom, Atom)] {
+    v.map_or(&[], Value::as_map)
+}
+
+fn string_pairs(pairs: &[(Atom, Atom)]) -> impl Iterator<Item = (&str, &str)> {
+    pairs.iter().filter_map(|(k, v)| Some((k.as_str()?, v.as_str()?)))
+}
+
+impl<'r> PortRow<'r> {
+    /// The port `uuid` (row `row`, named `name`) on `bridge`.
+    fn new(replica: &'r Replica, bridge: &'r str, uuid: &'r Uuid, row: &'r Row) -> (&'r str, Self) {
+        let mut port = PortRow {
+            uuid,
+            bridge,
+            tag: None,
+            protected: false,
+            external_ids: &[],
+            owner: None,
+            kind: None,
+            interface: None,
+            interface_type: "",
+            options: &[],
         };
-        let port_uuids: Vec<Uuid> = brow.get_as("ports").unwrap_or_default();
-        for pu in port_uuids {
-            let Some(prow) = replica.get("Port", &pu) else { continue };
-            let pname: String = prow.get_as("name").unwrap_or_default();
-            let ifaces: Vec<Uuid> = prow.get_as("interfaces").unwrap_or_default();
-            let interface = ifaces
-                .first()
-                .and_then(|iu| replica.get("Interface", iu).map(|r| (iu, r)))
-                .map(|(iu, irow)| ObservedInterface {
-                    uuid: iu.to_string(),
-                    kind: irow.get_as("type").unwrap_or_default(),
-                    options: string_map(irow, "options"),
-                })
-                .unwrap_or_default();
-            let external_ids = string_map(prow, "external_ids");
-            let tag: Option<i64> = prow.get_as("tag").unwrap_or(None);
-            ob.ports.insert(pname.clone());
-            obs.ports.insert(
-                pname,
-                ObservedPort {
-                    uuid: pu.to_string(),
-                    bridge: name.to_string(),
-                    owned_by: external_ids.get(overlay::external_ids::OWNER).cloned(),
-                    tag: tag.and_then(|t| u16::try_from(t).ok()),
-                    protected: prow.get_as::<Option<bool>>("protected").ok().flatten().unwrap_or(false),
-                    interface,
-                    external_ids,
-                },
-            );
+        let mut name = "";
+        // One walk over the row's few columns rather than a lookup for each.
+        for (column, value) in row.iter() {
+            match column {
+                "name" => name = value.as_str().unwrap_or(""),
+                "tag" => port.tag = value.as_integer().and_then(|t| u16::try_from(t).ok()),
+                "protected" => port.protected = value.as_bool().unwrap_or(false),
+                "external_ids" => port.external_ids = value.as_map(),
+                "interfaces" => port.interface = value.as_set().first().and_then(Atom::as_uuid),
+                _ => {}
+            }
         }
-        obs.bridges.insert(name.to_string(), ob);
+        for (k, v) in string_pairs(port.external_ids) {
+            match k {
+                overlay::external_ids::OWNER => port.owner = Some(v),
+                overlay::external_ids::KIND => port.kind = Some(v),
+                _ => {}
+            }
+        }
+        match port.interface.and_then(|iu| replica.get("Interface", iu)) {
+            Some(irow) => {
+                port.interface_type = irow.get("type").and_then(Value::as_str).unwrap_or("");
+                port.options = map_of(irow.get("options"));
+            }
+            // As if the port had none.
+            None => port.interface = None,
+        }
+        (name, port)
     }
-    obs
+}
+
+impl PortView for PortRow<'_> {
+    fn uuid(&self) -> Cow<'_, str> {
+        Cow::Owned(self.uuid.to_string())
+    }
+    fn bridge(&self) -> &str {
+        self.bridge
+    }
+    fn owned_by(&self) -> Option<&str> {
+        self.owner
+    }
+    fn tag(&self) -> Option<u16> {
+        self.tag
+    }
+    fn protected(&self) -> bool {
+        self.protected
+    }
+    fn interface_uuid(&self) -> Cow<'_, str> {
+        self.interface.map_or(Cow::Borrowed(""), |u| Cow::Owned(u.to_string()))
+    }
+    fn interface_type(&self) -> &str {
+        self.interface_type
+    }
+    fn options(&self) -> impl Iterator<Item = (&str, &str)> {
+        string_pairs(self.options)
+    }
+    fn external_ids(&self) -> impl Iterator<Item = (&str, &str)> {
+        string_pairs(self.external_ids)
+    }
+    fn external_id(&self, key: &str) -> Option<&str> {
+        match key {
+            overlay::external_ids::OWNER => self.owner,
+            overlay::external_ids::KIND => self.kind,
+            _ => string_pairs(self.external_ids).find(|&(k, _)| k == key).map(|(_, v)| v),
+        }
+    }
+}
+
+struct ObservedBridge<'r> {
+    name: &'r str,
+    view: BridgeView<'r>,
+    /// `Bridge.ports`: a set, so sorted.
+    ports: &'r [Atom],
+}
+
+/// The two bridges the agent manages and every port on them (owned or not, so the diff can
+/// see name conflicts), read in place from the replica.
+pub struct ObservedRows<'r> {
+    replica: &'r Replica,
+    bridges: Vec<ObservedBridge<'r>>,
+    /// Every port by name, each name once; listed on first use (a pass that looks ports up by
+    /// name never needs it).
+    sorted: OnceCell<Vec<(&'r str, PortRow<'r>)>>,
+}
+
+impl<'r> ObservedRows<'r> {
+    fn list(&self) -> Vec<(&'r str, PortRow<'r>)> {
+        let mut ports = Vec::with_capacity(self.bridges.iter().map(|b| b.ports.len()).sum());
+        for b in &self.bridges {
+            for pu in b.ports.iter().filter_map(Atom::as_uuid) {
+                let Some(prow) = self.replica.get("Port", pu) else { continue };
+                ports.push(PortRow::new(self.replica, b.name, pu, prow));
+            }
+        }
+        // Stable, then the last of equal names kept: a name on both bridges reads as the one on
+        // the later bridge, as when these rows were copied into a map by name.
+        ports.sort_by(|a, b| a.0.cmp(b.0));
+        ports.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        ports
+    }
+}
+
+impl<'r> Observed for ObservedRows<'r> {
+    type Port<'a>
+        = PortRow<'r>
+    where
+        Self: 'a;
+    fn bridge(&self, name: &str) -> Option<BridgeView<'_>> {
+        self.bridges.iter().find(|b| b.name == name).map(|b| b.view)
+    }
+    fn ports(&self) -> impl Iterator<Item = (&str, PortRow<'r>)> {
+        self.sorted.get_or_init(|| self.list()).iter().map(|(n, p)| (*n, *p))
+    }
+    fn port(&self, name: &str) -> Option<PortRow<'r>> {
+        // The one `ports` would list: on one of the bridges, the later bridge's, the last in
+        // its set, when several Port rows have the name.
+        let rows = self.replica.table("Port").find("name", &Atom::from(name));
+        let mut found = None;
+        for (i, b) in self.bridges.iter().enumerate() {
+            for &(pu, prow) in &rows {
+                if b.ports.binary_search(&Atom::Uuid(pu.clone())).is_ok() {
+                    let better = found.as_ref().is_none_or(|(j, u, _): &(usize, &Uuid, _)| (i, pu) > (*j, *u));
+                    if better {
+                        found = Some((i, pu, PortRow::new(self.replica, b.name, pu, prow).1));
+                    }
+                }
+            }
+        }
+        found.map(|(_, _, p)| p)
+    }
+}
+
+/// Reads the two bridges the agent manages from the replica. Nothing is copied: this used to
+/// build an `ObservedState` of every port (some 25 strings each) on every pass, which at
+/// 20,000 tunnel ports cost more than the diff itself.
+pub fn observe<'r>(replica: &'r Replica, bridges: &[&'r str], owner: &str) -> ObservedRows<'r> {
+    let bridges = bridges
+        .iter()
+        .filter_map(|&name| {
+            let (_, brow) = replica.table("Bridge").find_one("name", &Atom::from(name))?;
+            Some(ObservedBridge {
+                name,
+                view: BridgeView {
+                    datapath_type: brow.get("datapath_type").and_then(Value::as_str).unwrap_or(""),
+                    owned: brow.map_str("external_ids", overlay::external_ids::OWNER) == Some(owner),
+                },
+                ports: brow.get("ports").map_or(&[][..], Value::as_set),
+            })
+        })
+        .collect();
+    ObservedRows { replica, bridges, sorted: OnceCell::new() }
 }
 
 /// A UUID the diff carried as text; the replica produced it, so it parses.
@@ -98,7 +250,7 @@ fn uuid(s: &str) -> Option<Uuid> {
     Uuid::parse(s).ok()
 }
 
-fn port_rows(tx: &mut Transaction, spec: &PortSpec) -> ovsdb_client::NamedUuid {
+fn port_rows(tx: &mut Transaction, spec: &PortSpec) -> NamedUuid {
     let iface = tx.insert(
         "Interface",
         Row::new()
@@ -118,9 +270,18 @@ fn port_rows(tx: &mut Transaction, spec: &PortSpec) -> ovsdb_client::NamedUuid {
     )
 }
 
+/// A plan as one transaction, with the rows it inserts (to find them after the commit).
+pub struct PlannedTransaction {
+    /// The transaction to send.
+    pub tx: Transaction,
+    /// The Port and Bridge rows it inserts: table and name in the transaction.
+    inserted: Vec<(&'static str, NamedUuid)>,
+}
+
 /// Turns a plan into one transaction. Deletions go first so a port that moves bridge (same
 /// name) is removed before it is created again.
-pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -> Transaction {
+pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -> PlannedTransaction {
+    let mut inserted = Vec::new();
     for d in &plan.delete_ports {
         tx.mutate(
             "Bridge",
@@ -157,6 +318,7 @@ pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -
     let mut new_ports: BTreeMap<&str, Vec<Atom>> = BTreeMap::new();
     for p in &plan.create_ports {
         let named = port_rows(&mut tx, p);
+        inserted.push(("Port", named.clone()));
         new_ports.entry(p.bridge.as_str()).or_default().push(Atom::from(named));
     }
     let mut new_bridges = Vec::new();
@@ -182,6 +344,7 @@ pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -
                 .with("ports", Value::set(ports))
                 .with("external_ids", Value::map(b.external_ids.clone())),
         );
+        inserted.push(("Bridge", bridge.clone()));
         new_bridges.push(Atom::from(bridge));
     }
     if !new_bridges.is_empty() {
@@ -194,5 +357,359 @@ pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -
     for (bridge, ports) in new_ports {
         tx.mutate("Bridge", vec![Condition::eq("name", bridge)], vec![Mutation::insert("ports", Value::set(ports))]);
     }
-    tx
+    PlannedTransaction { tx, inserted }
+}
+
+/// Whether `row`'s map `column` holds every written pair.
+fn carries<'a>(row: &Row, column: &str, written: impl IntoIterator<Item = (&'a String, &'a String)>) -> bool {
+    written.into_iter().all(|(k, v)| row.map_str(column, k) == Some(v.as_str()))
+}
+
+/// What the replica shows once a plan's transaction is committed, to wait for it without
+/// diffing every port again on every replica change (at 20,000 ports that wait used to cost
+/// several full diffs per event).
+pub struct Commit<'p> {
+    plan: &'p Plan,
+    /// Table and real UUID of every row inserted.
+    inserted: Vec<(&'static str, Uuid)>,
+}
+
+impl<'p> Commit<'p> {
+    /// The commit of `planned` (the transaction made from `plan`), as `outcome` reports it.
+    pub fn new(plan: &'p Plan, planned: &PlannedTransaction, outcome: &TransactOutcome) -> Self {
+        let inserted = planned.inserted.iter().filter_map(|(t, n)| Some((*t, outcome.uuid(n)?.clone()))).collect();
+        Commit { plan, inserted }
+    }
+
+    /// Whether the replica shows every effect of the commit: rows inserted are there, ports
+    /// deleted are gone, and updated rows and bridges carry what was written. A row that
+    /// someone else removed since counts as shown: there is nothing left to wait for, and the
+    /// next pass sees it. Keys other tools may have added to an updated row are not looked
+    /// at, so such a change arriving with ours cannot hold the wait up.
+    pub fn visible_in(&self, replica: &Replica) -> bool {
+        let inserted = self.inserted.iter().all(|(table, u)| replica.get(table, u).is_some());
+        let deleted =
+            self.plan.delete_ports.iter().filter_map(|d| uuid(&d.port_uuid)).all(|u| replica.get("Port", &u).is_none());
+        let updated = self.plan.update_ports.iter().all(|u| {
+            let port = uuid(&u.port_uuid).and_then(|p| replica.get("Port", &p));
+            let iface = uuid(&u.iface_uuid).and_then(|i| replica.get("Interface", &i));
+            let ours = u.external_ids.iter().filter(|(k, _)| overlay::external_ids::is_overlay_key(k));
+            port.is_none_or(|r| carries(r, "external_ids", ours))
+                && iface.is_none_or(|r| carries(r, "options", &u.options))
+        });
+        let datapaths = self.plan.set_bridge_datapath.iter().all(|(bridge, dp)| {
+            replica
+                .table("Bridge")
+                .find_one("name", &Atom::from(bridge.as_str()))
+                .is_none_or(|(_, r)| r.get("datapath_type").and_then(Value::as_str) == Some(dp.as_str()))
+        });
+        inserted && deleted && updated && datapaths
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use overlay::diff::{
+        diff, diff_since, existing_vlans_from, ObservedBridge, ObservedInterface, ObservedPort, ObservedState,
+        PortDeletion, PortUpdate,
+    };
+    use overlay::external_ids as ids;
+    use ovsdb_client::{DatabaseSchema, RowUpdate, TableUpdates};
+
+    use super::*;
+
+    const OWNER: &str = "me";
+
+    /// The first observe: every port copied into an `ObservedState`. The oracle for the rows
+    /// read in place.
+    fn observe_copying(replica: &Replica, bridges: &[&str], owner: &str) -> ObservedState {
+        let string_map =
+            |row: &Row, column: &str| -> BTreeMap<String, String> { row.get_as(column).unwrap_or_default() };
+        let mut obs = ObservedState::default();
+        for name in bridges {
+            let Some((buuid, brow)) = replica.table("Bridge").find_one("name", &Atom::from(*name)) else { continue };
+            let ids = string_map(brow, "external_ids");
+            let mut ob = ObservedBridge {
+                uuid: buuid.to_string(),
+                datapath_type: brow.get_as("datapath_type").unwrap_or_default(),
+                owned: ids.get(overlay::external_ids::OWNER).map(String::as_str) == Some(owner),
+                ports: Default::default(),
+            };
+            let port_uuids: Vec<Uuid> = brow.get_as("ports").unwrap_or_default();
+            for pu in port_uuids {
+                let Some(prow) = replica.get("Port", &pu) else { continue };
+                let pname: String = prow.get_as("name").unwrap_or_default();
+                let ifaces: Vec<Uuid> = prow.get_as("interfaces").unwrap_or_default();
+                let interface = ifaces
+                    .first()
+                    .and_then(|iu| replica.get("Interface", iu).map(|r| (iu, r)))
+                    .map(|(iu, irow)| ObservedInterface {
+                        uuid: iu.to_string(),
+                        kind: irow.get_as("type").unwrap_or_default(),
+                        options: string_map(irow, "options"),
+                    })
+                    .unwrap_or_default();
+                let external_ids = string_map(prow, "external_ids");
+                let tag: Option<i64> = prow.get_as("tag").unwrap_or(None);
+                ob.ports.insert(pname.clone());
+                obs.ports.insert(
+                    pname,
+                    ObservedPort {
+                        uuid: pu.to_string(),
+                        bridge: name.to_string(),
+                        owned_by: external_ids.get(overlay::external_ids::OWNER).cloned(),
+                        tag: tag.and_then(|t| u16::try_from(t).ok()),
+                        protected: prow.get_as::<Option<bool>>("protected").ok().flatten().unwrap_or(false),
+                        interface,
+                        external_ids,
+                    },
+                );
+            }
+            obs.bridges.insert(name.to_string(), ob);
+        }
+        obs
+    }
+
+    fn schema() -> Arc<DatabaseSchema> {
+        let path = "/usr/share/openvswitch/vswitch.ovsschema";
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path} (install openvswitch): {e}"));
+        Arc::new(DatabaseSchema::from_json(&serde_json::from_str(&text).unwrap()).unwrap())
+    }
+
+    fn u(n: u32) -> Uuid {
+        Uuid::parse(&format!("{n:08x}-0000-4000-8000-000000000000")).unwrap()
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> Value {
+        Value::map(pairs.iter().map(|&(k, v)| (k, v)))
+    }
+
+    fn tunnel_ids(tenant: &str, vlan: &str) -> Vec<(&'static str, String)> {
+        vec![
+            (ids::OWNER, OWNER.into()),
+            (ids::KIND, ids::KIND_TUNNEL.into()),
+            (ids::TENANT, tenant.into()),
+            (ids::VNI, "100".into()),
+            (ids::PEER, "peer".into()),
+            (ids::LOCAL_VLAN, vlan.into()),
+        ]
+    }
+
+    struct Rows(TableUpdates);
+
+    impl Rows {
+        fn add(&mut self, table: &str, uuid: Uuid, row: Row) {
+            self.0.tables.entry(table.into()).or_default().push((uuid, RowUpdate::Initial(row)));
+        }
+
+        /// A port (and, with `iface`, its interface row) named `name`.
+        fn port(&mut self, n: u32, name: &str, ext: &[(&str, String)], iface: Option<(&str, &[(&str, &str)])>) -> Atom {
+            let ext = Value::map(ext.iter().map(|(k, v)| (*k, v.as_str())));
+            let mut port = Row::new()
+                .with("name", name)
+                .with("interfaces", Value::set([u(n + 1)]))
+                .with("tag", Value::from(Some(7i64)))
+                .with("protected", true)
+                .with("external_ids", ext.clone());
+            if let Some((kind, options)) = iface {
+                let iface = Row::new()
+                    .with("name", name)
+                    .with("type", kind)
+                    .with("options", map(options))
+                    .with("external_ids", ext)
+                    .with("ofport", Value::empty_set())
+                    .with("error", Value::empty_set());
+                self.add("Interface", u(n + 1), iface);
+            } else if n % 2 == 0 {
+                port.set("interfaces", Value::empty_set());
+            }
+            self.add("Port", u(n), port);
+            Atom::from(u(n))
+        }
+    }
+
+    /// Two bridges with tunnels in and out of step, foreign and container ports, a name on
+    /// both bridges, a port without interface row and one with no interface at all.
+    fn replica() -> Replica {
+        let options = client_options("unix:/nonexistent".parse().unwrap());
+        let mut replica = Replica::new(schema(), &options.indexes);
+        replica.set_monitored(&options.monitor);
+        let mut rows = Rows(TableUpdates::default());
+        let opts: &[(&str, &str)] = &[("key", "100"), ("local_ip", "10.0.0.1"), ("remote_ip", "10.0.0.2")];
+        let tun = vec![
+            rows.port(10, "vx-000000000001", &tunnel_ids("blue", "7"), Some(("vxlan", opts))),
+            rows.port(20, "vx-000000000002", &tunnel_ids("blue", "7"), Some(("vxlan", &[("key", "101")]))),
+            rows.port(30, "vx-000000000003", &tunnel_ids("red", "9"), Some(("gre", opts))),
+            rows.port(40, "eth9", &[], Some(("", &[]))),
+            rows.port(50, "both", &tunnel_ids("blue", "7"), Some(("vxlan", opts))),
+            rows.port(60, "no-iface-row", &tunnel_ids("blue", "7"), None),
+            rows.port(70, "no-iface", &tunnel_ids("blue", "x"), None),
+            rows.port(
+                80,
+                "patch-int",
+                &[(ids::OWNER, OWNER.into()), (ids::KIND, ids::KIND_PATCH.into())],
+                Some(("patch", &[("peer", "patch-tun")])),
+            ),
+        ];
+        let container = [
+            (ids::OWNER, OWNER.to_owned()),
+            (ids::KIND, ids::KIND_CONTAINER.into()),
+            (ids::TENANT, "green".into()),
+            (ids::LOCAL_VLAN, "3".into()),
+        ];
+        let int = vec![
+            rows.port(90, "both", &tunnel_ids("blue", "7"), Some(("vxlan", opts))),
+            rows.port(100, "tap000000000001", &container, Some(("", &[]))),
+            rows.port(110, "vx-000000000004", &tunnel_ids("blue", "7"), Some(("vxlan", opts))),
+        ];
+        let bridge = |name: &str, ports: Vec<Atom>| {
+            Row::new()
+                .with("name", name)
+                .with("datapath_type", "netdev")
+                .with("ports", Value::set(ports))
+                .with("external_ids", map(&[(ids::OWNER, OWNER)]))
+        };
+        rows.add("Bridge", u(1), bridge("br-tun", tun));
+        rows.add("Bridge", u(2), bridge("br-int", int));
+        rows.add("Open_vSwitch", u(3), Row::new().with("bridges", Value::set([u(1), u(2)])));
+        replica.apply_owned(rows.0).unwrap();
+        replica
+    }
+
+    #[test]
+    fn rows_read_in_place_are_what_the_copy_held() {
+        let replica = replica();
+        let bridges = ["br-int", "br-tun"];
+        let rows = observe(&replica, &bridges, OWNER);
+        let copied = observe_copying(&replica, &bridges, OWNER);
+        let listed: Vec<&str> = rows.ports().map(|(n, _)| n).collect();
+        assert_eq!(listed, copied.ports.keys().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(listed.len(), 10, "{listed:?}");
+        for (name, want) in &copied.ports {
+            let got = rows.port(name).unwrap_or_else(|| panic!("{name} not found by name"));
+            let listed = rows.ports().find(|(n, _)| n == name).unwrap().1;
+            for p in [got, listed] {
+                assert_eq!(p.uuid(), want.uuid, "{name}");
+                assert_eq!(p.bridge(), want.bridge, "{name}");
+                assert_eq!(p.owned_by(), want.owned_by.as_deref(), "{name}");
+                assert_eq!((p.tag(), p.protected()), (want.tag, want.protected), "{name}");
+                assert_eq!(p.interface_uuid(), want.interface.uuid, "{name}");
+                assert_eq!(p.interface_type(), want.interface.kind, "{name}");
+                assert!(p.options().eq(want.interface.options.iter().map(|(k, v)| (k.as_str(), v.as_str()))), "{name}");
+                assert!(p.external_ids().eq(want.external_ids.iter().map(|(k, v)| (k.as_str(), v.as_str()))), "{name}");
+                for key in [ids::OWNER, ids::KIND, ids::TENANT, ids::LOCAL_VLAN, "absent"] {
+                    assert_eq!(p.external_id(key), want.external_ids.get(key).map(String::as_str), "{name} {key}");
+                }
+            }
+        }
+        assert!(rows.port("absent").is_none());
+        // The name on both bridges reads as the later bridge's, as the copy kept it.
+        assert_eq!(rows.port("both").unwrap().bridge(), "br-tun");
+        for b in bridges {
+            let want = &copied.bridges[b];
+            assert_eq!(rows.bridge(b), Some(BridgeView { datapath_type: &want.datapath_type, owned: want.owned }));
+        }
+        assert_eq!(existing_vlans_from(&rows), existing_vlans_from(&copied));
+    }
+
+    #[test]
+    fn plans_from_rows_in_place_match_the_copy() {
+        let replica = replica();
+        let bridges = ["br-int", "br-tun"];
+        let rows = observe(&replica, &bridges, OWNER);
+        let copied = observe_copying(&replica, &bridges, OWNER);
+        let view = overlay::desired::ClusterView {
+            local: overlay::model::HostRecord {
+                hostname: OWNER.into(),
+                underlay_ip: "10.0.0.1".parse().unwrap(),
+                system_id: "s".into(),
+                tunnel_types: vec![],
+                version: String::new(),
+            },
+            hosts: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            leases: vec![],
+            datapath_type: "netdev".into(),
+            int_bridge: "br-int".into(),
+            tun_bridge: "br-tun".into(),
+        };
+        let desired = overlay::desired::desired_state(&view, &existing_vlans_from(&copied)).unwrap();
+        let plan = diff(&desired, &rows, OWNER);
+        assert_eq!(plan, diff(&desired, &copied, OWNER));
+        // Every owned tunnel goes, the moved patch port is re-created, the foreign port stays.
+        assert!(plan.delete_ports.iter().any(|d| d.name == "vx-000000000003"));
+        assert!(!plan.delete_ports.iter().any(|d| d.name == "eth9"));
+        // diff_since looks the changed tunnels up by name: a tunnel wanted now (out of step,
+        // vx-2) and one wanted before only (vx-3) get what the full diff gives them.
+        let spec = |name: &str, local_vlan| overlay::desired::TunnelPortSpec {
+            name: name.into(),
+            tenant: "blue".into(),
+            vni: overlay::model::Vni::new(100).unwrap(),
+            peer: "peer".into(),
+            remote_ip: "10.0.0.2".parse().unwrap(),
+            local_ip: "10.0.0.1".parse().unwrap(),
+            tunnel: overlay::model::TunnelType::Vxlan,
+            local_vlan,
+        };
+        let mut verified = desired.clone();
+        verified.tunnels.push(spec("vx-000000000003", 9));
+        let mut wanted = desired.clone();
+        wanted.tunnels.push(spec("vx-000000000002", 7));
+        let since = diff_since(&verified, &[], &wanted, &rows, OWNER).unwrap();
+        let full = diff(&wanted, &copied, OWNER);
+        let touched = ["vx-000000000002", "vx-000000000003"];
+        assert_eq!(
+            since.update_ports,
+            full.update_ports.iter().filter(|u| touched.contains(&u.name.as_str())).cloned().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            since.delete_ports,
+            full.delete_ports.iter().filter(|d| touched.contains(&d.name.as_str())).cloned().collect::<Vec<_>>()
+        );
+        assert_eq!((since.update_ports.len(), since.delete_ports.len()), (1, 1));
+        assert!(since.create_ports.is_empty());
+    }
+
+    #[test]
+    fn a_commit_is_visible_once_its_deletions_and_updates_are() {
+        let replica = replica();
+        let delete =
+            |uuid: Uuid| PortDeletion { bridge: "br-tun".into(), name: "x".into(), port_uuid: uuid.to_string() };
+        let shown = |plan: &Plan| {
+            let planned = plan_to_transaction(Transaction::new(DATABASE), plan, &u(3));
+            Commit::new(plan, &planned, &TransactOutcome::default()).visible_in(&replica)
+        };
+        assert!(!shown(&Plan { delete_ports: vec![delete(u(10))], ..Default::default() }));
+        assert!(shown(&Plan { delete_ports: vec![delete(u(999))], ..Default::default() }));
+        let update = |vlan: &str, foreign: bool| {
+            let mut external_ids: BTreeMap<String, String> =
+                tunnel_ids("blue", vlan).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            if foreign {
+                external_ids.insert("other-tool".into(), "x".into());
+            }
+            PortUpdate {
+                name: "vx-000000000001".into(),
+                bridge: "br-tun".into(),
+                port_uuid: u(10).to_string(),
+                iface_uuid: u(11).to_string(),
+                interface_type: "vxlan".into(),
+                options: [("key", "100"), ("local_ip", "10.0.0.1"), ("remote_ip", "10.0.0.2")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                tag: Some(7),
+                protected: true,
+                external_ids,
+                changes: vec![],
+            }
+        };
+        assert!(shown(&Plan { update_ports: vec![update("7", true)], ..Default::default() }));
+        assert!(!shown(&Plan { update_ports: vec![update("8", false)], ..Default::default() }));
+        let datapath =
+            |dp: &str| Plan { set_bridge_datapath: vec![("br-tun".into(), dp.into())], ..Default::default() };
+        assert!(shown(&datapath("netdev")));
+        assert!(!shown(&datapath("system")));
+    }
 }

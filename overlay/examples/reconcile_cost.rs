@@ -15,7 +15,9 @@
 //! - `phase_diff_cold`: [`diff`] against empty bridges: every port is created;
 //! - `phase_steady`: `existing_vlans_from` + `desired_state` + `diff` against bridges that
 //!   already match (an idle reconcile pass: the plan is empty);
-//! - `phase_peer_join`: the same with one more peer in every tenant (TENANTS ports created).
+//! - `phase_peer_join`: the same with one more peer in every tenant (TENANTS ports created);
+//! - `phase_peer_join_since`: that join as the agent handles it when OVSDB has not changed
+//!   since the idle pass: `desired_state` (VLANs known) + `diff_since` the idle pass's state.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -23,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
-use overlay::diff::{diff, existing_vlans_from, simulate_apply, ObservedState, Plan};
+use overlay::diff::{diff, diff_since, existing_vlans_from, simulate_apply, ObservedState, Plan};
 use overlay::model::{HostRecord, SubnetLease, Tenant, TunnelType, Vni};
 
 const LOCAL: &str = "local-host";
@@ -106,6 +108,17 @@ fn phase_peer_join(view: &ClusterView, observed: &ObservedState) -> Plan {
     diff(&desired, observed, LOCAL)
 }
 
+#[inline(never)]
+fn phase_peer_join_since(
+    view: &ClusterView,
+    verified: &DesiredState,
+    vlans: &BTreeMap<String, u16>,
+    observed: &ObservedState,
+) -> Plan {
+    let desired = desired_state(view, vlans).expect("desired state");
+    diff_since(verified, &[], &desired, observed, LOCAL).expect("same bridges")
+}
+
 fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
     let out = black_box(f());
@@ -133,5 +146,9 @@ fn main() {
     let join = timed("phase_peer_join", || phase_peer_join(&joined, &observed));
     assert_eq!(join.create_ports.len(), tenants, "one port per tenant for the new peer");
     assert!(join.update_ports.is_empty() && join.delete_ports.is_empty());
+    let vlans = existing_vlans_from(&observed);
+    let verified = desired_state(&view, &vlans).expect("desired state");
+    let since = timed("phase_peer_join_since", || phase_peer_join_since(&joined, &verified, &vlans, &observed));
+    assert_eq!(since, join, "diff_since must give the full diff's plan");
     println!("tunnel ports: {}; peer join creates {}", desired.tunnels.len(), join.create_ports.len());
 }

@@ -5,11 +5,13 @@
 //! rule: only ports carrying `overlay-owner=<owner>` and a kind this diff manages (tunnel,
 //! patch) are ever updated or deleted; anything else in the way is reported as a conflict.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::desired::DesiredState;
+use crate::desired::{DesiredState, PatchPortSpec, TunnelPortSpec};
 use crate::external_ids as ids;
+use crate::text;
 use crate::vlan::{VLAN_MAX, VLAN_MIN};
 
 /// An Interface row as the agent sees it.
@@ -175,13 +177,141 @@ impl Plan {
     }
 }
 
+/// Read access to one observed port (with its interface). [`ObservedPort`] implements it, and
+/// so can a caller's own rows: the agent diffs against its OVSDB replica in place rather than
+/// copying every row into an [`ObservedState`] on every pass (20,000 ports at the scale it is
+/// built for).
+pub trait PortView {
+    /// Port row UUID (read only for ports the plan changes).
+    fn uuid(&self) -> Cow<'_, str>;
+    /// Name of the bridge whose `ports` hold it.
+    fn bridge(&self) -> &str;
+    /// `external_ids:overlay-owner`, if any.
+    fn owned_by(&self) -> Option<&str>;
+    /// `Port.tag`.
+    fn tag(&self) -> Option<u16>;
+    /// `Port.protected`.
+    fn protected(&self) -> bool;
+    /// Interface row UUID (read only for ports the plan changes).
+    fn interface_uuid(&self) -> Cow<'_, str>;
+    /// `Interface.type`.
+    fn interface_type(&self) -> &str;
+    /// `Interface.options`, in key order.
+    fn options(&self) -> impl Iterator<Item = (&str, &str)>;
+    /// `Port.external_ids`, in key order.
+    fn external_ids(&self) -> impl Iterator<Item = (&str, &str)>;
+    /// One key of `Port.external_ids`.
+    fn external_id(&self, key: &str) -> Option<&str>;
+}
+
+/// What the diff needs to know of an observed bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeView<'a> {
+    /// `Bridge.datapath_type` ("" means the default, "system").
+    pub datapath_type: &'a str,
+    /// Whether it carries our `overlay-owner`.
+    pub owned: bool,
+}
+
+/// Read access to the part of OVSDB the diff looks at; see [`PortView`].
+pub trait Observed {
+    /// A port as read.
+    type Port<'a>: PortView
+    where
+        Self: 'a;
+    /// A bridge by name.
+    fn bridge(&self, name: &str) -> Option<BridgeView<'_>>;
+    /// Every port on the observed bridges, sorted by name, each name once.
+    fn ports(&self) -> impl Iterator<Item = (&str, Self::Port<'_>)>;
+    /// The port of this name on the observed bridges, as [`Observed::ports`] lists it.
+    fn port(&self, name: &str) -> Option<Self::Port<'_>>;
+}
+
+impl<T: PortView + ?Sized> PortView for &T {
+    fn uuid(&self) -> Cow<'_, str> {
+        (**self).uuid()
+    }
+    fn bridge(&self) -> &str {
+        (**self).bridge()
+    }
+    fn owned_by(&self) -> Option<&str> {
+        (**self).owned_by()
+    }
+    fn tag(&self) -> Option<u16> {
+        (**self).tag()
+    }
+    fn protected(&self) -> bool {
+        (**self).protected()
+    }
+    fn interface_uuid(&self) -> Cow<'_, str> {
+        (**self).interface_uuid()
+    }
+    fn interface_type(&self) -> &str {
+        (**self).interface_type()
+    }
+    fn options(&self) -> impl Iterator<Item = (&str, &str)> {
+        (**self).options()
+    }
+    fn external_ids(&self) -> impl Iterator<Item = (&str, &str)> {
+        (**self).external_ids()
+    }
+    fn external_id(&self, key: &str) -> Option<&str> {
+        (**self).external_id(key)
+    }
+}
+
+impl PortView for ObservedPort {
+    fn uuid(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.uuid)
+    }
+    fn bridge(&self) -> &str {
+        &self.bridge
+    }
+    fn owned_by(&self) -> Option<&str> {
+        self.owned_by.as_deref()
+    }
+    fn tag(&self) -> Option<u16> {
+        self.tag
+    }
+    fn protected(&self) -> bool {
+        self.protected
+    }
+    fn interface_uuid(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.interface.uuid)
+    }
+    fn interface_type(&self) -> &str {
+        &self.interface.kind
+    }
+    fn options(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.interface.options.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn external_ids(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.external_ids.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn external_id(&self, key: &str) -> Option<&str> {
+        self.external_ids.get(key).map(String::as_str)
+    }
+}
+
+impl Observed for ObservedState {
+    type Port<'a> = &'a ObservedPort;
+    fn bridge(&self, name: &str) -> Option<BridgeView<'_>> {
+        self.bridges.get(name).map(|b| BridgeView { datapath_type: &b.datapath_type, owned: b.owned })
+    }
+    fn ports(&self) -> impl Iterator<Item = (&str, &ObservedPort)> {
+        self.ports.iter().map(|(k, v)| (k.as_str(), v))
+    }
+    fn port(&self, name: &str) -> Option<&ObservedPort> {
+        self.ports.get(name)
+    }
+}
+
 fn map<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// The desired ports as full rows, with the external_ids this `owner` writes. Patch ports first.
-pub fn desired_ports(desired: &DesiredState, owner: &str) -> Vec<PortSpec> {
-    let patches = desired.patch_ports.iter().map(|p| PortSpec {
+fn patch_spec(p: &PatchPortSpec, owner: &str) -> PortSpec {
+    PortSpec {
         bridge: p.bridge.clone(),
         name: p.name.clone(),
         interface_type: "patch".to_owned(),
@@ -190,15 +320,18 @@ pub fn desired_ports(desired: &DesiredState, owner: &str) -> Vec<PortSpec> {
         tag: None,
         protected: false,
         external_ids: map([(ids::OWNER, owner.to_owned()), (ids::KIND, ids::KIND_PATCH.to_owned())]),
-    });
-    let tunnels = desired.tunnels.iter().map(|t| PortSpec {
-        bridge: desired.tun_bridge.name.clone(),
+    }
+}
+
+fn tunnel_spec(t: &TunnelPortSpec, bridge: &str, owner: &str) -> PortSpec {
+    PortSpec {
+        bridge: bridge.to_owned(),
         name: t.name.clone(),
         interface_type: t.tunnel.as_str().to_owned(),
         options: map([
-            ("key", t.vni.to_string()),
-            ("local_ip", t.local_ip.to_string()),
-            ("remote_ip", t.remote_ip.to_string()),
+            ("key", text::decimal(t.vni.get()).as_str().to_owned()),
+            ("local_ip", text::ip(t.local_ip).as_str().to_owned()),
+            ("remote_ip", text::ip(t.remote_ip).as_str().to_owned()),
         ]),
         tag: Some(t.local_vlan),
         // Split horizon: frames from one tunnel never leave by another, so a full mesh with
@@ -208,62 +341,110 @@ pub fn desired_ports(desired: &DesiredState, owner: &str) -> Vec<PortSpec> {
             (ids::OWNER, owner.to_owned()),
             (ids::KIND, ids::KIND_TUNNEL.to_owned()),
             (ids::TENANT, t.tenant.clone()),
-            (ids::VNI, t.vni.to_string()),
+            (ids::VNI, text::decimal(t.vni.get()).as_str().to_owned()),
             (ids::PEER, t.peer.clone()),
-            (ids::LOCAL_VLAN, t.local_vlan.to_string()),
+            (ids::LOCAL_VLAN, text::decimal(u32::from(t.local_vlan)).as_str().to_owned()),
         ]),
-    });
+    }
+}
+
+/// The desired ports as full rows, with the external_ids this `owner` writes. Patch ports first.
+pub fn desired_ports(desired: &DesiredState, owner: &str) -> Vec<PortSpec> {
+    let patches = desired.patch_ports.iter().map(|p| patch_spec(p, owner));
+    let tunnels = desired.tunnels.iter().map(|t| tunnel_spec(t, &desired.tun_bridge.name, owner));
     patches.chain(tunnels).collect()
 }
 
 /// OVS treats an empty datapath_type as "system".
 fn same_datapath(a: &str, b: &str) -> bool {
-    let norm = |s: &str| if s.is_empty() { "system".to_owned() } else { s.to_owned() };
+    fn norm(s: &str) -> &str {
+        if s.is_empty() {
+            "system"
+        } else {
+            s
+        }
+    }
     norm(a) == norm(b)
 }
 
 /// Whether this diff may change or delete the port.
-fn is_managed(port: &ObservedPort, owner: &str) -> bool {
-    port.owned_by.as_deref() == Some(owner)
-        && matches!(port.external_ids.get(ids::KIND).map(String::as_str), Some(ids::KIND_TUNNEL | ids::KIND_PATCH))
+fn is_managed(port: &impl PortView, owner: &str) -> bool {
+    port.owned_by() == Some(owner) && matches!(port.external_id(ids::KIND), Some(ids::KIND_TUNNEL | ids::KIND_PATCH))
 }
 
-fn show(v: Option<&String>) -> &str {
-    v.map_or("(none)", String::as_str)
+/// Whether `actual` holds exactly the `expected` pairs, both in key order.
+fn same_pairs<'a>(mut actual: impl Iterator<Item = (&'a str, &'a str)>, expected: &[(&str, &[u8])]) -> bool {
+    expected.iter().all(|&(ek, ev)| actual.next().is_some_and(|(k, v)| k == ek && v.as_bytes() == ev))
+        && actual.next().is_none()
+}
+
+/// Whether an observed port already is `t` as [`tunnel_spec`] would write it: the same
+/// verdict as an empty [`port_changes`], without building the spec. Almost every port of a
+/// pass takes this path, so it compares text made on the stack and allocates nothing.
+fn tunnel_in_sync(t: &TunnelPortSpec, obs: &impl PortView, owner: &str) -> bool {
+    if obs.interface_type() != t.tunnel.as_str() || obs.tag() != Some(t.local_vlan) || !obs.protected() {
+        return false;
+    }
+    let vni = text::decimal(t.vni.get());
+    let (local_ip, remote_ip) = (text::ip(t.local_ip), text::ip(t.remote_ip));
+    let options = [("key", vni.as_bytes()), ("local_ip", local_ip.as_bytes()), ("remote_ip", remote_ip.as_bytes())];
+    if !same_pairs(obs.options(), &options) {
+        return false;
+    }
+    let vlan = text::decimal(u32::from(t.local_vlan));
+    // In key order, as the maps hold them (a test checks the order).
+    let external_ids = [
+        (ids::KIND, ids::KIND_TUNNEL.as_bytes()),
+        (ids::LOCAL_VLAN, vlan.as_bytes()),
+        (ids::OWNER, owner.as_bytes()),
+        (ids::PEER, t.peer.as_bytes()),
+        (ids::TENANT, t.tenant.as_bytes()),
+        (ids::VNI, vni.as_bytes()),
+    ];
+    same_pairs(obs.external_ids().filter(|(k, _)| ids::is_overlay_key(k)), &external_ids)
+}
+
+fn show(v: Option<&str>) -> &str {
+    v.unwrap_or("(none)")
+}
+
+/// The `(key, old, new)` of every key whose value differs between two maps.
+fn map_changes<'a>(
+    old: &BTreeMap<&'a str, &'a str>,
+    new: &'a BTreeMap<String, String>,
+) -> Vec<(&'a str, Option<&'a str>, Option<&'a str>)> {
+    let keys: BTreeSet<&str> = old.keys().copied().chain(new.keys().map(String::as_str)).collect();
+    keys.into_iter()
+        .map(|k| (k, old.get(k).copied(), new.get(k).map(String::as_str)))
+        .filter(|(_, o, n)| o != n)
+        .collect()
 }
 
 /// What differs between an observed port and its spec, in words; empty when nothing does.
-fn port_changes(spec: &PortSpec, obs: &ObservedPort) -> Vec<String> {
+fn port_changes(spec: &PortSpec, obs: &impl PortView) -> Vec<String> {
     let mut changes = Vec::new();
-    if obs.interface.kind != spec.interface_type {
-        changes.push(format!("type {:?} -> {:?}", obs.interface.kind, spec.interface_type));
+    if obs.interface_type() != spec.interface_type {
+        changes.push(format!("type {:?} -> {:?}", obs.interface_type(), spec.interface_type));
     }
-    let keys: BTreeSet<&String> = obs.interface.options.keys().chain(spec.options.keys()).collect();
-    for k in keys {
-        let (old, new) = (obs.interface.options.get(k), spec.options.get(k));
-        if old != new {
-            changes.push(format!("options:{k} {} -> {}", show(old), show(new)));
-        }
+    let options: BTreeMap<&str, &str> = obs.options().collect();
+    for (k, old, new) in map_changes(&options, &spec.options) {
+        changes.push(format!("options:{k} {} -> {}", show(old), show(new)));
     }
-    if obs.tag != spec.tag {
-        changes.push(format!("tag {:?} -> {:?}", obs.tag, spec.tag));
+    if obs.tag() != spec.tag {
+        changes.push(format!("tag {:?} -> {:?}", obs.tag(), spec.tag));
     }
-    if obs.protected != spec.protected {
-        changes.push(format!("protected {} -> {}", obs.protected, spec.protected));
+    if obs.protected() != spec.protected {
+        changes.push(format!("protected {} -> {}", obs.protected(), spec.protected));
     }
-    let keys: BTreeSet<&String> =
-        obs.external_ids.keys().filter(|k| ids::is_overlay_key(k)).chain(spec.external_ids.keys()).collect();
-    for k in keys {
-        let (old, new) = (obs.external_ids.get(k), spec.external_ids.get(k));
-        if old != new {
-            changes.push(format!("external_ids:{k} {} -> {}", show(old), show(new)));
-        }
+    let ours: BTreeMap<&str, &str> = obs.external_ids().filter(|(k, _)| ids::is_overlay_key(k)).collect();
+    for (k, old, new) in map_changes(&ours, &spec.external_ids) {
+        changes.push(format!("external_ids:{k} {} -> {}", show(old), show(new)));
     }
     changes
 }
 
-fn conflict_reason(port: &ObservedPort, owner: &str) -> String {
-    let what = match (&port.owned_by, port.external_ids.get(ids::KIND)) {
+fn conflict_reason(port: &impl PortView, owner: &str) -> String {
+    let what = match (port.owned_by(), port.external_id(ids::KIND)) {
         (None, _) => "is not owned by the overlay agent".to_owned(),
         (Some(o), _) if o != owner => format!("is owned by overlay host {o:?}, not {owner:?}"),
         (Some(_), Some(k)) => format!("is one of our {k:?} ports, which this reconcile does not manage"),
@@ -272,22 +453,96 @@ fn conflict_reason(port: &ObservedPort, owner: &str) -> String {
     format!(
         "a port with this name on bridge {:?} {what}; it is left alone and the port the overlay \
          needs is not built: remove or rename it",
-        port.bridge
+        port.bridge()
     )
 }
 
+/// A desired port, before it is made into a full row (which most ports never need).
+enum Wanted<'a> {
+    Patch(&'a PatchPortSpec),
+    Tunnel(&'a TunnelPortSpec),
+}
+
+fn deletion(name: &str, obs: &impl PortView) -> PortDeletion {
+    PortDeletion { bridge: obs.bridge().to_owned(), name: name.to_owned(), port_uuid: obs.uuid().into_owned() }
+}
+
+/// Adds what one desired port needs to `plan`, given the observed port of its name.
+fn plan_port(plan: &mut Plan, name: &str, want: &Wanted, obs: Option<impl PortView>, tun_bridge: &str, owner: &str) {
+    let spec = || match want {
+        Wanted::Patch(p) => patch_spec(p, owner),
+        Wanted::Tunnel(t) => tunnel_spec(t, tun_bridge, owner),
+    };
+    let Some(obs) = obs else {
+        plan.create_ports.push(spec());
+        return;
+    };
+    if !is_managed(&obs, owner) {
+        plan.conflicts.push(Conflict { object: name.to_owned(), reason: conflict_reason(&obs, owner) });
+        return;
+    }
+    let bridge = match want {
+        Wanted::Patch(p) => p.bridge.as_str(),
+        Wanted::Tunnel(_) => tun_bridge,
+    };
+    if obs.bridge() != bridge {
+        // Ports cannot move between bridges in place; re-create on the right one.
+        plan.delete_ports.push(deletion(name, &obs));
+        plan.create_ports.push(spec());
+        return;
+    }
+    if let Wanted::Tunnel(t) = want {
+        if tunnel_in_sync(t, &obs, owner) {
+            return;
+        }
+    }
+    let spec = spec();
+    let changes = port_changes(&spec, &obs);
+    if !changes.is_empty() {
+        let mut external_ids: BTreeMap<String, String> = obs
+            .external_ids()
+            .filter(|(k, _)| !ids::is_overlay_key(k))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        external_ids.extend(spec.external_ids);
+        plan.update_ports.push(PortUpdate {
+            name: spec.name,
+            bridge: spec.bridge,
+            port_uuid: obs.uuid().into_owned(),
+            iface_uuid: obs.interface_uuid().into_owned(),
+            interface_type: spec.interface_type,
+            options: spec.options,
+            tag: spec.tag,
+            protected: spec.protected,
+            external_ids,
+            changes,
+        });
+    }
+}
+
+fn sort_plan(plan: &mut Plan) {
+    plan.create_ports.sort_by(|a, b| a.name.cmp(&b.name));
+    plan.update_ports.sort_by(|a, b| a.name.cmp(&b.name));
+    plan.delete_ports.sort_by(|a, b| a.name.cmp(&b.name));
+    plan.conflicts.sort_by(|a, b| a.object.cmp(&b.object));
+}
+
 /// Compares desired and observed state and lists the changes, all sorted by name.
-pub fn diff(desired: &DesiredState, observed: &ObservedState, owner: &str) -> Plan {
+///
+/// Both sides are walked once in name order (the desired tunnels are sorted, and
+/// [`Observed::ports`] is), so a pass costs a comparison per port and allocates only for the
+/// ports it changes.
+pub fn diff<O: Observed>(desired: &DesiredState, observed: &O, owner: &str) -> Plan {
     let mut plan = Plan::default();
 
     for b in [&desired.int_bridge, &desired.tun_bridge] {
-        match observed.bridges.get(&b.name) {
+        match observed.bridge(&b.name) {
             None => plan.create_bridges.push(BridgeCreation {
                 name: b.name.clone(),
                 datapath_type: b.datapath_type.clone(),
                 external_ids: map([(ids::OWNER, owner.to_owned()), (ids::KIND, ids::KIND_BRIDGE.to_owned())]),
             }),
-            Some(ob) if !same_datapath(&ob.datapath_type, &b.datapath_type) => {
+            Some(ob) if !same_datapath(ob.datapath_type, &b.datapath_type) => {
                 if ob.owned {
                     plan.set_bridge_datapath.push((b.name.clone(), b.datapath_type.clone()));
                 } else {
@@ -305,88 +560,127 @@ pub fn diff(desired: &DesiredState, observed: &ObservedState, owner: &str) -> Pl
         }
     }
 
-    let specs = desired_ports(desired, owner);
-    let wanted: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    for spec in &specs {
-        let Some(obs) = observed.ports.get(&spec.name) else {
-            plan.create_ports.push(spec.clone());
-            continue;
-        };
-        if !is_managed(obs, owner) {
-            plan.conflicts.push(Conflict { object: spec.name.clone(), reason: conflict_reason(obs, owner) });
-            continue;
+    let tun_bridge = desired.tun_bridge.name.as_str();
+    let mut wanted: Vec<(&str, Wanted)> = Vec::with_capacity(desired.patch_ports.len() + desired.tunnels.len());
+    wanted.extend(desired.patch_ports.iter().map(|p| (p.name.as_str(), Wanted::Patch(p))));
+    wanted.extend(desired.tunnels.iter().map(|t| (t.name.as_str(), Wanted::Tunnel(t))));
+    // Tunnels come sorted: this mostly slots in the two patch ports.
+    wanted.sort_by(|a, b| a.0.cmp(b.0));
+
+    let mut ports = observed.ports().peekable();
+    // The previous desired name: the observed port of that name, if any, is still to be
+    // passed over, and it is wanted.
+    let mut previous: Option<&str> = None;
+    for (name, want) in &wanted {
+        // Observed ports that sort before this name are not wanted.
+        while let Some((other, obs)) = ports.next_if(|(other, _)| other < name) {
+            if previous != Some(other) && is_managed(&obs, owner) {
+                plan.delete_ports.push(deletion(other, &obs));
+            }
         }
-        if obs.bridge != spec.bridge {
-            // Ports cannot move between bridges in place; re-create on the right one.
-            plan.delete_ports.push(PortDeletion {
-                bridge: obs.bridge.clone(),
-                name: spec.name.clone(),
-                port_uuid: obs.uuid.clone(),
-            });
-            plan.create_ports.push(spec.clone());
-            continue;
-        }
-        let changes = port_changes(spec, obs);
-        if !changes.is_empty() {
-            let mut external_ids: BTreeMap<String, String> = obs
-                .external_ids
-                .iter()
-                .filter(|(k, _)| !ids::is_overlay_key(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            external_ids.extend(spec.external_ids.clone());
-            plan.update_ports.push(PortUpdate {
-                name: spec.name.clone(),
-                bridge: spec.bridge.clone(),
-                port_uuid: obs.uuid.clone(),
-                iface_uuid: obs.interface.uuid.clone(),
-                interface_type: spec.interface_type.clone(),
-                options: spec.options.clone(),
-                tag: spec.tag,
-                protected: spec.protected,
-                external_ids,
-                changes,
-            });
+        previous = Some(name);
+        // Peeked, not taken: a name desired twice meets the same observed port twice.
+        let obs = ports.peek().filter(|(other, _)| other == name).map(|(_, obs)| obs);
+        plan_port(&mut plan, name, want, obs, tun_bridge, owner);
+    }
+    for (other, obs) in ports {
+        if previous != Some(other) && is_managed(&obs, owner) {
+            plan.delete_ports.push(deletion(other, &obs));
         }
     }
-
-    for (name, obs) in &observed.ports {
-        if is_managed(obs, owner) && !wanted.contains(name.as_str()) {
-            plan.delete_ports.push(PortDeletion {
-                bridge: obs.bridge.clone(),
-                name: name.clone(),
-                port_uuid: obs.uuid.clone(),
-            });
-        }
-    }
-
-    plan.create_ports.sort_by(|a, b| a.name.cmp(&b.name));
-    plan.update_ports.sort_by(|a, b| a.name.cmp(&b.name));
-    plan.delete_ports.sort_by(|a, b| a.name.cmp(&b.name));
-    plan.conflicts.sort_by(|a, b| a.object.cmp(&b.object));
+    sort_plan(&mut plan);
     plan
+}
+
+/// [`diff`] for `desired` against an OVSDB that has not changed since it was found in step
+/// with `verified`: the desired state then, whose diff against the same OVSDB had nothing to
+/// write and reported `conflicts`. Only the tunnels that differ between `verified` and
+/// `desired` are looked up, so a peer joining or leaving costs a walk over the two desired
+/// states rather than a comparison of every port. The result is the plan [`diff`] would give.
+///
+/// `None` when the bridges or patch ports differ, or a state's tunnels are not sorted by name
+/// without repeats: then run [`diff`].
+pub fn diff_since<O: Observed>(
+    verified: &DesiredState,
+    conflicts: &[Conflict],
+    desired: &DesiredState,
+    observed: &O,
+    owner: &str,
+) -> Option<Plan> {
+    let sorted = |d: &DesiredState| d.tunnels.windows(2).all(|w| w[0].name < w[1].name);
+    if verified.int_bridge != desired.int_bridge
+        || verified.tun_bridge != desired.tun_bridge
+        || verified.patch_ports != desired.patch_ports
+        || !sorted(verified)
+        || !sorted(desired)
+    {
+        return None;
+    }
+    if std::ptr::eq(verified, desired) {
+        // The very state found in step: nothing to walk.
+        let mut plan = Plan { conflicts: conflicts.to_vec(), ..Plan::default() };
+        sort_plan(&mut plan);
+        return Some(plan);
+    }
+    let tun_bridge = desired.tun_bridge.name.as_str();
+    let mut plan = Plan::default();
+    // Names whose verdict may have changed: the rest keep theirs (in step, or a conflict).
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
+    let (mut before, mut after) = (verified.tunnels.iter().peekable(), desired.tunnels.iter().peekable());
+    loop {
+        let (gone, new) = match (before.peek(), after.peek()) {
+            (None, None) => break,
+            (Some(b), Some(a)) if b.name == a.name => {
+                let (b, a) = (before.next()?, after.next()?);
+                if a == b {
+                    continue;
+                }
+                (None, Some(a))
+            }
+            (Some(b), Some(a)) if b.name < a.name => (before.next(), None),
+            (Some(_), None) => (before.next(), None),
+            _ => (None, after.next()),
+        };
+        if let Some(b) = gone {
+            touched.insert(&b.name);
+            if let Some(obs) = observed.port(&b.name).filter(|obs| is_managed(obs, owner)) {
+                plan.delete_ports.push(deletion(&b.name, &obs));
+            }
+        }
+        if let Some(a) = new {
+            touched.insert(&a.name);
+            plan_port(&mut plan, &a.name, &Wanted::Tunnel(a), observed.port(&a.name), tun_bridge, owner);
+        }
+    }
+    plan.conflicts.extend(conflicts.iter().filter(|c| !touched.contains(c.object.as_str())).cloned());
+    sort_plan(&mut plan);
+    Some(plan)
 }
 
 /// Local VLANs recorded on our tunnel and container ports, per tenant, so a restarted agent
 /// keeps them (feed to [`crate::desired::desired_state`]). `overlay-local-vlan` is read, or the
 /// port's tag when that is missing. If ports of one tenant disagree (an interrupted
 /// re-tagging), the tag most of them carry wins, then the lowest.
-pub fn existing_vlans_from(observed: &ObservedState) -> BTreeMap<String, u16> {
-    let mut votes: BTreeMap<&str, BTreeMap<u16, usize>> = BTreeMap::new();
-    for port in observed.ports.values() {
-        let kind = port.external_ids.get(ids::KIND).map(String::as_str);
-        if port.owned_by.is_none() || !matches!(kind, Some(ids::KIND_TUNNEL | ids::KIND_CONTAINER)) {
+pub fn existing_vlans_from<O: Observed>(observed: &O) -> BTreeMap<String, u16> {
+    let mut votes: BTreeMap<String, BTreeMap<u16, usize>> = BTreeMap::new();
+    for (_, port) in observed.ports() {
+        let kind = port.external_id(ids::KIND);
+        if port.owned_by().is_none() || !matches!(kind, Some(ids::KIND_TUNNEL | ids::KIND_CONTAINER)) {
             continue;
         }
-        let Some(tenant) = port.external_ids.get(ids::TENANT) else { continue };
+        let Some(tenant) = port.external_id(ids::TENANT) else { continue };
         let tag = port
-            .external_ids
-            .get(ids::LOCAL_VLAN)
+            .external_id(ids::LOCAL_VLAN)
             .and_then(|v| v.parse::<u16>().ok())
-            .or(port.tag)
+            .or(port.tag())
             .filter(|t| (VLAN_MIN..=VLAN_MAX).contains(t));
         if let Some(tag) = tag {
-            *votes.entry(tenant).or_default().entry(tag).or_default() += 1;
+            // A lookup first: the tenant's name is copied once, not once per port.
+            let tags = match votes.get_mut(tenant) {
+                Some(tags) => tags,
+                None => votes.entry(tenant.to_owned()).or_default(),
+            };
+            *tags.entry(tag).or_default() += 1;
         }
     }
     votes
@@ -394,7 +688,7 @@ pub fn existing_vlans_from(observed: &ObservedState) -> BTreeMap<String, u16> {
         .filter_map(|(tenant, tags)| {
             // max_by_key returns the last maximum; iterate tags high to low so ties go low.
             let (&tag, _) = tags.iter().rev().max_by_key(|(_, &n)| n)?;
-            Some((tenant.to_owned(), tag))
+            Some((tenant, tag))
         })
         .collect()
 }
@@ -560,6 +854,204 @@ mod tests {
             }
             // Half the time start the next round from scratch, else evolve the same OVSDB.
             observed = if rng.below(2) == 0 { ObservedState::default() } else { after };
+        }
+    }
+
+    /// Random damage to an OVSDB: the kinds of drift, foreign rows and half-done changes the
+    /// diff must see through.
+    fn damage(observed: &mut ObservedState, owner: &str, rng: &mut Rng) {
+        let names: Vec<String> = observed.ports.keys().cloned().collect();
+        for _ in 0..rng.below(6) {
+            let Some(name) = names.get(rng.below(names.len().max(1) as u64) as usize) else { break };
+            let Some(p) = observed.ports.get_mut(name) else { continue };
+            match rng.below(14) {
+                0 => p.tag = [None, Some(1), Some(7), Some(4094)][rng.below(4) as usize],
+                1 => p.protected = !p.protected,
+                2 => {
+                    // Keys sorting before and after the ones the agent writes.
+                    let key = ["csum", "ttl"][rng.below(2) as usize];
+                    p.interface.options.insert(key.into(), "true".into());
+                }
+                3 => {
+                    p.interface.options.remove("remote_ip");
+                }
+                4 => {
+                    p.interface.options.insert("key".into(), "999".into());
+                }
+                5 => {
+                    p.external_ids.insert("other-tool".into(), "x".into());
+                }
+                6 => {
+                    let key = ["overlay-stale", "overlay-zone"][rng.below(2) as usize];
+                    p.external_ids.insert(key.into(), "y".into());
+                }
+                7 => {
+                    p.external_ids.insert(ids::TENANT.into(), "t9".into());
+                }
+                8 => {
+                    let kind = ["container", "patch", "tunnel", "gateway"][rng.below(4) as usize];
+                    p.external_ids.insert(ids::KIND.into(), kind.into());
+                }
+                9 => {
+                    p.owned_by =
+                        [None, Some("someone-else".to_owned()), Some(owner.to_owned())][rng.below(3) as usize].clone()
+                }
+                10 => p.interface.kind = ["vxlan", "gre", "", "patch"][rng.below(4) as usize].into(),
+                11 => p.bridge = if p.bridge == "br-int" { "br-tun".into() } else { "br-int".into() },
+                12 => {
+                    observed.ports.remove(name);
+                }
+                _ => {
+                    p.external_ids.remove(ids::LOCAL_VLAN);
+                }
+            }
+        }
+        if rng.below(3) == 0 {
+            let name = if rng.below(2) == 0 { names.first().cloned().unwrap_or_default() } else { "eth9".into() };
+            observed.ports.insert(name, foreign_port("br-tun", "vxlan"));
+        }
+        if let Some(b) = observed.bridges.get_mut(["br-int", "br-tun"][rng.below(2) as usize]) {
+            match rng.below(8) {
+                0 => b.datapath_type = String::new(),
+                1 => b.datapath_type = "system".into(),
+                2 => b.owned = !b.owned,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn same_plan_as_the_reference_implementation() {
+        let mut rng = Rng(0x0dd5_eed5_00f0_d1ff);
+        let mut observed = ObservedState::default();
+        for round in 0..600 {
+            let v = random_view(&mut rng);
+            let owner = v.local.hostname.clone();
+            // What the previous round left (another view's ports), then the same in step with
+            // this view and damaged.
+            let d = desired(&v, &observed);
+            assert_eq!(diff(&d, &observed, &owner), crate::reference::diff(&d, &observed, &owner), "round {round}");
+            let (_, mut damaged) = reconcile(&v, &observed);
+            damage(&mut damaged, &owner, &mut rng);
+            let d = desired(&v, &damaged);
+            let plan = diff(&d, &damaged, &owner);
+            assert_eq!(plan, crate::reference::diff(&d, &damaged, &owner), "round {round}");
+            observed = if rng.below(4) == 0 { ObservedState::default() } else { simulate_apply(&damaged, &plan) };
+        }
+    }
+
+    /// `v` changed as events change it: peers join and leave, leases come and go, an address
+    /// moves, a tenant changes tunnel type or goes away.
+    fn evolve(v: &ClusterView, rng: &mut Rng) -> ClusterView {
+        let mut v = v.clone();
+        let local = v.local.hostname.clone();
+        let peers = |v: &ClusterView| -> Vec<String> { v.hosts.keys().filter(|h| **h != local).cloned().collect() };
+        let pick = |rng: &mut Rng, from: Vec<String>| from.get(rng.below(from.len().max(1) as u64) as usize).cloned();
+        for _ in 0..1 + rng.below(3) {
+            match rng.below(7) {
+                0 => {
+                    let name = format!("n{}", rng.below(100));
+                    v.hosts
+                        .insert(name.clone(), host(&name, &format!("10.1.{}.{}", rng.below(200), 1 + rng.below(200))));
+                    for t in v.tenants.keys().cloned().collect::<Vec<_>>() {
+                        if rng.below(3) != 0 {
+                            v.leases.push(lease(&t, "10.128.99.0/24", &name));
+                        }
+                    }
+                }
+                1 => {
+                    if let Some(h) = pick(rng, peers(&v)) {
+                        v.hosts.remove(&h);
+                        v.leases.retain(|l| l.host != h);
+                    }
+                }
+                2 if !v.leases.is_empty() => {
+                    v.leases.remove(rng.below(v.leases.len() as u64) as usize);
+                }
+                3 => {
+                    if let Some(h) = pick(rng, peers(&v)) {
+                        v.hosts.get_mut(&h).unwrap().underlay_ip =
+                            format!("10.2.0.{}", 1 + rng.below(250)).parse().unwrap();
+                    }
+                }
+                4 => {
+                    if let Some(name) = pick(rng, v.tenants.keys().cloned().collect()) {
+                        let t = &v.tenants[&name];
+                        let other = if t.tunnel() == TunnelType::Vxlan { TunnelType::Gre } else { TunnelType::Vxlan };
+                        let flipped = tenant(&name, t.vni().get(), &t.cidr().to_string(), other);
+                        v.tenants.insert(name, flipped);
+                    }
+                }
+                5 => {
+                    if let Some(name) = pick(rng, v.tenants.keys().cloned().collect()) {
+                        v.tenants.remove(&name);
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn diff_since_gives_the_full_plan() {
+        let mut rng = Rng(0x1dc0_ffee_0000_5eed);
+        let (mut compared, mut writes, mut conflicts) = (0, 0, 0);
+        for round in 0..800 {
+            let v0 = random_view(&mut rng);
+            let owner = v0.local.hostname.clone();
+            // An OVSDB brought in step with v0 from a damaged start; conflicts may remain.
+            let mut start = if rng.below(2) == 0 {
+                reconcile(&random_view(&mut rng), &ObservedState::default()).1
+            } else {
+                ObservedState::default()
+            };
+            damage(&mut start, &owner, &mut rng);
+            let observed = reconcile(&v0, &start).1;
+            let verified_state = desired(&v0, &observed);
+            let verified = diff(&verified_state, &observed, &owner);
+            if !verified.is_empty() {
+                continue;
+            }
+            let v1 = evolve(&v0, &mut rng);
+            let d1 = desired(&v1, &observed);
+            let full = diff(&d1, &observed, &owner);
+            let since = diff_since(&verified_state, &verified.conflicts, &d1, &observed, &owner);
+            assert_eq!(since.as_ref(), Some(&full), "round {round}");
+            compared += 1;
+            writes += usize::from(!full.is_empty());
+            conflicts += usize::from(!full.conflicts.is_empty());
+        }
+        assert!(
+            compared > 600 && writes > 200 && conflicts > 20,
+            "{compared} compared, {writes} with writes, {conflicts} with conflicts"
+        );
+    }
+
+    #[test]
+    fn diff_since_declines_other_bridges() {
+        let v = three_hosts(OWNER);
+        let (_, observed) = reconcile(&v, &ObservedState::default());
+        let d = desired(&v, &observed);
+        let mut other = v.clone();
+        other.tun_bridge = "br-tun2".into();
+        assert_eq!(diff_since(&d, &[], &desired(&other, &observed), &observed, OWNER), None);
+        assert_eq!(diff_since(&d, &[], &d, &observed, OWNER), Some(Plan::default()));
+        let conflict = Conflict { object: "x".into(), reason: "y".into() };
+        let same = diff_since(&d, std::slice::from_ref(&conflict), &d, &observed, OWNER);
+        assert_eq!(same, Some(Plan { conflicts: vec![conflict], ..Plan::default() }));
+    }
+
+    #[test]
+    fn ports_in_step_take_the_fast_path() {
+        let mut rng = Rng(0x7a57_0fa5_7a70_0001);
+        for _ in 0..100 {
+            let v = random_view(&mut rng);
+            let (_, after) = reconcile(&v, &ObservedState::default());
+            let d = desired(&v, &after);
+            for t in &d.tunnels {
+                assert!(tunnel_in_sync(t, &after.ports[&t.name], &v.local.hostname), "{t:?}");
+            }
         }
     }
 

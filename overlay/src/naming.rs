@@ -11,6 +11,7 @@
 
 use crate::fnv::Fnv1a;
 use crate::model::{TunnelType, Vni};
+use crate::text::push_hex;
 
 /// Longest Linux interface name (`IFNAMSIZ - 1`).
 pub const IFNAME_MAX: usize = 15;
@@ -23,20 +24,50 @@ pub const PATCH_TUN_TO_INT: &str = "patch-int";
 
 /// The high 48 bits of a hash as 12 lowercase hex digits.
 fn hex48(h: u64) -> String {
-    format!("{:012x}", h >> 16)
+    let mut s = String::with_capacity(12);
+    push_hex(&mut s, h >> 16, 12);
+    s
+}
+
+fn tunnel_prefix(tunnel: TunnelType) -> &'static str {
+    match tunnel {
+        TunnelType::Vxlan => "vx-",
+        TunnelType::Gre => "gr-",
+    }
+}
+
+/// The hash state after a peer's hostname: [`tunnel_port_name`] of one peer in many tenants
+/// hashes the hostname once.
+pub(crate) fn peer_hash(peer_hostname: &str) -> Fnv1a {
+    // The NUL separator keeps ("ab", 1) and ("a", ...) apart; hostnames hold no NUL.
+    Fnv1a::new().write(peer_hostname.as_bytes()).write(&[0])
+}
+
+/// A number that sorts tunnel port names as the names themselves sort (`gr-` before `vx-`,
+/// then the 12 hex digits, which are fixed-width): equal keys are equal names. Sorting and
+/// collision checks on it need no string.
+pub(crate) fn tunnel_name_key(tunnel: TunnelType, peer: Fnv1a, vni: Vni) -> u64 {
+    // "gr-" < "vx-".
+    let rank: u64 = match tunnel {
+        TunnelType::Gre => 0,
+        TunnelType::Vxlan => 1,
+    };
+    (rank << 48) | (peer.write(&vni.get().to_be_bytes()).finish() >> 16)
+}
+
+/// The name of a [`tunnel_name_key`].
+pub(crate) fn tunnel_name_from_key(tunnel: TunnelType, key: u64) -> String {
+    let mut s = String::with_capacity(IFNAME_MAX);
+    s.push_str(tunnel_prefix(tunnel));
+    push_hex(&mut s, key, 12);
+    s
 }
 
 /// The tunnel port (and interface) to `peer_hostname` for one tenant on br-tun, e.g.
 /// `vx-1a2b3c4d5e6f`. The VNI rather than the tenant name is hashed: the VNI is what the port
 /// carries, and it is unique across tenants.
 pub fn tunnel_port_name(tunnel: TunnelType, peer_hostname: &str, vni: Vni) -> String {
-    let prefix = match tunnel {
-        TunnelType::Vxlan => "vx-",
-        TunnelType::Gre => "gr-",
-    };
-    // The NUL separator keeps ("ab", 1) and ("a", ...) apart; hostnames hold no NUL.
-    let h = Fnv1a::new().write(peer_hostname.as_bytes()).write(&[0]).write(&vni.get().to_be_bytes()).finish();
-    format!("{prefix}{}", hex48(h))
+    tunnel_name_from_key(tunnel, tunnel_name_key(tunnel, peer_hash(peer_hostname), vni))
 }
 
 /// The host end of a container's veth pair, on br-int: `tap` + 12 hex digits.
@@ -142,6 +173,27 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 100_000);
+    }
+
+    #[test]
+    fn name_keys_sort_and_compare_as_names() {
+        let mut names = Vec::new();
+        for host in 0..200 {
+            let h = format!("host-{host}");
+            for v in [1, 2, 300, 16_777_215] {
+                for t in TunnelType::ALL {
+                    let key = tunnel_name_key(t, peer_hash(&h), vni(v));
+                    let name = tunnel_port_name(t, &h, vni(v));
+                    assert_eq!(tunnel_name_from_key(t, key), name);
+                    names.push((key, name));
+                }
+            }
+        }
+        let mut by_key = names.clone();
+        by_key.sort();
+        let mut by_name = names;
+        by_name.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(by_key, by_name);
     }
 
     #[test]

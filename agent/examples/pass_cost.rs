@@ -1,0 +1,228 @@
+//! The agent's side of a reconcile pass at scale, without OVSDB or etcd: an OVSDB replica of
+//! `PEERS` x `TENANTS` tunnel ports built in memory, then what `reconcile_locked` does with it.
+//! For wall time, or instruction counts under callgrind (each `phase_*` function's inclusive
+//! Ir, as for `overlay/examples/reconcile_cost.rs`).
+//!
+//! ```sh
+//! cargo build --release -p overlay-agent --example pass_cost
+//! target/release/examples/pass_cost [PEERS] [TENANTS]
+//! valgrind --tool=callgrind target/release/examples/pass_cost
+//! ```
+//!
+//! Phases:
+//! - `phase_replica`: the replica filled from one initial monitor reply (set-up, not a pass);
+//! - `phase_idle_pass`: `ovs::observe` + `existing_vlans_from` + `desired_state` + `diff` on
+//!   a replica that matches (an idle pass: the plan is empty);
+//! - `phase_join_pass`: the same with one more peer in every tenant;
+//! - `phase_join_since`: that join as a pass handles it when the replica has not changed since
+//!   an idle pass: `desired_state` + `diff_since` (ports looked up by name);
+//! - `phase_status_json`: the status JSON of every tunnel, as a pass builds it today.
+//!
+//! The schema is read from `/usr/share/openvswitch/vswitch.ovsschema` (`OVS_SCHEMA` to change).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use overlay::desired::{desired_state, ClusterView, DesiredState};
+use overlay::diff::{diff, diff_since, existing_vlans_from, Plan};
+use overlay::model::{HostRecord, SubnetLease, Tenant, TunnelType, Vni};
+use overlay_agent::ovs;
+use ovsdb_client::{Atom, DatabaseSchema, Replica, Row, RowUpdate, TableUpdates, Uuid, Value};
+
+const LOCAL: &str = "local-host";
+const BRIDGES: [&str; 2] = ["br-int", "br-tun"];
+
+fn host(i: usize) -> HostRecord {
+    HostRecord {
+        hostname: format!("peer-{i:05}"),
+        underlay_ip: IpAddr::V4(Ipv4Addr::new(10, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8)),
+        system_id: format!("sys-{i:05}"),
+        tunnel_types: TunnelType::ALL.to_vec(),
+        version: "bench".into(),
+    }
+}
+
+fn lease(tenant: &Tenant, index: usize, h: &HostRecord) -> SubnetLease {
+    let subnet = format!("10.{}.{}.0/24", index >> 8, index & 0xff).parse().expect("subnet");
+    SubnetLease { tenant: tenant.name().to_owned(), subnet, host: h.hostname.clone(), underlay_ip: h.underlay_ip }
+}
+
+fn view(peers: usize, tenants: usize) -> ClusterView {
+    let local = HostRecord {
+        hostname: LOCAL.into(),
+        underlay_ip: "10.63.255.254".parse().expect("ip"),
+        system_id: "sys-local".into(),
+        tunnel_types: TunnelType::ALL.to_vec(),
+        version: "bench".into(),
+    };
+    let mut hosts: BTreeMap<String, HostRecord> = (1..=peers).map(|i| (host(i).hostname.clone(), host(i))).collect();
+    hosts.insert(LOCAL.into(), local.clone());
+    let tenants: BTreeMap<String, Tenant> = (0..tenants)
+        .map(|t| {
+            let tunnel = if t % 2 == 0 { TunnelType::Vxlan } else { TunnelType::Gre };
+            let vni = Vni::new(1000 + t as u32).expect("vni");
+            let tenant = Tenant::new(&format!("tenant-{t:02}"), vni, "10.0.0.0/8".parse().expect("cidr"), tunnel, 24)
+                .expect("tenant");
+            (tenant.name().to_owned(), tenant)
+        })
+        .collect();
+    let mut leases = Vec::new();
+    for t in tenants.values() {
+        leases.push(lease(t, 0, &local));
+        for i in 1..=peers {
+            leases.push(lease(t, i, &hosts[&host(i).hostname]));
+        }
+    }
+    ClusterView {
+        local,
+        hosts,
+        tenants,
+        leases,
+        datapath_type: "netdev".into(),
+        int_bridge: BRIDGES[0].into(),
+        tun_bridge: BRIDGES[1].into(),
+    }
+}
+
+fn uuid(n: usize) -> Uuid {
+    Uuid::parse(&format!("{:08x}-0000-4000-8000-{:012x}", n >> 16, n)).expect("uuid")
+}
+
+/// The rows ovsdb-server would send after committing `plan` on an empty database.
+fn initial_rows(plan: &Plan) -> TableUpdates {
+    let mut next = 0;
+    let mut fresh = || {
+        next += 1;
+        uuid(next)
+    };
+    let mut updates = TableUpdates::default();
+    let mut bridge_ports: BTreeMap<&str, Vec<Atom>> = BTreeMap::new();
+    for p in &plan.create_ports {
+        let (pu, iu) = (fresh(), fresh());
+        let iface = Row::new()
+            .with("name", p.name.as_str())
+            .with("type", p.interface_type.as_str())
+            .with("options", Value::map(p.options.clone()))
+            .with("external_ids", Value::map(p.external_ids.clone()))
+            .with("ofport", Value::empty_set())
+            .with("error", Value::empty_set());
+        let port = Row::new()
+            .with("name", p.name.as_str())
+            .with("interfaces", Value::set([iu.clone()]))
+            .with("tag", Value::from(p.tag.map(i64::from)))
+            .with("protected", p.protected)
+            .with("external_ids", Value::map(p.external_ids.clone()));
+        updates.tables.entry("Interface".into()).or_default().push((iu, RowUpdate::Initial(iface)));
+        updates.tables.entry("Port".into()).or_default().push((pu.clone(), RowUpdate::Initial(port)));
+        bridge_ports.entry(p.bridge.as_str()).or_default().push(Atom::from(pu));
+    }
+    let mut bridges = Vec::new();
+    for b in &plan.create_bridges {
+        let bu = fresh();
+        let row = Row::new()
+            .with("name", b.name.as_str())
+            .with("datapath_type", b.datapath_type.as_str())
+            .with("ports", Value::set(bridge_ports.remove(b.name.as_str()).unwrap_or_default()))
+            .with("external_ids", Value::map(b.external_ids.clone()));
+        updates.tables.entry("Bridge".into()).or_default().push((bu.clone(), RowUpdate::Initial(row)));
+        bridges.push(Atom::from(bu));
+    }
+    let root = Row::new().with("bridges", Value::set(bridges)).with("external_ids", Value::map([("system-id", LOCAL)]));
+    updates.tables.entry("Open_vSwitch".into()).or_default().push((fresh(), RowUpdate::Initial(root)));
+    updates
+}
+
+#[inline(never)]
+fn phase_replica(schema: Arc<DatabaseSchema>, plan: &Plan) -> Replica {
+    let options = ovs::client_options("unix:/nonexistent".parse().expect("remote"));
+    let mut replica = Replica::new(schema, &options.indexes);
+    replica.set_monitored(&options.monitor);
+    replica.apply_owned(initial_rows(plan)).expect("initial rows apply");
+    replica
+}
+
+fn pass(replica: &Replica, view: &ClusterView) -> (DesiredState, Plan) {
+    let observed = ovs::observe(replica, &BRIDGES, LOCAL);
+    let desired = desired_state(view, &existing_vlans_from(&observed)).expect("desired state");
+    let plan = diff(&desired, &observed, LOCAL);
+    (desired, plan)
+}
+
+#[inline(never)]
+fn phase_idle_pass(replica: &Replica, view: &ClusterView) -> (DesiredState, Plan) {
+    pass(replica, view)
+}
+
+#[inline(never)]
+fn phase_join_pass(replica: &Replica, view: &ClusterView) -> (DesiredState, Plan) {
+    // Not a call to phase_idle_pass: each phase's inclusive count must be its own.
+    black_box("phase_join_pass");
+    pass(replica, view)
+}
+
+#[inline(never)]
+fn phase_status_json(desired: &DesiredState) -> Vec<serde_json::Value> {
+    desired
+        .tunnels
+        .iter()
+        .map(|t| {
+            serde_json::json!({"name": t.name, "peer": t.peer, "tenant": t.tenant, "vni": t.vni.get(),
+                   "type": t.tunnel.as_str(), "remote_ip": t.remote_ip.to_string(), "local_vlan": t.local_vlan})
+        })
+        .collect()
+}
+
+#[inline(never)]
+fn phase_join_since(
+    replica: &Replica,
+    view: &ClusterView,
+    verified: &DesiredState,
+    vlans: &BTreeMap<String, u16>,
+) -> Plan {
+    let observed = ovs::observe(replica, &BRIDGES, LOCAL);
+    let desired = desired_state(view, vlans).expect("desired state");
+    diff_since(verified, &[], &desired, &observed, LOCAL).expect("same bridges")
+}
+
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = black_box(f());
+    println!("{what}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    out
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let peers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let tenants: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let path = std::env::var("OVS_SCHEMA").unwrap_or_else(|_| "/usr/share/openvswitch/vswitch.ovsschema".into());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let schema =
+        Arc::new(DatabaseSchema::from_json(&serde_json::from_str(&text).expect("schema JSON")).expect("schema"));
+
+    let v = view(peers, tenants);
+    let cold =
+        diff(&desired_state(&v, &BTreeMap::new()).expect("desired"), &overlay::diff::ObservedState::default(), LOCAL);
+    let replica = timed("phase_replica", || phase_replica(schema.clone(), &cold));
+    let (desired, idle) = timed("phase_idle_pass", || phase_idle_pass(&replica, &v));
+    assert!(idle.is_empty(), "a matching replica must give an empty plan: {idle:?}");
+    assert_eq!(desired.tunnels.len(), peers * tenants);
+
+    let mut joined = v.clone();
+    let newcomer = host(peers + 1);
+    for (i, t) in joined.tenants.values().enumerate() {
+        joined.leases.push(lease(t, peers + 1 + i, &newcomer));
+    }
+    joined.hosts.insert(newcomer.hostname.clone(), newcomer);
+    let (_, join) = timed("phase_join_pass", || phase_join_pass(&replica, &joined));
+    assert_eq!(join.create_ports.len(), tenants, "one port per tenant for the new peer");
+    let vlans = existing_vlans_from(&ovs::observe(&replica, &BRIDGES, LOCAL));
+    let since = timed("phase_join_since", || phase_join_since(&replica, &joined, &desired, &vlans));
+    assert_eq!(since, join, "diff_since must give the full diff's plan");
+
+    let status = timed("phase_status_json", || phase_status_json(&desired));
+    println!("tunnel ports: {}; status entries {}", desired.tunnels.len(), status.len());
+}
