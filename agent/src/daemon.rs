@@ -125,8 +125,8 @@ impl Agent {
 
     /// The local VLAN of `tenant`, allocating it (by a reconcile pass) if this host just joined.
     pub(crate) async fn tenant_vlan(&self, tenant: &str) -> anyhow::Result<u16> {
-        // Known from the last pass: no pass needed (at 20,000 tunnel ports a pass costs a
-        // hundred milliseconds or more). The caller holds the plumbing lock, so no pass runs
+        // Known from the last pass: no pass needed (at 20,000 tunnel ports a full pass costs
+        // tens of milliseconds). The caller holds the plumbing lock, so no pass runs
         // before its port exists, and from then on that port's tag pins the VLAN
         // (`existing_vlans_from`).
         if let Some(&vlan) = self.last.lock().expect("last lock").tenant_vlans.get(tenant) {
