@@ -1156,6 +1156,10 @@ fn bench_callgrind(r: &mut Report) {
         ("phase_diff_cold", "diff against empty bridges (20,002 ports to create)"),
         ("phase_steady", "existing_vlans_from + desired_state + diff, nothing to change (an idle pass)"),
         ("phase_peer_join", "the same with one more peer (20 ports to create)"),
+        (
+            "phase_peer_join_since",
+            "the agent's pass for that join while OVSDB is unchanged: desired_state + diff_since (changed tunnels only)",
+        ),
     ];
     let rows: Vec<Vec<String>> = phases
         .iter()
