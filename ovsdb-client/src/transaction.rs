@@ -70,7 +70,7 @@ impl Transaction {
     /// Inserts a row; the returned name refers to it in later operations of this transaction,
     /// and [`TransactOutcome::uuid`] gives its real UUID after commit.
     pub fn insert(&mut self, table: impl Into<String>, row: Row) -> NamedUuid {
-        let name = NamedUuid(format!("row{}", self.next_name));
+        let name = NamedUuid(format!("row{}", self.next_name).into());
         self.next_name += 1;
         self.ops.push(Operation::Insert { table: table.into(), row, uuid_name: Some(name.clone()) });
         name
@@ -361,7 +361,7 @@ mod tests {
         tx.delete("T", vec![]);
         let u = "550e8400-e29b-41d4-a716-446655440000";
         let out = tx.interpret(&json!([{"uuid": ["uuid", u]}, {"rows": [{"a": 1}]}, {"count": 2}])).unwrap();
-        assert_eq!(out.uuid(&n).unwrap().as_str(), u);
+        assert_eq!(out.uuid(&n).unwrap().to_string(), u);
         assert_eq!(out.rows(1).len(), 1);
         assert_eq!(out.count(2), Some(2));
 

@@ -11,12 +11,13 @@ use serde_json::{json, Value as Json};
 
 use crate::error::ValueError;
 
-/// A row UUID in its canonical text form (`8-4-4-4-12` lowercase hex digits).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uuid(Arc<str>);
+/// A row UUID. It is kept as its 16 bytes rather than its 36-character text: a replica holds
+/// one per row and one per reference, and text would cost a heap allocation each.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uuid([u8; 16]);
 
 impl Uuid {
-    /// Parses the 36-character text form; upper-case digits are accepted and folded.
+    /// Parses the 36-character text form (`8-4-4-4-12` hex digits, either case).
     pub fn parse(text: &str) -> Result<Self, ValueError> {
         let bytes = text.as_bytes();
         let well_formed = bytes.len() == 36
@@ -27,24 +28,52 @@ impl Uuid {
         if !well_formed {
             return Err(ValueError::new(format!("'{text}' is not a UUID (want 8-4-4-4-12 hex digits)")));
         }
-        Ok(Uuid(text.to_ascii_lowercase().into()))
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => b - b'0',
+            _ => (b | 0x20) - b'a' + 10,
+        };
+        let mut digits = bytes.iter().copied().filter(|b| *b != b'-').map(nibble);
+        let mut out = [0u8; 16];
+        for byte in &mut out {
+            let (hi, lo) = (digits.next().unwrap_or(0), digits.next().unwrap_or(0));
+            *byte = hi << 4 | lo;
+        }
+        Ok(Uuid(out))
     }
 
-    /// The canonical text form.
-    pub fn as_str(&self) -> &str {
+    /// A UUID from its 16 bytes, most significant first.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Uuid(bytes)
+    }
+
+    /// The 16 bytes, most significant first. Their order is the order of the text forms.
+    pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
 }
 
 impl fmt::Display for Uuid {
+    /// The canonical text form: lowercase, `8-4-4-4-12`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uuid({self})")
     }
 }
 
 /// A name given to a row inserted earlier in the same transaction (`["named-uuid", name]`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NamedUuid(pub(crate) String);
+pub struct NamedUuid(pub(crate) Arc<str>);
 
 impl NamedUuid {
     /// Creates a symbolic name; it must be a valid OVSDB `<id>` (`[A-Za-z_][A-Za-z0-9_]*`).
@@ -55,7 +84,7 @@ impl NamedUuid {
                 "'{name}' is not a valid uuid-name: use letters, digits and '_', not starting with a digit"
             )));
         }
-        Ok(NamedUuid(name))
+        Ok(NamedUuid(name.into()))
     }
 
     /// The symbolic name.
@@ -79,8 +108,9 @@ pub enum Atom {
     Real(f64),
     /// A boolean.
     Boolean(bool),
-    /// A UTF-8 string.
-    String(String),
+    /// A UTF-8 string. Shared rather than owned, so that a replica can keep one copy of a
+    /// string that many rows hold (a tunnel type, an `external_ids` key, a peer's address).
+    String(Arc<str>),
     /// A reference to a row.
     Uuid(Uuid),
     /// A reference to a row inserted earlier in the same transaction.
@@ -105,8 +135,8 @@ impl Atom {
             Atom::Integer(i) => json!(i),
             Atom::Real(r) => json!(r),
             Atom::Boolean(b) => json!(b),
-            Atom::String(s) => json!(s),
-            Atom::Uuid(u) => json!(["uuid", u.as_str()]),
+            Atom::String(s) => Json::String(s.to_string()),
+            Atom::Uuid(u) => json!(["uuid", u.to_string()]),
             Atom::NamedUuid(n) => json!(["named-uuid", n.as_str()]),
         }
     }
@@ -115,7 +145,7 @@ impl Atom {
     pub fn from_json(json: &Json) -> Result<Self, ValueError> {
         match json {
             Json::Bool(b) => Ok(Atom::Boolean(*b)),
-            Json::String(s) => Ok(Atom::String(s.clone())),
+            Json::String(s) => Ok(Atom::String(s.as_str().into())),
             Json::Number(n) => {
                 if let Some(i) = n.as_i64() {
                     Ok(Atom::Integer(i))
@@ -137,7 +167,7 @@ impl Atom {
     /// The string, if this is a string atom.
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Atom::String(s) => Some(s),
+            Atom::String(s) => Some(&**s),
             _ => None,
         }
     }
@@ -232,9 +262,10 @@ atom_from! {
     u32 => Integer(i64::from),
     f64 => Real(|v| v),
     bool => Boolean(|v| v),
-    String => String(|v| v),
-    &str => String(str::to_owned),
-    &String => String(String::clone),
+    String => String(Arc::from),
+    &str => String(Arc::from),
+    &String => String(|v: &String| Arc::from(v.as_str())),
+    Arc<str> => String(|v| v),
     Uuid => Uuid(|v| v),
     &Uuid => Uuid(Uuid::clone),
     NamedUuid => NamedUuid(|v| v),
@@ -374,7 +405,7 @@ impl Value {
     pub fn map_get(&self, key: &str) -> Option<&Atom> {
         let m = self.as_map();
         m.binary_search_by(|(k, _)| match k {
-            Atom::String(s) => s.as_str().cmp(key),
+            Atom::String(s) => (**s).cmp(key),
             other => other.rank().cmp(&3),
         })
         .ok()
@@ -420,16 +451,12 @@ impl<K: Into<Atom>, V: Into<Atom>> From<BTreeMap<K, V>> for Value {
     }
 }
 
-impl serde::Serialize for Value {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
-    }
-}
+// `Serialize` for atoms, values and rows is in `codec`, with the decoders messages use.
 
 impl<'de> serde::Deserialize<'de> for Value {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let json = Json::deserialize(d)?;
-        Value::from_json(&json).map_err(serde::de::Error::custom)
+        use serde::de::DeserializeSeed;
+        crate::codec::ValueSeed(&mut crate::codec::StrPool::default()).deserialize(d)
     }
 }
 
@@ -485,18 +512,22 @@ impl FromValue for BTreeMap<String, String> {
             .as_map()
             .iter()
             .map(|(k, v)| match (k, v) {
-                (Atom::String(k), Atom::String(v)) => Ok((k.clone(), v.clone())),
+                (Atom::String(k), Atom::String(v)) => Ok((k.to_string(), v.to_string())),
                 _ => Err(mismatch("a map of strings to strings", value)),
             })
             .collect()
     }
 }
 
-/// A row: column name to value. Column names are shared `Arc<str>` so a large replica does not
-/// store the same names once per row.
+/// A row: column name to value, sorted by name.
+///
+/// A vector rather than a tree: rows have a handful of columns, and a tree node costs several
+/// hundred bytes however few it holds, which adds up over the tens of thousands of rows of a
+/// replica. Column names are shared `Arc<str>` so a large replica does not store the same names
+/// once per row.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Row {
-    columns: BTreeMap<Arc<str>, Value>,
+    columns: Vec<(Arc<str>, Value)>,
 }
 
 impl Row {
@@ -511,19 +542,28 @@ impl Row {
         self
     }
 
+    fn position(&self, column: &str) -> Result<usize, usize> {
+        self.columns.binary_search_by(|(name, _)| (**name).cmp(column))
+    }
+
     /// Sets a column.
     pub fn set(&mut self, column: impl Into<Arc<str>>, value: impl Into<Value>) {
-        self.columns.insert(column.into(), value.into());
+        let column = column.into();
+        let value = value.into();
+        match self.position(&column) {
+            Ok(i) => self.columns[i].1 = value,
+            Err(i) => self.columns.insert(i, (column, value)),
+        }
     }
 
     /// Removes a column, returning its value.
     pub fn remove(&mut self, column: &str) -> Option<Value> {
-        self.columns.remove(column)
+        self.position(column).ok().map(|i| self.columns.remove(i).1)
     }
 
     /// A column's value.
     pub fn get(&self, column: &str) -> Option<&Value> {
-        self.columns.get(column)
+        self.position(column).ok().map(|i| &self.columns[i].1)
     }
 
     /// A column converted to a Rust type; a missing column is an error naming it.
@@ -542,9 +582,9 @@ impl Row {
         self.columns.iter().map(|(k, v)| (&**k, v))
     }
 
-    /// Iterates mutably over values.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut Value)> {
-        self.columns.iter_mut()
+    /// Iterates mutably over columns in name order.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&mut Arc<str>, &mut Value)> {
+        self.columns.iter_mut().map(|(k, v)| (k, v))
     }
 
     /// Number of columns present.
@@ -575,14 +615,35 @@ impl Row {
 
     /// Moves the column names onto the shared names in `names` (see [`Row`]).
     pub(crate) fn intern(&mut self, names: &impl Fn(&str) -> Option<Arc<str>>) {
-        let columns = std::mem::take(&mut self.columns);
-        self.columns = columns.into_iter().map(|(k, v)| (names(&k).unwrap_or(k), v)).collect();
+        for (k, _) in &mut self.columns {
+            if let Some(shared) = names(k) {
+                // The same text, so the order is unchanged.
+                *k = shared;
+            }
+        }
+    }
+
+    /// Gives back the spare capacity of the row and of its sets and maps (a row kept in a
+    /// replica lives long; one being built grows by doubling).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.columns.shrink_to_fit();
+        for (_, v) in &mut self.columns {
+            match v {
+                Value::Atom(_) => {}
+                Value::Set(s) => s.shrink_to_fit(),
+                Value::Map(m) => m.shrink_to_fit(),
+            }
+        }
     }
 }
 
 impl FromIterator<(String, Value)> for Row {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        Row { columns: iter.into_iter().map(|(k, v)| (Arc::from(k), v)).collect() }
+        let mut row = Row::new();
+        for (k, v) in iter {
+            row.set(k, v);
+        }
+        row
     }
 }
 
@@ -607,7 +668,12 @@ mod tests {
     #[test]
     fn uuid_parse_and_reject() {
         let u = Uuid::parse("550E8400-e29b-41d4-a716-446655440000").unwrap();
-        assert_eq!(u.as_str(), "550e8400-e29b-41d4-a716-446655440000");
+        assert_eq!(u.to_string(), "550e8400-e29b-41d4-a716-446655440000");
+        assert_eq!(u.as_bytes()[..3], [0x55, 0x0e, 0x84]);
+        assert_eq!(Uuid::from_bytes(*u.as_bytes()), u);
+        // Byte order is text order, so sorted UUIDs sort as their text does.
+        let v = Uuid::parse("550e8400-e29b-41d4-a716-4466554400ff").unwrap();
+        assert!(u < v && u.to_string() < v.to_string());
         for bad in ["", "550e8400e29b41d4a716446655440000", "550e8400-e29b-41d4-a716-44665544000g", "x"] {
             assert!(Uuid::parse(bad).is_err(), "{bad}");
         }

@@ -925,7 +925,7 @@ async fn reconnects_after_server_restart_and_rebuilds_replica() {
     let old = client.replica().table("Bridge").find_one("name", &Atom::from("br-old")).map(|(u, _)| u.clone());
     let old = old.expect("br-old in replica");
     let detach = json!([DB, {"op": "mutate", "table": DB, "where": [],
-        "mutations": [["bridges", "delete", ["set", [["uuid", old.as_str()]]]]]}]);
+        "mutations": [["bridges", "delete", ["set", [["uuid", old.to_string()]]]]]}]);
     for t in [offline, detach] {
         let out = tokio::task::block_in_place(|| {
             std::process::Command::new("ovsdb-tool")
