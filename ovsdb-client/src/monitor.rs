@@ -293,7 +293,7 @@ pub struct MonitorEvent {
 pub struct Monitor {
     pub(crate) id: String,
     pub(crate) version: MonitorVersion,
-    pub(crate) rx: tokio::sync::mpsc::UnboundedReceiver<Json>,
+    pub(crate) rx: tokio::sync::mpsc::UnboundedReceiver<crate::connection::RawJson>,
 }
 
 impl Monitor {
@@ -311,18 +311,20 @@ impl Monitor {
     /// error; the replica fed from it can no longer be trusted.
     pub async fn next(&mut self) -> Option<Result<MonitorEvent, RpcError>> {
         let params = self.rx.recv().await?;
-        Some(self.parse(&params))
+        Some(self.parse(params.text()))
     }
 
-    fn parse(&self, params: &Json) -> Result<MonitorEvent, RpcError> {
+    fn parse(&self, params: &[u8]) -> Result<MonitorEvent, RpcError> {
         let bad = |reason: String| RpcError::MalformedReply { method: "update".into(), reason };
-        let arr = params.as_array().ok_or_else(|| bad("params are not an array".into()))?;
+        let arr: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(params).map_err(|_| bad("params are not an array".into()))?;
         let (updates, txn) = match self.version {
-            MonitorVersion::V3 => (arr.get(2), arr.get(1).and_then(Json::as_str).map(str::to_owned)),
+            MonitorVersion::V3 => (arr.get(2), arr.get(1).and_then(|t| serde_json::from_str::<String>(t.get()).ok())),
             _ => (arr.get(1), None),
         };
         let updates = updates.ok_or_else(|| bad("no table updates".into()))?;
-        let updates = TableUpdates::from_json(updates, self.version, false).map_err(|e| bad(e.to_string()))?;
+        let updates =
+            TableUpdates::from_slice(updates.get().as_bytes(), self.version, false).map_err(|e| bad(e.to_string()))?;
         Ok(MonitorEvent { updates, last_txn_id: txn })
     }
 }

@@ -2,9 +2,13 @@
 //! validation against the schema before sending, and the reply turned into typed results or a
 //! typed error for the first operation that failed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use serde::ser::SerializeSeq;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
 use crate::error::{OvsdbError, TransactError, ValidationError};
@@ -194,14 +198,43 @@ impl Transaction {
 
     /// The `transact` params: `[db, op...]`.
     pub fn to_params(&self) -> Json {
-        let mut params = vec![Json::String(self.database.clone())];
-        params.extend(self.ops.iter().map(Operation::to_json));
-        Json::Array(params)
+        serde_json::to_value(self.params()).expect("operations serialize to JSON")
+    }
+
+    /// The `transact` params as they are written to the wire: straight from the operations,
+    /// since as a `serde_json::Value` the params of a 20,000-port transaction took 96 MB.
+    pub(crate) fn params(&self) -> impl Serialize + '_ {
+        struct Params<'a>(&'a Transaction);
+        impl Serialize for Params<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(1 + self.0.ops.len()))?;
+                seq.serialize_element(&self.0.database)?;
+                for op in &self.0.ops {
+                    seq.serialize_element(op)?;
+                }
+                seq.end()
+            }
+        }
+        Params(self)
     }
 
     /// Turns a `transact` result array into an outcome or the first error.
     pub fn interpret(&self, reply: &Json) -> Result<TransactOutcome, TransactError> {
-        interpret(&self.ops, reply)
+        let results = reply.as_array().ok_or_else(|| {
+            TransactError::MalformedReply(format!("result is not an array: {}", crate::value::short(reply)))
+        })?;
+        interpret(&self.ops, results.len(), |i| Cow::Borrowed(&results[i]))
+    }
+
+    /// [`Transaction::interpret`] from the result's JSON text, one result at a time (the
+    /// reply to a transaction of thousands of operations is megabytes).
+    pub(crate) fn interpret_text(&self, reply: &[u8]) -> Result<TransactOutcome, TransactError> {
+        let results: Vec<&RawValue> = serde_json::from_slice(reply).map_err(|_| {
+            let text = String::from_utf8_lossy(&reply[..reply.len().min(120)]).into_owned();
+            TransactError::MalformedReply(format!("result is not an array: {text}"))
+        })?;
+        // Each was parsed once already, as part of the reply, so parsing it again cannot fail.
+        interpret(&self.ops, results.len(), |i| Cow::Owned(serde_json::from_str(results[i].get()).unwrap_or_default()))
     }
 }
 
@@ -268,15 +301,16 @@ impl TransactOutcome {
 /// Maps a `transact` reply onto the operations that produced it (RFC 7047 section 4.1.3): one
 /// result per operation, `null` after the first failure, and possibly one extra error for a
 /// failure at commit time.
-pub(crate) fn interpret(ops: &[Operation], reply: &Json) -> Result<TransactOutcome, TransactError> {
-    let results = reply.as_array().ok_or_else(|| {
-        TransactError::MalformedReply(format!("result is not an array: {}", crate::value::short(reply)))
-    })?;
-    if results.len() < ops.len() {
-        return Err(TransactError::MalformedReply(format!("{} results for {} operations", results.len(), ops.len())));
+fn interpret<'a>(
+    ops: &[Operation],
+    count: usize,
+    result: impl Fn(usize) -> Cow<'a, Json>,
+) -> Result<TransactOutcome, TransactError> {
+    if count < ops.len() {
+        return Err(TransactError::MalformedReply(format!("{count} results for {} operations", ops.len())));
     }
-    for (index, r) in results.iter().enumerate() {
-        if let Some(error) = OvsdbError::from_json(r) {
+    for index in 0..count {
+        if let Some(error) = OvsdbError::from_json(&result(index)) {
             return Err(match ops.get(index) {
                 Some(op) => TransactError::Operation {
                     index,
@@ -289,7 +323,9 @@ pub(crate) fn interpret(ops: &[Operation], reply: &Json) -> Result<TransactOutco
         }
     }
     let mut outcome = TransactOutcome::default();
-    for (op, r) in ops.iter().zip(results) {
+    for (index, op) in ops.iter().enumerate() {
+        let r = result(index);
+        let r = r.as_ref();
         let result = match op {
             Operation::Insert { uuid_name, .. } => {
                 let uuid = r
