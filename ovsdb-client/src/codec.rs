@@ -17,63 +17,122 @@ use serde::{Serialize, Serializer};
 
 use crate::value::{Atom, NamedUuid, Row, Uuid, Value};
 
-/// One shared copy of each distinct string. Used while decoding a message, so a string that
-/// many rows repeat is allocated once, and by the replica for the rows it keeps.
+/// One shared copy of each distinct string, set and map. Used while decoding a message, so
+/// what many rows repeat is allocated once, and by the replica for the rows it keeps.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct StrPool {
-    set: HashSet<Arc<str>>,
-    /// Size of `set` after the last purge.
+    strings: HashSet<Arc<str>>,
+    sets: HashSet<Arc<[Atom]>>,
+    maps: HashSet<Arc<[(Atom, Atom)]>>,
+    /// Entries after the last purge.
     live: usize,
 }
 
 impl StrPool {
     /// The shared copy of `s`.
     pub(crate) fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(shared) = self.set.get(s) {
+        if let Some(shared) = self.strings.get(s) {
             return shared.clone();
         }
         let new: Arc<str> = Arc::from(s);
-        self.set.insert(new.clone());
+        self.strings.insert(new.clone());
         new
     }
 
     /// Replaces `s` by the shared copy of its text (making it the shared copy if there is none).
-    pub(crate) fn intern(&mut self, s: &mut Arc<str>) {
-        match self.set.get(&**s) {
+    fn intern(&mut self, s: &mut Arc<str>) {
+        match self.strings.get(&**s) {
             Some(shared) => {
                 if !Arc::ptr_eq(shared, s) {
                     *s = shared.clone();
                 }
             }
             None => {
-                self.set.insert(s.clone());
+                self.strings.insert(s.clone());
             }
         }
     }
 
+    fn intern_atom(&mut self, a: &mut Atom) {
+        if let Atom::String(s) = a {
+            self.intern(s);
+        }
+    }
+
+    /// Whether `a` already holds the shared copy of its string (a string not seen before
+    /// becomes the shared copy).
+    fn is_shared(&mut self, a: &Atom) -> bool {
+        let Atom::String(s) = a else { return true };
+        match self.strings.get(&**s) {
+            Some(shared) => Arc::ptr_eq(shared, s),
+            None => {
+                self.strings.insert(s.clone());
+                true
+            }
+        }
+    }
+
+    /// Replaces `v` by the shared copy of its contents. Sets holding UUIDs are references
+    /// (a Port's `interfaces`, a Bridge's `ports`), which no two rows share, so they are only
+    /// given shared strings, not kept for sharing.
     pub(crate) fn intern_value(&mut self, v: &mut Value) {
-        let mut atom = |a: &mut Atom| {
-            if let Atom::String(s) = a {
-                self.intern(s);
-            }
-        };
         match v {
-            Value::Atom(a) => atom(a),
-            Value::Set(set) => set.iter_mut().for_each(atom),
-            Value::Map(map) => map.iter_mut().for_each(|(k, v)| {
-                atom(k);
-                atom(v);
-            }),
+            Value::Atom(a) => self.intern_atom(a),
+            Value::Set(set) => {
+                if set.is_empty() {
+                    return;
+                }
+                if let Some(shared) = self.sets.get(&**set) {
+                    *set = shared.clone();
+                    return;
+                }
+                // Without a copy when possible: decoded values hold decoded strings.
+                if !set.iter().all(|a| self.is_shared(a)) {
+                    let mut atoms = set.to_vec();
+                    atoms.iter_mut().for_each(|a| self.intern_atom(a));
+                    *set = atoms.into();
+                }
+                if !set.iter().any(|a| matches!(a, Atom::Uuid(_))) {
+                    self.sets.insert(set.clone());
+                }
+            }
+            Value::Map(map) => {
+                if map.is_empty() {
+                    return;
+                }
+                if let Some(shared) = self.maps.get(&**map) {
+                    *map = shared.clone();
+                    return;
+                }
+                if !map.iter().all(|(k, v)| self.is_shared(k) && self.is_shared(v)) {
+                    let mut pairs = map.to_vec();
+                    pairs.iter_mut().for_each(|(k, v)| {
+                        self.intern_atom(k);
+                        self.intern_atom(v);
+                    });
+                    *map = pairs.into();
+                }
+                self.maps.insert(map.clone());
+            }
         }
     }
 
-    /// Forgets strings that nothing else holds any more (a deleted port's name). Only once the
-    /// set has doubled since the last purge, so the scans cost O(1) per string added.
+    fn len(&self) -> usize {
+        self.strings.len() + self.sets.len() + self.maps.len()
+    }
+
+    /// Forgets what nothing else holds any more (a deleted port's name and `external_ids`).
+    /// Only once the pool has doubled since the last purge, so the scans cost O(1) per entry
+    /// added.
     pub(crate) fn purge(&mut self) {
-        if self.set.len() >= 2 * self.live.max(1024) {
-            self.set.retain(|s| Arc::strong_count(s) > 1);
-            self.set.shrink_to_fit();
-            self.live = self.set.len();
+        if self.len() >= 2 * self.live.max(1024) {
+            self.strings.retain(|s| Arc::strong_count(s) > 1);
+            self.sets.retain(|s| Arc::strong_count(s) > 1);
+            self.maps.retain(|m| Arc::strong_count(m) > 1);
+            self.strings.shrink_to_fit();
+            self.sets.shrink_to_fit();
+            self.maps.shrink_to_fit();
+            self.live = self.len();
         }
     }
 }
@@ -126,7 +185,7 @@ impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Value::Atom(a) => a.serialize(s),
-            Value::Set(atoms) => tagged(s, "set", atoms),
+            Value::Set(atoms) => tagged(s, "set", &**atoms),
             Value::Map(pairs) => tagged(s, "map", &Pairs(pairs)),
         }
     }
@@ -387,9 +446,10 @@ impl<'de> Visitor<'de> for RowVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
         let mut row = Row::new();
         while let Some(column) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let value = map
+            let mut value = map
                 .next_value_seed(ValueSeed(self.0))
                 .map_err(|e| de::Error::custom(format_args!("column '{column}': {e}")))?;
+            self.0.intern_value(&mut value);
             row.set(self.0.get(&column), value);
         }
         Ok(row)
@@ -441,7 +501,7 @@ mod tests {
             pool.get(&format!("gone{i}"));
         }
         pool.purge();
-        assert_eq!(pool.set.len(), kept.len());
+        assert_eq!(pool.strings.len(), kept.len());
         assert!(Arc::ptr_eq(&pool.get("kept7"), &kept[7]));
     }
 }

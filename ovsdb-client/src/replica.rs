@@ -19,11 +19,11 @@ pub struct TableReplica {
 }
 
 /// The rows holding one indexed atom. Indexed columns are mostly names, held by one row each,
-/// so that case is kept inline rather than in a vector of its own.
+/// so that case is kept inline rather than in an allocation of its own.
 #[derive(Debug, Clone)]
 enum Holders {
     One(Uuid),
-    Many(Vec<Uuid>),
+    Many(Box<[Uuid]>),
 }
 
 impl Holders {
@@ -35,10 +35,9 @@ impl Holders {
     }
 
     fn push(&mut self, uuid: Uuid) {
-        match self {
-            Holders::One(first) => *self = Holders::Many(vec![first.clone(), uuid]),
-            Holders::Many(v) => v.push(uuid),
-        }
+        let mut all = self.as_slice().to_vec();
+        all.push(uuid);
+        *self = Holders::Many(all.into());
     }
 
     /// Removes `uuid`; true when no row is left.
@@ -46,15 +45,13 @@ impl Holders {
         match self {
             Holders::One(u) => u == uuid,
             Holders::Many(v) => {
-                v.retain(|u| u != uuid);
-                match v.as_slice() {
-                    [] => true,
-                    [one] => {
-                        *self = Holders::One(one.clone());
-                        false
-                    }
-                    _ => false,
+                let rest: Vec<Uuid> = v.iter().filter(|u| *u != uuid).cloned().collect();
+                match rest.as_slice() {
+                    [] => return true,
+                    [one] => *self = Holders::One(one.clone()),
+                    _ => *self = Holders::Many(rest.into()),
                 }
+                false
             }
         }
     }
@@ -281,7 +278,7 @@ fn fill_defaults(monitored: Option<&MonitorRequests>, table: &str, ts: &TableSch
 /// when the column may be empty, otherwise 0, 0.0, false, "" or the all-zero UUID.
 fn default_value(kind: &ColumnType) -> Value {
     if kind.is_map() {
-        return Value::Map(Vec::new());
+        return Value::empty_map();
     }
     if kind.min == 0 {
         return Value::empty_set();
@@ -296,7 +293,7 @@ fn default_value(kind: &ColumnType) -> Value {
     if kind.is_scalar() {
         Value::Atom(atom)
     } else {
-        Value::Set(vec![atom])
+        Value::Set(Arc::from([atom]))
     }
 }
 
@@ -318,7 +315,7 @@ pub fn apply_diff(kind: &ColumnType, old: Value, diff: Value) -> Value {
                 m.insert(k.clone(), v.clone());
             }
         }
-        return Value::Map(m.into_iter().collect());
+        return Value::map(m);
     }
     let mut s: std::collections::BTreeSet<Atom> = old.as_set().iter().cloned().collect();
     for a in diff.as_set() {
@@ -326,7 +323,7 @@ pub fn apply_diff(kind: &ColumnType, old: Value, diff: Value) -> Value {
             s.insert(a.clone());
         }
     }
-    Value::Set(s.into_iter().collect())
+    Value::set(s)
 }
 
 #[cfg(test)]
@@ -407,7 +404,7 @@ mod tests {
         assert_eq!(row.get("name"), Some(&Value::from("")));
         assert_eq!(row.get("tag"), Some(&Value::empty_set()));
         assert_eq!(row.get("trunks"), Some(&Value::set([5i64])));
-        assert_eq!(row.get("external_ids"), Some(&Value::Map(Vec::new())));
+        assert_eq!(row.get("external_ids"), Some(&Value::empty_map()));
         assert_eq!(row.get_as::<String>("name").unwrap(), "");
         assert!(row.get("_uuid").is_none());
         // Only the monitored columns are filled in.
@@ -457,6 +454,31 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(Arc::ptr_eq(&kind, &name));
+    }
+
+    #[test]
+    fn rows_share_one_copy_of_a_map() {
+        let mut r = Replica::new(schema(), &[]);
+        let (u1, u2) = ("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222");
+        let ids = json!(["map", [["overlay-kind", "tunnel"], ["overlay-peer", "h2"]]]);
+        r.apply(&upd(json!({"Port": {u1: {"insert": {"external_ids": ids}}}}))).unwrap();
+        r.apply(&upd(json!({"Port": {u2: {"insert": {"external_ids": ids, "trunks": 7}}}}))).unwrap();
+        let map = |r: &Replica, u: &str| match r.get("Port", &Uuid::parse(u).unwrap()).unwrap().get("external_ids") {
+            Some(Value::Map(m)) => m.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(Arc::ptr_eq(&map(&r, u1), &map(&r, u2)));
+        // A modify gives the row a new map, not a change to the shared one.
+        r.apply(&upd(json!({"Port": {u2: {"modify": {"external_ids": ["map", [["overlay-peer", "h3"]]]}}}}))).unwrap();
+        assert_eq!(map(&r, u1).len(), 2);
+        assert_eq!(
+            r.get("Port", &Uuid::parse(u2).unwrap()).unwrap().map_str("external_ids", "overlay-peer"),
+            Some("h3")
+        );
+        assert_eq!(
+            r.get("Port", &Uuid::parse(u1).unwrap()).unwrap().map_str("external_ids", "overlay-peer"),
+            Some("h2")
+        );
     }
 
     #[test]

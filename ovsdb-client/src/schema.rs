@@ -367,10 +367,10 @@ impl DatabaseSchema {
         };
         match value {
             Value::Atom(a) if kind.is_scalar() => Value::Atom(fix(&kind.key, a)),
-            Value::Set(mut s) if kind.is_scalar() && s.len() == 1 => Value::Atom(fix(&kind.key, s.remove(0))),
-            Value::Atom(a) if !kind.is_map() => Value::Set(vec![fix(&kind.key, a)]),
+            Value::Set(s) if kind.is_scalar() && s.len() == 1 => Value::Atom(fix(&kind.key, s[0].clone())),
+            Value::Atom(a) if !kind.is_map() => Value::Set(Arc::from([fix(&kind.key, a)])),
             Value::Set(s) if kind.key.atomic == AtomicType::Real => {
-                Value::set(s.into_iter().map(|a| fix(&kind.key, a)))
+                Value::set(s.iter().cloned().map(|a| fix(&kind.key, a)))
             }
             other => other,
         }
@@ -399,7 +399,7 @@ impl DatabaseSchema {
         match (value, kind.is_map()) {
             (Value::Map(entries), true) => {
                 let vt = kind.value.as_ref().expect("map has a value type");
-                for (k, v) in entries {
+                for (k, v) in entries.iter() {
                     kind.key.check(k).map_err(|e| bad(format!("map key: {e}")))?;
                     vt.check(v).map_err(|e| bad(format!("map value for key {k}: {e}")))?;
                 }
