@@ -40,7 +40,7 @@ impl StrPool {
     }
 
     /// Replaces `s` by the shared copy of its text (making it the shared copy if there is none).
-    fn intern(&mut self, s: &mut Arc<str>) {
+    pub(crate) fn intern(&mut self, s: &mut Arc<str>) {
         match self.strings.get(&**s) {
             Some(shared) => {
                 if !Arc::ptr_eq(shared, s) {
@@ -72,9 +72,9 @@ impl StrPool {
         }
     }
 
-    /// Replaces `v` by the shared copy of its contents. Sets holding UUIDs are references
-    /// (a Port's `interfaces`, a Bridge's `ports`), which no two rows share, so they are only
-    /// given shared strings, not kept for sharing.
+    /// Replaces `v` by the shared copy of its contents. Sets of references (UUIDs or named
+    /// UUIDs: a Port's `interfaces`, a Bridge's `ports`) are not kept for sharing: no two rows
+    /// hold the same.
     pub(crate) fn intern_value(&mut self, v: &mut Value) {
         match v {
             Value::Atom(a) => self.intern_atom(a),
@@ -92,7 +92,7 @@ impl StrPool {
                     atoms.iter_mut().for_each(|a| self.intern_atom(a));
                     *set = atoms.into();
                 }
-                if !set.iter().any(|a| matches!(a, Atom::Uuid(_))) {
+                if !set.iter().any(|a| matches!(a, Atom::Uuid(_) | Atom::NamedUuid(_))) {
                     self.sets.insert(set.clone());
                 }
             }
