@@ -24,7 +24,7 @@ use crate::framing::{Framer, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::monitor::{Monitor, MonitorRequests, MonitorVersion, TableUpdates};
 use crate::remote::{Remote, Transport};
 use crate::schema::DatabaseSchema;
-use crate::transaction::{TransactOutcome, Transaction};
+use crate::transaction::{interpret_text, TransactOutcome, Transaction};
 
 /// Tunables of one session.
 #[derive(Debug, Clone)]
@@ -98,6 +98,12 @@ impl RawJson {
 }
 
 type Reply = Result<RawJson, RpcError>;
+
+/// A request written, its reply still to come.
+struct Sent {
+    id: u64,
+    rx: oneshot::Receiver<Reply>,
+}
 
 struct Pending {
     method: String,
@@ -258,6 +264,13 @@ impl Connection {
     /// [`Connection::call`] with any serializable params (written straight to the wire, with
     /// no `serde_json::Value` in between), giving back the result as text.
     pub(crate) async fn request<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<RawJson, RpcError> {
+        let sent = self.send_request(method, params)?;
+        self.reply(method, sent).await
+    }
+
+    /// Writes a request; [`Connection::reply`] waits for its answer. Once this returns,
+    /// `params` are no longer needed.
+    fn send_request<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<Sent, RpcError> {
         #[derive(Serialize)]
         struct Request<'a, P: ?Sized> {
             method: &'a str,
@@ -280,14 +293,18 @@ impl Connection {
             self.shared.pending.lock().expect("pending lock").remove(&id);
             return Err(e);
         }
+        Ok(Sent { id, rx })
+    }
+
+    async fn reply(&self, method: &str, sent: Sent) -> Result<RawJson, RpcError> {
         let timeout = self.shared.options.request_timeout;
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout(timeout, sent.rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(RpcError::Disconnected {
                 reason: self.shared.closed_reason().unwrap_or_else(|| "connection dropped".into()),
             }),
             Err(_) => {
-                self.shared.pending.lock().expect("pending lock").remove(&id);
+                self.shared.pending.lock().expect("pending lock").remove(&sent.id);
                 Err(RpcError::Timeout { method: method.to_owned(), after: timeout })
             }
         }
@@ -319,7 +336,19 @@ impl Connection {
     pub async fn transact(&self, tx: &Transaction) -> Result<TransactOutcome, TransactError> {
         tx.validate()?;
         let reply = self.request("transact", &tx.params()).await?;
-        tx.interpret_text(reply.text())
+        interpret_text(&tx.shapes(), reply.text())
+    }
+
+    /// [`Connection::transact`] taking the transaction: its rows are dropped as soon as they
+    /// are written, not kept while the server works and the updates it causes come in. For a
+    /// transaction of thousands of rows that is tens of MiB, and keeping them meant the
+    /// replica's new rows were allocated among them and stayed scattered once they went.
+    pub async fn transact_owned(&self, tx: Transaction) -> Result<TransactOutcome, TransactError> {
+        tx.validate()?;
+        let sent = self.send_request("transact", &tx.params())?;
+        let shapes = tx.into_shapes();
+        let reply = self.reply("transact", sent).await?;
+        interpret_text(&shapes, reply.text())
     }
 
     async fn start_monitor(

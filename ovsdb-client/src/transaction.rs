@@ -256,19 +256,76 @@ impl Transaction {
         let results = reply.as_array().ok_or_else(|| {
             TransactError::MalformedReply(format!("result is not an array: {}", crate::value::short(reply)))
         })?;
-        interpret(&self.ops, results.len(), |i| Cow::Borrowed(&results[i]))
+        let shapes: Vec<OpShape> = self.ops.iter().map(OpShape::of).collect();
+        interpret(&shapes, results.len(), |i| Cow::Borrowed(&results[i]))
     }
 
-    /// [`Transaction::interpret`] from the result's JSON text, one result at a time (the
-    /// reply to a transaction of thousands of operations is megabytes).
-    pub(crate) fn interpret_text(&self, reply: &[u8]) -> Result<TransactOutcome, TransactError> {
-        let results: Vec<&RawValue> = serde_json::from_slice(reply).map_err(|_| {
-            let text = String::from_utf8_lossy(&reply[..reply.len().min(120)]).into_owned();
-            TransactError::MalformedReply(format!("result is not an array: {text}"))
-        })?;
-        // Each was parsed once already, as part of the reply, so parsing it again cannot fail.
-        interpret(&self.ops, results.len(), |i| Cow::Owned(serde_json::from_str(results[i].get()).unwrap_or_default()))
+    /// What reading the reply needs of the operations, without their rows.
+    pub(crate) fn shapes(&self) -> Vec<OpShape<'_>> {
+        self.ops.iter().map(OpShape::of).collect()
     }
+
+    /// [`Transaction::shapes`] taking the transaction, so its rows go.
+    pub(crate) fn into_shapes(self) -> Vec<OpShape<'static>> {
+        self.ops.into_iter().map(OpShape::owned).collect()
+    }
+}
+
+/// What reading a `transact` reply needs of one operation. Kept apart from the operation so
+/// that a transaction's rows can be dropped once written, while the server works on it
+/// ([`crate::Connection::transact_owned`]).
+pub(crate) struct OpShape<'a> {
+    name: &'static str,
+    table: Option<Cow<'a, str>>,
+    expect: Expect,
+}
+
+enum Expect {
+    /// `insert`: a UUID, known by this name in the transaction.
+    Uuid(Option<NamedUuid>),
+    /// `select`.
+    Rows,
+    /// `update`, `mutate`, `delete`.
+    Count,
+    /// Everything else.
+    Nothing,
+}
+
+impl<'a> OpShape<'a> {
+    fn of(op: &'a Operation) -> Self {
+        let expect = match op {
+            Operation::Insert { uuid_name, .. } => Expect::Uuid(uuid_name.clone()),
+            Operation::Select { .. } => Expect::Rows,
+            Operation::Update { .. } | Operation::Mutate { .. } | Operation::Delete { .. } => Expect::Count,
+            _ => Expect::Nothing,
+        };
+        OpShape { name: op.name(), table: op.table().map(Cow::Borrowed), expect }
+    }
+
+    fn owned(op: Operation) -> OpShape<'static> {
+        let name = op.name();
+        let (table, expect) = match op {
+            Operation::Insert { table, uuid_name, .. } => (Some(table), Expect::Uuid(uuid_name)),
+            Operation::Select { table, .. } => (Some(table), Expect::Rows),
+            Operation::Update { table, .. } | Operation::Mutate { table, .. } | Operation::Delete { table, .. } => {
+                (Some(table), Expect::Count)
+            }
+            Operation::Wait { table, .. } => (Some(table), Expect::Nothing),
+            _ => (None, Expect::Nothing),
+        };
+        OpShape { name, table: table.map(Cow::Owned), expect }
+    }
+}
+
+/// [`Transaction::interpret`] from the result's JSON text, one result at a time (the reply to
+/// a transaction of thousands of operations is megabytes).
+pub(crate) fn interpret_text(shapes: &[OpShape], reply: &[u8]) -> Result<TransactOutcome, TransactError> {
+    let results: Vec<&RawValue> = serde_json::from_slice(reply).map_err(|_| {
+        let text = String::from_utf8_lossy(&reply[..reply.len().min(120)]).into_owned();
+        TransactError::MalformedReply(format!("result is not an array: {text}"))
+    })?;
+    // Each was parsed once already, as part of the reply, so parsing it again cannot fail.
+    interpret(shapes, results.len(), |i| Cow::Owned(serde_json::from_str(results[i].get()).unwrap_or_default()))
 }
 
 fn named_uuids_used(op: &Operation) -> Vec<&NamedUuid> {
@@ -335,7 +392,7 @@ impl TransactOutcome {
 /// result per operation, `null` after the first failure, and possibly one extra error for a
 /// failure at commit time.
 fn interpret<'a>(
-    ops: &[Operation],
+    ops: &[OpShape],
     count: usize,
     result: impl Fn(usize) -> Cow<'a, Json>,
 ) -> Result<TransactOutcome, TransactError> {
@@ -347,8 +404,8 @@ fn interpret<'a>(
             return Err(match ops.get(index) {
                 Some(op) => TransactError::Operation {
                     index,
-                    op: op.name(),
-                    table: op.table().unwrap_or_default().to_owned(),
+                    op: op.name,
+                    table: op.table.as_deref().unwrap_or_default().to_owned(),
                     error,
                 },
                 None => TransactError::Commit(error),
@@ -359,8 +416,8 @@ fn interpret<'a>(
     for (index, op) in ops.iter().enumerate() {
         let r = result(index);
         let r = r.as_ref();
-        let result = match op {
-            Operation::Insert { uuid_name, .. } => {
+        let result = match &op.expect {
+            Expect::Uuid(uuid_name) => {
                 let uuid = r
                     .get("uuid")
                     .and_then(|u| crate::value::Atom::from_json(u).ok())
@@ -371,7 +428,7 @@ fn interpret<'a>(
                 }
                 OpResult::Inserted(uuid)
             }
-            Operation::Select { .. } => {
+            Expect::Rows => {
                 let rows = r.get("rows").and_then(Json::as_array).ok_or_else(|| {
                     TransactError::MalformedReply(format!("select result without rows: {}", crate::value::short(r)))
                 })?;
@@ -382,12 +439,12 @@ fn interpret<'a>(
                     .map_err(|e| TransactError::MalformedReply(e.to_string()))?;
                 OpResult::Rows(rows)
             }
-            Operation::Update { .. } | Operation::Mutate { .. } | Operation::Delete { .. } => OpResult::Count(
+            Expect::Count => OpResult::Count(
                 r.get("count")
                     .and_then(Json::as_u64)
                     .ok_or_else(|| TransactError::MalformedReply(format!("result without count: {r}")))?,
             ),
-            _ => OpResult::Empty,
+            Expect::Nothing => OpResult::Empty,
         };
         outcome.results.push(result);
     }
