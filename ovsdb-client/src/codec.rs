@@ -24,6 +24,8 @@ pub(crate) struct StrPool {
     strings: HashSet<Arc<str>>,
     sets: HashSet<Arc<[Atom]>>,
     maps: HashSet<Arc<[(Atom, Atom)]>>,
+    /// Column name lists of rows (see [`Row`]).
+    layouts: HashSet<Arc<[Arc<str>]>>,
     /// Entries after the last purge.
     live: usize,
 }
@@ -117,8 +119,27 @@ impl StrPool {
         }
     }
 
+    /// Gives a row the shared copy of its list of column names, and its values shared
+    /// contents.
+    pub(crate) fn intern_row(&mut self, row: &mut Row) {
+        for (_, value) in row.values_mut() {
+            self.intern_value(value);
+        }
+        let names = row.names_mut();
+        if let Some(shared) = self.layouts.get(&**names) {
+            if !Arc::ptr_eq(shared, names) {
+                *names = shared.clone();
+            }
+            return;
+        }
+        let mut list = names.to_vec();
+        list.iter_mut().for_each(|n| self.intern(n));
+        *names = list.into();
+        self.layouts.insert(names.clone());
+    }
+
     fn len(&self) -> usize {
-        self.strings.len() + self.sets.len() + self.maps.len()
+        self.strings.len() + self.sets.len() + self.maps.len() + self.layouts.len()
     }
 
     /// Forgets what nothing else holds any more (a deleted port's name and `external_ids`).
@@ -129,9 +150,11 @@ impl StrPool {
             self.strings.retain(|s| Arc::strong_count(s) > 1);
             self.sets.retain(|s| Arc::strong_count(s) > 1);
             self.maps.retain(|m| Arc::strong_count(m) > 1);
+            self.layouts.retain(|l| Arc::strong_count(l) > 1);
             self.strings.shrink_to_fit();
             self.sets.shrink_to_fit();
             self.maps.shrink_to_fit();
+            self.layouts.shrink_to_fit();
             self.live = self.len();
         }
     }
@@ -444,14 +467,15 @@ impl<'de> Visitor<'de> for RowVisitor<'_> {
         f.write_str("a row object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
-        let mut row = Row::new();
+        let mut columns = Vec::with_capacity(8);
         while let Some(column) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let mut value = map
+            let value = map
                 .next_value_seed(ValueSeed(self.0))
                 .map_err(|e| de::Error::custom(format_args!("column '{column}': {e}")))?;
-            self.0.intern_value(&mut value);
-            row.set(self.0.get(&column), value);
+            columns.push((self.0.get(&column), value));
         }
+        let mut row = Row::from_columns(columns);
+        self.0.intern_row(&mut row);
         Ok(row)
     }
 }

@@ -218,9 +218,7 @@ impl Replica {
                     RowUpdate::Initial(mut row) | RowUpdate::Insert(mut row) | RowUpdate::Replace(mut row) => {
                         self.schema.normalize_row(table, &mut row);
                         fill_defaults(self.monitored.as_ref(), table, ts, &mut row);
-                        for (_, v) in row.iter_mut() {
-                            self.strings.intern_value(v);
-                        }
+                        self.strings.intern_row(&mut row);
                         row.shrink_to_fit();
                         if let Some(old) = t.rows.remove(uuid) {
                             t.index_remove(uuid, &old);
@@ -242,11 +240,15 @@ impl Replica {
                         for (column, d) in diff.iter() {
                             let Some(col) = ts.column(column) else { continue };
                             let d = DatabaseSchema::normalize(&col.kind, d.clone());
-                            let old = row.remove(column).unwrap_or_else(Value::empty_set);
-                            let mut new = apply_diff(&col.kind, old, d);
-                            self.strings.intern_value(&mut new);
-                            row.set(col.name.clone(), new);
+                            match row.get_mut(column) {
+                                Some(slot) => {
+                                    let old = std::mem::replace(slot, Value::empty_set());
+                                    *slot = apply_diff(&col.kind, old, d);
+                                }
+                                None => row.set(col.name.clone(), apply_diff(&col.kind, Value::empty_set(), d)),
+                            }
                         }
+                        self.strings.intern_row(&mut row);
                         row.shrink_to_fit();
                         t.index_add(uuid, &row);
                         t.rows.insert(uuid.clone(), row);
@@ -267,10 +269,16 @@ fn fill_defaults(monitored: Option<&MonitorRequests>, table: &str, ts: &TableSch
         Some(names) => names.iter().filter_map(|c| ts.column(c)).collect(),
         None => ts.columns.values().collect(),
     };
-    for col in columns {
-        if !col.name.starts_with('_') && row.get(&col.name).is_none() {
-            row.set(col.name.clone(), default_value(&col.kind));
-        }
+    let missing: Vec<(Arc<str>, Value)> = columns
+        .into_iter()
+        .filter(|col| !col.name.starts_with('_') && row.get(&col.name).is_none())
+        .map(|col| (col.name.clone(), default_value(&col.kind)))
+        .collect();
+    if !missing.is_empty() {
+        // Rebuilt once rather than set column by column: each set copies the list of names.
+        let mut columns = std::mem::take(row).into_columns();
+        columns.extend(missing);
+        *row = Row::from_columns(columns);
     }
 }
 
@@ -468,6 +476,9 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(Arc::ptr_eq(&map(&r, u1), &map(&r, u2)));
+        // With every monitored column filled in, both rows have one list of column names.
+        let row = |u: &str| r.get("Port", &Uuid::parse(u).unwrap()).unwrap().clone();
+        assert!(row(u1).shares_names_with(&row(u2)));
         // A modify gives the row a new map, not a change to the shared one.
         r.apply(&upd(json!({"Port": {u2: {"modify": {"external_ids": ["map", [["overlay-peer", "h3"]]]}}}}))).unwrap();
         assert_eq!(map(&r, u1).len(), 2);

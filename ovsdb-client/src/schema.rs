@@ -380,13 +380,12 @@ impl DatabaseSchema {
     /// columns the schema does not know are left as they are.
     pub fn normalize_row(&self, table: &str, row: &mut Row) {
         let Ok(ts) = self.table(table) else { return };
-        for (name, value) in row.iter_mut() {
+        for (name, value) in row.values_mut() {
             if let Some(col) = ts.column(name) {
                 let v = std::mem::replace(value, Value::empty_set());
                 *value = Self::normalize(&col.kind, v);
             }
         }
-        row.intern(&|name: &str| ts.column(name).map(|c| c.name.clone()));
     }
 
     /// Checks that `value` fits column `column` of `table`.

@@ -86,10 +86,7 @@ impl Transaction {
     /// Appends any operation, returning its index in the results.
     pub fn push(&mut self, mut op: Operation) -> usize {
         let mut share_row = |row: &mut Row| {
-            for (column, value) in row.iter_mut() {
-                self.shared.intern(column);
-                self.shared.intern_value(value);
-            }
+            self.shared.intern_row(row);
             row.shrink_to_fit();
         };
         match &mut op {

@@ -549,19 +549,58 @@ impl FromValue for BTreeMap<String, String> {
 
 /// A row: column name to value, sorted by name.
 ///
-/// A vector rather than a tree: rows have a handful of columns, and a tree node costs several
-/// hundred bytes however few it holds, which adds up over the tens of thousands of rows of a
-/// replica. Column names are shared `Arc<str>` so a large replica does not store the same names
-/// once per row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The names are held apart from the values, as one list that rows with the same columns
+/// share: a replica keeps one list per table layout (all its rows of a table have the
+/// monitored columns) instead of a name per column of every row, and a row is little more
+/// than its values. Rows have a handful of columns, so lookups search the sorted names.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Row {
-    columns: Vec<(Arc<str>, Value)>,
+    names: Arc<[Arc<str>]>,
+    values: Vec<Value>,
+}
+
+fn no_names() -> Arc<[Arc<str>]> {
+    static EMPTY: std::sync::OnceLock<Arc<[Arc<str>]>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
+}
+
+impl Default for Row {
+    fn default() -> Self {
+        Row { names: no_names(), values: Vec::new() }
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 impl Row {
     /// An empty row.
     pub fn new() -> Self {
         Row::default()
+    }
+
+    /// A row from columns in any order; the last value of a repeated column wins.
+    pub(crate) fn from_columns(mut columns: Vec<(Arc<str>, Value)>) -> Self {
+        columns.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut names = Vec::with_capacity(columns.len());
+        let mut values: Vec<Value> = Vec::with_capacity(columns.len());
+        for (name, value) in columns {
+            if names.last() == Some(&name) {
+                *values.last_mut().expect("a value per name") = value;
+            } else {
+                names.push(name);
+                values.push(value);
+            }
+        }
+        Row { names: names.into(), values }
+    }
+
+    /// The columns, to rebuild the row from (see [`Row::from_columns`]).
+    pub(crate) fn into_columns(self) -> Vec<(Arc<str>, Value)> {
+        self.names.iter().cloned().zip(self.values).collect()
     }
 
     /// Builder form of [`Row::set`].
@@ -571,7 +610,7 @@ impl Row {
     }
 
     fn position(&self, column: &str) -> Result<usize, usize> {
-        self.columns.binary_search_by(|(name, _)| (**name).cmp(column))
+        self.names.binary_search_by(|name| (**name).cmp(column))
     }
 
     /// Sets a column.
@@ -579,19 +618,33 @@ impl Row {
         let column = column.into();
         let value = value.into();
         match self.position(&column) {
-            Ok(i) => self.columns[i].1 = value,
-            Err(i) => self.columns.insert(i, (column, value)),
+            Ok(i) => self.values[i] = value,
+            Err(i) => {
+                let mut names = self.names.to_vec();
+                names.insert(i, column);
+                self.names = names.into();
+                self.values.insert(i, value);
+            }
         }
     }
 
     /// Removes a column, returning its value.
     pub fn remove(&mut self, column: &str) -> Option<Value> {
-        self.position(column).ok().map(|i| self.columns.remove(i).1)
+        let i = self.position(column).ok()?;
+        let mut names = self.names.to_vec();
+        names.remove(i);
+        self.names = names.into();
+        Some(self.values.remove(i))
     }
 
     /// A column's value.
     pub fn get(&self, column: &str) -> Option<&Value> {
-        self.position(column).ok().map(|i| &self.columns[i].1)
+        self.position(column).ok().map(|i| &self.values[i])
+    }
+
+    /// A column's value, to change in place.
+    pub(crate) fn get_mut(&mut self, column: &str) -> Option<&mut Value> {
+        self.position(column).ok().map(|i| &mut self.values[i])
     }
 
     /// A column converted to a Rust type; a missing column is an error naming it.
@@ -607,64 +660,60 @@ impl Row {
 
     /// Iterates over columns in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.columns.iter().map(|(k, v)| (&**k, v))
+        self.names.iter().map(|n| &**n).zip(self.values.iter())
     }
 
-    /// Iterates mutably over columns in name order.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&mut Arc<str>, &mut Value)> {
-        self.columns.iter_mut().map(|(k, v)| (k, v))
+    /// Iterates over columns in name order, with values to change in place.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = (&str, &mut Value)> {
+        self.names.iter().map(|n| &**n).zip(self.values.iter_mut())
+    }
+
+    /// The list of names, to be replaced by an equal list that other rows share.
+    pub(crate) fn names_mut(&mut self) -> &mut Arc<[Arc<str>]> {
+        &mut self.names
     }
 
     /// Number of columns present.
     pub fn len(&self) -> usize {
-        self.columns.len()
+        self.values.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shares_names_with(&self, other: &Row) -> bool {
+        Arc::ptr_eq(&self.names, &other.names)
     }
 
     /// True when no column is present.
     pub fn is_empty(&self) -> bool {
-        self.columns.is_empty()
+        self.values.is_empty()
     }
 
     /// The JSON object form.
     pub fn to_json(&self) -> Json {
-        Json::Object(self.columns.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
+        Json::Object(self.iter().map(|(k, v)| (k.to_owned(), v.to_json())).collect())
     }
 
     /// Decodes a JSON object without a schema.
     pub fn from_json(json: &Json) -> Result<Self, ValueError> {
         let obj = json.as_object().ok_or_else(|| ValueError::new(format!("{} is not a row object", short(json))))?;
-        let mut row = Row::new();
+        let mut columns = Vec::with_capacity(obj.len());
         for (k, v) in obj {
             let value = Value::from_json(v).map_err(|e| ValueError::new(format!("column '{k}': {e}")))?;
-            row.set(k.as_str(), value);
+            columns.push((Arc::from(k.as_str()), value));
         }
-        Ok(row)
-    }
-
-    /// Moves the column names onto the shared names in `names` (see [`Row`]).
-    pub(crate) fn intern(&mut self, names: &impl Fn(&str) -> Option<Arc<str>>) {
-        for (k, _) in &mut self.columns {
-            if let Some(shared) = names(k) {
-                // The same text, so the order is unchanged.
-                *k = shared;
-            }
-        }
+        Ok(Row::from_columns(columns))
     }
 
     /// Gives back the spare capacity of the row (a row kept in a replica lives long; one
     /// being built grows by doubling).
     pub(crate) fn shrink_to_fit(&mut self) {
-        self.columns.shrink_to_fit();
+        self.values.shrink_to_fit();
     }
 }
 
 impl FromIterator<(String, Value)> for Row {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        let mut row = Row::new();
-        for (k, v) in iter {
-            row.set(k, v);
-        }
-        row
+        Row::from_columns(iter.into_iter().map(|(k, v)| (Arc::from(k), v)).collect())
     }
 }
 
@@ -757,6 +806,24 @@ mod tests {
         assert_eq!(ids["iface-id"], "p1");
         assert_eq!(row.map_str("external_ids", "iface-id"), Some("p1"));
         assert_eq!(row.map_str("external_ids", "nope"), None);
+    }
+
+    #[test]
+    fn rows_sharing_names_change_apart() {
+        let a = Row::from_columns(vec![("tag".into(), Value::from(1i64)), ("name".into(), Value::from("p"))]);
+        let mut b = a.clone();
+        assert!(a.shares_names_with(&b));
+        b.set("name", "q");
+        assert!(a.shares_names_with(&b), "a new value for a column keeps the names");
+        b.set("alias", "x");
+        assert_eq!(b.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["alias", "name", "tag"]);
+        assert_eq!(b.remove("tag"), Some(Value::from(1i64)));
+        assert_eq!(a.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["name", "tag"]);
+        assert_eq!(a.get("name"), Some(&Value::from("p")));
+        assert_eq!(b.get_as::<String>("name").unwrap(), "q");
+        // The last of a repeated column wins, as with set.
+        let c = Row::from_columns(vec![("x".into(), Value::from(1i64)), ("x".into(), Value::from(2i64))]);
+        assert_eq!((c.len(), c.get("x")), (1, Some(&Value::from(2i64))));
     }
 
     #[test]
