@@ -152,8 +152,8 @@ async fn endpoints(State(agent): State<Arc<Agent>>) -> Result<Json<JsonValue>, A
     )))
 }
 
-async fn status(State(agent): State<Arc<Agent>>) -> Json<JsonValue> {
-    Json(agent.status())
+async fn status(State(agent): State<Arc<Agent>>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], agent.status()).into_response()
 }
 
 /// Serves the API on `path` until the process ends. A stale socket from a dead agent is

@@ -323,6 +323,9 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. }) {
+        daemon::tune_malloc();
+    }
     // The daemon wants worker threads; a CLI command is one request and answer, and starting
     // a thread pool for it would be most of its cost.
     let runtime = match &cli.command {

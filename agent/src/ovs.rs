@@ -274,8 +274,19 @@ fn port_rows(tx: &mut Transaction, spec: &PortSpec) -> NamedUuid {
 pub struct PlannedTransaction {
     /// The transaction to send.
     pub tx: Transaction,
-    /// The Port and Bridge rows it inserts: table and name in the transaction.
-    inserted: Vec<(&'static str, NamedUuid)>,
+    /// The Port and Bridge rows it inserts.
+    inserted: Inserted,
+}
+
+/// The Port and Bridge rows a [`PlannedTransaction`] inserts: table and name in the transaction.
+pub struct Inserted(Vec<(&'static str, NamedUuid)>);
+
+impl PlannedTransaction {
+    /// The transaction, to send with [`ovsdb_client::Client::transact_owned`], and what
+    /// [`Commit::new`] needs of it afterwards.
+    pub fn into_parts(self) -> (Transaction, Inserted) {
+        (self.tx, self.inserted)
+    }
 }
 
 /// Turns a plan into one transaction. Deletions go first so a port that moves bridge (same
@@ -357,7 +368,7 @@ pub fn plan_to_transaction(mut tx: Transaction, plan: &Plan, root_uuid: &Uuid) -
     for (bridge, ports) in new_ports {
         tx.mutate("Bridge", vec![Condition::eq("name", bridge)], vec![Mutation::insert("ports", Value::set(ports))]);
     }
-    PlannedTransaction { tx, inserted }
+    PlannedTransaction { tx, inserted: Inserted(inserted) }
 }
 
 /// Whether `row`'s map `column` holds every written pair.
@@ -376,8 +387,8 @@ pub struct Commit<'p> {
 
 impl<'p> Commit<'p> {
     /// The commit of `planned` (the transaction made from `plan`), as `outcome` reports it.
-    pub fn new(plan: &'p Plan, planned: &PlannedTransaction, outcome: &TransactOutcome) -> Self {
-        let inserted = planned.inserted.iter().filter_map(|(t, n)| Some((*t, outcome.uuid(n)?.clone()))).collect();
+    pub fn new(plan: &'p Plan, planned: &Inserted, outcome: &TransactOutcome) -> Self {
+        let inserted = planned.0.iter().filter_map(|(t, n)| Some((*t, outcome.uuid(n)?.clone()))).collect();
         Commit { plan, inserted }
     }
 

@@ -5,8 +5,9 @@
 //! Every uniqueness rule is an etcd transaction (compare create_revision == 0 and create),
 //! never a read followed by a write.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -123,8 +124,8 @@ pub struct ClusterCache {
     pub alive: BTreeSet<String>,
     /// Tenants.
     pub tenants: BTreeMap<String, Tenant>,
-    /// Subnet leases by key.
-    pub leases: BTreeMap<String, SubnetLease>,
+    /// Subnet leases.
+    pub leases: Leases,
     /// Endpoints by key.
     pub endpoints: BTreeMap<String, Endpoint>,
     /// etcd revision this view is at.
@@ -171,15 +172,31 @@ impl ClusterCache {
                 }
             }
             "tenants" => upsert!(self.tenants, name.to_owned(), Tenant::from_json),
-            "subnets" => upsert!(self.leases, key.to_owned(), |b| {
-                let lease = SubnetLease::from_json(b)?;
-                let seg = name.rsplit('/').next().unwrap_or_default();
-                let subnet = parse_lease_key_segment(seg)?;
-                if subnet != lease.subnet {
-                    return Err(overlay::error::ModelError::InvalidLeaseKey { input: key.to_owned() });
+            "subnets" => {
+                let (tenant, seg) = name.rsplit_once('/').unwrap_or(("", name));
+                let subnet = parse_lease_key_segment(seg);
+                let decoded = value.map(|b| {
+                    let lease = SubnetLease::from_json(b)?;
+                    if subnet.as_ref().ok() != Some(&lease.subnet) {
+                        return Err(overlay::error::ModelError::InvalidLeaseKey { input: key.to_owned() });
+                    }
+                    Ok(lease)
+                });
+                match decoded {
+                    Some(Ok(lease)) => self.leases.insert(tenant, lease),
+                    Some(Err(e)) => {
+                        tracing::warn!(key, error = %e, "ignoring malformed value in etcd");
+                        if let Ok(subnet) = subnet {
+                            self.leases.remove(tenant, &subnet);
+                        }
+                    }
+                    None => {
+                        if let Ok(subnet) = subnet {
+                            self.leases.remove(tenant, &subnet);
+                        }
+                    }
                 }
-                Ok(lease)
-            }),
+            }
             "endpoints" => upsert!(self.endpoints, key.to_owned(), Endpoint::from_json),
             _ => {}
         }
@@ -188,11 +205,93 @@ impl ClusterCache {
     /// Leases of tenants that exist and fit them (a lease that does not fit its tenant is
     /// ignored with a warning by the caller's view).
     pub fn valid_leases(&self) -> Vec<SubnetLease> {
-        self.leases
-            .values()
-            .filter(|l| self.tenants.get(&l.tenant).is_some_and(|t| l.validate_for(t).is_ok()))
-            .cloned()
-            .collect()
+        self.leases.iter().filter(|l| self.tenants.get(&l.tenant).is_some_and(|t| l.validate_for(t).is_ok())).collect()
+    }
+}
+
+/// The subnet leases of the cluster, by etcd key (`subnets/<tenant>/<subnet>`).
+///
+/// Kept compactly because there is one per (host, tenant): 20,000 of them, as `SubnetLease`
+/// values under their full keys, held 5 MiB in 60,000 allocations (heaptrack, scale
+/// benchmark). Here a lease is a few dozen bytes in the map's nodes, and the tenant and host
+/// names, which every lease repeats, are shared. `SubnetLease` values are made on demand.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Leases {
+    by_key: BTreeMap<(Arc<str>, IpNet), Lease>,
+    names: HashSet<Arc<str>>,
+    /// Size of `names` after the last purge.
+    names_live: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Lease {
+    /// The lease's own tenant field (its key's tenant, unless the record is inconsistent).
+    tenant: Arc<str>,
+    host: Arc<str>,
+    underlay_ip: IpAddr,
+}
+
+impl Leases {
+    /// Number of leases.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every lease, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = SubnetLease> + '_ {
+        self.by_key.iter().map(|((_, subnet), l)| SubnetLease {
+            tenant: l.tenant.to_string(),
+            subnet: *subnet,
+            host: l.host.to_string(),
+            underlay_ip: l.underlay_ip,
+        })
+    }
+
+    /// The lease `host` holds in `tenant`, if any.
+    pub fn held_by(&self, tenant: &str, host: &str) -> Option<SubnetLease> {
+        let tenant: Arc<str> = Arc::from(tenant);
+        let first = (tenant.clone(), IpNet::V4(Default::default()));
+        self.by_key
+            .range(first..)
+            .take_while(|((t, _), _)| *t == tenant)
+            .find(|(_, l)| &*l.host == host && l.tenant == tenant)
+            .map(|((_, subnet), l)| SubnetLease {
+                tenant: l.tenant.to_string(),
+                subnet: *subnet,
+                host: l.host.to_string(),
+                underlay_ip: l.underlay_ip,
+            })
+    }
+
+    fn name(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(s) {
+            return shared.clone();
+        }
+        let new: Arc<str> = Arc::from(s);
+        self.names.insert(new.clone());
+        new
+    }
+
+    /// Stores `lease` under the key `subnets/<key_tenant>/<lease.subnet>`.
+    fn insert(&mut self, key_tenant: &str, lease: SubnetLease) {
+        let key = (self.name(key_tenant), lease.subnet);
+        let value =
+            Lease { tenant: self.name(&lease.tenant), host: self.name(&lease.host), underlay_ip: lease.underlay_ip };
+        self.by_key.insert(key, value);
+    }
+
+    fn remove(&mut self, key_tenant: &str, subnet: &IpNet) {
+        self.by_key.remove(&(Arc::from(key_tenant), *subnet));
+        // Names of hosts that left go once the set has doubled since the last purge.
+        if self.names.len() >= 2 * self.names_live.max(1024) {
+            self.names.retain(|n| Arc::strong_count(n) > 1);
+            self.names_live = self.names.len();
+        }
     }
 }
 
@@ -917,5 +1016,41 @@ mod tests {
         assert!(cache.alive.is_empty());
         cache.apply(&keys, "/elsewhere/tenants/a", Some(&t.to_json()));
         assert!(cache.tenants.is_empty());
+    }
+
+    #[test]
+    fn leases_by_key_with_shared_names() {
+        let keys = Keys::new("/overlay");
+        let mut cache = ClusterCache::default();
+        let lease = |tenant: &str, subnet: &str, host: &str| SubnetLease {
+            tenant: tenant.into(),
+            subnet: subnet.parse().unwrap(),
+            host: host.into(),
+            underlay_ip: "192.0.2.1".parse().unwrap(),
+        };
+        let put = |cache: &mut ClusterCache, key: &str, l: &SubnetLease| {
+            cache.apply(&keys, &format!("/overlay/subnets/{key}"), Some(&l.to_json()))
+        };
+        let red = lease("red", "10.1.2.0/24", "h1");
+        put(&mut cache, "red/10.1.2.0-24", &red);
+        put(&mut cache, "red/10.1.3.0-24", &lease("red", "10.1.3.0/24", "h2"));
+        put(&mut cache, "redx/10.1.4.0-24", &lease("redx", "10.1.4.0/24", "h3"));
+        // A key whose subnet is not the record's, or is not a subnet at all, is no lease.
+        put(&mut cache, "red/10.1.9.0-24", &lease("red", "10.1.5.0/24", "h4"));
+        put(&mut cache, "red/garbage", &lease("red", "10.1.6.0/24", "h5"));
+        assert_eq!(cache.leases.len(), 3);
+        assert_eq!(cache.leases.held_by("red", "h1"), Some(red.clone()));
+        assert_eq!(cache.leases.held_by("red", "h3"), None, "h3 holds a lease in redx, not red");
+        assert_eq!(cache.leases.held_by("blue", "h1"), None);
+        let all: Vec<SubnetLease> = cache.leases.iter().collect();
+        assert_eq!(all.first(), Some(&red));
+        let (a, b) =
+            (&cache.leases.by_key.values().next().unwrap().tenant, &cache.leases.by_key.keys().nth(1).unwrap().0);
+        assert!(Arc::ptr_eq(a, b), "tenant names are shared");
+        // A bad overwrite and a delete both remove the lease.
+        cache.apply(&keys, "/overlay/subnets/red/10.1.2.0-24", Some(b"{"));
+        assert_eq!(cache.leases.held_by("red", "h1"), None);
+        cache.apply(&keys, "/overlay/subnets/red/10.1.3.0-24", None);
+        assert_eq!(cache.leases.len(), 1);
     }
 }

@@ -11,7 +11,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = Row::from_json(&json);
     for version in [MonitorVersion::V1, MonitorVersion::V2, MonitorVersion::V3] {
-        let _ = TableUpdates::from_json(&json, version, false);
+        // The client decodes updates from their text; the tree path must agree with it.
+        let tree = TableUpdates::from_json(&json, version, false);
+        let text = TableUpdates::from_slice(data, version, false);
+        if let (Ok(a), Ok(b)) = (&tree, &text) {
+            assert_eq!(a, b);
+        }
     }
     if let Ok(schema) = DatabaseSchema::from_json(&json) {
         for (t, _) in schema.tables.iter() {

@@ -165,6 +165,13 @@ impl Client {
         conn.transact(tx).await
     }
 
+    /// [`Client::transact`] taking the transaction, whose rows are dropped once written (see
+    /// [`Connection::transact_owned`]): for large transactions.
+    pub async fn transact_owned(&self, tx: Transaction) -> Result<TransactOutcome, TransactError> {
+        let conn = self.connection()?;
+        conn.transact_owned(tx).await
+    }
+
     /// Reads the replica. Do not hold the guard across an `.await`.
     pub fn replica(&self) -> RwLockReadGuard<'_, Replica> {
         self.shared.replica.read().expect("replica lock")

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -22,7 +24,7 @@ use crate::framing::{Framer, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::monitor::{Monitor, MonitorRequests, MonitorVersion, TableUpdates};
 use crate::remote::{Remote, Transport};
 use crate::schema::DatabaseSchema;
-use crate::transaction::{TransactOutcome, Transaction};
+use crate::transaction::{interpret_text, TransactOutcome, Transaction};
 
 /// Tunables of one session.
 #[derive(Debug, Clone)]
@@ -59,7 +61,49 @@ pub enum LockEvent {
     Stolen(String),
 }
 
-type Reply = Result<Json, RpcError>;
+/// Part of a message (a reply's `result`, a notification's `params`) as JSON text, still in
+/// the buffer the message arrived in. Large results and updates are decoded from the text
+/// straight into their final form ([`crate::TableUpdates::from_slice`]); nothing makes a
+/// `serde_json::Value` tree of them, nor copies them to route them.
+#[derive(Debug)]
+pub(crate) struct RawJson {
+    message: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
+impl RawJson {
+    /// Where `part`, which `serde_json` borrowed from `message`, lies in it.
+    fn range_of(message: &[u8], part: Option<&RawValue>) -> Option<std::ops::Range<usize>> {
+        let part = part?.get();
+        let start = part.as_ptr() as usize - message.as_ptr() as usize;
+        debug_assert_eq!(message.get(start..start + part.len()), Some(part.as_bytes()));
+        Some(start..start + part.len())
+    }
+
+    /// The part of `message` at `range` (from [`RawJson::range_of`]); `null` if none.
+    fn cut(message: Vec<u8>, range: Option<std::ops::Range<usize>>) -> RawJson {
+        match range {
+            Some(range) => RawJson { message, range },
+            None => RawJson { message: b"null".to_vec(), range: 0..4 },
+        }
+    }
+
+    pub(crate) fn text(&self) -> &[u8] {
+        &self.message[self.range.clone()]
+    }
+
+    fn to_json(&self) -> Result<Json, serde_json::Error> {
+        serde_json::from_slice(self.text())
+    }
+}
+
+type Reply = Result<RawJson, RpcError>;
+
+/// A request written, its reply still to come.
+struct Sent {
+    id: u64,
+    rx: oneshot::Receiver<Reply>,
+}
 
 struct Pending {
     method: String,
@@ -72,7 +116,8 @@ struct Shared {
     next_id: AtomicU64,
     writer: mpsc::UnboundedSender<Vec<u8>>,
     pending: Mutex<HashMap<u64, Pending>>,
-    monitors: Mutex<HashMap<String, mpsc::UnboundedSender<Json>>>,
+    /// Each monitor's channel, carrying the `params` of its notifications.
+    monitors: Mutex<HashMap<String, mpsc::UnboundedSender<RawJson>>>,
     locks: broadcast::Sender<LockEvent>,
     /// `Some(reason)` once the session is over.
     closed: watch::Sender<Option<String>>,
@@ -103,8 +148,8 @@ impl Shared {
         self.closed.borrow().clone()
     }
 
-    fn send(&self, message: &Json) -> Result<(), RpcError> {
-        let mut bytes = serde_json::to_vec(message).expect("JSON values serialize");
+    fn send(&self, message: &impl Serialize) -> Result<(), RpcError> {
+        let mut bytes = serde_json::to_vec(message).expect("messages serialize to JSON");
         bytes.push(b'\n');
         self.writer.send(bytes).map_err(|_| RpcError::Disconnected {
             reason: self.closed_reason().unwrap_or_else(|| "writer stopped".into()),
@@ -212,6 +257,26 @@ impl Connection {
 
     /// Sends any JSON-RPC request and waits for its result.
     pub async fn call(&self, method: &str, params: Json) -> Result<Json, RpcError> {
+        let reply = self.request(method, &params).await?;
+        reply.to_json().map_err(|e| RpcError::MalformedReply { method: method.to_owned(), reason: e.to_string() })
+    }
+
+    /// [`Connection::call`] with any serializable params (written straight to the wire, with
+    /// no `serde_json::Value` in between), giving back the result as text.
+    pub(crate) async fn request<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<RawJson, RpcError> {
+        let sent = self.send_request(method, params)?;
+        self.reply(method, sent).await
+    }
+
+    /// Writes a request; [`Connection::reply`] waits for its answer. Once this returns,
+    /// `params` are no longer needed.
+    fn send_request<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<Sent, RpcError> {
+        #[derive(Serialize)]
+        struct Request<'a, P: ?Sized> {
+            method: &'a str,
+            params: &'a P,
+            id: u64,
+        }
         if let Some(reason) = self.shared.closed_reason() {
             return Err(RpcError::Disconnected { reason });
         }
@@ -224,18 +289,22 @@ impl Connection {
             self.shared.pending.lock().expect("pending lock").remove(&id);
             return Err(RpcError::Disconnected { reason });
         }
-        if let Err(e) = self.shared.send(&json!({"method": method, "params": params, "id": id})) {
+        if let Err(e) = self.shared.send(&Request { method, params, id }) {
             self.shared.pending.lock().expect("pending lock").remove(&id);
             return Err(e);
         }
+        Ok(Sent { id, rx })
+    }
+
+    async fn reply(&self, method: &str, sent: Sent) -> Result<RawJson, RpcError> {
         let timeout = self.shared.options.request_timeout;
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout(timeout, sent.rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(RpcError::Disconnected {
                 reason: self.shared.closed_reason().unwrap_or_else(|| "connection dropped".into()),
             }),
             Err(_) => {
-                self.shared.pending.lock().expect("pending lock").remove(&id);
+                self.shared.pending.lock().expect("pending lock").remove(&sent.id);
                 Err(RpcError::Timeout { method: method.to_owned(), after: timeout })
             }
         }
@@ -266,8 +335,20 @@ impl Connection {
     /// the whole transaction committed.
     pub async fn transact(&self, tx: &Transaction) -> Result<TransactOutcome, TransactError> {
         tx.validate()?;
-        let reply = self.call("transact", tx.to_params()).await?;
-        tx.interpret(&reply)
+        let reply = self.request("transact", &tx.params()).await?;
+        interpret_text(&tx.shapes(), reply.text())
+    }
+
+    /// [`Connection::transact`] taking the transaction: its rows are dropped as soon as they
+    /// are written, not kept while the server works and the updates it causes come in. For a
+    /// transaction of thousands of rows that is tens of MiB, and keeping them meant the
+    /// replica's new rows were allocated among them and stayed scattered once they went.
+    pub async fn transact_owned(&self, tx: Transaction) -> Result<TransactOutcome, TransactError> {
+        tx.validate()?;
+        let sent = self.send_request("transact", &tx.params())?;
+        let shapes = tx.into_shapes();
+        let reply = self.reply("transact", sent).await?;
+        interpret_text(&shapes, reply.text())
     }
 
     async fn start_monitor(
@@ -277,7 +358,7 @@ impl Connection {
         database: &str,
         requests: &MonitorRequests,
         since: Option<&str>,
-    ) -> Result<(Json, Monitor), RpcError> {
+    ) -> Result<(RawJson, Monitor), RpcError> {
         let id = format!("m{}", self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::unbounded_channel();
         // Registered before the request goes out: the server may send the first update right
@@ -287,7 +368,7 @@ impl Connection {
         if let Some(txn) = since {
             params.push(json!(txn));
         }
-        match self.call(method, Json::Array(params)).await {
+        match self.request(method, &params).await {
             Ok(reply) => Ok((reply, Monitor { id, version, rx })),
             Err(e) => {
                 self.shared.monitors.lock().expect("monitors lock").remove(&id);
@@ -303,7 +384,7 @@ impl Connection {
         requests: &MonitorRequests,
     ) -> Result<(TableUpdates, Monitor), RpcError> {
         let (reply, m) = self.start_monitor("monitor", MonitorVersion::V1, database, requests, None).await?;
-        let initial = TableUpdates::from_json(&reply, MonitorVersion::V1, true)
+        let initial = TableUpdates::from_slice(reply.text(), MonitorVersion::V1, true)
             .map_err(|e| RpcError::MalformedReply { method: "monitor".into(), reason: e.to_string() })?;
         Ok((initial, m))
     }
@@ -315,7 +396,7 @@ impl Connection {
         requests: &MonitorRequests,
     ) -> Result<(TableUpdates, Monitor), RpcError> {
         let (reply, m) = self.start_monitor("monitor_cond", MonitorVersion::V2, database, requests, None).await?;
-        let initial = TableUpdates::from_json(&reply, MonitorVersion::V2, true)
+        let initial = TableUpdates::from_slice(reply.text(), MonitorVersion::V2, true)
             .map_err(|e| RpcError::MalformedReply { method: "monitor_cond".into(), reason: e.to_string() })?;
         Ok((initial, m))
     }
@@ -340,11 +421,14 @@ impl Connection {
             )
             .await?;
         let bad = |reason: String| RpcError::MalformedReply { method: "monitor_cond_since".into(), reason };
-        let arr =
-            reply.as_array().filter(|a| a.len() == 3).ok_or_else(|| bad("want [found, txn-id, updates]".into()))?;
-        let found = arr[0].as_bool().ok_or_else(|| bad("found is not a boolean".into()))?;
-        let txn = arr[1].as_str().map(str::to_owned);
-        let updates = TableUpdates::from_json(&arr[2], MonitorVersion::V3, !found).map_err(|e| bad(e.to_string()))?;
+        let parts: Vec<&RawValue> = serde_json::from_slice(reply.text())
+            .ok()
+            .filter(|a: &Vec<&RawValue>| a.len() == 3)
+            .ok_or_else(|| bad("want [found, txn-id, updates]".into()))?;
+        let found: bool = serde_json::from_str(parts[0].get()).map_err(|_| bad("found is not a boolean".into()))?;
+        let txn = serde_json::from_str::<String>(parts[1].get()).ok();
+        let updates = TableUpdates::from_slice(parts[2].get().as_bytes(), MonitorVersion::V3, !found)
+            .map_err(|e| bad(e.to_string()))?;
         Ok((found, txn, updates, m))
     }
 
@@ -406,8 +490,8 @@ async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Tr
         framer.push(&buf[..n]);
         let mut failed = None;
         loop {
-            match framer.next_message() {
-                Ok(Some(msg)) => dispatch(&shared, msg),
+            match framer.next_text().and_then(|msg| msg.map(|m| dispatch(&shared, m)).transpose()) {
+                Ok(Some(())) => {}
                 Ok(None) => break,
                 Err(e) => {
                     failed = Some(e.to_string());
@@ -479,58 +563,104 @@ async fn probe_loop(shared: std::sync::Weak<Shared>, interval: Duration) {
     }
 }
 
-fn dispatch(shared: &Shared, msg: Json) {
-    let id = msg.get("id").filter(|i| !i.is_null()).cloned();
-    match (msg.get("method").and_then(Json::as_str), id) {
+/// The members of a JSON-RPC message, as text borrowed from it.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// A member that should be a string, if it is one.
+fn string(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
+/// Routes one message. Invalid JSON is an error that ends the session; valid JSON of the wrong
+/// shape is logged and ignored.
+fn dispatch(shared: &Shared, message: Vec<u8>) -> Result<(), RpcError> {
+    let invalid = |e: serde_json::Error| RpcError::Protocol(format!("invalid JSON message: {e}"));
+    if message.first() == Some(&b'[') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&message).map_err(invalid)?;
+        tracing::warn!("message that is neither request nor reply ignored");
+        return Ok(());
+    }
+    let envelope: Envelope = match serde_json::from_slice(&message) {
+        Ok(e) => e,
+        Err(e) if e.is_data() => {
+            tracing::warn!(error = %e, "malformed message ignored");
+            return Ok(());
+        }
+        Err(e) => return Err(invalid(e)),
+    };
+    match (string(envelope.method), envelope.id) {
         (Some(method), Some(id)) => {
             // A request from the server; ovsdb-server only sends echo.
             let reply = if method == "echo" {
-                json!({"id": id, "result": msg.get("params").cloned().unwrap_or(json!([])), "error": null})
+                json!({"id": id, "result": envelope.params.unwrap_or_else(|| empty_array()), "error": null})
             } else {
                 json!({"id": id, "result": null, "error": format!("unknown method {method}")})
             };
             let _ = shared.send(&reply);
         }
-        (Some(method), None) => {
-            let params = msg.get("params").cloned().unwrap_or(Json::Null);
-            match method {
-                "update" | "update2" | "update3" => {
-                    let mid = params.get(0).and_then(Json::as_str).unwrap_or_default().to_owned();
-                    let monitors = shared.monitors.lock().expect("monitors lock");
-                    match monitors.get(&mid) {
-                        Some(tx) => {
-                            let _ = tx.send(params);
-                        }
-                        None => tracing::debug!(monitor = %mid, "update for an unknown monitor ignored"),
+        (Some(method), None) => match method.as_str() {
+            "update" | "update2" | "update3" => {
+                let first = envelope.params.and_then(|p| serde_json::from_str::<Vec<&RawValue>>(p.get()).ok());
+                let mid = string(first.as_ref().and_then(|f| f.first().copied())).unwrap_or_default();
+                let params = RawJson::range_of(&message, envelope.params);
+                let monitors = shared.monitors.lock().expect("monitors lock");
+                match monitors.get(&mid) {
+                    Some(tx) => {
+                        let _ = tx.send(RawJson::cut(message, params));
                     }
+                    None => tracing::debug!(monitor = %mid, "update for an unknown monitor ignored"),
                 }
-                "locked" | "stolen" => {
-                    let lock = params.get(0).and_then(Json::as_str).unwrap_or_default().to_owned();
-                    let ev = if method == "locked" { LockEvent::Locked(lock) } else { LockEvent::Stolen(lock) };
-                    let _ = shared.locks.send(ev);
-                }
-                other => tracing::debug!(method = other, "unexpected notification ignored"),
             }
-        }
+            "locked" | "stolen" => {
+                let first = envelope.params.and_then(|p| serde_json::from_str::<Vec<&RawValue>>(p.get()).ok());
+                let lock = string(first.as_ref().and_then(|f| f.first().copied())).unwrap_or_default();
+                let ev = if method == "locked" { LockEvent::Locked(lock) } else { LockEvent::Stolen(lock) };
+                let _ = shared.locks.send(ev);
+            }
+            other => tracing::debug!(method = other, "unexpected notification ignored"),
+        },
         (None, Some(id)) => {
-            let Some(num) = id.as_u64() else {
+            let Ok(num) = serde_json::from_str::<u64>(id.get()) else {
                 // Our own probe echoes use string ids; nothing waits for them.
-                if !id.as_str().is_some_and(|s| s.starts_with("probe-")) {
-                    tracing::warn!(%id, "reply with an id this client never used ignored");
+                if !string(Some(id)).is_some_and(|s| s.starts_with("probe-")) {
+                    tracing::warn!(id = %id.get(), "reply with an id this client never used ignored");
                 }
-                return;
+                return Ok(());
             };
             let Some(p) = shared.pending.lock().expect("pending lock").remove(&num) else {
                 tracing::warn!(id = num, "reply with an id that is not in flight ignored");
-                return;
+                return Ok(());
             };
-            let error = msg.get("error").filter(|e| !e.is_null());
-            let reply = match error {
-                Some(e) => Err(RpcError::Server { method: p.method, error: e.clone() }),
-                None => Ok(msg.get("result").cloned().unwrap_or(Json::Null)),
+            let reply = match envelope.error {
+                Some(e) => Err(RpcError::Server {
+                    method: p.method,
+                    error: serde_json::from_str(e.get()).unwrap_or(Json::Null),
+                }),
+                None => {
+                    let result = RawJson::range_of(&message, envelope.result);
+                    Ok(RawJson::cut(message, result))
+                }
             };
             let _ = p.reply.send(reply);
         }
         (None, None) => tracing::warn!("message that is neither request nor reply ignored"),
     }
+    Ok(())
+}
+
+fn empty_array() -> &'static RawValue {
+    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| RawValue::from_string("[]".into()).expect("valid JSON"))
 }

@@ -5,7 +5,8 @@
 //! tracking nesting depth and string state, resuming where the previous read stopped, so every
 //! byte is scanned once however the stream is cut: several messages in one read, one message
 //! over many reads, or a message of tens of megabytes, all cost linear time. Only a complete
-//! message is handed to serde_json.
+//! message is handed on, as its text ([`Framer::next_text`]) or parsed
+//! ([`Framer::next_message`]).
 
 use serde_json::Value as Json;
 
@@ -43,8 +44,8 @@ impl Framer {
 
     /// Appends bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
-        // Drop consumed bytes before growing, so a long-lived connection keeps a buffer the
-        // size of one message, and the copy happens at most once per read.
+        // Drop consumed bytes before growing, so the buffer holds at most one message and one
+        // read, and the copy happens at most once per read.
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.pos -= self.start;
@@ -58,9 +59,17 @@ impl Framer {
         self.buf.len() - self.start
     }
 
-    /// The next complete message, `Ok(None)` when more bytes are needed. After an error the
-    /// stream cannot be resynchronised; the connection must be closed.
+    /// The next complete message, parsed; `Ok(None)` when more bytes are needed. After an
+    /// error the stream cannot be resynchronised; the connection must be closed.
     pub fn next_message(&mut self) -> Result<Option<Json>, RpcError> {
+        let Some(text) = self.next_text()? else { return Ok(None) };
+        serde_json::from_slice(&text).map(Some).map_err(|e| RpcError::Protocol(format!("invalid JSON message: {e}")))
+    }
+
+    /// The next complete message as its JSON text, not parsed (so not known to be valid JSON);
+    /// `Ok(None)` when more bytes are needed. After an error the stream cannot be
+    /// resynchronised; the connection must be closed.
+    pub fn next_text(&mut self) -> Result<Option<Vec<u8>>, RpcError> {
         while self.pos < self.buf.len() {
             let b = self.buf[self.pos];
             if self.depth == 0 {
@@ -95,11 +104,7 @@ impl Framer {
                 b'}' | b']' => {
                     self.depth -= 1;
                     if self.depth == 0 {
-                        let text = &self.buf[self.start..self.pos];
-                        let parsed = serde_json::from_slice(text)
-                            .map_err(|e| RpcError::Protocol(format!("invalid JSON message: {e}")));
-                        self.start = self.pos;
-                        return parsed.map(Some);
+                        return Ok(Some(self.take_message()));
                     }
                 }
                 _ => {}
@@ -109,6 +114,27 @@ impl Framer {
             return Err(RpcError::MessageTooLarge { limit: self.max_message_size });
         }
         Ok(None)
+    }
+
+    /// Hands over the message that ends at `pos`. A message at least as long as what follows
+    /// it in the buffer takes the buffer itself, and only what follows (usually less than one
+    /// read) moves to a new one: a message of tens of megabytes is not copied, and the
+    /// connection does not keep a buffer of that size for good (it did: 16 MiB after a large
+    /// monitor reply). A shorter one is copied out, so a read holding many small messages
+    /// costs linear time, not a copy of the rest of the read per message.
+    fn take_message(&mut self) -> Vec<u8> {
+        let len = self.pos - self.start;
+        if len < self.buf.len() - self.pos {
+            let text = self.buf[self.start..self.pos].to_vec();
+            self.start = self.pos;
+            return text;
+        }
+        let rest = self.buf.split_off(self.pos);
+        let mut text = std::mem::replace(&mut self.buf, rest);
+        text.drain(..self.start);
+        self.start = 0;
+        self.pos = 0;
+        text
     }
 }
 
@@ -193,5 +219,19 @@ mod tests {
             }
         }
         assert_eq!(got.unwrap()["result"].as_str().unwrap().len(), 20 << 20);
+        assert_eq!(f.buf.capacity(), 0, "the 20 MB buffer went with the message");
+    }
+
+    #[test]
+    fn text_of_messages_with_what_surrounds_them() {
+        let mut f = Framer::default();
+        f.push(b" {\"a\":1}\n[2] {\"b\":");
+        assert_eq!(f.next_text().unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(f.next_text().unwrap().unwrap(), b"[2]");
+        assert!(f.next_text().unwrap().is_none());
+        f.push(b"\"x\"}{}");
+        assert_eq!(f.next_text().unwrap().unwrap(), b"{\"b\":\"x\"}");
+        assert_eq!(f.next_text().unwrap().unwrap(), b"{}");
+        assert_eq!(f.pending(), 0);
     }
 }

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod codec;
 mod connection;
 mod error;
 pub mod framing;

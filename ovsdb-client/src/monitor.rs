@@ -2,9 +2,14 @@
 //! with old/new rows), `monitor_cond` and `monitor_cond_since` (ovsdb-server(7), `update2` and
 //! `update3` with per-column diffs).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::{json, Value as Json};
+
+use crate::codec::{RowSeed, StrPool};
 
 use crate::error::{RpcError, ValueError};
 use crate::operation::Condition;
@@ -124,46 +129,152 @@ impl TableUpdates {
 
     /// Parses `<table-updates>` or `<table-updates2>`; `initial` marks a monitor reply.
     pub fn from_json(json: &Json, version: MonitorVersion, initial: bool) -> Result<Self, ValueError> {
+        let mut strings = StrPool::default();
+        UpdatesSeed { version, initial, strings: &mut strings }
+            .deserialize(json)
+            .map_err(|e| ValueError::new(e.to_string()))
+    }
+
+    /// [`TableUpdates::from_json`] from the JSON text, decoded straight into rows: a monitor
+    /// reply for a large database is tens of megabytes of text, and as a `serde_json::Value`
+    /// it would take about eight times that. Strings repeated in many rows are allocated once.
+    pub fn from_slice(text: &[u8], version: MonitorVersion, initial: bool) -> Result<Self, ValueError> {
+        let mut strings = StrPool::default();
+        let mut de = serde_json::Deserializer::from_slice(text);
+        UpdatesSeed { version, initial, strings: &mut strings }
+            .deserialize(&mut de)
+            .and_then(|updates| de.end().map(|()| updates))
+            .map_err(|e| ValueError::new(e.to_string()))
+    }
+}
+
+/// Decodes `<table-updates>` / `<table-updates2>`: `null`, or table name to row UUID to change.
+struct UpdatesSeed<'p> {
+    version: MonitorVersion,
+    initial: bool,
+    strings: &'p mut StrPool,
+}
+
+impl<'de> DeserializeSeed<'de> for UpdatesSeed<'_> {
+    type Value = TableUpdates;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TableUpdates, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UpdatesSeed<'_> {
+    type Value = TableUpdates;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("table updates (an object of tables)")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<TableUpdates, E> {
+        Ok(TableUpdates::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TableUpdates, A::Error> {
         let mut out = TableUpdates::default();
-        if json.is_null() {
-            return Ok(out);
-        }
-        let tables = json.as_object().ok_or_else(|| ValueError::new("table updates are not an object"))?;
-        for (table, rows) in tables {
-            let rows = rows
-                .as_object()
-                .ok_or_else(|| ValueError::new(format!("updates of table {table} are not an object")))?;
-            let mut list = Vec::with_capacity(rows.len());
-            for (uuid, change) in rows {
-                let uuid = Uuid::parse(uuid)?;
-                let row_of = |j: &Json| Row::from_json(j).map_err(|e| ValueError::new(format!("{table} {uuid}: {e}")));
-                let update = match version {
-                    MonitorVersion::V1 => match (change.get("old"), change.get("new")) {
-                        (_, Some(new)) if initial => RowUpdate::Initial(row_of(new)?),
-                        (None, Some(new)) => RowUpdate::Insert(row_of(new)?),
-                        (Some(_), None) => RowUpdate::Delete,
-                        (Some(_), Some(new)) => RowUpdate::Replace(row_of(new)?),
-                        (None, None) => return Err(ValueError::new(format!("{table} {uuid}: neither old nor new"))),
-                    },
-                    MonitorVersion::V2 | MonitorVersion::V3 => {
-                        let obj = change.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
-                            ValueError::new(format!("{table} {uuid}: want one of initial/insert/delete/modify"))
-                        })?;
-                        let (kind, body) = obj.iter().next().expect("one entry");
-                        match kind.as_str() {
-                            "initial" => RowUpdate::Initial(row_of(body)?),
-                            "insert" => RowUpdate::Insert(row_of(body)?),
-                            "delete" => RowUpdate::Delete,
-                            "modify" => RowUpdate::Modify(row_of(body)?),
-                            other => return Err(ValueError::new(format!("{table} {uuid}: unknown change '{other}'"))),
-                        }
-                    }
-                };
-                list.push((uuid, update));
-            }
-            out.tables.insert(table.clone(), list);
+        while let Some(table) = map.next_key::<String>()? {
+            let rows = map.next_value_seed(RowsSeed {
+                version: self.version,
+                initial: self.initial,
+                strings: &mut *self.strings,
+                table: &table,
+            })?;
+            out.tables.insert(table, rows);
         }
         Ok(out)
+    }
+}
+
+/// The changes of one table: row UUID to change.
+struct RowsSeed<'p> {
+    version: MonitorVersion,
+    initial: bool,
+    strings: &'p mut StrPool,
+    table: &'p str,
+}
+
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_> {
+    type Value = Vec<(Uuid, RowUpdate)>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed<'_> {
+    type Value = Vec<(Uuid, RowUpdate)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "the updates of table {} (an object of rows)", self.table)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut list = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let uuid = Uuid::parse(&key).map_err(de::Error::custom)?;
+            let seed = ChangeSeed { version: self.version, initial: self.initial, strings: &mut *self.strings };
+            let update =
+                map.next_value_seed(seed).map_err(|e| de::Error::custom(format_args!("{} {uuid}: {e}", self.table)))?;
+            list.push((uuid, update));
+        }
+        Ok(list)
+    }
+}
+
+/// One row's change: `{"old": .., "new": ..}` (`update`) or `{"<kind>": row}` (`update2/3`).
+struct ChangeSeed<'p> {
+    version: MonitorVersion,
+    initial: bool,
+    strings: &'p mut StrPool,
+}
+
+impl<'de> DeserializeSeed<'de> for ChangeSeed<'_> {
+    type Value = RowUpdate;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<RowUpdate, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ChangeSeed<'_> {
+    type Value = RowUpdate;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.version {
+            MonitorVersion::V1 => f.write_str("a row update {\"old\": .., \"new\": ..}"),
+            _ => f.write_str("one of initial/insert/delete/modify"),
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowUpdate, A::Error> {
+        if self.version == MonitorVersion::V1 {
+            let (mut old, mut new) = (false, None);
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match &*key {
+                    // Only whether there was an old row matters: the replica keeps its own.
+                    "old" => old = map.next_value::<IgnoredAny>().map(|_| true)?,
+                    "new" => new = Some(map.next_value_seed(RowSeed(&mut *self.strings))?),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            return match (old, new) {
+                (_, Some(new)) if self.initial => Ok(RowUpdate::Initial(new)),
+                (false, Some(new)) => Ok(RowUpdate::Insert(new)),
+                (true, None) => Ok(RowUpdate::Delete),
+                (true, Some(new)) => Ok(RowUpdate::Replace(new)),
+                (false, None) => Err(de::Error::custom("neither old nor new")),
+            };
+        }
+        let want_one = || de::Error::custom("want one of initial/insert/delete/modify");
+        let kind = map.next_key::<Cow<'de, str>>()?.ok_or_else(want_one)?;
+        let row = RowSeed(self.strings);
+        let update = match &*kind {
+            "initial" => RowUpdate::Initial(map.next_value_seed(row)?),
+            "insert" => RowUpdate::Insert(map.next_value_seed(row)?),
+            "modify" => RowUpdate::Modify(map.next_value_seed(row)?),
+            "delete" => map.next_value::<IgnoredAny>().map(|_| RowUpdate::Delete)?,
+            other => return Err(de::Error::custom(format_args!("unknown change '{other}'"))),
+        };
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(want_one());
+        }
+        Ok(update)
     }
 }
 
@@ -182,7 +293,7 @@ pub struct MonitorEvent {
 pub struct Monitor {
     pub(crate) id: String,
     pub(crate) version: MonitorVersion,
-    pub(crate) rx: tokio::sync::mpsc::UnboundedReceiver<Json>,
+    pub(crate) rx: tokio::sync::mpsc::UnboundedReceiver<crate::connection::RawJson>,
 }
 
 impl Monitor {
@@ -200,18 +311,20 @@ impl Monitor {
     /// error; the replica fed from it can no longer be trusted.
     pub async fn next(&mut self) -> Option<Result<MonitorEvent, RpcError>> {
         let params = self.rx.recv().await?;
-        Some(self.parse(&params))
+        Some(self.parse(params.text()))
     }
 
-    fn parse(&self, params: &Json) -> Result<MonitorEvent, RpcError> {
+    fn parse(&self, params: &[u8]) -> Result<MonitorEvent, RpcError> {
         let bad = |reason: String| RpcError::MalformedReply { method: "update".into(), reason };
-        let arr = params.as_array().ok_or_else(|| bad("params are not an array".into()))?;
+        let arr: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(params).map_err(|_| bad("params are not an array".into()))?;
         let (updates, txn) = match self.version {
-            MonitorVersion::V3 => (arr.get(2), arr.get(1).and_then(Json::as_str).map(str::to_owned)),
+            MonitorVersion::V3 => (arr.get(2), arr.get(1).and_then(|t| serde_json::from_str::<String>(t.get()).ok())),
             _ => (arr.get(1), None),
         };
         let updates = updates.ok_or_else(|| bad("no table updates".into()))?;
-        let updates = TableUpdates::from_json(updates, self.version, false).map_err(|e| bad(e.to_string()))?;
+        let updates =
+            TableUpdates::from_slice(updates.get().as_bytes(), self.version, false).map_err(|e| bad(e.to_string()))?;
         Ok(MonitorEvent { updates, last_txn_id: txn })
     }
 }

@@ -1,6 +1,8 @@
 //! Transaction operations of RFC 7047 section 5.2 with typed conditions and mutations.
 
-use serde_json::{json, Value as Json};
+use serde::ser::{SerializeMap, SerializeTuple};
+use serde::{Serialize, Serializer};
+use serde_json::Value as Json;
 
 use crate::error::ValidationError;
 use crate::schema::{DatabaseSchema, WriteMode};
@@ -78,9 +80,20 @@ impl Condition {
     pub fn uuid(uuid: &Uuid) -> Self {
         Self::eq("_uuid", uuid.clone())
     }
+}
 
-    fn to_json(&self) -> Json {
-        json!([self.column, self.function.as_str(), self.value.to_json()])
+/// `[column, function-or-mutator, value]`.
+fn triple<S: Serializer>(s: S, column: &str, op: &str, value: &Value) -> Result<S::Ok, S::Error> {
+    let mut t = s.serialize_tuple(3)?;
+    t.serialize_element(column)?;
+    t.serialize_element(op)?;
+    t.serialize_element(value)?;
+    t.end()
+}
+
+impl Serialize for Condition {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        triple(s, &self.column, self.function.as_str(), &self.value)
     }
 }
 
@@ -141,9 +154,11 @@ impl Mutation {
     pub fn delete(column: impl Into<String>, value: impl Into<Value>) -> Self {
         Self::new(column, Mutator::Delete, value)
     }
+}
 
-    fn to_json(&self) -> Json {
-        json!([self.column, self.mutator.as_str(), self.value.to_json()])
+impl Serialize for Mutation {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        triple(s, &self.column, self.mutator.as_str(), &self.value)
     }
 }
 
@@ -267,50 +282,10 @@ impl Operation {
         }
     }
 
-    /// The JSON form sent in `transact`.
+    /// The JSON form sent in `transact`. (A transaction is written to the wire with this
+    /// type's `Serialize`, without building this value.)
     pub fn to_json(&self) -> Json {
-        let conds = |c: &[Condition]| Json::Array(c.iter().map(Condition::to_json).collect());
-        match self {
-            Operation::Insert { table, row, uuid_name } => {
-                let mut o = json!({"op": "insert", "table": table, "row": row.to_json()});
-                if let Some(n) = uuid_name {
-                    o["uuid-name"] = json!(n.as_str());
-                }
-                o
-            }
-            Operation::Select { table, conditions, columns } => {
-                let mut o = json!({"op": "select", "table": table, "where": conds(conditions)});
-                if let Some(c) = columns {
-                    o["columns"] = json!(c);
-                }
-                o
-            }
-            Operation::Update { table, conditions, row } => {
-                json!({"op": "update", "table": table, "where": conds(conditions), "row": row.to_json()})
-            }
-            Operation::Mutate { table, conditions, mutations } => json!({
-                "op": "mutate", "table": table, "where": conds(conditions),
-                "mutations": mutations.iter().map(Mutation::to_json).collect::<Vec<_>>()
-            }),
-            Operation::Delete { table, conditions } => {
-                json!({"op": "delete", "table": table, "where": conds(conditions)})
-            }
-            Operation::Wait { table, conditions, columns, until, rows, timeout_ms } => {
-                let mut o = json!({
-                    "op": "wait", "table": table, "where": conds(conditions), "columns": columns,
-                    "until": if *until == Until::Equal { "==" } else { "!=" },
-                    "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>()
-                });
-                if let Some(t) = timeout_ms {
-                    o["timeout"] = json!(t);
-                }
-                o
-            }
-            Operation::Commit { durable } => json!({"op": "commit", "durable": durable}),
-            Operation::Abort => json!({"op": "abort"}),
-            Operation::Comment { text } => json!({"op": "comment", "comment": text}),
-            Operation::Assert { lock } => json!({"op": "assert", "lock": lock}),
-        }
+        serde_json::to_value(self).expect("an operation serializes to JSON")
     }
 
     /// Checks tables, columns and values against the schema.
@@ -359,6 +334,53 @@ impl Operation {
     }
 }
 
+impl Serialize for Operation {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("op", self.name())?;
+        if let Some(table) = self.table() {
+            m.serialize_entry("table", table)?;
+        }
+        match self {
+            Operation::Insert { row, uuid_name, .. } => {
+                m.serialize_entry("row", row)?;
+                if let Some(n) = uuid_name {
+                    m.serialize_entry("uuid-name", n.as_str())?;
+                }
+            }
+            Operation::Select { conditions, columns, .. } => {
+                m.serialize_entry("where", conditions)?;
+                if let Some(c) = columns {
+                    m.serialize_entry("columns", c)?;
+                }
+            }
+            Operation::Update { conditions, row, .. } => {
+                m.serialize_entry("where", conditions)?;
+                m.serialize_entry("row", row)?;
+            }
+            Operation::Mutate { conditions, mutations, .. } => {
+                m.serialize_entry("where", conditions)?;
+                m.serialize_entry("mutations", mutations)?;
+            }
+            Operation::Delete { conditions, .. } => m.serialize_entry("where", conditions)?,
+            Operation::Wait { conditions, columns, until, rows, timeout_ms, .. } => {
+                m.serialize_entry("where", conditions)?;
+                m.serialize_entry("columns", columns)?;
+                m.serialize_entry("until", if *until == Until::Equal { "==" } else { "!=" })?;
+                m.serialize_entry("rows", rows)?;
+                if let Some(t) = timeout_ms {
+                    m.serialize_entry("timeout", t)?;
+                }
+            }
+            Operation::Commit { durable } => m.serialize_entry("durable", durable)?,
+            Operation::Abort => {}
+            Operation::Comment { text } => m.serialize_entry("comment", text)?,
+            Operation::Assert { lock } => m.serialize_entry("lock", lock)?,
+        }
+        m.end()
+    }
+}
+
 /// Checks the atoms of a condition or mutation operand against the column's types. The element
 /// count is not checked: operands may hold any number of elements, and a set of map keys is a
 /// valid operand of a map `delete` or `excludes`.
@@ -385,6 +407,7 @@ fn check_operand(schema: &DatabaseSchema, table: &str, column: &str, value: &Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn unknown_table_is_refused_even_without_columns() {

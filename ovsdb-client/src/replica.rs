@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::codec::StrPool;
 use crate::error::ValueError;
 use crate::monitor::{MonitorRequests, RowUpdate, TableUpdates};
 use crate::schema::{AtomicType, ColumnType, DatabaseSchema, TableSchema};
@@ -14,7 +15,46 @@ use crate::value::{Atom, Row, Uuid, Value};
 pub struct TableReplica {
     rows: HashMap<Uuid, Row>,
     /// Column name to (atom to rows holding it). Only scalar and set columns can be indexed.
-    indexes: HashMap<String, HashMap<Atom, Vec<Uuid>>>,
+    indexes: HashMap<String, HashMap<Atom, Holders>>,
+}
+
+/// The rows holding one indexed atom. Indexed columns are mostly names, held by one row each,
+/// so that case is kept inline rather than in an allocation of its own.
+#[derive(Debug, Clone)]
+enum Holders {
+    One(Uuid),
+    Many(Box<[Uuid]>),
+}
+
+impl Holders {
+    fn as_slice(&self) -> &[Uuid] {
+        match self {
+            Holders::One(u) => std::slice::from_ref(u),
+            Holders::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, uuid: Uuid) {
+        let mut all = self.as_slice().to_vec();
+        all.push(uuid);
+        *self = Holders::Many(all.into());
+    }
+
+    /// Removes `uuid`; true when no row is left.
+    fn remove(&mut self, uuid: &Uuid) -> bool {
+        match self {
+            Holders::One(u) => u == uuid,
+            Holders::Many(v) => {
+                let rest: Vec<Uuid> = v.iter().filter(|u| *u != uuid).cloned().collect();
+                match rest.as_slice() {
+                    [] => return true,
+                    [one] => *self = Holders::One(one.clone()),
+                    _ => *self = Holders::Many(rest.into()),
+                }
+                false
+            }
+        }
+    }
 }
 
 impl TableReplica {
@@ -42,7 +82,13 @@ impl TableReplica {
     /// when the column has one, otherwise scans.
     pub fn find<'a>(&'a self, column: &str, value: &Atom) -> Vec<(&'a Uuid, &'a Row)> {
         if let Some(index) = self.indexes.get(column) {
-            return index.get(value).into_iter().flatten().filter_map(|u| self.rows.get_key_value(u)).collect();
+            return index
+                .get(value)
+                .map(Holders::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|u| self.rows.get_key_value(u))
+                .collect();
         }
         self.rows.iter().filter(|(_, r)| r.get(column).is_some_and(|v| v.as_set().contains(value))).collect()
     }
@@ -59,7 +105,12 @@ impl TableReplica {
         for (column, index) in self.indexes.iter_mut() {
             if let Some(v) = row.get(column) {
                 for a in v.as_set() {
-                    index.entry(a.clone()).or_default().push(uuid.clone());
+                    match index.get_mut(a) {
+                        Some(holders) => holders.push(uuid.clone()),
+                        None => {
+                            index.insert(a.clone(), Holders::One(uuid.clone()));
+                        }
+                    }
                 }
             }
         }
@@ -69,11 +120,8 @@ impl TableReplica {
         for (column, index) in self.indexes.iter_mut() {
             if let Some(v) = row.get(column) {
                 for a in v.as_set() {
-                    if let Some(list) = index.get_mut(a) {
-                        list.retain(|u| u != uuid);
-                        if list.is_empty() {
-                            index.remove(a);
-                        }
+                    if index.get_mut(a).is_some_and(|holders| holders.remove(uuid)) {
+                        index.remove(a);
                     }
                 }
             }
@@ -89,6 +137,11 @@ pub struct Replica {
     seqno: u64,
     /// What the monitor asked for; `None`: every column of every table.
     monitored: Option<MonitorRequests>,
+    /// One shared copy of each string the rows hold. Most strings of an Open_vSwitch replica
+    /// repeat from row to row (`external_ids` keys and values, tunnel types, option keys,
+    /// peer addresses): the Port and Interface rows of one tunnel hold some 30 strings, and
+    /// only its name is its own, shared by the two rows.
+    strings: StrPool,
 }
 
 impl Replica {
@@ -98,7 +151,7 @@ impl Replica {
         for (table, column) in indexes {
             tables.entry(table.clone()).or_default().indexes.insert(column.clone(), HashMap::new());
         }
-        Replica { schema, tables, seqno: 0, monitored: None }
+        Replica { schema, tables, seqno: 0, monitored: None, strings: StrPool::default() }
     }
 
     /// Tells the replica which columns its monitor asked for. `update2`/`update3` leave out
@@ -142,6 +195,7 @@ impl Replica {
                 index.clear();
             }
         }
+        self.strings = StrPool::default();
         self.seqno += 1;
     }
 
@@ -164,6 +218,8 @@ impl Replica {
                     RowUpdate::Initial(mut row) | RowUpdate::Insert(mut row) | RowUpdate::Replace(mut row) => {
                         self.schema.normalize_row(table, &mut row);
                         fill_defaults(self.monitored.as_ref(), table, ts, &mut row);
+                        self.strings.intern_row(&mut row);
+                        row.shrink_to_fit();
                         if let Some(old) = t.rows.remove(uuid) {
                             t.index_remove(uuid, &old);
                         }
@@ -184,15 +240,23 @@ impl Replica {
                         for (column, d) in diff.iter() {
                             let Some(col) = ts.column(column) else { continue };
                             let d = DatabaseSchema::normalize(&col.kind, d.clone());
-                            let old = row.remove(column).unwrap_or_else(Value::empty_set);
-                            row.set(col.name.clone(), apply_diff(&col.kind, old, d));
+                            match row.get_mut(column) {
+                                Some(slot) => {
+                                    let old = std::mem::replace(slot, Value::empty_set());
+                                    *slot = apply_diff(&col.kind, old, d);
+                                }
+                                None => row.set(col.name.clone(), apply_diff(&col.kind, Value::empty_set(), d)),
+                            }
                         }
+                        self.strings.intern_row(&mut row);
+                        row.shrink_to_fit();
                         t.index_add(uuid, &row);
                         t.rows.insert(uuid.clone(), row);
                     }
                 }
             }
         }
+        self.strings.purge();
         self.seqno += 1;
         Ok(())
     }
@@ -205,10 +269,16 @@ fn fill_defaults(monitored: Option<&MonitorRequests>, table: &str, ts: &TableSch
         Some(names) => names.iter().filter_map(|c| ts.column(c)).collect(),
         None => ts.columns.values().collect(),
     };
-    for col in columns {
-        if !col.name.starts_with('_') && row.get(&col.name).is_none() {
-            row.set(col.name.clone(), default_value(&col.kind));
-        }
+    let missing: Vec<(Arc<str>, Value)> = columns
+        .into_iter()
+        .filter(|col| !col.name.starts_with('_') && row.get(&col.name).is_none())
+        .map(|col| (col.name.clone(), default_value(&col.kind)))
+        .collect();
+    if !missing.is_empty() {
+        // Rebuilt once rather than set column by column: each set copies the list of names.
+        let mut columns = std::mem::take(row).into_columns();
+        columns.extend(missing);
+        *row = Row::from_columns(columns);
     }
 }
 
@@ -216,7 +286,7 @@ fn fill_defaults(monitored: Option<&MonitorRequests>, table: &str, ts: &TableSch
 /// when the column may be empty, otherwise 0, 0.0, false, "" or the all-zero UUID.
 fn default_value(kind: &ColumnType) -> Value {
     if kind.is_map() {
-        return Value::Map(Vec::new());
+        return Value::empty_map();
     }
     if kind.min == 0 {
         return Value::empty_set();
@@ -225,13 +295,13 @@ fn default_value(kind: &ColumnType) -> Value {
         AtomicType::Integer => Atom::Integer(0),
         AtomicType::Real => Atom::Real(0.0),
         AtomicType::Boolean => Atom::Boolean(false),
-        AtomicType::String => Atom::String(String::new()),
+        AtomicType::String => Atom::String("".into()),
         AtomicType::Uuid => Atom::Uuid(Uuid::parse("00000000-0000-0000-0000-000000000000").expect("valid UUID")),
     };
     if kind.is_scalar() {
         Value::Atom(atom)
     } else {
-        Value::Set(vec![atom])
+        Value::Set(Arc::from([atom]))
     }
 }
 
@@ -253,7 +323,7 @@ pub fn apply_diff(kind: &ColumnType, old: Value, diff: Value) -> Value {
                 m.insert(k.clone(), v.clone());
             }
         }
-        return Value::Map(m.into_iter().collect());
+        return Value::map(m);
     }
     let mut s: std::collections::BTreeSet<Atom> = old.as_set().iter().cloned().collect();
     for a in diff.as_set() {
@@ -261,7 +331,7 @@ pub fn apply_diff(kind: &ColumnType, old: Value, diff: Value) -> Value {
             s.insert(a.clone());
         }
     }
-    Value::Set(s.into_iter().collect())
+    Value::set(s)
 }
 
 #[cfg(test)]
@@ -342,7 +412,7 @@ mod tests {
         assert_eq!(row.get("name"), Some(&Value::from("")));
         assert_eq!(row.get("tag"), Some(&Value::empty_set()));
         assert_eq!(row.get("trunks"), Some(&Value::set([5i64])));
-        assert_eq!(row.get("external_ids"), Some(&Value::Map(Vec::new())));
+        assert_eq!(row.get("external_ids"), Some(&Value::empty_map()));
         assert_eq!(row.get_as::<String>("name").unwrap(), "");
         assert!(row.get("_uuid").is_none());
         // Only the monitored columns are filled in.
@@ -352,6 +422,74 @@ mod tests {
         let row = r.get("Port", &u).unwrap();
         assert_eq!(row.len(), 2, "{row:?}");
         assert_eq!(row.get("name"), Some(&Value::from("")));
+    }
+
+    #[test]
+    fn index_holds_every_row_with_the_value() {
+        let mut r = Replica::new(schema(), &[("Port".into(), "trunks".into())]);
+        let (u1, u2) = ("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222");
+        r.apply(&upd(json!({"Port": {u1: {"insert": {"trunks": ["set", [1, 2]]}}, u2: {"insert": {"trunks": 2}}}})))
+            .unwrap();
+        let holders = |r: &Replica, v: i64| {
+            let mut u: Vec<String> =
+                r.table("Port").find("trunks", &Atom::from(v)).iter().map(|(u, _)| u.to_string()).collect();
+            u.sort();
+            u
+        };
+        assert_eq!(holders(&r, 2), [u1, u2]);
+        assert_eq!(holders(&r, 1), [u1]);
+        r.apply(&upd(json!({"Port": {u1: {"delete": null}}}))).unwrap();
+        assert_eq!(holders(&r, 2), [u2]);
+        assert!(holders(&r, 1).is_empty());
+        r.apply(&upd(json!({"Port": {u2: {"modify": {"trunks": ["set", [2, 3]]}}}}))).unwrap();
+        assert!(holders(&r, 2).is_empty());
+        assert_eq!(holders(&r, 3), [u2]);
+    }
+
+    #[test]
+    fn rows_share_one_copy_of_a_string() {
+        // Two updates, so the second row's strings come from another message.
+        let mut r = Replica::new(schema(), &[]);
+        let (u1, u2) = ("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222");
+        r.apply(&upd(json!({"Port": {u1: {"insert": {"external_ids": ["map", [["kind", "tunnel"]]]}}}}))).unwrap();
+        r.apply(&upd(json!({"Port": {u2: {"insert": {"name": "tunnel"}}}}))).unwrap();
+        let kind = match &r.get("Port", &Uuid::parse(u1).unwrap()).unwrap().get("external_ids").unwrap().as_map()[0].1 {
+            Atom::String(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        let name = match r.get("Port", &Uuid::parse(u2).unwrap()).unwrap().get("name").unwrap() {
+            Value::Atom(Atom::String(s)) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(Arc::ptr_eq(&kind, &name));
+    }
+
+    #[test]
+    fn rows_share_one_copy_of_a_map() {
+        let mut r = Replica::new(schema(), &[]);
+        let (u1, u2) = ("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222");
+        let ids = json!(["map", [["overlay-kind", "tunnel"], ["overlay-peer", "h2"]]]);
+        r.apply(&upd(json!({"Port": {u1: {"insert": {"external_ids": ids}}}}))).unwrap();
+        r.apply(&upd(json!({"Port": {u2: {"insert": {"external_ids": ids, "trunks": 7}}}}))).unwrap();
+        let map = |r: &Replica, u: &str| match r.get("Port", &Uuid::parse(u).unwrap()).unwrap().get("external_ids") {
+            Some(Value::Map(m)) => m.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(Arc::ptr_eq(&map(&r, u1), &map(&r, u2)));
+        // With every monitored column filled in, both rows have one list of column names.
+        let row = |u: &str| r.get("Port", &Uuid::parse(u).unwrap()).unwrap().clone();
+        assert!(row(u1).shares_names_with(&row(u2)));
+        // A modify gives the row a new map, not a change to the shared one.
+        r.apply(&upd(json!({"Port": {u2: {"modify": {"external_ids": ["map", [["overlay-peer", "h3"]]]}}}}))).unwrap();
+        assert_eq!(map(&r, u1).len(), 2);
+        assert_eq!(
+            r.get("Port", &Uuid::parse(u2).unwrap()).unwrap().map_str("external_ids", "overlay-peer"),
+            Some("h3")
+        );
+        assert_eq!(
+            r.get("Port", &Uuid::parse(u1).unwrap()).unwrap().map_str("external_ids", "overlay-peer"),
+            Some("h2")
+        );
     }
 
     #[test]

@@ -367,10 +367,10 @@ impl DatabaseSchema {
         };
         match value {
             Value::Atom(a) if kind.is_scalar() => Value::Atom(fix(&kind.key, a)),
-            Value::Set(mut s) if kind.is_scalar() && s.len() == 1 => Value::Atom(fix(&kind.key, s.remove(0))),
-            Value::Atom(a) if !kind.is_map() => Value::Set(vec![fix(&kind.key, a)]),
+            Value::Set(s) if kind.is_scalar() && s.len() == 1 => Value::Atom(fix(&kind.key, s[0].clone())),
+            Value::Atom(a) if !kind.is_map() => Value::Set(Arc::from([fix(&kind.key, a)])),
             Value::Set(s) if kind.key.atomic == AtomicType::Real => {
-                Value::set(s.into_iter().map(|a| fix(&kind.key, a)))
+                Value::set(s.iter().cloned().map(|a| fix(&kind.key, a)))
             }
             other => other,
         }
@@ -380,13 +380,12 @@ impl DatabaseSchema {
     /// columns the schema does not know are left as they are.
     pub fn normalize_row(&self, table: &str, row: &mut Row) {
         let Ok(ts) = self.table(table) else { return };
-        for (name, value) in row.iter_mut() {
+        for (name, value) in row.values_mut() {
             if let Some(col) = ts.column(name) {
                 let v = std::mem::replace(value, Value::empty_set());
                 *value = Self::normalize(&col.kind, v);
             }
         }
-        row.intern(&|name: &str| ts.column(name).map(|c| c.name.clone()));
     }
 
     /// Checks that `value` fits column `column` of `table`.
@@ -399,7 +398,7 @@ impl DatabaseSchema {
         match (value, kind.is_map()) {
             (Value::Map(entries), true) => {
                 let vt = kind.value.as_ref().expect("map has a value type");
-                for (k, v) in entries {
+                for (k, v) in entries.iter() {
                     kind.key.check(k).map_err(|e| bad(format!("map key: {e}")))?;
                     vt.check(v).map_err(|e| bad(format!("map value for key {k}: {e}")))?;
                 }

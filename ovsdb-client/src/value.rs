@@ -11,12 +11,13 @@ use serde_json::{json, Value as Json};
 
 use crate::error::ValueError;
 
-/// A row UUID in its canonical text form (`8-4-4-4-12` lowercase hex digits).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uuid(Arc<str>);
+/// A row UUID. It is kept as its 16 bytes rather than its 36-character text: a replica holds
+/// one per row and one per reference, and text would cost a heap allocation each.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uuid([u8; 16]);
 
 impl Uuid {
-    /// Parses the 36-character text form; upper-case digits are accepted and folded.
+    /// Parses the 36-character text form (`8-4-4-4-12` hex digits, either case).
     pub fn parse(text: &str) -> Result<Self, ValueError> {
         let bytes = text.as_bytes();
         let well_formed = bytes.len() == 36
@@ -27,24 +28,52 @@ impl Uuid {
         if !well_formed {
             return Err(ValueError::new(format!("'{text}' is not a UUID (want 8-4-4-4-12 hex digits)")));
         }
-        Ok(Uuid(text.to_ascii_lowercase().into()))
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => b - b'0',
+            _ => (b | 0x20) - b'a' + 10,
+        };
+        let mut digits = bytes.iter().copied().filter(|b| *b != b'-').map(nibble);
+        let mut out = [0u8; 16];
+        for byte in &mut out {
+            let (hi, lo) = (digits.next().unwrap_or(0), digits.next().unwrap_or(0));
+            *byte = hi << 4 | lo;
+        }
+        Ok(Uuid(out))
     }
 
-    /// The canonical text form.
-    pub fn as_str(&self) -> &str {
+    /// A UUID from its 16 bytes, most significant first.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Uuid(bytes)
+    }
+
+    /// The 16 bytes, most significant first. Their order is the order of the text forms.
+    pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
 }
 
 impl fmt::Display for Uuid {
+    /// The canonical text form: lowercase, `8-4-4-4-12`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uuid({self})")
     }
 }
 
 /// A name given to a row inserted earlier in the same transaction (`["named-uuid", name]`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NamedUuid(pub(crate) String);
+pub struct NamedUuid(pub(crate) Arc<str>);
 
 impl NamedUuid {
     /// Creates a symbolic name; it must be a valid OVSDB `<id>` (`[A-Za-z_][A-Za-z0-9_]*`).
@@ -55,7 +84,7 @@ impl NamedUuid {
                 "'{name}' is not a valid uuid-name: use letters, digits and '_', not starting with a digit"
             )));
         }
-        Ok(NamedUuid(name))
+        Ok(NamedUuid(name.into()))
     }
 
     /// The symbolic name.
@@ -79,8 +108,9 @@ pub enum Atom {
     Real(f64),
     /// A boolean.
     Boolean(bool),
-    /// A UTF-8 string.
-    String(String),
+    /// A UTF-8 string. Shared rather than owned, so that a replica can keep one copy of a
+    /// string that many rows hold (a tunnel type, an `external_ids` key, a peer's address).
+    String(Arc<str>),
     /// A reference to a row.
     Uuid(Uuid),
     /// A reference to a row inserted earlier in the same transaction.
@@ -105,8 +135,8 @@ impl Atom {
             Atom::Integer(i) => json!(i),
             Atom::Real(r) => json!(r),
             Atom::Boolean(b) => json!(b),
-            Atom::String(s) => json!(s),
-            Atom::Uuid(u) => json!(["uuid", u.as_str()]),
+            Atom::String(s) => Json::String(s.to_string()),
+            Atom::Uuid(u) => json!(["uuid", u.to_string()]),
             Atom::NamedUuid(n) => json!(["named-uuid", n.as_str()]),
         }
     }
@@ -115,7 +145,7 @@ impl Atom {
     pub fn from_json(json: &Json) -> Result<Self, ValueError> {
         match json {
             Json::Bool(b) => Ok(Atom::Boolean(*b)),
-            Json::String(s) => Ok(Atom::String(s.clone())),
+            Json::String(s) => Ok(Atom::String(s.as_str().into())),
             Json::Number(n) => {
                 if let Some(i) = n.as_i64() {
                     Ok(Atom::Integer(i))
@@ -137,7 +167,7 @@ impl Atom {
     /// The string, if this is a string atom.
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Atom::String(s) => Some(s),
+            Atom::String(s) => Some(&**s),
             _ => None,
         }
     }
@@ -232,9 +262,10 @@ atom_from! {
     u32 => Integer(i64::from),
     f64 => Real(|v| v),
     bool => Boolean(|v| v),
-    String => String(|v| v),
-    &str => String(str::to_owned),
-    &String => String(String::clone),
+    String => String(Arc::from),
+    &str => String(Arc::from),
+    &String => String(|v: &String| Arc::from(v.as_str())),
+    Arc<str> => String(|v| v),
     Uuid => Uuid(|v| v),
     &Uuid => Uuid(Uuid::clone),
     NamedUuid => NamedUuid(|v| v),
@@ -246,14 +277,31 @@ atom_from! {
 /// Sets are kept sorted and free of duplicates and maps sorted by key, so two values that mean
 /// the same compare equal. A set of one element may arrive from the server as a bare atom; the
 /// schema-aware [`crate::DatabaseSchema::normalize`] turns it into the form its column declares.
+///
+/// Sets and maps are immutable shared slices: cloning a value or a row copies no elements, and
+/// a [`crate::Replica`] keeps one copy of a set or map that many rows hold (the Port and the
+/// Interface of a tunnel carry the same `external_ids`). Build them with [`Value::set`] and
+/// [`Value::map`], or from a sorted, duplicate-free `Vec` with `.into()`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Value {
     /// A single atom (the form of a column with exactly one value).
     Atom(Atom),
     /// A set (sorted, no duplicates).
-    Set(Vec<Atom>),
+    Set(Arc<[Atom]>),
     /// A map (sorted by key, one value per key).
-    Map(Vec<(Atom, Atom)>),
+    Map(Arc<[(Atom, Atom)]>),
+}
+
+/// The one empty set and the one empty map, so that the many empty columns of a replica
+/// (an Interface's `error`, a Port's `trunks`) allocate nothing.
+fn empty_atoms() -> Arc<[Atom]> {
+    static EMPTY: std::sync::OnceLock<Arc<[Atom]>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
+}
+
+fn empty_pairs() -> Arc<[(Atom, Atom)]> {
+    static EMPTY: std::sync::OnceLock<Arc<[(Atom, Atom)]>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
 }
 
 impl Value {
@@ -262,17 +310,28 @@ impl Value {
         let mut v: Vec<Atom> = items.into_iter().map(Into::into).collect();
         v.sort();
         v.dedup();
-        Value::Set(v)
+        if v.is_empty() {
+            return Value::empty_set();
+        }
+        Value::Set(v.into())
     }
 
     /// The empty set (also the "no value" of an optional column).
     pub fn empty_set() -> Self {
-        Value::Set(Vec::new())
+        Value::Set(empty_atoms())
+    }
+
+    /// The empty map.
+    pub fn empty_map() -> Self {
+        Value::Map(empty_pairs())
     }
 
     /// A map from any key/value pairs; sorts by key, the last value of a repeated key wins.
     pub fn map<K: Into<Atom>, V: Into<Atom>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
         let sorted: BTreeMap<Atom, Atom> = pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        if sorted.is_empty() {
+            return Value::empty_map();
+        }
         Value::Map(sorted.into_iter().collect())
     }
 
@@ -374,7 +433,7 @@ impl Value {
     pub fn map_get(&self, key: &str) -> Option<&Atom> {
         let m = self.as_map();
         m.binary_search_by(|(k, _)| match k {
-            Atom::String(s) => s.as_str().cmp(key),
+            Atom::String(s) => (**s).cmp(key),
             other => other.rank().cmp(&3),
         })
         .ok()
@@ -420,16 +479,12 @@ impl<K: Into<Atom>, V: Into<Atom>> From<BTreeMap<K, V>> for Value {
     }
 }
 
-impl serde::Serialize for Value {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
-    }
-}
+// `Serialize` for atoms, values and rows is in `codec`, with the decoders messages use.
 
 impl<'de> serde::Deserialize<'de> for Value {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let json = Json::deserialize(d)?;
-        Value::from_json(&json).map_err(serde::de::Error::custom)
+        use serde::de::DeserializeSeed;
+        crate::codec::ValueSeed(&mut crate::codec::StrPool::default()).deserialize(d)
     }
 }
 
@@ -485,18 +540,40 @@ impl FromValue for BTreeMap<String, String> {
             .as_map()
             .iter()
             .map(|(k, v)| match (k, v) {
-                (Atom::String(k), Atom::String(v)) => Ok((k.clone(), v.clone())),
+                (Atom::String(k), Atom::String(v)) => Ok((k.to_string(), v.to_string())),
                 _ => Err(mismatch("a map of strings to strings", value)),
             })
             .collect()
     }
 }
 
-/// A row: column name to value. Column names are shared `Arc<str>` so a large replica does not
-/// store the same names once per row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A row: column name to value, sorted by name.
+///
+/// The names are held apart from the values, as one list that rows with the same columns
+/// share: a replica keeps one list per table layout (all its rows of a table have the
+/// monitored columns) instead of a name per column of every row, and a row is little more
+/// than its values. Rows have a handful of columns, so lookups search the sorted names.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Row {
-    columns: BTreeMap<Arc<str>, Value>,
+    names: Arc<[Arc<str>]>,
+    values: Vec<Value>,
+}
+
+fn no_names() -> Arc<[Arc<str>]> {
+    static EMPTY: std::sync::OnceLock<Arc<[Arc<str>]>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
+}
+
+impl Default for Row {
+    fn default() -> Self {
+        Row { names: no_names(), values: Vec::new() }
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 impl Row {
@@ -505,25 +582,69 @@ impl Row {
         Row::default()
     }
 
+    /// A row from columns in any order; the last value of a repeated column wins.
+    pub(crate) fn from_columns(mut columns: Vec<(Arc<str>, Value)>) -> Self {
+        columns.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut names = Vec::with_capacity(columns.len());
+        let mut values: Vec<Value> = Vec::with_capacity(columns.len());
+        for (name, value) in columns {
+            if names.last() == Some(&name) {
+                *values.last_mut().expect("a value per name") = value;
+            } else {
+                names.push(name);
+                values.push(value);
+            }
+        }
+        Row { names: names.into(), values }
+    }
+
+    /// The columns, to rebuild the row from (see [`Row::from_columns`]).
+    pub(crate) fn into_columns(self) -> Vec<(Arc<str>, Value)> {
+        self.names.iter().cloned().zip(self.values).collect()
+    }
+
     /// Builder form of [`Row::set`].
     pub fn with(mut self, column: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.set(column, value);
         self
     }
 
+    fn position(&self, column: &str) -> Result<usize, usize> {
+        self.names.binary_search_by(|name| (**name).cmp(column))
+    }
+
     /// Sets a column.
     pub fn set(&mut self, column: impl Into<Arc<str>>, value: impl Into<Value>) {
-        self.columns.insert(column.into(), value.into());
+        let column = column.into();
+        let value = value.into();
+        match self.position(&column) {
+            Ok(i) => self.values[i] = value,
+            Err(i) => {
+                let mut names = self.names.to_vec();
+                names.insert(i, column);
+                self.names = names.into();
+                self.values.insert(i, value);
+            }
+        }
     }
 
     /// Removes a column, returning its value.
     pub fn remove(&mut self, column: &str) -> Option<Value> {
-        self.columns.remove(column)
+        let i = self.position(column).ok()?;
+        let mut names = self.names.to_vec();
+        names.remove(i);
+        self.names = names.into();
+        Some(self.values.remove(i))
     }
 
     /// A column's value.
     pub fn get(&self, column: &str) -> Option<&Value> {
-        self.columns.get(column)
+        self.position(column).ok().map(|i| &self.values[i])
+    }
+
+    /// A column's value, to change in place.
+    pub(crate) fn get_mut(&mut self, column: &str) -> Option<&mut Value> {
+        self.position(column).ok().map(|i| &mut self.values[i])
     }
 
     /// A column converted to a Rust type; a missing column is an error naming it.
@@ -539,50 +660,60 @@ impl Row {
 
     /// Iterates over columns in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.columns.iter().map(|(k, v)| (&**k, v))
+        self.names.iter().map(|n| &**n).zip(self.values.iter())
     }
 
-    /// Iterates mutably over values.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut Value)> {
-        self.columns.iter_mut()
+    /// Iterates over columns in name order, with values to change in place.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = (&str, &mut Value)> {
+        self.names.iter().map(|n| &**n).zip(self.values.iter_mut())
+    }
+
+    /// The list of names, to be replaced by an equal list that other rows share.
+    pub(crate) fn names_mut(&mut self) -> &mut Arc<[Arc<str>]> {
+        &mut self.names
     }
 
     /// Number of columns present.
     pub fn len(&self) -> usize {
-        self.columns.len()
+        self.values.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shares_names_with(&self, other: &Row) -> bool {
+        Arc::ptr_eq(&self.names, &other.names)
     }
 
     /// True when no column is present.
     pub fn is_empty(&self) -> bool {
-        self.columns.is_empty()
+        self.values.is_empty()
     }
 
     /// The JSON object form.
     pub fn to_json(&self) -> Json {
-        Json::Object(self.columns.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
+        Json::Object(self.iter().map(|(k, v)| (k.to_owned(), v.to_json())).collect())
     }
 
     /// Decodes a JSON object without a schema.
     pub fn from_json(json: &Json) -> Result<Self, ValueError> {
         let obj = json.as_object().ok_or_else(|| ValueError::new(format!("{} is not a row object", short(json))))?;
-        let mut row = Row::new();
+        let mut columns = Vec::with_capacity(obj.len());
         for (k, v) in obj {
             let value = Value::from_json(v).map_err(|e| ValueError::new(format!("column '{k}': {e}")))?;
-            row.set(k.as_str(), value);
+            columns.push((Arc::from(k.as_str()), value));
         }
-        Ok(row)
+        Ok(Row::from_columns(columns))
     }
 
-    /// Moves the column names onto the shared names in `names` (see [`Row`]).
-    pub(crate) fn intern(&mut self, names: &impl Fn(&str) -> Option<Arc<str>>) {
-        let columns = std::mem::take(&mut self.columns);
-        self.columns = columns.into_iter().map(|(k, v)| (names(&k).unwrap_or(k), v)).collect();
+    /// Gives back the spare capacity of the row (a row kept in a replica lives long; one
+    /// being built grows by doubling).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.values.shrink_to_fit();
     }
 }
 
 impl FromIterator<(String, Value)> for Row {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        Row { columns: iter.into_iter().map(|(k, v)| (Arc::from(k), v)).collect() }
+        Row::from_columns(iter.into_iter().map(|(k, v)| (Arc::from(k), v)).collect())
     }
 }
 
@@ -607,7 +738,12 @@ mod tests {
     #[test]
     fn uuid_parse_and_reject() {
         let u = Uuid::parse("550E8400-e29b-41d4-a716-446655440000").unwrap();
-        assert_eq!(u.as_str(), "550e8400-e29b-41d4-a716-446655440000");
+        assert_eq!(u.to_string(), "550e8400-e29b-41d4-a716-446655440000");
+        assert_eq!(u.as_bytes()[..3], [0x55, 0x0e, 0x84]);
+        assert_eq!(Uuid::from_bytes(*u.as_bytes()), u);
+        // Byte order is text order, so sorted UUIDs sort as their text does.
+        let v = Uuid::parse("550e8400-e29b-41d4-a716-4466554400ff").unwrap();
+        assert!(u < v && u.to_string() < v.to_string());
         for bad in ["", "550e8400e29b41d4a716446655440000", "550e8400-e29b-41d4-a716-44665544000g", "x"] {
             assert!(Uuid::parse(bad).is_err(), "{bad}");
         }
@@ -670,6 +806,33 @@ mod tests {
         assert_eq!(ids["iface-id"], "p1");
         assert_eq!(row.map_str("external_ids", "iface-id"), Some("p1"));
         assert_eq!(row.map_str("external_ids", "nope"), None);
+    }
+
+    #[test]
+    fn rows_sharing_names_change_apart() {
+        let a = Row::from_columns(vec![("tag".into(), Value::from(1i64)), ("name".into(), Value::from("p"))]);
+        let mut b = a.clone();
+        assert!(a.shares_names_with(&b));
+        b.set("name", "q");
+        assert!(a.shares_names_with(&b), "a new value for a column keeps the names");
+        b.set("alias", "x");
+        assert_eq!(b.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["alias", "name", "tag"]);
+        assert_eq!(b.remove("tag"), Some(Value::from(1i64)));
+        assert_eq!(a.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["name", "tag"]);
+        assert_eq!(a.get("name"), Some(&Value::from("p")));
+        assert_eq!(b.get_as::<String>("name").unwrap(), "q");
+        // The last of a repeated column wins, as with set.
+        let c = Row::from_columns(vec![("x".into(), Value::from(1i64)), ("x".into(), Value::from(2i64))]);
+        assert_eq!((c.len(), c.get("x")), (1, Some(&Value::from(2i64))));
+    }
+
+    #[test]
+    fn values_stay_small() {
+        // A replica holds one Value per column of every row: 40,000 rows of 5-6 columns for
+        // 20,000 tunnels. An atom is a tag and 16 bytes; a value fits in the atom's tag.
+        assert_eq!(std::mem::size_of::<Uuid>(), 16);
+        assert_eq!(std::mem::size_of::<Atom>(), 24);
+        assert_eq!(std::mem::size_of::<Value>(), 24);
     }
 
     #[test]

@@ -446,7 +446,7 @@ async fn notifications_for_unknown_monitors_are_ignored() {
     let event = within(PROMPT, "the real update", monitor.next()).await.unwrap().unwrap();
     let rows = &event.updates.tables["Bridge"];
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].0.as_str(), u2);
+    assert_eq!(rows[0].0.to_string(), u2);
     // The session is still fine.
     let pending = call(&conn, "list_dbs", json!([]));
     let id = peer.expect_request("list_dbs").await;

@@ -847,6 +847,31 @@ async fn replica_matches_database_after_1000_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_transaction_gives_the_same_outcome() {
+    let srv = server();
+    let client = client_for(&srv).await;
+    let mut tx = client.transaction();
+    let br = add_bridge(&mut tx, "br-o");
+    let sel = tx.select("Bridge", vec![Condition::eq("name", "br-o")], Some(vec!["name".into()]));
+    let out = within("owned insert", client.transact_owned(tx)).await.expect("insert br-o");
+    let uuid = out.uuid(&br).expect("the named row's UUID").clone();
+    assert_eq!(out.rows(sel).len(), 1);
+    assert_eq!(out.count(3), Some(1), "the mutate of the root row");
+    assert!(matches!(out.results[2], OpResult::Inserted(ref u) if *u == uuid));
+    // Errors name the operation and table as with a borrowed transaction.
+    let conn = client.connection().unwrap();
+    let mut tx = Transaction::new(DB);
+    tx.comment("first");
+    tx.update("Port", vec![Condition::eq("name", "br-o")], Row::new().with("tag", Value::set([5000i64])));
+    match within("tag 5000", conn.transact_owned(tx)).await {
+        Err(TransactError::Operation { index: 1, op: "update", table, error }) => {
+            assert_eq!((table.as_str(), error.kind), ("Port", OvsdbErrorKind::ConstraintViolation))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_until_sees_own_insert() {
     let srv = server();
     let client = client_for(&srv).await;
@@ -925,7 +950,7 @@ async fn reconnects_after_server_restart_and_rebuilds_replica() {
     let old = client.replica().table("Bridge").find_one("name", &Atom::from("br-old")).map(|(u, _)| u.clone());
     let old = old.expect("br-old in replica");
     let detach = json!([DB, {"op": "mutate", "table": DB, "where": [],
-        "mutations": [["bridges", "delete", ["set", [["uuid", old.as_str()]]]]]}]);
+        "mutations": [["bridges", "delete", ["set", [["uuid", old.to_string()]]]]]}]);
     for t in [offline, detach] {
         let out = tokio::task::block_in_place(|| {
             std::process::Command::new("ovsdb-tool")
