@@ -690,7 +690,7 @@ mod tests {
             |uuid: Uuid| PortDeletion { bridge: "br-tun".into(), name: "x".into(), port_uuid: uuid.to_string() };
         let shown = |plan: &Plan| {
             let planned = plan_to_transaction(Transaction::new(DATABASE), plan, &u(3));
-            Commit::new(plan, &planned, &TransactOutcome::default()).visible_in(&replica)
+            Commit::new(plan, &planned.inserted, &TransactOutcome::default()).visible_in(&replica)
         };
         assert!(!shown(&Plan { delete_ports: vec![delete(u(10))], ..Default::default() }));
         assert!(shown(&Plan { delete_ports: vec![delete(u(999))], ..Default::default() }));
