@@ -233,6 +233,12 @@ fn plug_is_idempotent_and_bad_input_leaves_nothing() {
         assert_eq!(traces(&c, 0), baseline, "{args:?} left something behind");
         assert!(!other.has_link("eth0"));
     }
+    // The interface name taken inside the container: found only when the veth is created, after
+    // the address was reserved, so this also checks the rollback.
+    other.ip(&["link", "add", "eth5", "type", "veth", "peer", "name", "eth6"]);
+    let e = plug_err(a, &["plug", "x1", "--tenant", "red", "--netns", &ns, "--ifname", "eth5"]);
+    assert!(e.contains("already has an interface named eth5"), "{e}");
+    assert_eq!(traces(&c, 0), baseline, "a taken --ifname left something behind");
 }
 
 #[test]
