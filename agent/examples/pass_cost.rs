@@ -22,70 +22,19 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, diff_since, existing_vlans_from, Plan};
-use overlay::model::{HostRecord, SubnetLease, Tenant, TunnelType, Vni};
+
 use overlay_agent::ovs;
 use ovsdb_client::{Atom, DatabaseSchema, Replica, Row, RowUpdate, TableUpdates, Uuid, Value};
 
-const LOCAL: &str = "local-host";
+#[path = "../../overlay/examples/shared/scale_view.rs"]
+mod scale_view;
+use scale_view::{host, lease, scale_view, LOCAL};
 const BRIDGES: [&str; 2] = ["br-int", "br-tun"];
-
-fn host(i: usize) -> HostRecord {
-    HostRecord {
-        hostname: format!("peer-{i:05}"),
-        underlay_ip: IpAddr::V4(Ipv4Addr::new(10, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8)),
-        system_id: format!("sys-{i:05}"),
-        tunnel_types: TunnelType::ALL.to_vec(),
-        version: "bench".into(),
-    }
-}
-
-fn lease(tenant: &Tenant, index: usize, h: &HostRecord) -> SubnetLease {
-    let subnet = format!("10.{}.{}.0/24", index >> 8, index & 0xff).parse().expect("subnet");
-    SubnetLease { tenant: tenant.name().to_owned(), subnet, host: h.hostname.clone(), underlay_ip: h.underlay_ip }
-}
-
-fn view(peers: usize, tenants: usize) -> ClusterView {
-    let local = HostRecord {
-        hostname: LOCAL.into(),
-        underlay_ip: "10.63.255.254".parse().expect("ip"),
-        system_id: "sys-local".into(),
-        tunnel_types: TunnelType::ALL.to_vec(),
-        version: "bench".into(),
-    };
-    let mut hosts: BTreeMap<String, HostRecord> = (1..=peers).map(|i| (host(i).hostname.clone(), host(i))).collect();
-    hosts.insert(LOCAL.into(), local.clone());
-    let tenants: BTreeMap<String, Tenant> = (0..tenants)
-        .map(|t| {
-            let tunnel = if t % 2 == 0 { TunnelType::Vxlan } else { TunnelType::Gre };
-            let vni = Vni::new(1000 + t as u32).expect("vni");
-            let tenant = Tenant::new(&format!("tenant-{t:02}"), vni, "10.0.0.0/8".parse().expect("cidr"), tunnel, 24)
-                .expect("tenant");
-            (tenant.name().to_owned(), tenant)
-        })
-        .collect();
-    let mut leases = Vec::new();
-    for t in tenants.values() {
-        leases.push(lease(t, 0, &local));
-        for i in 1..=peers {
-            leases.push(lease(t, i, &hosts[&host(i).hostname]));
-        }
-    }
-    ClusterView {
-        local,
-        hosts,
-        tenants,
-        leases,
-        datapath_type: "netdev".into(),
-        int_bridge: BRIDGES[0].into(),
-        tun_bridge: BRIDGES[1].into(),
-    }
-}
 
 fn uuid(n: usize) -> Uuid {
     Uuid::parse(&format!("{:08x}-0000-4000-8000-{:012x}", n >> 16, n)).expect("uuid")
@@ -203,7 +152,7 @@ fn main() {
     let schema =
         Arc::new(DatabaseSchema::from_json(&serde_json::from_str(&text).expect("schema JSON")).expect("schema"));
 
-    let v = view(peers, tenants);
+    let v = scale_view(peers, tenants);
     let cold =
         diff(&desired_state(&v, &BTreeMap::new()).expect("desired"), &overlay::diff::ObservedState::default(), LOCAL);
     let replica = timed("phase_replica", || phase_replica(schema.clone(), &cold));

@@ -21,66 +21,18 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, diff_since, existing_vlans_from, simulate_apply, ObservedState, Plan};
-use overlay::model::{HostRecord, SubnetLease, Tenant, TunnelType, Vni};
 
-const LOCAL: &str = "local-host";
-
-fn host(i: usize) -> HostRecord {
-    HostRecord {
-        hostname: format!("peer-{i:05}"),
-        underlay_ip: IpAddr::V4(Ipv4Addr::new(10, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8)),
-        system_id: format!("sys-{i:05}"),
-        tunnel_types: TunnelType::ALL.to_vec(),
-        version: "bench".into(),
-    }
-}
-
-fn lease(tenant: &Tenant, index: usize, h: &HostRecord) -> SubnetLease {
-    let subnet = format!("10.{}.{}.0/24", index >> 8, index & 0xff).parse().expect("subnet");
-    SubnetLease { tenant: tenant.name().to_owned(), subnet, host: h.hostname.clone(), underlay_ip: h.underlay_ip }
-}
+#[path = "shared/scale_view.rs"]
+mod scale_view;
+use scale_view::{host, lease, scale_view, LOCAL};
 
 #[inline(never)]
 fn phase_build_view(peers: usize, tenants: usize) -> ClusterView {
-    let local = HostRecord {
-        hostname: LOCAL.into(),
-        underlay_ip: "10.63.255.254".parse().expect("ip"),
-        system_id: "sys-local".into(),
-        tunnel_types: TunnelType::ALL.to_vec(),
-        version: "bench".into(),
-    };
-    let mut hosts: BTreeMap<String, HostRecord> = (1..=peers).map(|i| (host(i).hostname.clone(), host(i))).collect();
-    hosts.insert(LOCAL.into(), local.clone());
-    let tenants: BTreeMap<String, Tenant> = (0..tenants)
-        .map(|t| {
-            let tunnel = if t % 2 == 0 { TunnelType::Vxlan } else { TunnelType::Gre };
-            let vni = Vni::new(1000 + t as u32).expect("vni");
-            let tenant = Tenant::new(&format!("tenant-{t:02}"), vni, "10.0.0.0/8".parse().expect("cidr"), tunnel, 24)
-                .expect("tenant");
-            (tenant.name().to_owned(), tenant)
-        })
-        .collect();
-    let mut leases = Vec::new();
-    for t in tenants.values() {
-        leases.push(lease(t, 0, &local));
-        for i in 1..=peers {
-            leases.push(lease(t, i, &hosts[&host(i).hostname]));
-        }
-    }
-    ClusterView {
-        local,
-        hosts,
-        tenants,
-        leases,
-        datapath_type: "netdev".into(),
-        int_bridge: "br-int".into(),
-        tun_bridge: "br-tun".into(),
-    }
+    scale_view(peers, tenants)
 }
 
 #[inline(never)]
