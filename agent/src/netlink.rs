@@ -155,8 +155,16 @@ pub struct VethSetup {
     pub mtu: Option<u32>,
     /// MAC of the peer (the container's end).
     pub peer_mac: Option<[u8; 6]>,
-    /// Bring this namespace's end up (the peer stays down until configured).
+    /// Bring this namespace's end up.
     pub up: bool,
+    /// Bring the peer up too, right after: the kernel refuses it in the creating request (the
+    /// peer is not linked yet: ENOTCONN). The sooner the carrier comes, the likelier its link
+    /// event in this namespace is taken in the same ovs-vswitchd walk as the new link's, each
+    /// walk visiting every port of the host (docs/benchmarks.md).
+    pub peer_up: bool,
+    /// Make this end promiscuous, as a bridge port is: ovs-vswitchd would otherwise set it,
+    /// another link event.
+    pub promisc: bool,
 }
 
 /// The namespace file a [`Netns`] came from, kept open.
@@ -381,8 +389,14 @@ impl Netns {
         if setup.up {
             builder = builder.up();
         }
+        if setup.promisc {
+            builder = builder.promiscuous(true);
+        }
         let msg = builder.set_info_data(InfoData::Veth(InfoVeth::Peer(peer_builder.build()))).build();
         match self.handle.link().add(msg).execute().await {
+            Ok(()) if setup.peer_up => {
+                target.set_link("set up", peer, LinkUnspec::new_with_name(peer).up().build()).await
+            }
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {
                 if self.link_exists(name).await? {

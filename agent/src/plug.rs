@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use overlay::model::{validate_container_id, Endpoint, MacAddr, Tenant};
+use overlay::model::{validate_container_id, Endpoint, MacAddr, SubnetLease, Tenant};
 use overlay::naming::{container_peer_temp_name, container_port_name, is_valid_ifname};
-use ovsdb_client::{Atom, Condition, Mutation, Row, Value};
+use ovsdb_client::{Atom, Condition, Function, Mutation, Mutator, Row, Until, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::Agent;
@@ -34,6 +34,9 @@ pub enum PlugError {
     #[error("{0}")]
     Plumbing(String),
 }
+
+/// How long a plug waits for ovs-vswitchd to take its port.
+const PORT_TAKEN_WITHIN: Duration = Duration::from_secs(30);
 
 /// How to find the container's network namespace.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -227,21 +230,12 @@ impl Agent {
         // Whatever a crashed or failed attempt left is removed before starting afresh.
         self.remove_container(&c.req.container_id, &held).await?;
         steps.end("cleanup");
-        let claim = IpClaim { container: c.req.container_id.clone(), host: self.me.hostname.clone() };
         let lease = self.join_tenant_locked(&c.tenant).await?;
         steps.end("lease");
-        let ip = match c.ip {
-            Some(ip) => {
-                self.registry.reserve_ip(c.tenant.name(), ip, &claim).await?;
-                ip
-            }
-            None => self.registry.allocate_ip(&c.tenant, &lease, &claim).await?,
-        };
-        steps.end("address");
-        match self.plumb(&c, ip, &mut steps).await {
+        match self.plumb(&c, &lease, &mut steps).await {
             Ok(result) => {
                 tracing::info!(
-                    container = %c.req.container_id, tenant = %c.req.tenant, %ip, port = %c.port,
+                    container = %c.req.container_id, tenant = %c.req.tenant, ip = %result.ip, port = %c.port,
                     took_ms = format!("{:.1}", steps.total_ms()), steps = %steps.summary(), "container plugged"
                 );
                 Ok(result)
@@ -256,36 +250,57 @@ impl Agent {
         }
     }
 
-    async fn plumb(&self, c: &Checked, ip: IpAddr, steps: &mut Steps) -> Result<PlugResult, PlugError> {
+    /// Creates the veth and the port, claims the address, configures the container's side and
+    /// records the endpoint; the caller rolls everything back when this fails.
+    async fn plumb(&self, c: &Checked, lease: &SubnetLease, steps: &mut Steps) -> Result<PlugResult, PlugError> {
         let fail = |what: &str| {
             let what = what.to_owned();
             move |e: NetlinkError| PlugError::Plumbing(format!("{what}: {e}"))
         };
-        let result = self.result_for(&c.tenant, ip, &c.mac, &c.port)?;
+        let mtu = self.container_mtu(&c.tenant)?;
         let vlan = self.tenant_vlan(c.tenant.name()).await.map_err(|e| PlugError::Plumbing(format!("{e:#}")))?;
         steps.end("vlan");
         let container_ns = Netns::open(&c.netns).await.map_err(fail("opening the container namespace"))?;
         // The container end is created inside the container under its final name: moving a
         // link between namespaces costs the kernel 10-20 ms (RCU grace periods), most of a plug.
-        // MTU, MAC and the host end's up state go in the same request.
-        let setup = VethSetup { mtu: Some(result.mtu), peer_mac: Some(c.mac.0), up: true };
-        match self.host_netns.create_veth_into_with(&c.port, &c.req.ifname, &container_ns, &setup).await {
-            Ok(()) => {}
-            Err(NetlinkError::AlreadyExists { netns, .. }) if netns == container_ns.label() => {
-                return Err(PlugError::BadRequest(format!(
-                    "the container already has an interface named {}: choose another --ifname",
-                    c.req.ifname
-                )));
+        // MTU, MAC, the host end's up state and promiscuity (a bridge port's, which
+        // ovs-vswitchd would set otherwise) go in the creating request and the container end
+        // comes up right after: each change of the host end is a link event for ovs-vswitchd,
+        // and close together they are taken in one reconfiguration, not spread over several.
+        let setup = VethSetup { mtu: Some(mtu), peer_mac: Some(c.mac.0), up: true, peer_up: true, promisc: true };
+        let veth = async {
+            match self.host_netns.create_veth_into_with(&c.port, &c.req.ifname, &container_ns, &setup).await {
+                Ok(()) => Ok(()),
+                Err(NetlinkError::AlreadyExists { netns, .. }) if netns == container_ns.label() => {
+                    Err(PlugError::BadRequest(format!(
+                        "the container already has an interface named {}: choose another --ifname",
+                        c.req.ifname
+                    )))
+                }
+                Err(e) => Err(fail("creating the veth pair into the container")(e)),
             }
-            Err(e) => return Err(fail("creating the veth pair into the container")(e)),
-        }
-        steps.end("veth");
-        self.add_container_port(c, vlan).await?;
-        steps.end("ovsdb");
+        };
+        let claim = IpClaim { container: c.req.container_id.clone(), host: self.me.hostname.clone() };
+        let address = async {
+            match c.ip {
+                Some(ip) => self.registry.reserve_ip(c.tenant.name(), ip, &claim).await.map(|()| ip),
+                None => self.registry.allocate_ip(&c.tenant, lease, &claim).await,
+            }
+        };
+        // ovs-vswitchd reconfigures (walking every port of the host, see docs/benchmarks.md)
+        // once for the new OVSDB row and once for the new link. Sent together, they usually
+        // reach it before it wakes, and one walk takes both; sent one after the other, a plug
+        // waits for two. The row is sent first: if ovs-vswitchd reaches it before the link
+        // exists, it records "No such device" and takes the port at the link's event.
+        let (added, created, claimed) = tokio::join!(self.add_container_port(c, vlan), veth, address);
+        added?;
+        created?;
+        let ip = claimed?;
+        steps.end("port+veth+address");
+        let result = self.result_for(&c.tenant, ip, &c.mac, &c.port)?;
 
-        // ovs-vswitchd's reconfiguration for the new port is most of a plug on a full bridge
-        // (it walks every port, see docs/benchmarks.md); the container's side and the endpoint
-        // record are done meanwhile. A failure of any rolls back all three.
+        // The container's side and the endpoint record are done while ovs-vswitchd takes the
+        // port. A failure of any rolls back all three.
         let cfg = InterfaceConfig {
             mac: c.mac.0,
             mtu: result.mtu,
@@ -355,27 +370,41 @@ impl Agent {
     }
 
     /// Waits until ovs-vswitchd has given `port` an ofport (traffic can flow), or says why not.
+    /// 30 s at most: a loaded host's ovs-vswitchd falls seconds behind (100 concurrent plugs
+    /// on this 2-CPU test machine took over 10 s); ovs-vsctl itself waits without a limit.
     async fn port_taken_by_vswitchd(&self, port: &str) -> Result<(), PlugError> {
         let mut failure = None;
         let waited = self
             .ovs
-            .wait_until(Duration::from_secs(10), |r| {
+            .wait_until(PORT_TAKEN_WITHIN, |r| {
                 let Some((_, row)) = r.table("Interface").find_one("name", &Atom::from(port)) else {
                     return false;
                 };
                 if let Some(err) = row.get_as::<Option<String>>("error").ok().flatten() {
+                    // The link now exists (it was created before this wait); ovs-vswitchd
+                    // opens it again at the link's event, and a lasting error is reported
+                    // when the wait ends.
+                    let retried = err.contains("No such device");
                     failure = Some(err);
-                    return true;
+                    return !retried;
                 }
                 row.get_as::<Option<i64>>("ofport").ok().flatten().is_some_and(|p| p > 0)
             })
             .await;
-        if let Some(err) = failure {
-            return Err(PlugError::Plumbing(format!("ovs-vswitchd could not add {port}: {err}")));
+        match (waited, failure) {
+            (Ok(()), Some(err)) if !err.contains("No such device") => {
+                Err(PlugError::Plumbing(format!("ovs-vswitchd could not add {port}: {err}")))
+            }
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(err)) => Err(PlugError::Plumbing(format!(
+                "ovs-vswitchd did not take port {port} within {} s; the last error it reported: {err}",
+                PORT_TAKEN_WITHIN.as_secs()
+            ))),
+            (Err(_), None) => Err(PlugError::Plumbing(format!(
+                "ovs-vswitchd did not take port {port} within {} s: is it running?",
+                PORT_TAKEN_WITHIN.as_secs()
+            ))),
         }
-        waited.map_err(|_| {
-            PlugError::Plumbing(format!("ovs-vswitchd did not take port {port} within 10 s: is it running?"))
-        })
     }
 
     /// True when the port is on br-int, has an ofport, and its veth exists.
@@ -423,16 +452,36 @@ impl Agent {
         };
         if let Some(uuid) = port_uuid {
             found = true;
+            let root = crate::ovs::root(&self.ovs.replica()).map(|(u, _)| u);
             let mut tx = self.ovs.transaction();
             tx.mutate(
                 "Bridge",
                 vec![Condition::includes("ports", Value::set([uuid.clone()]))],
                 vec![Mutation::delete("ports", Value::set([uuid.clone()]))],
             );
-            self.ovs
+            // ovs-vsctl's way to learn when ovs-vswitchd has applied a change: it copies
+            // next_cfg to cur_cfg at the end of the reconfiguration that saw it.
+            let next_cfg = root.as_ref().map(|root| {
+                tx.mutate(
+                    "Open_vSwitch",
+                    vec![Condition::uuid(root)],
+                    vec![Mutation::new("next_cfg", Mutator::Add, 1i64)],
+                );
+                tx.select("Open_vSwitch", vec![Condition::uuid(root)], Some(vec!["next_cfg".to_owned()]))
+            });
+            let outcome = self
+                .ovs
                 .transact(&tx)
                 .await
                 .map_err(|e| PlugError::Plumbing(format!("removing port {port} from OVSDB: {e}")))?;
+            // The veth goes next, and the same container may be plugged again at once under the
+            // same port name. If ovs-vswitchd took the removal and the new port in one pass, it
+            // would keep the old port's netdev, bound to the deleted link, and the new port
+            // would carry no traffic.
+            let wanted = next_cfg.and_then(|i| outcome.rows(i).first()?.get_as::<i64>("next_cfg").ok());
+            if let (Some(root), Some(wanted)) = (root, wanted) {
+                self.vswitchd_applied(&root, wanted, &port).await;
+            }
             let _ = self.ovs.wait_until(Duration::from_secs(5), |r| r.get("Port", &uuid).is_none()).await;
         }
         for link in [port.clone(), container_peer_temp_name(container_id)] {
@@ -456,6 +505,24 @@ impl Agent {
             }
         }
         Ok(found)
+    }
+
+    /// Waits (5 s at most) until ovs-vswitchd's `cur_cfg` reaches `next_cfg`: a `wait`
+    /// operation, which ovsdb-server holds until it holds, so nothing polls. A timeout is only
+    /// logged: the row is gone either way, and without ovs-vswitchd there is nothing to wait for.
+    async fn vswitchd_applied(&self, root: &ovsdb_client::Uuid, next_cfg: i64, port: &str) {
+        let mut tx = self.ovs.transaction();
+        tx.wait(
+            "Open_vSwitch",
+            vec![Condition::uuid(root), Condition::new("cur_cfg", Function::Ge, next_cfg)],
+            vec!["cur_cfg".to_owned()],
+            Until::NotEqual,
+            Vec::new(),
+            Some(5000),
+        );
+        if let Err(e) = self.ovs.transact(&tx).await {
+            tracing::warn!(%port, error = %e, "ovs-vswitchd did not confirm the port's removal within 5 s: is it running?");
+        }
     }
 
     /// Repairs what a crash mid-plug or mid-unplug left: every container port, veth or address

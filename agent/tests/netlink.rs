@@ -195,24 +195,27 @@ async fn veth_created_straight_into_the_container() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn veth_created_with_mtu_mac_and_host_end_up_in_one_request() {
+async fn veth_created_with_mtu_mac_up_and_promisc_in_one_request() {
     let (h, c, host, container) = namespaces().await;
     let host_if = testbed::unique_name("vh");
     let mac = [0x02, 0x42, 0xc6, 0x13, 0x00, 0x07];
-    let setup = VethSetup { mtu: Some(1400), peer_mac: Some(mac), up: true };
+    let setup = VethSetup { mtu: Some(1400), peer_mac: Some(mac), up: true, peer_up: true, promisc: true };
     host.create_veth_into_with(&host_if, "eth0", &container, &setup).await.unwrap();
     let (hl, cl) = (link_json(&h, &host_if), link_json(&c, "eth0"));
     assert_eq!(hl["mtu"], 1400, "host end MTU: {hl}");
     assert_eq!(cl["mtu"], 1400, "container end MTU: {cl}");
     assert_eq!(cl["address"], "02:42:c6:13:00:07", "container end MAC: {cl}");
-    let up = |l: &Value| l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
-    assert!(up(&hl), "host end up: {hl}");
-    assert!(!up(&cl), "container end left down until configured: {cl}");
+    let flag = |l: &Value, f: &str| l["flags"].as_array().is_some_and(|fs| fs.iter().any(|x| x == f));
+    assert!(flag(&hl, "UP") && flag(&hl, "LOWER_UP"), "host end up with carrier: {hl}");
+    assert!(flag(&cl, "UP") && flag(&cl, "LOWER_UP"), "container end up with carrier: {cl}");
+    assert!(flag(&hl, "PROMISC"), "host end promiscuous: {hl}");
+    assert!(!flag(&cl, "PROMISC"), "container end not promiscuous: {cl}");
     // The default setup is the plain pair: nothing set.
     let other = testbed::unique_name("vh");
     host.create_veth_into_with(&other, "eth1", &container, &VethSetup::default()).await.unwrap();
-    assert!(!up(&link_json(&h, &other)));
-    assert_ne!(link_json(&c, "eth1")["address"], "02:42:c6:13:00:07");
+    let (ol, pl) = (link_json(&h, &other), link_json(&c, "eth1"));
+    assert!(!flag(&ol, "UP") && !flag(&pl, "UP") && !flag(&ol, "PROMISC"), "plain pair: {ol} {pl}");
+    assert_ne!(pl["address"], "02:42:c6:13:00:07");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -251,6 +251,17 @@ fn bench_plug(r: &mut Report) {
     plug_round(r, n, false);
 }
 
+/// ovs-vswitchd's `bridge_reconfigure` count so far (`coverage/show`).
+fn bridge_reconfigures(host: &TestHost) -> u64 {
+    host.vswitchd()
+        .appctl(&["coverage/show"])
+        .lines()
+        .find(|l| l.starts_with("bridge_reconfigure "))
+        .and_then(|l| l.rsplit("total:").next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU time of a process's main thread in ns (`/proc/PID/schedstat`), where ovs-vswitchd
 /// reconfigures.
 fn main_thread_cpu_ns(pid: u32) -> u64 {
@@ -294,7 +305,8 @@ fn plug_round(r: &mut Report, n: usize, settled: bool) {
     let ca: Vec<Container> = (0..n).map(|_| Container::new("pa")).collect();
     let cs: Vec<Container> = (0..n).map(|_| Container::new("ps")).collect();
     let (mut a_ms, mut s_ms) = (Vec::new(), Vec::new());
-    let (mut a_ips, mut s_steps) = (Vec::new(), Vec::new());
+    let (mut a_ips, mut a_ports, mut s_steps) = (Vec::new(), Vec::new(), Vec::new());
+    let reconfigures_before = bridge_reconfigures(host);
     // Interleaved, so both see the same growing database and the same machine load.
     for i in 0..n {
         let path = ca[i].path().display().to_string();
@@ -303,7 +315,9 @@ fn plug_round(r: &mut Report, n: usize, settled: bool) {
         let t = Instant::now();
         let out = agent.cli(&["plug", &id, "--tenant", "plug", "--netns", &path]);
         a_ms.push(ms(t.elapsed()));
-        a_ips.push(ok_json(&out, "plug")["ip"].as_str().unwrap_or_default().to_owned());
+        let plugged = ok_json(&out, "plug");
+        a_ips.push(plugged["ip"].as_str().unwrap_or_default().to_owned());
+        a_ports.push(plugged["port"].as_str().unwrap_or_default().to_owned());
         settle();
         let t = Instant::now();
         s_steps.push(nova_docker_plug(host, &cs[i], i));
@@ -312,6 +326,22 @@ fn plug_round(r: &mut Report, n: usize, settled: bool) {
     // Both ways give working containers: neighbours on the same host answer.
     wait_ping(&ca[0], &a_ips[n - 1], Duration::from_secs(10));
     wait_ping(&cs[0], &format!("10.201.{}.{}", 1 + (n - 1) / 250, 1 + (n - 1) % 250), Duration::from_secs(10));
+    let reconfigures = bridge_reconfigures(host) - reconfigures_before;
+    // The agent sends the port's row and creates its veth together; when ovs-vswitchd reaches
+    // the row before the link exists it logs this and takes the port at the link's event.
+    let vswitchd_log = std::fs::read_to_string(host.vswitchd().log_path()).unwrap_or_default();
+    let missing_lines: Vec<&str> = vswitchd_log
+        .lines()
+        .filter(|l| l.contains("could not open network device") && l.contains("No such device"))
+        .collect();
+    let missing = missing_lines.len();
+    // Which of the agent's plugs (1-based): the race is lost when the bridge is small.
+    let missing_at: Vec<String> = a_ports
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| missing_lines.iter().any(|l| l.contains(&format!("device {p} "))))
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
     let logs = agent.logs();
     if std::env::var_os("BENCH_DEBUG").is_some() {
         let lines: Vec<&str> = logs.lines().collect();
@@ -342,6 +372,14 @@ fn plug_round(r: &mut Report, n: usize, settled: bool) {
         a_ms[n.saturating_sub(10)..].iter().sum::<f64>() / 10f64.min(n as f64),
         s_ms[..10.min(n)].iter().sum::<f64>() / 10f64.min(n as f64),
         s_ms[n.saturating_sub(10)..].iter().sum::<f64>() / 10f64.min(n as f64),
+    ));
+    r.line("");
+    r.line(format!(
+        "ovs-vswitchd reconfigured {reconfigures} times during the {n} + {n} plugs ({:.1} per plug); \
+         it found a port's device missing {missing} times (its log's \"No such device\"), \
+         at the agent's plugs number [{}].",
+        reconfigures as f64 / (2 * n) as f64,
+        missing_at.join(", ")
     ));
     r.line("");
     // What each spends besides waiting for ovs-vswitchd (the agent's wait for the ofport, the
