@@ -245,8 +245,9 @@ fn plug_is_idempotent_and_bad_input_leaves_nothing() {
         assert_eq!(traces(&c, 0), baseline, "{args:?} left something behind");
         assert!(!other.has_link("eth0"));
     }
-    // The interface name taken inside the container: found only when the veth is created, after
-    // the address was reserved, so this also checks the rollback.
+    // The interface name taken inside the container: found only when the veth is created,
+    // alongside the port's row and the address reservation, so this also checks the rollback
+    // (as does the taken --ip above, found by the reservation).
     other.ip(&["link", "add", "eth5", "type", "veth", "peer", "name", "eth6"]);
     let e = plug_err(a, &["plug", "x1", "--tenant", "red", "--netns", &ns, "--ifname", "eth5"]);
     assert!(e.contains("already has an interface named eth5"), "{e}");
