@@ -206,11 +206,16 @@ impl Agent {
     /// Plugs a container; plugging it again with the same arguments returns the same result.
     pub async fn plug(&self, req: PlugRequest) -> Result<PlugResult, PlugError> {
         let mut steps = Steps::new();
-        let c = self.check(req).await?;
-        steps.end("check");
-        let _guard = self.plumbing_lock.lock().await;
-        steps.end("lock");
-        let held = self.registry.holdings_of(&self.me.hostname).await?;
+        // The tenant's read (in the check) and this host's holdings are two etcd round trips
+        // with nothing between them; the holdings are read under the lock, as they must be.
+        let locked_holdings = async {
+            let guard = self.plumbing_lock.lock().await;
+            self.registry.holdings_of(&self.me.hostname).await.map(|held| (guard, held))
+        };
+        let (c, locked) = tokio::join!(self.check(req), locked_holdings);
+        let c = c?;
+        let (_guard, held) = locked?;
+        steps.end("check+holdings");
         if let Some(existing) = held.endpoints.iter().find(|e| e.container_id == c.req.container_id) {
             let same = existing.tenant == c.req.tenant
                 && c.ip.is_none_or(|ip| ip == existing.ip)
