@@ -4,7 +4,7 @@
 //! address, MTU and default route. Every step is undone when a later one fails, and a crash
 //! half-way is repaired at the next start ([`Agent::recover`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -237,7 +237,13 @@ impl Agent {
         steps.end("cleanup");
         let lease = self.join_tenant_locked(&c.tenant).await?;
         steps.end("lease");
-        match self.plumb(&c, &lease, &mut steps).await {
+        let held_here: BTreeSet<IpAddr> = held
+            .claims
+            .iter()
+            .filter(|(tenant, _, claim)| tenant == c.tenant.name() && claim.container != c.req.container_id)
+            .map(|(_, ip, _)| *ip)
+            .collect();
+        match self.plumb(&c, &lease, &held_here, &mut steps).await {
             Ok(result) => {
                 tracing::info!(
                     container = %c.req.container_id, tenant = %c.req.tenant, ip = %result.ip, port = %c.port,
@@ -257,7 +263,13 @@ impl Agent {
 
     /// Creates the veth and the port, claims the address, configures the container's side and
     /// records the endpoint; the caller rolls everything back when this fails.
-    async fn plumb(&self, c: &Checked, lease: &SubnetLease, steps: &mut Steps) -> Result<PlugResult, PlugError> {
+    async fn plumb(
+        &self,
+        c: &Checked,
+        lease: &SubnetLease,
+        held_here: &BTreeSet<IpAddr>,
+        steps: &mut Steps,
+    ) -> Result<PlugResult, PlugError> {
         let fail = |what: &str| {
             let what = what.to_owned();
             move |e: NetlinkError| PlugError::Plumbing(format!("{what}: {e}"))
@@ -289,7 +301,8 @@ impl Agent {
         let address = async {
             match c.ip {
                 Some(ip) => self.registry.reserve_ip(c.tenant.name(), ip, &claim).await.map(|()| ip),
-                None => self.registry.allocate_ip(&c.tenant, lease, &claim).await,
+                // The cleanup above released whatever this container held.
+                None => self.registry.allocate_ip_hinted(&c.tenant, lease, &claim, held_here).await,
             }
         };
         // ovs-vswitchd reconfigures (walking every port of the host, see docs/benchmarks.md)

@@ -834,6 +834,28 @@ impl Registry {
 
     /// Picks and reserves the lowest free address of this host's lease, retrying when another
     /// host wins the race for one.
+    /// [`Registry::allocate_ip`] for a container that holds no address in the tenant, with the
+    /// addresses this host is known to hold in it: the first free one by those is tried with
+    /// one transaction, without listing the tenant's reservations (a host allocates from its
+    /// own lease, so they are nearly always all there are in its subnet). A fixed `--ip` taken
+    /// elsewhere in the subnet makes the try fail, and the full allocation runs.
+    pub async fn allocate_ip_hinted(
+        &self,
+        tenant: &Tenant,
+        lease: &SubnetLease,
+        claim: &IpClaim,
+        held_here: &BTreeSet<IpAddr>,
+    ) -> Result<IpAddr, RegistryError> {
+        if let Some(ip) = overlay::ipam::next_free_address(lease.subnet, tenant, held_here) {
+            match self.reserve_ip(tenant.name(), ip, claim).await {
+                Ok(()) => return Ok(ip),
+                Err(RegistryError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.allocate_ip(tenant, lease, claim).await
+    }
+
     pub async fn allocate_ip(
         &self,
         tenant: &Tenant,

@@ -242,13 +242,27 @@ fn bench_plug(r: &mut Report) {
         "ovs-vswitchd (userspace datapath) walks every port of the host whenever OVSDB changes \
          *and* whenever a link appears, goes up or leaves its namespace, so part of each plug's \
          time is that walk for the plug's own veth and port, growing with the ports already on \
-         br-int. Round A starts each plug once ovs-vswitchd is idle; round B runs them back to \
-         back, so each plug also waits for the walks the previous plug (of the other kind) left \
-         in flight. Each round is a fresh host.",
+         br-int. Round A alternates the two and starts each plug once ovs-vswitchd is idle; \
+         round B alternates them back to back, so each plug also waits for the walks the \
+         previous plug (of the other kind) left in flight; round C runs each back to back on a \
+         host of its own (agent first, then shell), so each waits only for its own. Each round \
+         is on fresh hosts.",
     );
     r.line("");
-    plug_round(r, n, true);
-    plug_round(r, n, false);
+    plug_round(r, n, Round::Settled);
+    plug_round(r, n, Round::Alternating);
+    plug_round(r, n, Round::Apart);
+}
+
+/// How a plug round orders the agent's and the shell's plugs.
+#[derive(Clone, Copy, PartialEq)]
+enum Round {
+    /// Alternating on one host, each plug starting with ovs-vswitchd idle.
+    Settled,
+    /// Alternating on one host, back to back.
+    Alternating,
+    /// Each back to back on a host of its own.
+    Apart,
 }
 
 /// ovs-vswitchd's `bridge_reconfigure` count so far (`coverage/show`).
@@ -283,12 +297,13 @@ fn wait_vswitchd_idle(pid: u32) {
     }
 }
 
-fn plug_round(r: &mut Report, n: usize, settled: bool) {
-    let c = Cluster::start(1, &[]);
+fn plug_round(r: &mut Report, n: usize, round: Round) {
+    let c = Cluster::start(if round == Round::Apart { 2 } else { 1 }, &[]);
     let (agent, host) = (&c.agents[0], &c.hosts[0]);
+    let shell_host = c.hosts.last().expect("a host");
     let vswitchd = host.vswitchd().pid().expect("ovs-vswitchd pid");
     let settle = || {
-        if settled {
+        if round == Round::Settled {
             wait_vswitchd_idle(vswitchd);
         }
     };
@@ -306,27 +321,41 @@ fn plug_round(r: &mut Report, n: usize, settled: bool) {
     let cs: Vec<Container> = (0..n).map(|_| Container::new("ps")).collect();
     let (mut a_ms, mut s_ms) = (Vec::new(), Vec::new());
     let (mut a_ips, mut a_ports, mut s_steps) = (Vec::new(), Vec::new(), Vec::new());
-    let reconfigures_before = bridge_reconfigures(host);
-    // Interleaved, so both see the same growing database and the same machine load.
-    for i in 0..n {
+    let reconfigures_of =
+        || bridge_reconfigures(host) + if round == Round::Apart { bridge_reconfigures(shell_host) } else { 0 };
+    let reconfigures_before = reconfigures_of();
+    let mut agent_plug = |i: usize| {
         let path = ca[i].path().display().to_string();
         let id = format!("bench-a{i}");
-        settle();
         let t = Instant::now();
         let out = agent.cli(&["plug", &id, "--tenant", "plug", "--netns", &path]);
         a_ms.push(ms(t.elapsed()));
         let plugged = ok_json(&out, "plug");
         a_ips.push(plugged["ip"].as_str().unwrap_or_default().to_owned());
         a_ports.push(plugged["port"].as_str().unwrap_or_default().to_owned());
-        settle();
+    };
+    let mut shell_plug = |i: usize| {
         let t = Instant::now();
-        s_steps.push(nova_docker_plug(host, &cs[i], i));
+        s_steps.push(nova_docker_plug(shell_host, &cs[i], i));
         s_ms.push(ms(t.elapsed()));
+    };
+    if round == Round::Apart {
+        // One after the other, so neither loads the machine while the other is timed.
+        (0..n).for_each(&mut agent_plug);
+        (0..n).for_each(&mut shell_plug);
+    } else {
+        // Interleaved, so both see the same growing database and the same machine load.
+        for i in 0..n {
+            settle();
+            agent_plug(i);
+            settle();
+            shell_plug(i);
+        }
     }
     // Both ways give working containers: neighbours on the same host answer.
     wait_ping(&ca[0], &a_ips[n - 1], Duration::from_secs(10));
     wait_ping(&cs[0], &format!("10.201.{}.{}", 1 + (n - 1) / 250, 1 + (n - 1) % 250), Duration::from_secs(10));
-    let reconfigures = bridge_reconfigures(host) - reconfigures_before;
+    let reconfigures = reconfigures_of() - reconfigures_before;
     // The agent sends the port's row and creates its veth together; when ovs-vswitchd reaches
     // the row before the link exists it logs this and takes the port at the link's event.
     let vswitchd_log = std::fs::read_to_string(host.vswitchd().log_path()).unwrap_or_default();
@@ -349,10 +378,10 @@ fn plug_round(r: &mut Report, n: usize, settled: bool) {
     }
     let steps = plug_steps(&logs);
     let (a, s, f) = (stats(&a_ms), stats(&s_ms), stats(&floor));
-    r.line(if settled {
-        "**Round A: each plug starts with ovs-vswitchd idle.**"
-    } else {
-        "**Round B: back to back.**"
+    r.line(match round {
+        Round::Settled => "**Round A: alternating on one host, each plug starting with ovs-vswitchd idle.**",
+        Round::Alternating => "**Round B: alternating on one host, back to back.**",
+        Round::Apart => "**Round C: each back to back on a host of its own (100 agent plugs, then 100 shell plugs).**",
     });
     r.line("");
     r.table(

@@ -174,6 +174,20 @@ fn containers_talk_within_a_tenant_and_never_across() {
     assert!(neigh[0]["lladdr"].is_null(), "red learnt a MAC for a blue address: {neigh}");
     assert!(state.iter().all(|s| *s == "FAILED" || *s == "INCOMPLETE"), "{neigh}");
 
+    // The address host 0 would take next, reserved by a container on host 1 with a fixed --ip:
+    // host 0's first try (the next address free by its own reservations) is refused, and the
+    // full allocation finds another. Both containers get their own address and talk.
+    let first: std::net::Ipv4Addr = red[0].1["ip"].as_str().unwrap().parse().unwrap();
+    let next = std::net::Ipv4Addr::from(u32::from(first) + 1).to_string();
+    let squat = Container::new("cr");
+    plug(&a[1], "red-squat", "red", &squat, &["--ip", &next]);
+    let late = Container::new("cr");
+    let got = plug(&a[0], "red-late", "red", &late, &[]);
+    let after_next = std::net::Ipv4Addr::from(u32::from(first) + 2).to_string();
+    assert_eq!(got["ip"].as_str().unwrap(), after_next, "the lowest address left: {got}");
+    wait_ping(&late, &next, WAIT);
+    wait_ping(&squat, got["ip"].as_str().unwrap(), WAIT);
+
     // Unplug leaves nothing behind: port, veths, container interface, etcd keys.
     let before_unplug = traces(&c, 1);
     a[1].cli_ok(&["unplug", "blue-dup"]);
