@@ -153,8 +153,8 @@ fn main() {
         Arc::new(DatabaseSchema::from_json(&serde_json::from_str(&text).expect("schema JSON")).expect("schema"));
 
     let v = scale_view(peers, tenants);
-    let cold =
-        diff(&desired_state(&v, &BTreeMap::new()).expect("desired"), &overlay::diff::ObservedState::default(), LOCAL);
+    let first = desired_state(&v, &BTreeMap::new()).expect("desired");
+    let cold = diff(&first, &overlay::diff::ObservedState::default(), LOCAL).into_rows(&first.tun_bridge.name, LOCAL);
     let replica = timed("phase_replica", || phase_replica(schema.clone(), &cold));
     let (desired, idle) = timed("phase_idle_pass", || phase_idle_pass(&replica, &v));
     assert!(idle.is_empty(), "a matching replica must give an empty plan: {idle:?}");
@@ -167,7 +167,7 @@ fn main() {
     }
     joined.hosts.insert(newcomer.hostname.clone(), newcomer);
     let (_, join) = timed("phase_join_pass", || phase_join_pass(&replica, &joined));
-    assert_eq!(join.create_ports.len(), tenants, "one port per tenant for the new peer");
+    assert_eq!(join.create_tunnels.len(), tenants, "one port per tenant for the new peer");
     let vlans = existing_vlans_from(&ovs::observe(&replica, &BRIDGES, LOCAL));
     let since = timed("phase_join_since", || phase_join_since(&replica, &joined, &desired, &vlans));
     assert_eq!(since, join, "diff_since must give the full diff's plan");

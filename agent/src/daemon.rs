@@ -252,7 +252,8 @@ impl Agent {
     }
 
     /// One pass: desired state from the cluster view, diff against the replica, and at most
-    /// one transaction. Returns whether a transaction was sent, and the desired state.
+    /// one transaction (more only to create more than [`ovs::CREATES_PER_TRANSACTION`] ports).
+    /// Returns whether a transaction was sent, and the desired state.
     ///
     /// While the replica has not changed since a pass found nothing to write, only the tunnels
     /// whose desired state changed since that pass are compared (a peer joining or leaving
@@ -317,21 +318,39 @@ impl Agent {
         let diffed = Instant::now();
         // Sent before the status is recorded (the JSON of every tunnel, tens of ms at 20,000),
         // which would otherwise delay every change by that much. A failure is returned after.
-        let created = plan.create_ports.len();
-        let sent = if plan.is_empty() {
+        let (ports, tunnels) = (std::mem::take(&mut plan.create_ports), std::mem::take(&mut plan.create_tunnels));
+        let created = ports.len() + tunnels.len();
+        let sent = if plan.is_empty() && created == 0 {
             None
         } else {
-            let (tx, planned) = ovs::plan_to_transaction(self.ovs.transaction(), &plan, &root_uuid).into_parts();
             // Only the desired state and what the commit check needs are kept while OVSDB
-            // commits: the update it sends back (40,000 rows at a cold start of 20,000 ports)
-            // would be decoded among the pass's memory, and the replica's new rows would stay
-            // scattered over partly used pages once that went (a cold-started agent settled
-            // 16 MiB larger than a restarted one).
+            // commits: the update it sends back would be decoded among the pass's memory, and
+            // the replica's new rows would stay scattered over partly used pages once that
+            // went (a cold-started agent settled 16 MiB larger than a restarted one).
             drop(view.take());
-            plan.create_ports = Vec::new();
-            self.metrics.transactions.fetch_add(1, Ordering::Relaxed);
-            let outcome = self.ovs.transact_owned(tx).await;
-            Some((planned, outcome))
+            // Each tunnel's row is made as its transaction is: all 20,000 of a cold start as
+            // rows at once took 30 MB.
+            let tun_bridge = desired.tun_bridge.name.as_str();
+            let rows = tunnels.into_iter().map(|t| overlay::diff::tunnel_spec(&t, tun_bridge, owner));
+            let mut planned = ovs::PlannedTransactions::new(&plan, ports.into_iter().chain(rows), root_uuid);
+            let mut commit = ovs::Commit::new(&plan);
+            let mut outcome = Ok(0);
+            // Each after the one before committed. If one fails, those before it stay
+            // applied, and the next pass plans what is still missing.
+            while let Some((tx, inserted)) = planned.next(self.ovs.transaction()).map(|p| p.into_parts()) {
+                self.metrics.transactions.fetch_add(1, Ordering::Relaxed);
+                match self.ovs.transact_owned(tx).await {
+                    Ok(o) => {
+                        commit.record(&inserted, &o);
+                        outcome = outcome.map(|n| n + 1);
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            Some((commit, outcome))
         };
         let committed = Instant::now();
         {
@@ -357,7 +376,7 @@ impl Agent {
         self.metrics.tunnels.store(desired.tunnels.len() as u64, Ordering::Relaxed);
         let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1e3;
         let recorded = Instant::now();
-        let Some((planned, outcome)) = sent else {
+        let Some((commit, outcome)) = sent else {
             *self.verified.lock().expect("verified lock") = verified;
             tracing::debug!(
                 view_ms = ms(started, viewed),
@@ -367,8 +386,9 @@ impl Agent {
             );
             return Ok((false, desired));
         };
-        let outcome = outcome.context("applying the plan to OVSDB")?;
+        let transactions = outcome.context("applying the plan to OVSDB")?;
         tracing::info!(
+            transactions,
             bridges = plan.create_bridges.len(),
             created,
             updated = plan.update_ports.len(),
@@ -381,7 +401,6 @@ impl Agent {
         // Wait for the replica to show our own commit, so the next pass does not plan the
         // same change again from stale rows. Checking the commit's own rows costs little per
         // replica change; diffing everything again did not.
-        let commit = ovs::Commit::new(&plan, &planned, &outcome);
         let _ = self.ovs.wait_until(Duration::from_secs(5), |r| commit.visible_in(r)).await;
         tracing::debug!(
             view_ms = ms(started, viewed),

@@ -85,8 +85,9 @@ fn main() {
     let view = timed("phase_build_view", || phase_build_view(peers, tenants));
     let desired = timed("phase_desired", || phase_desired(&view));
     let cold = timed("phase_diff_cold", || phase_diff_cold(&desired));
-    assert_eq!(cold.create_ports.len(), peers * tenants + 2, "every tunnel and the two patch ports");
-    let observed = simulate_apply(&ObservedState::default(), &cold);
+    assert_eq!(cold.create_tunnels.len(), peers * tenants, "every tunnel");
+    assert_eq!(cold.create_ports.len(), 2, "the two patch ports");
+    let observed = simulate_apply(&ObservedState::default(), &cold.into_rows(&desired.tun_bridge.name, LOCAL));
     let steady = timed("phase_steady", || phase_steady(&view, &observed));
     assert!(steady.is_empty(), "a matching state must give an empty plan: {steady:?}");
     let mut joined = view.clone();
@@ -96,11 +97,11 @@ fn main() {
     }
     joined.hosts.insert(newcomer.hostname.clone(), newcomer);
     let join = timed("phase_peer_join", || phase_peer_join(&joined, &observed));
-    assert_eq!(join.create_ports.len(), tenants, "one port per tenant for the new peer");
+    assert_eq!(join.create_tunnels.len(), tenants, "one port per tenant for the new peer");
     assert!(join.update_ports.is_empty() && join.delete_ports.is_empty());
     let vlans = existing_vlans_from(&observed);
     let verified = desired_state(&view, &vlans).expect("desired state");
     let since = timed("phase_peer_join_since", || phase_peer_join_since(&joined, &verified, &vlans, &observed));
     assert_eq!(since, join, "diff_since must give the full diff's plan");
-    println!("tunnel ports: {}; peer join creates {}", desired.tunnels.len(), join.create_ports.len());
+    println!("tunnel ports: {}; peer join creates {}", desired.tunnels.len(), join.create_tunnels.len());
 }
