@@ -23,7 +23,6 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, diff_since, existing_vlans_from, Plan};
@@ -33,7 +32,7 @@ use ovsdb_client::{Atom, DatabaseSchema, Replica, Row, RowUpdate, TableUpdates, 
 
 #[path = "../../overlay/examples/shared/scale_view.rs"]
 mod scale_view;
-use scale_view::{host, lease, scale_view, LOCAL};
+use scale_view::{host, lease, scale_args, scale_view, timed, LOCAL};
 const BRIDGES: [&str; 2] = ["br-int", "br-tun"];
 
 fn uuid(n: usize) -> Uuid {
@@ -136,17 +135,8 @@ fn phase_join_since(
     diff_since(verified, &[], &desired, &observed, LOCAL).expect("same bridges")
 }
 
-fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
-    let t = Instant::now();
-    let out = black_box(f());
-    println!("{what}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-    out
-}
-
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let peers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let tenants: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let (peers, tenants) = scale_args();
     let path = std::env::var("OVS_SCHEMA").unwrap_or_else(|_| "/usr/share/openvswitch/vswitch.ovsschema".into());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let schema =

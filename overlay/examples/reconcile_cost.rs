@@ -21,14 +21,13 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Instant;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, diff_since, existing_vlans_from, simulate_apply, ObservedState, Plan};
 
 #[path = "shared/scale_view.rs"]
 mod scale_view;
-use scale_view::{host, lease, scale_view, LOCAL};
+use scale_view::{host, lease, scale_args, scale_view, timed, LOCAL};
 
 #[inline(never)]
 fn phase_build_view(peers: usize, tenants: usize) -> ClusterView {
@@ -71,17 +70,8 @@ fn phase_peer_join_since(
     diff_since(verified, &[], &desired, observed, LOCAL).expect("same bridges")
 }
 
-fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
-    let t = Instant::now();
-    let out = black_box(f());
-    println!("{what}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-    out
-}
-
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let peers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let tenants: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let (peers, tenants) = scale_args();
     let view = timed("phase_build_view", || phase_build_view(peers, tenants));
     let desired = timed("phase_desired", || phase_desired(&view));
     let cold = timed("phase_diff_cold", || phase_diff_cold(&desired));

@@ -4,7 +4,9 @@
 //! `agent/examples/pass_cost.rs`, so both measure the same view.
 
 use std::collections::BTreeMap;
+use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
 
 use overlay::desired::ClusterView;
 use overlay::model::{HostRecord, SubnetLease, Tenant, TunnelType, Vni};
@@ -63,4 +65,20 @@ pub fn scale_view(peers: usize, tenants: usize) -> ClusterView {
         int_bridge: "br-int".into(),
         tun_bridge: "br-tun".into(),
     }
+}
+
+/// `PEERS TENANTS` from the command line, 1,000 and 20 when absent.
+pub fn scale_args() -> (usize, usize) {
+    let mut args = std::env::args().skip(1);
+    let peers = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let tenants = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    (peers, tenants)
+}
+
+/// Runs `f`, printing its wall time; `black_box` keeps the result from being optimised away.
+pub fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = black_box(f());
+    println!("{what}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    out
 }
