@@ -27,7 +27,9 @@ use futures::TryStreamExt;
 use nix::libc;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
@@ -165,6 +167,14 @@ pub struct VethSetup {
     /// Make this end promiscuous, as a bridge port is: ovs-vswitchd would otherwise set it,
     /// another link event.
     pub promisc: bool,
+    /// Turn IPv6 off on this end ([`Netns::disable_ipv6`]) before it has a carrier: a bridge
+    /// port needs no IP stack, and its link-local chatter is only noise.
+    pub ipv6_off: bool,
+    /// Give the peer no IPv6 link-local address (addr_gen_mode none) before it comes up, so it
+    /// sends no DAD, MLD or router solicitation: in an IPv4 tenant these frames would be flooded
+    /// to every port and tunnel of the tenant, each handled by ovs-vswitchd's main thread on
+    /// the userspace datapath (docs/benchmarks.md). Docker and os-vif do the same.
+    pub peer_ipv6_off: bool,
 }
 
 /// The namespace file a [`Netns`] came from, kept open.
@@ -394,10 +404,20 @@ impl Netns {
         }
         let msg = builder.set_info_data(InfoData::Veth(InfoVeth::Peer(peer_builder.build()))).build();
         match self.handle.link().add(msg).execute().await {
-            Ok(()) if setup.peer_up => {
-                target.set_link("set up", peer, LinkUnspec::new_with_name(peer).up().build()).await
+            // The peer is still down here, so this end has no carrier yet and neither end has
+            // started IPv6 address configuration: turning it off now leaves nothing to undo.
+            Ok(()) => {
+                if setup.ipv6_off {
+                    self.disable_ipv6(name).await?;
+                }
+                if setup.peer_ipv6_off {
+                    target.no_ipv6_link_local(peer).await?;
+                }
+                if setup.peer_up {
+                    target.set_link("set up", peer, LinkUnspec::new_with_name(peer).up().build()).await?;
+                }
+                Ok(())
             }
-            Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {
                 if self.link_exists(name).await? {
                     Err(NetlinkError::AlreadyExists { name: name.to_string(), netns: self.label() })
@@ -410,6 +430,44 @@ impl Netns {
                 &format!("{name} (peer {peer} in netns {})", target.label()),
                 e,
             )),
+        }
+    }
+
+    /// Turns IPv6 off on link `name` (its `disable_ipv6` sysctl, in this namespace): no
+    /// link-local address, no DAD, MLD or router solicitation. For links that need no IP stack
+    /// of their own, such as a bridge port. Unlike a netlink change of an up link, the sysctl
+    /// sends no link event, so ovs-vswitchd does not reconfigure for it. Nothing to do on a
+    /// kernel without IPv6.
+    pub async fn disable_ipv6(&self, name: &str) -> Result<(), NetlinkError> {
+        check_name(name)?;
+        let path = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"));
+        // /proc/sys/net shows the namespace of the thread that looks the file up.
+        let write = move || match std::fs::write(&path, b"1") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !Path::new("/proc/sys/net/ipv6").exists() => Ok(()),
+            other => other,
+        };
+        let written = match self.ns.path {
+            None => write(),
+            Some(_) => in_netns(&self.ns, write).await?,
+        };
+        written.map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => self.not_found(name),
+            _ => NetlinkError::Request { op: "disable IPv6", link: name.to_string(), netns: self.label(), source },
+        })
+    }
+
+    /// Sets addr_gen_mode none on link `name`: it gets no IPv6 link-local address when it comes
+    /// up (it must be down: an up link already has one), while IPv6 stays usable for addresses
+    /// given explicitly. A no-op on a kernel without IPv6.
+    pub async fn no_ipv6_link_local(&self, name: &str) -> Result<(), NetlinkError> {
+        check_name(name)?;
+        let mode = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+            In6AddrGenMode::None,
+        )])]);
+        let msg = LinkUnspec::new_with_name(name).append_extra_attribute(mode).build();
+        match self.set_link("set IPv6 addr_gen_mode none", name, msg).await {
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Ok(()),
+            other => other,
         }
     }
 

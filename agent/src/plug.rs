@@ -284,7 +284,18 @@ impl Agent {
         // ovs-vswitchd would set otherwise) go in the creating request and the container end
         // comes up right after: each change of the host end is a link event for ovs-vswitchd,
         // and close together they are taken in one reconfiguration, not spread over several.
-        let setup = VethSetup { mtu: Some(mtu), peer_mac: Some(c.mac.0), up: true, peer_up: true, promisc: true };
+        // IPv6 goes off on the host end, and in an IPv4 tenant the container end gets no
+        // link-local address: their DAD, MLD and router solicitations would otherwise be
+        // flooded to every port and tunnel of the tenant.
+        let setup = VethSetup {
+            mtu: Some(mtu),
+            peer_mac: Some(c.mac.0),
+            up: true,
+            peer_up: true,
+            promisc: true,
+            ipv6_off: true,
+            peer_ipv6_off: !c.tenant.is_ipv6(),
+        };
         let veth = async {
             match self.host_netns.create_veth_into_with(&c.port, &c.req.ifname, &container_ns, &setup).await {
                 Ok(()) => Ok(()),

@@ -199,7 +199,15 @@ async fn veth_created_with_mtu_mac_up_and_promisc_in_one_request() {
     let (h, c, host, container) = namespaces().await;
     let host_if = testbed::unique_name("vh");
     let mac = [0x02, 0x42, 0xc6, 0x13, 0x00, 0x07];
-    let setup = VethSetup { mtu: Some(1400), peer_mac: Some(mac), up: true, peer_up: true, promisc: true };
+    let setup = VethSetup {
+        mtu: Some(1400),
+        peer_mac: Some(mac),
+        up: true,
+        peer_up: true,
+        promisc: true,
+        ipv6_off: true,
+        peer_ipv6_off: true,
+    };
     host.create_veth_into_with(&host_if, "eth0", &container, &setup).await.unwrap();
     let (hl, cl) = (link_json(&h, &host_if), link_json(&c, "eth0"));
     assert_eq!(hl["mtu"], 1400, "host end MTU: {hl}");
@@ -216,6 +224,48 @@ async fn veth_created_with_mtu_mac_up_and_promisc_in_one_request() {
     let (ol, pl) = (link_json(&h, &other), link_json(&c, "eth1"));
     assert!(!flag(&ol, "UP") && !flag(&pl, "UP") && !flag(&ol, "PROMISC"), "plain pair: {ol} {pl}");
     assert_ne!(pl["address"], "02:42:c6:13:00:07");
+}
+
+/// The `disable_ipv6` sysctl of `ifname` as seen inside `ns`.
+fn ipv6_disabled(ns: &testbed::Netns, ifname: &str) -> bool {
+    ns.run(&["cat", &format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")]).trim() == "1"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn veth_ends_come_up_without_ipv6_link_local_when_asked() {
+    let (h, c, host, container) = namespaces().await;
+    let up = VethSetup { up: true, peer_up: true, promisc: true, ..VethSetup::default() };
+    // The control: left alone, both ends get a link-local address as they come up.
+    let chatty = testbed::unique_name("vh");
+    host.create_veth_into_with(&chatty, "eth1", &container, &up).await.unwrap();
+    assert_eq!(addrs(&h, &chatty, "inet6").len(), 1, "host end has its fe80 address");
+    assert_eq!(addrs(&c, "eth1", "inet6").len(), 1, "container end has its fe80 address");
+
+    let quiet = testbed::unique_name("vh");
+    let setup = VethSetup { ipv6_off: true, peer_ipv6_off: true, ..up };
+    host.create_veth_into_with(&quiet, "eth0", &container, &setup).await.unwrap();
+    let (hl, cl) = (link_json(&h, &quiet), link_json(&c, "eth0"));
+    let flag = |l: &Value, f: &str| l["flags"].as_array().is_some_and(|fs| fs.iter().any(|x| x == f));
+    assert!(flag(&hl, "LOWER_UP") && flag(&cl, "LOWER_UP"), "both ends up with carrier: {hl} {cl}");
+    // Link-local addresses are made at carrier-up, synchronously: none now means none ever.
+    assert_eq!(addrs(&h, &quiet, "inet6"), vec![], "host end: no IPv6 at all");
+    assert_eq!(addrs(&c, "eth0", "inet6"), vec![], "container end: no link-local address");
+    // The sysctl was written in the host namespace the handle is bound to, not in ours.
+    assert!(ipv6_disabled(&h, &quiet), "disable_ipv6 set on the host end");
+    assert!(!ipv6_disabled(&h, &chatty), "and only there");
+    // The container end keeps IPv6 usable for an address given explicitly (an IPv6 tenant
+    // would get its own, the agent only skips the link-local one in IPv4 tenants).
+    assert!(!ipv6_disabled(&c, "eth0"));
+    let cl = c.ip_json(&["-d", "link", "show", "dev", "eth0"])[0].clone();
+    assert_eq!(cl["inet6_addr_gen_mode"], "none", "container end: {cl}");
+    container.configure_interface("eth0", &cfg4("198.19.0.10", None)).await.unwrap();
+    assert_eq!(addrs(&c, "eth0", "inet6"), vec![], "configuring IPv4 brings no IPv6 address");
+
+    // Bad input: no such link.
+    match host.disable_ipv6("nosuchlink0").await {
+        Err(NetlinkError::LinkNotFound { name, .. }) => assert_eq!(name, "nosuchlink0"),
+        other => panic!("expected LinkNotFound, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

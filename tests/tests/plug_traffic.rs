@@ -67,6 +67,13 @@ fn addr_of(c: &Container, ifname: &str) -> (String, u64, String, u64) {
     )
 }
 
+/// Every IPv6 address on `ifname` in `ns`, link-local ones included.
+fn inet6_addrs(ns: &testbed::Netns, ifname: &str) -> Vec<String> {
+    let j = ns.ip_json(&["addr", "show", "dev", ifname]);
+    let infos = j[0]["addr_info"].as_array().cloned().unwrap_or_default();
+    infos.iter().filter(|a| a["family"] == "inet6").map(|a| a["local"].to_string()).collect()
+}
+
 fn default_gw(c: &Container) -> String {
     let j = c.ip_json(&["route", "show", "default"]);
     j[0]["gateway"].as_str().unwrap_or_default().to_owned()
@@ -128,6 +135,15 @@ fn containers_talk_within_a_tenant_and_never_across() {
         assert_eq!(mac_first & 0x03, 0x02, "generated MACs are locally administered unicast: {mac}");
         let k = ctr.run(&["ethtool", "-k", "eth0"]);
         assert!(k.contains("tx-checksumming: off"), "TX checksum offload must be off on netdev: {k}");
+    }
+    // IPv4 tenants: no IPv6 on either end, so no link-local chatter is flooded over the tenant.
+    for (i, (ctr, info)) in red.iter().enumerate().chain(blue.iter().enumerate()) {
+        assert_eq!(inet6_addrs(ctr, "eth0"), Vec::<String>::new(), "container end of {info}");
+        let port = info["port"].as_str().unwrap();
+        let host = c.hosts[i].netns();
+        assert_eq!(inet6_addrs(host, port), Vec::<String>::new(), "host end of {info}");
+        let sysctl = host.run(&["cat", &format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6")]);
+        assert_eq!(sysctl.trim(), "1", "IPv6 off on the host end of {info}");
     }
     // Interface external_ids exactly as nova-docker and Neutron write them.
     let port0 = red[0].1["port"].as_str().unwrap();
