@@ -178,7 +178,7 @@ fn nova_docker_plug(host: &TestHost, c: &Container, i: usize) -> Vec<(String, f6
     let cn = c.name();
     let (hv, cv) = (format!("nvh{i}"), format!("nvc{i}"));
     let mac = format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff);
-    let ip = format!("10.201.{}.{}/16", 1 + i / 250, 1 + i % 250);
+    let ip = format!("198.19.{}.{}/17", 129 + i / 250, 1 + i % 250);
     let id = format!("nova-{i}");
     let db = format!("--db={}", host.ovsdb_remote());
     let mut steps = Vec::with_capacity(9);
@@ -221,7 +221,7 @@ fn nova_docker_plug(host: &TestHost, c: &Container, i: usize) -> Vec<(String, f6
     step(
         &mut steps,
         "route",
-        &["ip", "netns", "exec", cn, "ip", "route", "replace", "default", "via", "10.201.0.1", "dev", "eth0"],
+        &["ip", "netns", "exec", cn, "ip", "route", "replace", "default", "via", "198.19.128.1", "dev", "eth0"],
     );
     step(&mut steps, "ethtool", &["ip", "netns", "exec", cn, "ethtool", "-K", "eth0", "tx", "off"]);
     steps
@@ -307,7 +307,7 @@ fn plug_round(r: &mut Report, n: usize, round: Round) {
             wait_vswitchd_idle(vswitchd);
         }
     };
-    agent.cli_ok(&["tenant", "create", "plug", "--vni", "7001", "--cidr", "10.200.0.0/16", "--tunnel", "vxlan"]);
+    agent.cli_ok(&["tenant", "create", "plug", "--vni", "7001", "--cidr", "198.19.0.0/17", "--tunnel", "vxlan"]);
     agent.cli_ok(&["tenant", "join", "plug"]);
     // The floor: a CLI process that only asks the daemon for its status.
     let floor: Vec<f64> = (0..30)
@@ -354,7 +354,7 @@ fn plug_round(r: &mut Report, n: usize, round: Round) {
     }
     // Both ways give working containers: neighbours on the same host answer.
     wait_ping(&ca[0], &a_ips[n - 1], Duration::from_secs(10));
-    wait_ping(&cs[0], &format!("10.201.{}.{}", 1 + (n - 1) / 250, 1 + (n - 1) % 250), Duration::from_secs(10));
+    wait_ping(&cs[0], &format!("198.19.{}.{}", 129 + (n - 1) / 250, 1 + (n - 1) % 250), Duration::from_secs(10));
     let reconfigures = reconfigures_of() - reconfigures_before;
     // The agent sends the port's row and creates its veth together; when ovs-vswitchd reaches
     // the row before the link exists it logs this and takes the port at the link's event.
@@ -491,7 +491,7 @@ fn bench_convergence(r: &mut Report, hosts: u8, trials: usize) {
     for k in 0..trials {
         let tenant = format!("cv{k}");
         let vni = (7100 + k).to_string();
-        c.agents[0].cli_ok(&["tenant", "create", &tenant, "--vni", &vni, "--cidr", "10.202.0.0/16"]);
+        c.agents[0].cli_ok(&["tenant", "create", &tenant, "--vni", &vni, "--cidr", "198.19.0.0/16"]);
         let (a, b) = (k % n, (k + 1) % n);
         for (h, agent) in c.agents.iter().enumerate() {
             if h != a {
@@ -504,7 +504,7 @@ fn bench_convergence(r: &mut Report, hosts: u8, trials: usize) {
         // Retry ARP every 10 ms instead of every second, so ARP's timer does not quantise the
         // measurement.
         cb.run(&["sysctl", "-qw", "net.ipv4.neigh.eth0.retrans_time_ms=10"]);
-        let target = "10.202.250.10";
+        let target = "198.19.250.10";
         // A ping every 5 ms, each line stamped (-D), line-buffered so the first reply is read
         // as it comes (with -w or -c, ping gives up at the first ARP failure).
         let mut pinger = cb
@@ -1077,7 +1077,7 @@ fn hand_built(hosts: &[TestHost]) -> Vec<Container> {
         hn.ip(&["link", "set", "hv0", "up"]);
         h.vsctl_wait(&["add-port", "hbr-int", "hv0", "tag=1"]);
         c.ip(&["link", "set", "eth0", "address", &format!("02:00:00:00:99:0{}", i + 1), "mtu", "1450"]);
-        c.ip(&["addr", "add", &format!("10.204.0.1{}/16", i + 1), "dev", "eth0"]);
+        c.ip(&["addr", "add", &format!("198.19.128.1{}/17", i + 1), "dev", "eth0"]);
         c.ip(&["link", "set", "eth0", "up"]);
         c.run(&["ethtool", "-K", "eth0", "tx", "off"]);
         out.push(c);
@@ -1091,7 +1091,7 @@ fn bench_dataplane(r: &mut Report) {
     r.line(format!("### 4. Data plane (iperf3, one TCP stream, {secs} s x {runs} runs each, interleaved)"));
     r.line("");
     let c = Cluster::start(2, &[]);
-    c.agents[0].cli_ok(&["tenant", "create", "dp", "--vni", "7301", "--cidr", "10.203.0.0/16", "--tunnel", "vxlan"]);
+    c.agents[0].cli_ok(&["tenant", "create", "dp", "--vni", "7301", "--cidr", "198.19.0.0/17", "--tunnel", "vxlan"]);
     let ca: Vec<Container> = (0..2).map(|_| Container::new("da")).collect();
     let mut ips = Vec::new();
     for (i, ctr) in ca.iter().enumerate() {
@@ -1103,7 +1103,7 @@ fn bench_dataplane(r: &mut Report) {
     }
     wait_ping(&ca[0], &ips[1].0, Duration::from_secs(20));
     let ch = hand_built(&c.hosts);
-    wait_ping(&ch[0], "10.204.0.12", Duration::from_secs(20));
+    wait_ping(&ch[0], "198.19.128.12", Duration::from_secs(20));
     let (h0, h1) = (c.hosts[0].netns(), c.hosts[1].netns());
     let underlay_ip = c.hosts[1].underlay_ip().to_string();
 
@@ -1121,7 +1121,7 @@ fn bench_dataplane(r: &mut Report) {
     for _ in 0..runs {
         under.push(iperf(h1, h0, &underlay_ip, secs));
         agent.push(iperf(&ca[1], &ca[0], &ips[1].0, secs));
-        hand.push(iperf(&ch[1], &ch[0], "10.204.0.12", secs));
+        hand.push(iperf(&ch[1], &ch[0], "198.19.128.12", secs));
     }
     let snmp_after: Vec<_> = ca.iter().map(|c| ip_snmp(c)).collect();
     let faults_after = link_faults(h0, "eth1") + link_faults(h1, "eth1");
