@@ -339,8 +339,14 @@ impl Agent {
             // applied, and the next pass plans what is still missing.
             while let Some((tx, inserted)) = planned.next(self.ovs.transaction()).map(|p| p.into_parts()) {
                 self.metrics.transactions.fetch_add(1, Ordering::Relaxed);
+                let sent_at = Instant::now();
                 match self.ovs.transact_owned(tx).await {
                     Ok(o) => {
+                        tracing::debug!(
+                            ops = o.results.len(),
+                            ms = sent_at.elapsed().as_secs_f64() * 1e3,
+                            "OVSDB transaction committed"
+                        );
                         commit.record(&inserted, &o);
                         outcome = outcome.map(|n| n + 1);
                     }
