@@ -71,7 +71,11 @@ fn addr_of(c: &Container, ifname: &str) -> (String, u64, String, u64) {
 fn inet6_addrs(ns: &testbed::Netns, ifname: &str) -> Vec<String> {
     let j = ns.ip_json(&["addr", "show", "dev", ifname]);
     let infos = j[0]["addr_info"].as_array().cloned().unwrap_or_default();
-    infos.iter().filter(|a| a["family"] == "inet6").map(|a| a["local"].to_string()).collect()
+    infos
+        .iter()
+        .filter(|a| a["family"] == "inet6")
+        .map(|a| a["local"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 fn default_gw(c: &Container) -> String {
@@ -229,6 +233,28 @@ fn containers_talk_within_a_tenant_and_never_across() {
     }
     let logs = a[1].logs();
     assert!(!logs.contains("did not confirm"), "ovs-vswitchd confirmed every removal:\n{logs}");
+}
+
+#[test]
+fn ipv6_tenant_containers_keep_link_local_and_talk_across_hosts() {
+    let c = Cluster::start(2, &[]);
+    let a = &c.agents;
+    // 2001:2::/48 is the IPv6 benchmarking range (RFC 5180).
+    a[0].cli_ok(&["tenant", "create", "six", "--vni", "5101", "--cidr", "2001:2::/48", "--tunnel", "vxlan"]);
+    let ctrs: Vec<Container> = (0..2).map(|_| Container::new("c6")).collect();
+    let infos: Vec<Value> =
+        ctrs.iter().enumerate().map(|(i, ctr)| plug(&a[i], &format!("six-{i}"), "six", ctr, &[])).collect();
+    for (i, (ctr, info)) in ctrs.iter().zip(&infos).enumerate() {
+        let ip = info["ip"].as_str().unwrap();
+        let v6 = inet6_addrs(ctr, "eth0");
+        assert!(v6.iter().any(|a| a == ip), "the tenant address on eth0: {v6:?} {info}");
+        // IPv6 hosts expect a link-local address: only IPv4 tenants go without one.
+        assert!(v6.iter().any(|a| a.starts_with("fe80:")), "a link-local address on eth0: {v6:?}");
+        let port = info["port"].as_str().unwrap();
+        assert_eq!(inet6_addrs(c.hosts[i].netns(), port), Vec::<String>::new(), "host end of {info}");
+    }
+    testbed::wait_ping(&ctrs[0], infos[1]["ip"].as_str().unwrap(), Duration::from_secs(20));
+    testbed::wait_ping(&ctrs[1], infos[0]["ip"].as_str().unwrap(), Duration::from_secs(20));
 }
 
 #[test]
