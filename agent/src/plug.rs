@@ -413,8 +413,8 @@ impl Agent {
     /// on this 2-CPU test machine took over 10 s); ovs-vsctl itself waits without a limit.
     ///
     /// "No such device" is expected when ovs-vswitchd read the row before the kernel had the
-    /// link: it opens the port again at the link's event. Rarely (1 plug in about 1,000 in the
-    /// plug benchmark, under load) no later pass takes it, and the port would wait forever. So
+    /// link: it opens the port again at the link's event. Rarely (once in some 1,700 plugs of
+    /// the plug benchmark, under load) no later pass took it, and the port waited forever. So
     /// while that error stays and the link exists, ovs-vswitchd is asked to reconfigure (by
     /// bumping `next_cfg`, the OVSDB change ovs-vsctl makes for the same purpose): after 1 s,
     /// then every 5 s.
