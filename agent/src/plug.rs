@@ -487,7 +487,7 @@ impl Agent {
     async fn nudge_vswitchd(&self) {
         let Some(root) = crate::ovs::root(&self.ovs.replica()).map(|(u, _)| u) else { return };
         let mut tx = self.ovs.transaction();
-        tx.mutate("Open_vSwitch", vec![Condition::uuid(&root)], vec![Mutation::new("next_cfg", Mutator::Add, 1i64)]);
+        bump_next_cfg(&mut tx, &root);
         if let Err(e) = self.ovs.transact(&tx).await {
             tracing::warn!(error = %e, "could not ask ovs-vswitchd to reconfigure");
         }
@@ -548,11 +548,7 @@ impl Agent {
             // ovs-vsctl's way to learn when ovs-vswitchd has applied a change: it copies
             // next_cfg to cur_cfg at the end of the reconfiguration that saw it.
             let next_cfg = root.as_ref().map(|root| {
-                tx.mutate(
-                    "Open_vSwitch",
-                    vec![Condition::uuid(root)],
-                    vec![Mutation::new("next_cfg", Mutator::Add, 1i64)],
-                );
+                bump_next_cfg(&mut tx, root);
                 tx.select("Open_vSwitch", vec![Condition::uuid(root)], Some(vec!["next_cfg".to_owned()]))
             });
             let outcome = self
@@ -658,4 +654,10 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// Adds to `tx` the change that makes ovs-vswitchd reconfigure: `next_cfg` + 1 on the root row
+/// (ovs-vswitchd copies it to `cur_cfg` once the reconfiguration that saw it is done).
+fn bump_next_cfg(tx: &mut ovsdb_client::Transaction, root: &ovsdb_client::Uuid) {
+    tx.mutate("Open_vSwitch", vec![Condition::uuid(root)], vec![Mutation::new("next_cfg", Mutator::Add, 1i64)]);
 }
