@@ -2,6 +2,7 @@
 //! from a throwaway CA. Like ovs-pki's, the server certificate carries no subjectAltName: OVS
 //! authenticates by CA, and so does this client.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -25,8 +26,8 @@ fn settings(d: &Path, ca: &str, me: &str) -> TlsSettings {
     }
 }
 
-async fn connect(port: u16, tls: TlsSettings) -> Result<Vec<String>, RpcError> {
-    let remote = format!("ssl:127.0.0.1:{port}").parse().unwrap();
+async fn connect(ip: Ipv4Addr, port: u16, tls: TlsSettings) -> Result<Vec<String>, RpcError> {
+    let remote = format!("ssl:{ip}:{port}").parse().unwrap();
     let opts = ConnectionOptions { tls: Some(tls), request_timeout: Duration::from_secs(5), ..Default::default() };
     let conn = Connection::connect_with(&remote, opts).await?;
     conn.list_dbs().await
@@ -45,11 +46,12 @@ async fn ssl_remote_with_client_certificates() {
     let db = d.join("conf.db");
     let st = Command::new("ovsdb-tool").args(["create"]).arg(&db).arg(testbed::VSWITCH_SCHEMA).status().unwrap();
     assert!(st.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ip = testbed::private_loopback_ip();
+    let port = testbed::free_port_on(ip);
     let _server = Server(
         Command::new("ovsdb-server")
             .arg(&db)
-            .arg(format!("--remote=pssl:{port}:127.0.0.1"))
+            .arg(format!("--remote=pssl:{port}:{ip}"))
             .args(["--private-key=server.key", "--certificate=server.crt", "--ca-cert=ca.crt"])
             .arg(format!("--unixctl={}", d.join("ctl").display()))
             .arg("--no-chdir")
@@ -61,25 +63,26 @@ async fn ssl_remote_with_client_certificates() {
     );
     // Wait until it listens.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "ovsdb-server did not listen on pssl:{port}");
+    while std::net::TcpStream::connect((ip, port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "ovsdb-server did not listen on pssl:{port}:{ip}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let dbs = connect(port, settings(d, "ca", "client")).await.expect("ssl with the right CA and certificate");
+    let dbs = connect(ip, port, settings(d, "ca", "client")).await.expect("ssl with the right CA and certificate");
     assert!(dbs.contains(&"Open_vSwitch".to_owned()), "{dbs:?}");
 
     // A client whose certificate another CA signed is refused by the server.
-    let e = connect(port, TlsSettings { ca_cert: d.join("ca.crt"), ..settings(d, "ca", "intruder") }).await;
+    let e = connect(ip, port, TlsSettings { ca_cert: d.join("ca.crt"), ..settings(d, "ca", "intruder") }).await;
     assert!(e.is_err(), "the server accepted a certificate from another CA");
     // A client that trusts another CA refuses the server.
-    let e = connect(port, settings(d, "rogue", "client")).await.unwrap_err().to_string();
+    let e = connect(ip, port, settings(d, "rogue", "client")).await.unwrap_err().to_string();
     assert!(e.contains("TLS handshake failed"), "{e}");
     // Missing files are named.
-    let e =
-        connect(port, TlsSettings { ca_cert: d.join("nope.crt"), ..settings(d, "ca", "client") }).await.unwrap_err();
+    let e = connect(ip, port, TlsSettings { ca_cert: d.join("nope.crt"), ..settings(d, "ca", "client") })
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("nope.crt"), "{e}");
     // An ssl: remote without settings says what it needs.
-    let remote = format!("ssl:127.0.0.1:{port}").parse().unwrap();
+    let remote = format!("ssl:{ip}:{port}").parse().unwrap();
     let e = Connection::connect(&remote).await.unwrap_err().to_string();
     assert!(e.contains("CA certificate"), "{e}");
 }

@@ -1,4 +1,4 @@
-//! A private single-node etcd on 127.0.0.1 (root network namespace).
+//! A private single-node etcd on a loopback address of its own (root network namespace).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -22,7 +22,7 @@ const START_ATTEMPTS: usize = 5;
 const RESTART_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A single-node etcd (`/usr/bin/etcd`), data dir in a temp dir, client and peer URLs on free
-/// ports of 127.0.0.1, logs in `<dir>/etcd.log`. Short raft timers (heartbeat 50 ms, election
+/// ports of a loopback address no other test uses ([`crate::private_loopback_ip`]), logs in `<dir>/etcd.log`. Short raft timers (heartbeat 50 ms, election
 /// 500 ms) so it is ready fast.
 ///
 /// [`Etcd::stop`] / [`Etcd::start_again`] give an outage on the same data and ports.
@@ -30,6 +30,7 @@ const RESTART_PATIENCE: Duration = Duration::from_secs(10);
 pub struct Etcd {
     daemon: Daemon,
     name: String,
+    ip: Ipv4Addr,
     client_port: AtomicU16,
     peer_port: AtomicU16,
     dir: TempDir,
@@ -45,13 +46,14 @@ impl Etcd {
         let etcd = Etcd {
             daemon: Daemon::new("etcd", dir.path()),
             name: crate::unique_name("etcd"),
+            ip: crate::private_loopback_ip(),
             client_port: AtomicU16::new(0),
             peer_port: AtomicU16::new(0),
             dir,
         };
         let mut errors = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let (c, p) = two_free_ports();
+            let (c, p) = two_free_ports(etcd.ip);
             etcd.client_port.store(c, Ordering::SeqCst);
             etcd.peer_port.store(p, Ordering::SeqCst);
             match etcd.launch() {
@@ -66,7 +68,7 @@ impl Etcd {
 
     fn launch(&self) -> Result<(), String> {
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port());
+        let peer = format!("http://{}:{}", self.ip, self.peer_port());
         let mut cmd = Command::new(bin("etcd"));
         cmd.args(["--name", &self.name])
             .arg("--data-dir")
@@ -95,7 +97,8 @@ impl Etcd {
 
     /// Whether `GET /health` answers `"health":"true"`.
     pub fn healthy(&self) -> bool {
-        http_get(self.client_port(), "/health").is_some_and(|b| b.contains("\"health\":\"true\""))
+        http_get(SocketAddr::from((self.ip, self.client_port())), "/health")
+            .is_some_and(|b| b.contains("\"health\":\"true\""))
     }
 
     /// SIGKILL (an outage or crash); data dir and ports are kept.
@@ -130,9 +133,9 @@ impl Etcd {
         self.daemon.pid()
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://<its loopback address>:<client port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port())
+        format!("http://{}:{}", self.ip, self.client_port())
     }
 
     /// Client port.
@@ -182,23 +185,20 @@ impl Etcd {
     }
 }
 
-/// Two distinct ports that were free a moment ago (bound on 127.0.0.1:0, then released).
-fn two_free_ports() -> (u16, u16) {
-    let bind = || {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("testbed: cannot bind 127.0.0.1:0: {e}"))
-    };
+/// Two distinct ports of `ip` that were free a moment ago (bound with port 0, then released).
+fn two_free_ports(ip: Ipv4Addr) -> (u16, u16) {
+    let bind = || TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("testbed: cannot bind {ip}:0: {e}"));
     let (a, b) = (bind(), bind());
     let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
     (port(&a), port(&b))
 }
 
-/// A minimal HTTP/1.0 GET on 127.0.0.1:port; the response body if the status is 200.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+/// A minimal HTTP/1.0 GET; the response body if the status is 200.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", addr.ip()).ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let (head, body) = resp.split_once("\r\n\r\n")?;

@@ -15,7 +15,7 @@
 //!
 //! # Layout (as in `shared/lab/overlay-lab.sh`)
 //! ```text
-//!  root netns: etcd on 127.0.0.1:<port>, the agents under test, cargo test
+//!  root netns: etcd on 127.a.b.c:<port>, the agents under test, cargo test
 //!  fab-tb<pid>-<n>   br0 (Linux bridge) ── vf<..> veth ends, one per host
 //!  h1-tb<pid>-<n>    eth1 ── br-phy (OVS, netdev) 198.18.X.1/24;  ovsdb-server + ovs-vswitchd
 //!  h2-tb<pid>-<n>    eth1 ── br-phy (OVS, netdev) 198.18.X.2/24;  ovsdb-server + ovs-vswitchd
@@ -24,8 +24,8 @@
 //! X is claimed per [`Fabric`] so that fabrics alive at the same time never share a subnet.
 //!
 //! # Where the agent under test runs
-//! In the ROOT network namespace, not inside the host namespace: etcd listens on the root
-//! namespace's 127.0.0.1, which no other namespace can reach. The agent reaches everything else
+//! In the ROOT network namespace, not inside the host namespace: etcd listens on a loopback
+//! address of the root namespace, which no other namespace can reach. The agent reaches everything else
 //! without living in the host namespace:
 //! - OVSDB through the host's unix socket ([`TestHost::ovsdb_remote`]): a socket file in a temp
 //!   dir works from every namespace;
@@ -57,7 +57,7 @@ mod wait;
 pub use cleanup::Cleanup;
 pub use etcd::Etcd;
 pub use fabric::{Fabric, TestHost, UNDERLAY_PREFIX_LEN};
-pub use names::unique_name;
+pub use names::{free_port_on, private_loopback_ip, unique_name};
 pub use netns::{ping, wait_ping, Container, Netns};
 pub use ovs::{OvsdbServer, Vswitchd};
 pub use pki::{make_ca, make_cert};

@@ -1,5 +1,6 @@
 //! Unique names for links, namespaces, temp dirs, shared by threads and processes.
 
+use std::net::{Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -38,10 +39,41 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{pid:0>5}{}", base36(next_counter()))
 }
 
+/// A loopback address of the root namespace that only this call hands out: 127.a.b.c from the
+/// pid and the counter, never 127.0.0.1.
+///
+/// A port found free on 127.0.0.1 and released can be bound by a parallel test before the server
+/// meant for it starts (a CI run lost a test to exactly that). On an address of its own a test
+/// races only against itself. The whole of 127.0.0.0/8 is local on Linux, so no setup is needed.
+pub fn private_loopback_ip() -> Ipv4Addr {
+    let pid = std::process::id();
+    let n = next_counter();
+    // pid_max is at most 2^22: 254 x 256 values cover most of it and two live test processes
+    // sharing a pair of octets is unlikely; the counter keeps one process's calls apart.
+    Ipv4Addr::new(127, 1 + (pid % 254) as u8, ((pid / 254) % 256) as u8, 1 + (n % 254) as u8)
+}
+
+/// A port that was free on `ip` a moment ago (bound with port 0, then released).
+pub fn free_port_on(ip: Ipv4Addr) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("testbed: cannot bind {ip}:0: {e}"));
+    listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("testbed: local address of {ip}:0: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn private_loopback_addresses_differ_and_can_be_bound() {
+        let (a, b) = (private_loopback_ip(), private_loopback_ip());
+        assert_ne!(a, b);
+        for ip in [a, b] {
+            assert!(ip.is_loopback() && ip != Ipv4Addr::LOCALHOST, "{ip}");
+            let port = free_port_on(ip);
+            TcpListener::bind((ip, port)).unwrap_or_else(|e| panic!("{ip}:{port}: {e}"));
+        }
+    }
 
     #[test]
     fn short_and_unique() {

@@ -66,7 +66,12 @@ fn vswitchd_in_netns_creates_netdev_bridge_and_survives_restart() {
 #[test]
 fn etcd_put_get_stop_start_again() {
     let etcd = Etcd::start();
-    assert!(etcd.endpoint().starts_with("http://127.0.0.1:"));
+    let host = etcd.endpoint().trim_start_matches("http://").rsplit_once(':').unwrap().0.to_owned();
+    let ip: std::net::Ipv4Addr = host.parse().unwrap();
+    assert!(
+        ip.is_loopback() && ip != std::net::Ipv4Addr::LOCALHOST,
+        "etcd should have a loopback address of its own: {ip}"
+    );
     etcd.etcdctl(&["put", "/testbed/k", "v1"]);
     assert_eq!(etcd.etcdctl(&["get", "--print-value-only", "/testbed/k"]), "v1");
 

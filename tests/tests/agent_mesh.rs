@@ -226,8 +226,8 @@ fn foreign_ports_are_left_alone_and_a_deleted_tunnel_comes_back() {
 
 #[test]
 fn metrics_endpoint_serves_prometheus_text() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    let ip = testbed::private_loopback_ip();
+    let addr = format!("{ip}:{}", testbed::free_port_on(ip));
     let c = cluster(1, &["--metrics-address", &addr]);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "12", "--cidr", "198.19.0.0/16"]);
     let get = || {

@@ -2,22 +2,19 @@
 //! username and password, and an ovsdb-server reached over ssl:. Certificates come from a
 //! throwaway CA made with openssl.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use overlay_tests::AgentProc;
-use testbed::{make_ca, make_cert, unique_name, wait_until, Etcd, Fabric};
+use testbed::{free_port_on, make_ca, make_cert, private_loopback_ip, unique_name, wait_until, Etcd, Fabric};
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate.
-fn make_pki(dir: &Path) {
+/// A CA, a server certificate for `server_ip` and a client certificate.
+fn make_pki(dir: &Path, server_ip: Ipv4Addr) {
     make_ca(dir, "ca");
-    make_cert(dir, "server", "ca", &["subjectAltName=IP:127.0.0.1", "extendedKeyUsage=serverAuth"]);
+    make_cert(dir, "server", "ca", &[&format!("subjectAltName=IP:{server_ip}"), "extendedKeyUsage=serverAuth"]);
     make_cert(dir, "client", "ca", &["extendedKeyUsage=clientAuth"]);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Kill(Child);
@@ -33,10 +30,11 @@ fn agent_uses_etcd_over_tls_with_a_client_certificate() {
     testbed::require_etcd();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_pki(d);
-    let (cport, pport) = (free_port(), free_port());
-    let url = format!("https://127.0.0.1:{cport}");
-    let peer = format!("http://127.0.0.1:{pport}");
+    let ip = private_loopback_ip();
+    make_pki(d, ip);
+    let (cport, pport) = (free_port_on(ip), free_port_on(ip));
+    let url = format!("https://{ip}:{cport}");
+    let peer = format!("http://{ip}:{pport}");
     let name = unique_name("tls");
     let log = std::fs::File::create(d.join("etcd.log")).unwrap();
     let _etcd = Kill(
@@ -121,15 +119,16 @@ fn agent_talks_to_ovsdb_over_ssl_with_certificates() {
     testbed::require_ovs();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_pki(d);
+    let ip = private_loopback_ip();
+    make_pki(d, ip);
     let db = d.join("conf.db");
     assert!(Command::new("ovsdb-tool").arg("create").arg(&db).arg(testbed::VSWITCH_SCHEMA).status().unwrap().success());
-    let port = free_port();
+    let port = free_port_on(ip);
     let sock = d.join("db.sock");
     let _server = Kill(
         Command::new("ovsdb-server")
             .arg(&db)
-            .arg(format!("--remote=pssl:{port}:127.0.0.1"))
+            .arg(format!("--remote=pssl:{port}:{ip}"))
             .arg(format!("--remote=punix:{}", sock.display()))
             .args(["--private-key=server.key", "--certificate=server.crt", "--ca-cert=ca.crt", "--no-chdir"])
             .arg(format!("--unixctl={}", d.join("ctl").display()))
@@ -163,7 +162,7 @@ fn agent_talks_to_ovsdb_over_ssl_with_certificates() {
         Command::new(overlay_tests::agent_binary())
             .args(["run", "--hostname", &unique_name("ssl"), "--underlay-ip", "198.18.254.1"])
             .args(["--etcd-endpoints", &etcd.endpoint(), "--etcd-prefix", "/ssl", "--datapath-type", "netdev"])
-            .args(["--ovsdb", &format!("ssl:127.0.0.1:{port}"), "--ovsdb-ca-cert", ca])
+            .args(["--ovsdb", &format!("ssl:{ip}:{port}"), "--ovsdb-ca-cert", ca])
             .args(["--ovsdb-certificate", &p("client.crt"), "--ovsdb-private-key", &p("client.key")])
             .args(["--api-socket", &p(&format!("{log}.sock")), "--config", "/dev/null"])
             .stdout(Stdio::null())
