@@ -130,6 +130,12 @@ impl Steps {
         self.last = now;
     }
 
+    /// Records how long one of the concurrent parts of the step just ended took (listed after
+    /// it as `step.part`): the step lasts as long as its slowest part, and this says which.
+    fn part(&mut self, name: &'static str, took: Duration) {
+        self.done.push((name, took));
+    }
+
     fn total_ms(&self) -> f64 {
         self.start.elapsed().as_secs_f64() * 1e3
     }
@@ -139,6 +145,13 @@ impl Steps {
         let parts: Vec<String> = self.done.iter().map(|(n, d)| format!("{n}:{:.1}", d.as_secs_f64() * 1e3)).collect();
         parts.join(",")
     }
+}
+
+/// `fut`'s output and how long it took to produce.
+async fn timed<T>(fut: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let start = Instant::now();
+    let out = fut.await;
+    (out, start.elapsed())
 }
 
 struct Checked {
@@ -331,11 +344,15 @@ impl Agent {
         // reach it before it wakes, and one walk takes both; sent one after the other, a plug
         // waits for two. The row is sent first: if ovs-vswitchd reaches it before the link
         // exists, it records "No such device" and takes the port at the link's event.
-        let (added, created, claimed) = tokio::join!(self.add_container_port(c, vlan), veth, address);
+        let ((added, ovsdb_took), (created, veth_took), (claimed, address_took)) =
+            tokio::join!(timed(self.add_container_port(c, vlan)), timed(veth), timed(address));
         added?;
         created?;
         let ip = claimed?;
         steps.end("port+veth+address");
+        steps.part("port+veth+address.ovsdb", ovsdb_took);
+        steps.part("port+veth+address.veth", veth_took);
+        steps.part("port+veth+address.etcd", address_took);
         let result = self.result_for(&c.tenant, ip, &c.mac, &c.port)?;
 
         // The container's side and the endpoint record are done while ovs-vswitchd takes the

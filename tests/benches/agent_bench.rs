@@ -16,7 +16,10 @@
 //! `BENCH_SCALE_TENANTS` (default 20), `BENCH_PLUG_ROUNDS` (default "ABC": which plug rounds
 //! to run, each letter once), `BENCH_IPERF_SECS` (default 5), `BENCH_IPERF_RUNS`
 //! (default 3), `BENCH_IDLE_SECS` (default 10); `BENCH_DEBUG=1` prints agent logs,
-//! `BENCH_AGENT_ENV="K=V,..."` adds environment to the scale benchmark's agent.
+//! `BENCH_AGENT_ENV="K=V,..."` adds environment to the scale benchmark's agent;
+//! `BENCH_TRACE_DIR=DIR` keeps each plug round's ovs-vswitchd log (with its `bridge`,
+//! `netdev_linux`, `route_table` and `poll_loop` modules at debug), agent log and etcd log in
+//! DIR (`scripts/plug-trace.py` reads them).
 //!
 //! `cargo test --all-targets` runs this binary without `--bench`: it then returns at once.
 
@@ -311,6 +314,14 @@ fn plug_round(r: &mut Report, n: usize, round: Round) {
             wait_vswitchd_idle(vswitchd);
         }
     };
+    let trace_dir = std::env::var_os("BENCH_TRACE_DIR").map(std::path::PathBuf::from);
+    if trace_dir.is_some() {
+        for h in [host, shell_host] {
+            for module in ["bridge", "netdev_linux", "route_table", "poll_loop", "ofproto_dpif", "dpif_netdev"] {
+                h.vswitchd().appctl(&["vlog/set", &format!("{module}:file:dbg")]);
+            }
+        }
+    }
     agent.cli_ok(&["tenant", "create", "plug", "--vni", "7001", "--cidr", "198.19.0.0/17", "--tunnel", "vxlan"]);
     agent.cli_ok(&["tenant", "join", "plug"]);
     // The floor: a CLI process that only asks the daemon for its status.
@@ -386,6 +397,23 @@ fn plug_round(r: &mut Report, n: usize, round: Round) {
         .map(|(i, _)| (i + 1).to_string())
         .collect();
     let logs = agent.logs();
+    if let Some(dir) = &trace_dir {
+        let tag = match round {
+            Round::Settled => "A",
+            Round::Alternating => "B",
+            Round::Apart => "C",
+        };
+        std::fs::create_dir_all(dir).expect("BENCH_TRACE_DIR");
+        let _ = std::fs::copy(host.vswitchd().log_path(), dir.join(format!("round-{tag}-vswitchd.log")));
+        if round == Round::Apart {
+            let _ =
+                std::fs::copy(shell_host.vswitchd().log_path(), dir.join(format!("round-{tag}-shell-vswitchd.log")));
+        }
+        std::fs::write(dir.join(format!("round-{tag}-agent.log")), &logs).expect("agent log copy");
+        let _ = std::fs::copy(c.etcd.log_path(), dir.join(format!("round-{tag}-etcd.log")));
+        let times: Vec<String> = a_ms.iter().zip(&s_ms).map(|(a, s)| format!("{a:.2} {s:.2}")).collect();
+        std::fs::write(dir.join(format!("round-{tag}-ms.txt")), times.join("\n")).expect("timings");
+    }
     if std::env::var_os("BENCH_DEBUG").is_some() {
         let lines: Vec<&str> = logs.lines().collect();
         eprintln!("--- agent log (tail) ---\n{}", lines[lines.len().saturating_sub(80)..].join("\n"));
