@@ -177,7 +177,10 @@ lint-scripts:
 	if [ -z "$$files" ]; then echo "lint-scripts: no *.sh under $(LINT_SCRIPT_DIRS)"; exit 0; fi; \
 	for f in $$files; do bash -n "$$f" || { echo "error: bash -n $$f failed" >&2; exit 1; }; done; \
 	shellcheck --external-sources --source-path=SCRIPTDIR $$files || exit 1; \
-	echo "lint-scripts: ok: bash -n and shellcheck on" $$files
+	echo "lint-scripts: ok: bash -n and shellcheck on" $$files; \
+	py=$$(find $(wildcard $(LINT_SCRIPT_DIRS)) -type f -name '*.py' | sort); \
+	for f in $$py; do python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$$f" || exit 1; done; \
+	[ -z "$$py" ] || echo "lint-scripts: ok: python3 parses" $$py
 
 # Debian 12 packages Vagrant 2.3 (the apt candidate is checked first); where no vagrant package
 # exists, only the Ruby syntax is checked. `vagrant validate` needs no box, VM or network.
