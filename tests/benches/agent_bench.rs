@@ -19,7 +19,9 @@
 //! `BENCH_AGENT_ENV="K=V,..."` adds environment to the scale benchmark's agent;
 //! `BENCH_TRACE_DIR=DIR` keeps each plug round's ovs-vswitchd log (with its `bridge`,
 //! `netdev_linux`, `route_table` and `poll_loop` modules at debug), agent log and etcd log in
-//! DIR (`scripts/plug-trace.py` reads them).
+//! DIR (`scripts/plug-trace.py` reads them); `BENCH_SHELL_IPV6_OFF=1` (an experiment, never
+//! the baseline) adds two `sysctl` processes to the shell recipe that turn IPv6 off on its veth
+//! ends, as the agent does on its own, to measure what the shell's IPv6 costs the agent's plugs.
 //!
 //! `cargo test --all-targets` runs this binary without `--bench`: it then returns at once.
 
@@ -213,8 +215,17 @@ fn nova_docker_plug(host: &TestHost, c: &Container, i: usize) -> Vec<(String, f6
             &format!("external-ids:vm-uuid={id}"),
         ],
     );
+    // An experiment, not the seed's recipe: both ends without IPv6, as the agent makes its own.
+    let ipv6_off = std::env::var_os("BENCH_SHELL_IPV6_OFF").is_some();
+    let no_ipv6 = |dev: &str| format!("net.ipv6.conf.{dev}.disable_ipv6=1");
+    if ipv6_off {
+        step(&mut steps, "ipv6 off", &["ip", "netns", "exec", h, "sysctl", "-qw", &no_ipv6(&hv)]);
+    }
     step(&mut steps, "host end up", &["ip", "-n", h, "link", "set", &hv, "up"]);
     step(&mut steps, "to netns", &["ip", "-n", h, "link", "set", &cv, "netns", cn]);
+    if ipv6_off {
+        step(&mut steps, "ipv6 off (container)", &["ip", "netns", "exec", cn, "sysctl", "-qw", &no_ipv6(&cv)]);
+    }
     step(
         &mut steps,
         "name/mac/mtu",
@@ -430,7 +441,15 @@ fn plug_round(r: &mut Report, n: usize, round: Round) {
         &LAT_HEADER,
         &[
             lat_row("`overlay-agent plug` (agent)", "ms", &a),
-            lat_row("nova-docker shell recipe (9 processes)", "ms", &s),
+            lat_row(
+                if std::env::var_os("BENCH_SHELL_IPV6_OFF").is_some() {
+                    "shell recipe + IPv6 off on both ends (11 processes; an experiment, not the seed's recipe)"
+                } else {
+                    "nova-docker shell recipe (9 processes)"
+                },
+                "ms",
+                &s,
+            ),
             lat_row("`overlay-agent status --json` (CLI round trip, the floor)", "ms", &f),
         ],
     );
