@@ -22,8 +22,8 @@ const START_ATTEMPTS: usize = 5;
 const RESTART_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A single-node etcd (`/usr/bin/etcd`), data dir in a temp dir, client and peer URLs on free
-/// ports of a loopback address no other test uses ([`crate::private_loopback_ip`]), logs in `<dir>/etcd.log`. Short raft timers (heartbeat 50 ms, election
-/// 500 ms) so it is ready fast.
+/// ports of a loopback address no other test uses ([`crate::private_loopback_ip`]), logs in
+/// `<dir>/etcd.log`. Short raft timers (heartbeat 50 ms, election 500 ms) so it is ready fast.
 ///
 /// [`Etcd::stop`] / [`Etcd::start_again`] give an outage on the same data and ports.
 /// Drop kills it and removes the temp dir.

@@ -25,8 +25,8 @@
 //!
 //! # Where the agent under test runs
 //! In the ROOT network namespace, not inside the host namespace: etcd listens on a loopback
-//! address of the root namespace, which no other namespace can reach. The agent reaches everything else
-//! without living in the host namespace:
+//! address of the root namespace, which no other namespace can reach. The agent reaches
+//! everything else without living in the host namespace:
 //! - OVSDB through the host's unix socket ([`TestHost::ovsdb_remote`]): a socket file in a temp
 //!   dir works from every namespace;
 //! - netlink inside the host namespace through a socket opened after `setns` into

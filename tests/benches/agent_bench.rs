@@ -17,9 +17,9 @@
 //! to run, each letter once), `BENCH_IPERF_SECS` (default 5), `BENCH_IPERF_RUNS`
 //! (default 3), `BENCH_IDLE_SECS` (default 10); `BENCH_DEBUG=1` prints agent logs,
 //! `BENCH_AGENT_ENV="K=V,..."` adds environment to the scale benchmark's agent;
-//! `BENCH_TRACE_DIR=DIR` keeps each plug round's ovs-vswitchd log (with its `bridge`,
-//! `netdev_linux`, `route_table` and `poll_loop` modules at debug), agent log and etcd log in
-//! DIR (`scripts/plug-trace.py` reads them); `BENCH_SHELL_IPV6_OFF=1` (an experiment, never
+//! `BENCH_TRACE_DIR=DIR` keeps each plug round's ovs-vswitchd log (with its main loop,
+//! `bridge`, `netdev_linux`, `route_table` and datapath modules at debug), agent log and etcd
+//! log in DIR (`scripts/plug-trace.py` reads them); `BENCH_SHELL_IPV6_OFF=1` (an experiment, never
 //! the baseline) adds two `sysctl` processes to the shell recipe that turn IPv6 off on its veth
 //! ends, as the agent does on its own, to measure what the shell's IPv6 costs the agent's plugs.
 //!
@@ -265,8 +265,8 @@ fn bench_plug(r: &mut Report) {
     );
     r.line("");
     let rounds = std::env::var("BENCH_PLUG_ROUNDS").unwrap_or_else(|_| "ABC".into());
-    for (letter, round) in [('A', Round::Settled), ('B', Round::Alternating), ('C', Round::Apart)] {
-        if rounds.contains(letter) {
+    for round in [Round::Settled, Round::Alternating, Round::Apart] {
+        if rounds.contains(round.letter()) {
             plug_round(r, n, round);
         }
     }
@@ -281,6 +281,17 @@ enum Round {
     Alternating,
     /// Each back to back on a host of its own.
     Apart,
+}
+
+impl Round {
+    /// Its letter in `BENCH_PLUG_ROUNDS` and in the report.
+    fn letter(self) -> char {
+        match self {
+            Round::Settled => 'A',
+            Round::Alternating => 'B',
+            Round::Apart => 'C',
+        }
+    }
 }
 
 /// ovs-vswitchd's `bridge_reconfigure` count so far (`coverage/show`).
@@ -409,11 +420,7 @@ fn plug_round(r: &mut Report, n: usize, round: Round) {
         .collect();
     let logs = agent.logs();
     if let Some(dir) = &trace_dir {
-        let tag = match round {
-            Round::Settled => "A",
-            Round::Alternating => "B",
-            Round::Apart => "C",
-        };
+        let tag = round.letter();
         std::fs::create_dir_all(dir).expect("BENCH_TRACE_DIR");
         let _ = std::fs::copy(host.vswitchd().log_path(), dir.join(format!("round-{tag}-vswitchd.log")));
         if round == Round::Apart {
