@@ -131,7 +131,7 @@ impl Steps {
     }
 
     /// Records how long one of the concurrent parts of the step just ended took (listed after
-    /// it as `step.part`): the step lasts as long as its slowest part, and this says which.
+    /// it as `step.part`): the step lasts at least as long as its slowest part, and this says which.
     fn part(&mut self, name: &'static str, took: Duration) {
         self.done.push((name, took));
     }

@@ -233,6 +233,26 @@ fn containers_talk_within_a_tenant_and_never_across() {
     }
     let logs = a[1].logs();
     assert!(!logs.contains("did not confirm"), "ovs-vswitchd confirmed every removal:\n{logs}");
+    // Each plug logs where its time went: every step, and each part of the concurrent one.
+    let line = logs.lines().find(|l| l.contains("container plugged")).expect("a plug's log line");
+    let steps: Vec<(&str, f64)> = line
+        .split("steps=")
+        .nth(1)
+        .expect("steps=")
+        .split(',')
+        .map(|p| p.split_once(':').map(|(n, ms)| (n, ms.trim().parse().expect("ms"))).expect("name:ms"))
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|(n, _)| *n).collect();
+    for step in ["lease", "port+veth+address", "port+veth+address.ovsdb", "port+veth+address.veth"] {
+        assert!(names.contains(&step), "{step} missing in {line}");
+    }
+    assert!(names.contains(&"port+veth+address.etcd") && names.contains(&"vswitchd"), "{line}");
+    let ms = |name: &str| steps.iter().find(|(n, _)| *n == name).map(|(_, ms)| *ms).unwrap();
+    let slowest_part =
+        ["ovsdb", "veth", "etcd"].map(|p| ms(&format!("port+veth+address.{p}"))).into_iter().fold(0.0, f64::max);
+    // The step (which also opens the container's namespace) lasts at least as long as its
+    // slowest part; each figure is rounded to 0.1 ms in the log.
+    assert!(ms("port+veth+address") + 0.15 >= slowest_part, "{line}");
 }
 
 #[test]
