@@ -25,11 +25,15 @@ fn ip_of(plugged: &Value) -> String {
     plugged["ip"].as_str().expect("plug result has an ip").to_owned()
 }
 
+/// The shortest run of a [`Pinger`]: 40 echoes at 0.05 s.
+const PING_AT_LEAST: Duration = Duration::from_secs(2);
+
 /// A continuous `ping -i 0.05` from a container, stopped with SIGINT; every echo is accounted.
 struct Pinger {
     child: Option<Child>,
     lines: Option<JoinHandle<Vec<String>>>,
     what: String,
+    started: Instant,
 }
 
 /// What a [`Pinger`] saw.
@@ -91,10 +95,14 @@ impl Pinger {
             .expect("spawning ping");
         let out = child.stdout.take().expect("ping stdout");
         let lines = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
-        Pinger { child: Some(child), lines: Some(lines), what: format!("ping {ip} from {}", from.name()) }
+        let what = format!("ping {ip} from {}", from.name());
+        Pinger { child: Some(child), lines: Some(lines), what, started: Instant::now() }
     }
 
+    /// Stops ping, after it has run for [`PING_AT_LEAST`]: a phase of a test that ends sooner
+    /// still gets enough echoes to judge ("ping hardly ran" means ping itself was stuck).
     fn stop(mut self) -> PingReport {
+        std::thread::sleep(PING_AT_LEAST.saturating_sub(self.started.elapsed()));
         let mut child = self.child.take().expect("running");
         let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
