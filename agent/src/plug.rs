@@ -250,9 +250,24 @@ impl Agent {
                 )));
             }
             if self.port_complete(&c.port).await {
-                return self.result_for(&c.tenant, existing.ip, &existing.mac, &c.port);
+                // Plugged already: the container's side is made as the result says, so a plug
+                // again repairs it (an agent before stop 13 could record a plug whose
+                // container was never configured, when killed between the two).
+                let result = self.result_for(&c.tenant, existing.ip, &existing.mac, &c.port)?;
+                let configured = match Netns::open(&c.netns).await {
+                    Ok(ns) => self.configure_container(&ns, &c, &result).await,
+                    Err(e) => Err(PlugError::Plumbing(format!("opening the container namespace: {e}"))),
+                };
+                match configured {
+                    Ok(()) => return Ok(result),
+                    Err(e) => tracing::warn!(
+                        container = %existing.container_id, error = %e,
+                        "endpoint recorded but the container's interface cannot be configured; plugging again"
+                    ),
+                }
+            } else {
+                tracing::warn!(container = %existing.container_id, "endpoint recorded but its port is incomplete; plugging again");
             }
-            tracing::warn!(container = %existing.container_id, "endpoint recorded but its port is incomplete; plugging again");
         }
         steps.end("existing");
         // Whatever a crashed or failed attempt left is removed before starting afresh.
@@ -355,29 +370,14 @@ impl Agent {
         steps.part("port+veth+address.etcd", address_took);
         let result = self.result_for(&c.tenant, ip, &c.mac, &c.port)?;
 
-        // The container's side and the endpoint record are done while ovs-vswitchd takes the
-        // port. A failure of any rolls back all three.
-        let cfg = InterfaceConfig {
-            mac: c.mac.0,
-            mtu: result.mtu,
-            address: ip,
-            prefix_len: result.prefix,
-            gateway: Some(result.gateway),
-        };
-        let container_side = async {
-            container_ns
-                .configure_interface(&c.req.ifname, &cfg)
-                .await
-                .map_err(fail("configuring the container interface"))?;
-            if self.config.ovs.datapath_type == overlay_config::DatapathType::Netdev {
-                // The userspace datapath does not fill in checksums the kernel left to offload:
-                // without this, TCP over the tunnel stalls while ping works.
-                crate::netlink::disable_tx_checksum(&container_ns, &c.req.ifname)
-                    .await
-                    .map_err(fail("turning off TX checksum offload"))?;
-            }
-            Ok::<(), PlugError>(())
-        };
+        // The container's side, then the endpoint record, are done while ovs-vswitchd takes
+        // the port; a failure of any rolls back all three. The record comes last because it
+        // is what marks the plug complete: an agent killed before it finds the plug incomplete
+        // at start and rolls it back, and a plug again of the same container starts afresh.
+        // Written alongside the container's configuration (as it once was), a kill between the
+        // two left a recorded plug whose container had no address, and a plug again returned
+        // it as done (seen in the kill-mid-plug fault test under load).
+        let container_side = self.configure_container(&container_ns, c, &result);
         let ep = Endpoint {
             tenant: c.tenant.name().to_owned(),
             container_id: c.req.container_id.clone(),
@@ -387,13 +387,38 @@ impl Agent {
             iface_id: c.req.container_id.clone(),
             port: c.port.clone(),
         };
-        let (taken, configured, recorded) =
-            tokio::join!(self.port_taken_by_vswitchd(&c.port), container_side, self.registry.put_endpoint(&ep));
-        configured?;
-        taken?;
+        let configured_then_recorded = async {
+            container_side.await?;
+            self.registry.put_endpoint(&ep).await?;
+            Ok::<(), PlugError>(())
+        };
+        let (taken, recorded) = tokio::join!(self.port_taken_by_vswitchd(&c.port), configured_then_recorded);
         recorded?;
+        taken?;
         steps.end("vswitchd");
         Ok(result)
+    }
+
+    /// Gives the container's interface the MAC, MTU, address and default route of `result`
+    /// (from whatever state it is in: each setting is made only where it differs).
+    async fn configure_container(&self, netns: &Netns, c: &Checked, result: &PlugResult) -> Result<(), PlugError> {
+        let fail = |what: &'static str| move |e: NetlinkError| PlugError::Plumbing(format!("{what}: {e}"));
+        let cfg = InterfaceConfig {
+            mac: c.mac.0,
+            mtu: result.mtu,
+            address: result.ip,
+            prefix_len: result.prefix,
+            gateway: Some(result.gateway),
+        };
+        netns.configure_interface(&c.req.ifname, &cfg).await.map_err(fail("configuring the container interface"))?;
+        if self.config.ovs.datapath_type == overlay_config::DatapathType::Netdev {
+            // The userspace datapath does not fill in checksums the kernel left to offload:
+            // without this, TCP over the tunnel stalls while ping works.
+            crate::netlink::disable_tx_checksum(netns, &c.req.ifname)
+                .await
+                .map_err(fail("turning off TX checksum offload"))?;
+        }
+        Ok(())
     }
 
     /// Inserts the container's port on br-int with the Neutron / nova-docker external_ids.

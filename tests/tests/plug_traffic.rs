@@ -286,6 +286,21 @@ fn plug_is_idempotent_and_bad_input_leaves_nothing() {
     let first = plug(a, "web-1", "red", &ctr, &[]);
     let second = plug(a, "web-1", "red", &ctr, &[]);
     assert_eq!(first, second, "plugging again with the same arguments returns the same result");
+    // A plug again also makes the container's side what the result says: here its address and
+    // default route were lost (as an agent killed between recording a plug and configuring the
+    // container used to leave it); the port, veth and records stay the ones there were.
+    let before = traces(&c, 0);
+    let ip = first["ip"].as_str().unwrap();
+    ctr.ip(&["addr", "flush", "dev", "eth0"]);
+    ctr.ip(&["link", "set", "eth0", "mtu", "1300"]);
+    assert_eq!(default_gw(&ctr), "", "flushing the address took the route with it");
+    let third = plug(a, "web-1", "red", &ctr, &[]);
+    assert_eq!(third, first);
+    let (got_ip, prefix, mac, mtu) = addr_of(&ctr, "eth0");
+    assert_eq!((got_ip.as_str(), prefix, mac.as_str()), (ip, 16, first["mac"].as_str().unwrap()));
+    assert_eq!(mtu, first["mtu"].as_u64().unwrap());
+    assert_eq!(default_gw(&ctr), first["gateway"].as_str().unwrap());
+    assert_eq!(traces(&c, 0), before, "a plug again replaced what was there");
     let e = plug_err(
         a,
         &["plug", "web-1", "--tenant", "red", "--netns", &ctr.path().display().to_string(), "--ip", "198.19.9.9"],
