@@ -28,7 +28,8 @@ use nix::libc;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
 use rtnetlink::packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia};
 use rtnetlink::packet_route::AddressFamily;
@@ -332,6 +333,31 @@ impl Netns {
     /// The ifindex of link `name`, None if there is none.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
         Ok(self.get_link(name).await?.map(|l| l.header.index))
+    }
+
+    /// The names of every veth in this namespace.
+    pub async fn veth_names(&self) -> Result<Vec<String>, NetlinkError> {
+        let mut links = self.handle.link().get().execute();
+        let mut names = Vec::new();
+        loop {
+            let link = match links.try_next().await {
+                Ok(Some(link)) => link,
+                Ok(None) => break,
+                Err(e) => return Err(self.request_error("list links", "*", e)),
+            };
+            let is_veth = link.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(info)
+                    if info.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+            });
+            let name = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            if let (true, Some(name)) = (is_veth, name) {
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 
     /// Whether link `name` exists.

@@ -694,6 +694,20 @@ impl Agent {
             tracing::warn!(container = %cid, "incomplete plug found at start; rolling it back");
             self.unplug_locked(&cid).await?;
         }
+        // A plug makes its veth, its port row and its address claim at once, so a crash can
+        // leave the veth alone: no row or claim names its container. Such a veth (our name
+        // form, on no bridge, no endpoint's port) is removed, and its container end with it.
+        let on_a_bridge: BTreeSet<String> = {
+            let r = self.ovs.replica();
+            r.table("Interface").rows().filter_map(|(_, row)| row.get_as::<String>("name").ok()).collect()
+        };
+        for name in self.host_netns.veth_names().await? {
+            let ours = overlay::naming::is_container_port_name(&name);
+            if ours && !on_a_bridge.contains(&name) && !endpoints.iter().any(|e| e.port == name) {
+                tracing::warn!(veth = %name, "veth of an interrupted plug found at start (no port); removing it");
+                self.host_netns.delete_link(&name).await?;
+            }
+        }
         Ok(())
     }
 }

@@ -75,6 +75,14 @@ pub fn container_port_name(container_id: &str) -> String {
     format!("tap{}", hex48(Fnv1a::new().write(container_id.as_bytes()).finish()))
 }
 
+/// Whether `name` has the form of [`container_port_name`]: `tap` + 12 lower-case hex digits.
+/// (Neutron's and nova's taps carry a dash: `tap` + 8 hex + `-` + 2 hex.)
+pub fn is_container_port_name(name: &str) -> bool {
+    name.len() == 15
+        && name.starts_with("tap")
+        && name[3..].bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
 /// The container end of the veth pair while it is still in the host namespace (it is renamed
 /// to eth0 when moved): `tmp` + 12 hex digits. A separate name keeps a half-done plug from
 /// blocking a retry.
@@ -122,6 +130,17 @@ mod tests {
             assert!(is_valid_ifname(&container_peer_temp_name(s)));
         }
         assert!(is_valid_ifname(PATCH_INT_TO_TUN) && is_valid_ifname(PATCH_TUN_TO_INT));
+    }
+
+    #[test]
+    fn container_port_names_are_recognised_and_others_are_not() {
+        for id in ["c", "web-1", "x".repeat(128).as_str()] {
+            assert!(is_container_port_name(&container_port_name(id)), "{id}");
+        }
+        for other in ["tap", "tap0", "tap1a2b3c4d-5e", "tapABCDEF012345", "tmp0123456789ab", "tap0123456789abc", "eth0"]
+        {
+            assert!(!is_container_port_name(other), "{other}");
+        }
     }
 
     #[test]

@@ -400,10 +400,26 @@ fn plug_by_pid_and_a_half_done_plug_is_rolled_back_at_start() {
     // record is missing, so the next start must roll the whole plug back.
     c.agents[0].kill();
     c.etcd.etcdctl(&["del", "--prefix", &format!("{}/endpoints/", c.prefix)]);
+    // And a plug killed even earlier: its veth made, its port row and address claim not yet;
+    // only the veth's name (the form the agent gives) says whose it is. A veth of another
+    // tool, named otherwise, is left alone.
+    let early = Container::new("cq");
+    let ghost = overlay::naming::container_port_name("killed-early");
+    let early_ns = early.path().display().to_string();
+    let host_ns = c.hosts[0].netns();
+    host_ns.ip(&["link", "add", &ghost, "type", "veth", "peer", "name", "eth0", "netns", &early_ns]);
+    let foreign = "tap1a2b3c4d-5e"; // Neutron's form
+    host_ns.ip(&["link", "add", foreign, "type", "veth", "peer", "name", "foreign-peer"]);
     c.agents[0].restart();
+    wait_until(WAIT, "the early-killed plug's veth removed", || !host_ns.has_link(&ghost));
+    assert!(!early.has_link("eth0"), "the early-killed plug's container end went with its veth");
+    assert!(host_ns.has_link(foreign), "a veth of another tool was removed");
+    host_ns.ip(&["link", "del", foreign]);
     wait_until(WAIT, "the half-done plug rolled back", || traces(&c, 0) == baseline);
     assert!(!ctr.has_link("eth0"));
-    assert!(c.agents[0].logs().contains("incomplete plug found at start"), "{}", c.agents[0].logs());
+    let logs = c.agents[0].logs();
+    assert!(logs.contains("incomplete plug found at start"), "{logs}");
+    assert!(logs.contains("veth of an interrupted plug found at start"), "{logs}");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
