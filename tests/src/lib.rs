@@ -336,6 +336,40 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Pings `ip` from `from` until a reply comes (20 s at most); on a timeout, panics with what
+    /// a person would look at first: the container's addresses, neighbours and routes, each
+    /// host's bridges and ports as ovs-vswitchd sees them, and the end of each agent's log.
+    #[track_caller]
+    pub fn wait_ping(&self, from: &testbed::Netns, ip: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if testbed::ping(from, ip, 1, Duration::from_millis(500)) {
+                return;
+            }
+        }
+        let run = |args: &[&str]| String::from_utf8_lossy(&from.exec(args).stdout).into_owned();
+        let mut report = format!(
+            "{ip} did not answer ping from {} within 20 s\n--- addresses ---\n{}--- neighbours ---\n{}--- routes ---\n{}",
+            from.name(),
+            run(&["ip", "addr"]),
+            run(&["ip", "neigh"]),
+            run(&["ip", "route"])
+        );
+        for (host, agent) in self.hosts.iter().zip(&self.agents) {
+            let interfaces = host.vsctl(&["--columns=name,ofport,error,link_state", "list", "Interface"]);
+            let log = agent.logs();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("reconcile pass")).collect();
+            report += &format!(
+                "--- {} ---\n{}{}--- its agent's log (end) ---\n{}\n",
+                host.name(),
+                host.vsctl(&["show"]),
+                interfaces,
+                tail[tail.len().saturating_sub(20)..].join("\n")
+            );
+        }
+        panic!("{report}");
+    }
+
     /// `n` hosts with agents started with `extra` flags.
     pub fn start(n: u8, extra: &[&str]) -> Cluster {
         let etcd = Etcd::start();

@@ -422,7 +422,7 @@ fn ovsdb_server_and_vswitchd_restarts_are_survived() {
     let (c0, c1) = (Container::new("fo"), Container::new("fo"));
     let ip0 = ip_of(&plug(&a[0], "o-0", "red", &c0));
     let ip1 = ip_of(&plug(&a[1], "o-1", "red", &c1));
-    wait_ping(&c0, &ip1, WAIT);
+    c.wait_ping(&c0, &ip1);
     let before = row_ids(&h[0]);
 
     // 1. ovsdb-server crashes and comes back (same database): forwarding never stops, the
@@ -494,7 +494,7 @@ fn peer_returning_with_a_new_underlay_ip_gets_its_tunnels_updated_in_place() {
     let (c0, c2) = (Container::new("fu"), Container::new("fu"));
     let ip0 = ip_of(&plug(&c.agents[0], "u-0", "red", &c0));
     let ip2 = ip_of(&plug(&c.agents[2], "u-2", "red", &c2));
-    wait_ping(&c0, &ip2, WAIT);
+    c.wait_ping(&c0, &ip2);
     let old = c.hosts[2].underlay_ip();
     let o = old.octets();
     let new = std::net::Ipv4Addr::new(o[0], o[1], o[2], 200 + o[3]);
@@ -645,7 +645,7 @@ fn agent_killed_mid_plug_unplug_or_reconcile_converges_without_orphans() {
         wait_no_orphans(&c, 0, &known, &format!("after a kill {}/{ROUNDS} into a plug", i));
         // The same container plugs fine afterwards, and talks.
         plug(&c.agents[0], id, "red", ctr);
-        wait_ping(ctr, &ip_b, WAIT);
+        c.wait_ping(ctr, &ip_b);
 
         // Mid-unplug.
         let cli = spawn_cli(&c.agents[0], &["unplug", id]);
