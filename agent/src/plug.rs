@@ -147,6 +147,11 @@ impl Steps {
     }
 }
 
+/// The error for a failed netlink step of the plumbing, saying which step.
+fn plumbing(what: &'static str) -> impl FnOnce(NetlinkError) -> PlugError {
+    move |e| PlugError::Plumbing(format!("{what}: {e}"))
+}
+
 /// `fut`'s output and how long it took to produce.
 async fn timed<T>(fut: impl std::future::Future<Output = T>) -> (T, Duration) {
     let start = Instant::now();
@@ -251,12 +256,12 @@ impl Agent {
             }
             if self.port_complete(&c.port).await {
                 // Plugged already: the container's side is made as the result says, so a plug
-                // again repairs it (an agent before stop 13 could record a plug whose
-                // container was never configured, when killed between the two).
+                // again repairs it (earlier versions could record a plug whose container was
+                // never configured, when killed between the two).
                 let result = self.result_for(&c.tenant, existing.ip, &existing.mac, &c.port)?;
                 let configured = match Netns::open(&c.netns).await {
                     Ok(ns) => self.configure_container(&ns, &c, &result).await,
-                    Err(e) => Err(PlugError::Plumbing(format!("opening the container namespace: {e}"))),
+                    Err(e) => Err(plumbing("opening the container namespace")(e)),
                 };
                 match configured {
                     Ok(()) => return Ok(result),
@@ -308,14 +313,10 @@ impl Agent {
         held_here: &BTreeSet<IpAddr>,
         steps: &mut Steps,
     ) -> Result<PlugResult, PlugError> {
-        let fail = |what: &str| {
-            let what = what.to_owned();
-            move |e: NetlinkError| PlugError::Plumbing(format!("{what}: {e}"))
-        };
         let mtu = self.container_mtu(&c.tenant)?;
         let vlan = self.tenant_vlan(c.tenant.name()).await.map_err(|e| PlugError::Plumbing(format!("{e:#}")))?;
         steps.end("vlan");
-        let container_ns = Netns::open(&c.netns).await.map_err(fail("opening the container namespace"))?;
+        let container_ns = Netns::open(&c.netns).await.map_err(plumbing("opening the container namespace"))?;
         // The container end is created inside the container under its final name: moving a
         // link between namespaces costs the kernel 10-20 ms (RCU grace periods), most of a plug.
         // MTU, MAC, the host end's up state and promiscuity (a bridge port's, which
@@ -343,7 +344,7 @@ impl Agent {
                         c.req.ifname
                     )))
                 }
-                Err(e) => Err(fail("creating the veth pair into the container")(e)),
+                Err(e) => Err(plumbing("creating the veth pair into the container")(e)),
             }
         };
         let claim = IpClaim { container: c.req.container_id.clone(), host: self.me.hostname.clone() };
@@ -402,7 +403,6 @@ impl Agent {
     /// Gives the container's interface the MAC, MTU, address and default route of `result`
     /// (from whatever state it is in: each setting is made only where it differs).
     async fn configure_container(&self, netns: &Netns, c: &Checked, result: &PlugResult) -> Result<(), PlugError> {
-        let fail = |what: &'static str| move |e: NetlinkError| PlugError::Plumbing(format!("{what}: {e}"));
         let cfg = InterfaceConfig {
             mac: c.mac.0,
             mtu: result.mtu,
@@ -410,13 +410,16 @@ impl Agent {
             prefix_len: result.prefix,
             gateway: Some(result.gateway),
         };
-        netns.configure_interface(&c.req.ifname, &cfg).await.map_err(fail("configuring the container interface"))?;
+        netns
+            .configure_interface(&c.req.ifname, &cfg)
+            .await
+            .map_err(plumbing("configuring the container interface"))?;
         if self.config.ovs.datapath_type == overlay_config::DatapathType::Netdev {
             // The userspace datapath does not fill in checksums the kernel left to offload:
             // without this, TCP over the tunnel stalls while ping works.
             crate::netlink::disable_tx_checksum(netns, &c.req.ifname)
                 .await
-                .map_err(fail("turning off TX checksum offload"))?;
+                .map_err(plumbing("turning off TX checksum offload"))?;
         }
         Ok(())
     }
