@@ -1180,7 +1180,7 @@ mod tests {
         let mut container = foreign_port("br-int", "");
         container.owned_by = Some(OWNER.into());
         container.tag = Some(1);
-        container.external_ids = ids::container_port(OWNER, "blue", 100, 1);
+        container.external_ids = ids::container_port(OWNER, "blue", 100, 1, "c", "eth0");
         observed.ports.insert("tap0123456789ab".into(), container);
         let mut unknown_kind = foreign_port("br-int", "internal");
         unknown_kind.owned_by = Some(OWNER.into());
@@ -1371,25 +1371,25 @@ mod tests {
                 },
             );
         };
-        add("c1", Some("a"), ids::container_port("a", "blue", 1, 5), Some(5));
-        add("c2", Some("a"), ids::container_port("a", "blue", 1, 5), Some(5));
-        add("c3", Some("a"), ids::container_port("a", "blue", 1, 9), Some(9));
+        add("c1", Some("a"), ids::container_port("a", "blue", 1, 5, "c", "eth0"), Some(5));
+        add("c2", Some("a"), ids::container_port("a", "blue", 1, 5, "c", "eth0"), Some(5));
+        add("c3", Some("a"), ids::container_port("a", "blue", 1, 9, "c", "eth0"), Some(9));
         // Ties go to the lowest tag.
-        add("r1", Some("a"), ids::container_port("a", "red", 2, 8), None);
-        add("r2", Some("a"), ids::container_port("a", "red", 2, 7), None);
+        add("r1", Some("a"), ids::container_port("a", "red", 2, 8, "c", "eth0"), None);
+        add("r2", Some("a"), ids::container_port("a", "red", 2, 7, "c", "eth0"), None);
         // The tag stands in for a missing or garbled overlay-local-vlan.
-        let mut green = ids::container_port("a", "green", 3, 0);
+        let mut green = ids::container_port("a", "green", 3, 0, "c", "eth0");
         green.insert(ids::LOCAL_VLAN.into(), "junk".into());
         add("g1", Some("a"), green, Some(12));
         // Ignored: unowned, patch kind, no tenant, out of range.
-        add("x1", None, ids::container_port("a", "x1", 4, 3), Some(3));
-        let mut patch = ids::container_port("a", "x2", 4, 3);
+        add("x1", None, ids::container_port("a", "x1", 4, 3, "c", "eth0"), Some(3));
+        let mut patch = ids::container_port("a", "x2", 4, 3, "c", "eth0");
         patch.insert(ids::KIND.into(), ids::KIND_PATCH.into());
         add("x2", Some("a"), patch, Some(3));
-        let mut no_tenant = ids::container_port("a", "x3", 4, 3);
+        let mut no_tenant = ids::container_port("a", "x3", 4, 3, "c", "eth0");
         no_tenant.remove(ids::TENANT);
         add("x3", Some("a"), no_tenant, Some(3));
-        add("x4", Some("a"), ids::container_port("a", "x4", 4, 4095), None);
+        add("x4", Some("a"), ids::container_port("a", "x4", 4, 4095, "c", "eth0"), None);
         let got = existing_vlans_from(&observed);
         let want: BTreeMap<String, u16> =
             [("blue".into(), 5), ("red".into(), 7), ("green".into(), 12)].into_iter().collect();

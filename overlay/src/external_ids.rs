@@ -15,6 +15,14 @@ pub const VNI: &str = "overlay-vni";
 pub const PEER: &str = "overlay-peer";
 /// The tenant's local VLAN, read back after a restart.
 pub const LOCAL_VLAN: &str = "overlay-local-vlan";
+/// The container a container port belongs to.
+pub const CONTAINER: &str = "overlay-container";
+/// The container's interface a container port belongs to.
+pub const IFNAME: &str = "overlay-ifname";
+
+/// Every key the agent writes: an update removes these (whatever their values) and inserts
+/// the wanted ones, leaving every other key of the row alone.
+pub const ALL: [&str; 8] = [OWNER, KIND, TENANT, VNI, PEER, LOCAL_VLAN, CONTAINER, IFNAME];
 
 /// A tunnel port on br-tun.
 pub const KIND_TUNNEL: &str = "tunnel";
@@ -32,14 +40,23 @@ pub fn is_overlay_key(key: &str) -> bool {
 }
 
 /// The ids the plug path writes on a container port, so [`crate::diff::existing_vlans_from`]
-/// recovers the tenant's VLAN from it after a restart.
-pub fn container_port(owner: &str, tenant: &str, vni: u32, local_vlan: u16) -> BTreeMap<String, String> {
+/// recovers the tenant's VLAN from it after a restart, and recovery its container interface.
+pub fn container_port(
+    owner: &str,
+    tenant: &str,
+    vni: u32,
+    local_vlan: u16,
+    container: &str,
+    ifname: &str,
+) -> BTreeMap<String, String> {
     [
         (OWNER, owner.to_owned()),
         (KIND, KIND_CONTAINER.to_owned()),
         (TENANT, tenant.to_owned()),
         (VNI, vni.to_string()),
         (LOCAL_VLAN, local_vlan.to_string()),
+        (CONTAINER, container.to_owned()),
+        (IFNAME, ifname.to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -11,6 +11,7 @@ pub(crate) fn host(name: &str, ip: &str) -> HostRecord {
         hostname: name.into(),
         underlay_ip: ip.parse().unwrap(),
         system_id: format!("sys-{name}"),
+        machine_id: format!("m-{name}"),
         tunnel_types: TunnelType::ALL.to_vec(),
         version: "test".into(),
     }

@@ -15,6 +15,7 @@ pub mod diff;
 pub mod error;
 pub mod external_ids;
 mod fnv;
+pub mod identity;
 pub mod ipam;
 pub mod model;
 pub mod mtu;
@@ -28,4 +29,4 @@ mod fixtures;
 mod reference;
 
 pub use error::{DesiredError, IpamError, ModelError, MtuError, VlanError};
-pub use model::{Endpoint, HostRecord, MacAddr, SubnetLease, Tenant, TunnelType, Vni};
+pub use model::{Endpoint, HostRecord, IpClaim, Liveness, MacAddr, SubnetLease, Tenant, TunnelType, Vni};

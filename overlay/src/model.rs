@@ -293,8 +293,13 @@ pub struct HostRecord {
     pub hostname: String,
     /// The tunnel endpoint address.
     pub underlay_ip: IpAddr,
-    /// Stable machine id (OVS `system-id`): lets a restarted agent recognise its own record.
+    /// OVS's `system-id` of the host (what Neutron-style tools know it by); the machine's own
+    /// id when OVS has none. Agents before `machine_id` existed recognised their own record by it.
     pub system_id: String,
+    /// The agent's machine identity ([`crate::identity`]): which machine holds this name. Empty
+    /// in records of agents that predate it.
+    #[serde(default)]
+    pub machine_id: String,
     /// Tunnel types this agent can build.
     #[serde(default)]
     pub tunnel_types: Vec<TunnelType>,
@@ -415,20 +420,27 @@ pub fn parse_lease_key_segment(segment: &str) -> Result<IpNet, ModelError> {
     Ok(net)
 }
 
-/// `/overlay/endpoints/<tenant>/<container>`: a plugged container interface.
+/// `/overlay/endpoints/<tenant>/<container>/<ifname>`: a plugged container interface.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     /// The tenant.
     pub tenant: String,
     /// The container id.
     pub container_id: String,
+    /// The interface inside the container: a container has one endpoint per interface.
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// The machine identity of the agent that plugged it: only that machine may remove the
+    /// record on its own (recovery, a dead container). Empty in records of older agents.
+    #[serde(default)]
+    pub machine_id: String,
     /// The host the container runs on.
     pub host: String,
     /// The container's address (prefix length is the tenant's).
     pub ip: IpAddr,
     /// The container interface's MAC.
     pub mac: MacAddr,
-    /// OVS `external_ids:iface-id`.
+    /// OVS `external_ids:iface-id` ([`iface_id`]).
     pub iface_id: String,
     /// The host end of the veth, on br-int.
     pub port: String,
@@ -440,8 +452,12 @@ impl Endpoint {
         validate_tenant_name(&self.tenant)?;
         validate_container_id(&self.container_id)?;
         validate_hostname(&self.host)?;
+        if !naming::is_valid_ifname(&self.ifname) {
+            return Err(ModelError::InvalidInterfaceName { name: self.ifname.clone() });
+        }
         self.mac.validate_unicast()?;
-        if !is_token(&self.iface_id, 128) {
+        // A container id (128 at most) and, for interfaces other than the first, `.` + ifname.
+        if !is_token(&self.iface_id, 144) {
             return Err(ModelError::InvalidIfaceId { id: self.iface_id.clone() });
         }
         if !naming::is_valid_ifname(&self.port) {
@@ -455,6 +471,87 @@ impl Endpoint {
         let e: Self = decode("endpoint", bytes)?;
         e.validate()?;
         Ok(e)
+    }
+
+    /// The JSON written to etcd.
+    pub fn to_json(&self) -> Vec<u8> {
+        encode(self)
+    }
+}
+
+/// The `iface-id` of a container interface: the container id for its first interface (as
+/// nova-docker names it), `<container>.<ifname>` for others, so each port has its own.
+pub fn iface_id(container_id: &str, ifname: &str) -> String {
+    if ifname == DEFAULT_IFNAME {
+        container_id.to_owned()
+    } else {
+        format!("{container_id}.{ifname}")
+    }
+}
+
+/// The interface name a container gets when none is asked for.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+fn default_ifname() -> String {
+    DEFAULT_IFNAME.to_owned()
+}
+
+/// `/overlay/ips/<tenant>/<ip>`: who holds an address. The key is what makes addresses unique
+/// (compare-and-create); the value says whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IpClaim {
+    /// The container the address is for.
+    pub container: String,
+    /// The host that plugged it.
+    pub host: String,
+    /// The container's interface.
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// The machine identity of the agent that claimed it (empty from older agents).
+    #[serde(default)]
+    pub machine_id: String,
+}
+
+impl IpClaim {
+    /// Decodes a claim; a claim is only ever compared and shown, so names are not re-validated.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ModelError> {
+        decode("address claim", bytes)
+    }
+
+    /// The JSON written to etcd.
+    pub fn to_json(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Whether this claim is the one `other` made: same container interface on the same host
+    /// by the same machine. A claim of an older agent (no machine id, no interface) matches
+    /// on container and host, as those agents compared it.
+    pub fn same_holder(&self, other: &IpClaim) -> bool {
+        self.container == other.container
+            && self.host == other.host
+            && self.ifname == other.ifname
+            && (self.machine_id == other.machine_id || self.machine_id.is_empty() || other.machine_id.is_empty())
+    }
+}
+
+/// `/overlay/alive/<host>`: held by a running agent under a short lease. What it says lets a
+/// restarting agent tell its own dead predecessor from another machine using the name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Liveness {
+    /// The holder's machine identity.
+    pub machine_id: String,
+    /// The holder's kernel boot id (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+    /// The holder's process id on that boot.
+    pub pid: u32,
+    /// The holder's underlay address.
+    pub underlay_ip: IpAddr,
+}
+
+impl Liveness {
+    /// Decodes a liveness value; `None` for the empty value older agents write.
+    pub fn from_json(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
     }
 
     /// The JSON written to etcd.
@@ -732,6 +829,7 @@ mod tests {
             hostname: "node1".into(),
             underlay_ip: "192.168.0.1".parse().unwrap(),
             system_id: "3f8a-1".into(),
+            machine_id: "m-3f8a".into(),
             tunnel_types: vec![TunnelType::Vxlan, TunnelType::Gre],
             version: "0.1.0".into(),
         }
@@ -743,11 +841,13 @@ mod tests {
         let json = String::from_utf8(h.to_json()).unwrap();
         assert_eq!(
             json,
-            r#"{"hostname":"node1","underlay_ip":"192.168.0.1","system_id":"3f8a-1","tunnel_types":["vxlan","gre"],"version":"0.1.0"}"#
+            r#"{"hostname":"node1","underlay_ip":"192.168.0.1","system_id":"3f8a-1","machine_id":"m-3f8a","tunnel_types":["vxlan","gre"],"version":"0.1.0"}"#
         );
         assert_eq!(HostRecord::from_json(json.as_bytes()).unwrap(), h);
         let minimal = br#"{"hostname":"n","underlay_ip":"10.0.0.1","system_id":"x"}"#;
-        assert!(HostRecord::from_json(minimal).unwrap().tunnel_types.is_empty());
+        let minimal = HostRecord::from_json(minimal).unwrap();
+        assert!(minimal.tunnel_types.is_empty());
+        assert_eq!(minimal.machine_id, "", "records of agents before machine ids decode");
     }
 
     #[test]
@@ -862,9 +962,19 @@ mod tests {
             ip: "10.1.0.5".parse().unwrap(),
             mac: MacAddr::locally_administered_from(b"c1"),
             iface_id: "c1".into(),
-            port: naming::container_port_name("c1"),
+            port: naming::container_port_name("c1", DEFAULT_IFNAME),
+            ifname: DEFAULT_IFNAME.into(),
+            machine_id: "m-1".into(),
         };
         assert_eq!(Endpoint::from_json(&e.to_json()).unwrap(), e);
+        // Records of agents before interfaces and machine ids existed still decode.
+        let old = br#"{"tenant":"blue","container_id":"c1","host":"node1","ip":"10.1.0.5",
+                      "mac":"02:00:00:00:00:01","iface_id":"c1","port":"tap0123456789ab"}"#;
+        let old = Endpoint::from_json(old).unwrap();
+        assert_eq!((old.ifname.as_str(), old.machine_id.as_str()), ("eth0", ""));
+        let mut bad = e.clone();
+        bad.ifname = "eth0/x".into();
+        assert!(matches!(bad.validate(), Err(ModelError::InvalidInterfaceName { .. })));
         let mut bad = e.clone();
         bad.mac = "01:00:00:00:00:01".parse().unwrap();
         assert!(Endpoint::from_json(&bad.to_json()).is_err());

@@ -70,9 +70,16 @@ pub fn tunnel_port_name(tunnel: TunnelType, peer_hostname: &str, vni: Vni) -> St
     tunnel_name_from_key(tunnel, tunnel_name_key(tunnel, peer_hash(peer_hostname), vni))
 }
 
-/// The host end of a container's veth pair, on br-int: `tap` + 12 hex digits.
-pub fn container_port_name(container_id: &str) -> String {
-    format!("tap{}", hex48(Fnv1a::new().write(container_id.as_bytes()).finish()))
+/// The host end of a container interface's veth pair, on br-int: `tap` + 12 hex digits. The
+/// first interface (`eth0`) hashes the container id alone, as ports were named before a
+/// container could have several, so a port of an older agent keeps its name.
+pub fn container_port_name(container_id: &str, ifname: &str) -> String {
+    let mut h = Fnv1a::new().write(container_id.as_bytes());
+    if ifname != crate::model::DEFAULT_IFNAME {
+        // NUL cannot occur in either, so ("a", "b/c") and ("a/b", "c") stay apart.
+        h = h.write(&[0]).write(ifname.as_bytes());
+    }
+    format!("tap{}", hex48(h.finish()))
 }
 
 /// Whether `name` has the form of [`container_port_name`]: `tap` + 12 lower-case hex digits.
@@ -90,12 +97,29 @@ pub fn container_peer_temp_name(container_id: &str) -> String {
     format!("tmp{}", hex48(Fnv1a::new().write(container_id.as_bytes()).finish()))
 }
 
-/// Whether `name` is a name this module could produce: 1..=15 bytes of `[a-z0-9-]`.
-/// (The kernel accepts more; we accept only what we generate, plus patch port names.)
+/// Whether `name` is a name this module could produce, or a user may give a container
+/// interface: 1..=15 bytes of `[a-z0-9-]`. Stricter than the kernel ([`kernel_ifname_error`]):
+/// the same name must also be a valid OVS port name and etcd key segment.
 pub fn is_valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= IFNAME_MAX
+    kernel_ifname_error(name).is_none()
         && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+/// Why the kernel would refuse (or silently truncate) `name` as a link name, or `None` when it
+/// takes it. Links the agent only looks at (`lo`, a test's `eth1`) may use more than
+/// [`is_valid_ifname`] allows.
+pub fn kernel_ifname_error(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty")
+    } else if name.len() > IFNAME_MAX {
+        Some("longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("reserved")
+    } else if name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace()) {
+        Some("contains '/', ':', NUL or whitespace")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -109,9 +133,24 @@ mod tests {
     }
 
     #[test]
+    fn kernel_names_and_our_names() {
+        assert_eq!(kernel_ifname_error("eth0"), None);
+        assert_eq!(kernel_ifname_error("Eth.0"), None);
+        assert_eq!(kernel_ifname_error("123456789012345"), None);
+        assert!(kernel_ifname_error("1234567890123456").is_some());
+        assert!(kernel_ifname_error("").is_some());
+        assert!(kernel_ifname_error("a/b").is_some());
+        assert!(kernel_ifname_error("a b").is_some());
+        assert!(kernel_ifname_error("..").is_some());
+        // Ours are stricter: the kernel takes these, an OVS port name or key segment should not.
+        assert!(!is_valid_ifname("Eth.0"));
+        assert!(is_valid_ifname("eth1"));
+    }
+
+    #[test]
     fn names_fill_exactly_fifteen_bytes() {
         assert_eq!(tunnel_port_name(TunnelType::Vxlan, "node1", vni(1)).len(), IFNAME_MAX);
-        assert_eq!(container_port_name("c").len(), IFNAME_MAX);
+        assert_eq!(container_port_name("c", "eth0").len(), IFNAME_MAX);
         assert_eq!(container_peer_temp_name("c").len(), IFNAME_MAX);
     }
 
@@ -126,7 +165,7 @@ mod tests {
                     assert!(is_valid_ifname(&n), "{n}");
                 }
             }
-            assert!(is_valid_ifname(&container_port_name(s)));
+            assert!(is_valid_ifname(&container_port_name(s, "eth0")));
             assert!(is_valid_ifname(&container_peer_temp_name(s)));
         }
         assert!(is_valid_ifname(PATCH_INT_TO_TUN) && is_valid_ifname(PATCH_TUN_TO_INT));
@@ -135,7 +174,7 @@ mod tests {
     #[test]
     fn container_port_names_are_recognised_and_others_are_not() {
         for id in ["c", "web-1", "x".repeat(128).as_str()] {
-            assert!(is_container_port_name(&container_port_name(id)), "{id}");
+            assert!(is_container_port_name(&container_port_name(id, "eth0")), "{id}");
         }
         for other in ["tap", "tap0", "tap1a2b3c4d-5e", "tapABCDEF012345", "tmp0123456789ab", "tap0123456789abc", "eth0"]
         {
@@ -147,10 +186,10 @@ mod tests {
     fn prefixes_tell_the_kind() {
         assert!(tunnel_port_name(TunnelType::Vxlan, "h", vni(5)).starts_with("vx-"));
         assert!(tunnel_port_name(TunnelType::Gre, "h", vni(5)).starts_with("gr-"));
-        assert!(container_port_name("c").starts_with("tap"));
+        assert!(container_port_name("c", "eth0").starts_with("tap"));
         assert!(container_peer_temp_name("c").starts_with("tmp"));
         // Same hash body, different prefix: host and temp names never clash.
-        assert_eq!(container_port_name("c")[3..], container_peer_temp_name("c")[3..]);
+        assert_eq!(container_port_name("c", "eth0")[3..], container_peer_temp_name("c")[3..]);
     }
 
     #[test]
@@ -159,18 +198,22 @@ mod tests {
         // delete and re-create all tunnels. Change only on purpose.
         assert_eq!(tunnel_port_name(TunnelType::Vxlan, "node2", vni(100)), "vx-cc1567c2c8b7");
         assert_eq!(tunnel_port_name(TunnelType::Gre, "node2", vni(100)), "gr-cc1567c2c8b7");
-        assert_eq!(container_port_name("abc"), "tap33ebaf9927cb");
+        assert_eq!(container_port_name("abc", "eth0"), "tap33ebaf9927cb");
+        // Other interfaces of the same container get ports of their own.
+        assert_ne!(container_port_name("abc", "eth1"), container_port_name("abc", "eth0"));
+        assert_ne!(container_port_name("abc", "eth1"), container_port_name("abc", "eth2"));
+        assert!(is_container_port_name(&container_port_name("abc", "eth1")));
         assert_eq!(container_peer_temp_name("abc"), "tmp33ebaf9927cb");
     }
 
     #[test]
     fn shared_prefix_ids_do_not_collide() {
         let base = "f".repeat(120);
-        let a = container_port_name(&format!("{base}00000001"));
-        let b = container_port_name(&format!("{base}00000002"));
+        let a = container_port_name(&format!("{base}00000001"), "eth0");
+        let b = container_port_name(&format!("{base}00000002"), "eth0");
         assert_ne!(a, b);
         let id = "0123456789abcdef".repeat(4);
-        assert_ne!(container_port_name(&id), container_port_name(&id[..12]));
+        assert_ne!(container_port_name(&id, "eth0"), container_port_name(&id[..12], "eth0"));
     }
 
     #[test]
@@ -178,7 +221,7 @@ mod tests {
         let mut seen = HashSet::new();
         for i in 0..100_000u32 {
             let id = format!("{:064x}", u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            assert!(seen.insert(container_port_name(&id)), "collision at {i}");
+            assert!(seen.insert(container_port_name(&id, "eth0")), "collision at {i}");
         }
     }
 

@@ -19,6 +19,7 @@ pub fn host(i: usize) -> HostRecord {
         hostname: format!("peer-{i:05}"),
         underlay_ip: IpAddr::V4(Ipv4Addr::new(10, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8)),
         system_id: format!("sys-{i:05}"),
+        machine_id: String::new(),
         tunnel_types: TunnelType::ALL.to_vec(),
         version: "bench".into(),
     }
@@ -35,6 +36,7 @@ pub fn scale_view(peers: usize, tenants: usize) -> ClusterView {
         hostname: LOCAL.into(),
         underlay_ip: "10.63.255.254".parse().expect("ip"),
         system_id: "sys-local".into(),
+        machine_id: String::new(),
         tunnel_types: TunnelType::ALL.to_vec(),
         version: "bench".into(),
     };
