@@ -27,7 +27,7 @@ use std::sync::Arc;
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, diff_since, existing_vlans_from, Plan};
 
-use overlay_agent::ovs;
+use overlay_agent::ovs::plan as ovs;
 use ovsdb_client::{Atom, DatabaseSchema, Replica, Row, RowUpdate, TableUpdates, Uuid, Value};
 
 #[path = "../../overlay/examples/shared/scale_view.rs"]
@@ -85,7 +85,7 @@ fn initial_rows(plan: &Plan) -> TableUpdates {
 
 #[inline(never)]
 fn phase_replica(schema: Arc<DatabaseSchema>, plan: &Plan) -> Replica {
-    let options = ovs::client_options("unix:/nonexistent".parse().expect("remote"));
+    let options = overlay_agent::ovs::client_options("unix:/nonexistent".parse().expect("remote"));
     let mut replica = Replica::new(schema, &options.indexes);
     replica.set_monitored(&options.monitor);
     replica.apply_owned(initial_rows(plan)).expect("initial rows apply");

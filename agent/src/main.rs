@@ -1,13 +1,12 @@
 //! overlay-agent: the per-host daemon (`run`) and the CLI that talks to it over the local API.
 
-use overlay_agent::{api, daemon};
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value as JsonValue};
+use overlay_agent::daemon;
+use overlay_api::{Client, CreateTenant, EndpointInfo, NetnsRef, PlugRequest, Status, TenantInfo};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +28,10 @@ enum Command {
     Run {
         #[command(flatten)]
         flags: Box<overlay_config::RunFlags>,
+        /// Replace a machine that is gone for good under this hostname: give its machine id
+        /// (the refusal to register names it). Its endpoints are removed, its subnets kept.
+        #[arg(long, value_name = "MACHINE_ID")]
+        take_over: Option<String>,
     },
     /// Manage tenants (cluster-wide, stored in etcd).
     Tenant {
@@ -62,6 +65,9 @@ enum Command {
     Unplug {
         /// Container id.
         container_id: String,
+        /// Only this interface of the container (default: all of them).
+        #[arg(long)]
+        ifname: Option<String>,
     },
     /// List the containers plugged on this host.
     Endpoints {
@@ -129,194 +135,158 @@ fn init_logging(config: &overlay_config::AgentConfig) {
     }
 }
 
-async fn api(cli: &Cli, method: &str, path: &str, body: Option<JsonValue>) -> anyhow::Result<JsonValue> {
-    let (status, json) = api::call(&cli.api_socket, method, path, body).await?;
-    if status >= 400 {
-        let msg = match json.get("error").and_then(JsonValue::as_str) {
-            Some(m) => m.to_owned(),
-            None => format!("the agent answered HTTP {status} to {method} {path}: {json}"),
-        };
-        anyhow::bail!("{msg}");
-    }
-    Ok(json)
-}
-
-/// One URL path segment, percent-encoded: a name like `../hosts` must stay one segment and
-/// reach the agent's own validation, not be resolved as a path.
-fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn print_tenants(tenants: &JsonValue) {
+fn print_tenants(tenants: &[TenantInfo]) {
     println!("{:<20} {:>9} {:<20} {:<6} {:>6} {:<16}", "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY");
-    for t in tenants.as_array().into_iter().flatten() {
+    for t in tenants {
         println!(
             "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16}",
-            t["name"].as_str().unwrap_or(""),
-            t["vni"].to_string(),
-            t["cidr"].as_str().unwrap_or(""),
-            t["tunnel"].as_str().unwrap_or(""),
-            format!("/{}", t["subnet_len"]),
-            t["gateway"].as_str().unwrap_or("")
+            t.name,
+            t.vni,
+            t.cidr,
+            t.tunnel,
+            format!("/{}", t.subnet_len),
+            t.gateway
         );
     }
 }
 
-fn print_status(s: &JsonValue) {
-    let h = &s["host"];
+fn print_endpoints(eps: &[EndpointInfo]) {
+    println!("{:<28} {:<8} {:<16} {:<18} {:<18} {:<15}", "CONTAINER", "IFNAME", "TENANT", "IP", "MAC", "PORT");
+    for e in eps {
+        println!("{:<28} {:<8} {:<16} {:<18} {:<18} {:<15}", e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port);
+    }
+}
+
+fn print_status(s: &Status) {
+    let h = &s.host;
     println!(
-        "host {} underlay {} (system-id {}, ovsdb {})",
-        h["name"].as_str().unwrap_or("?"),
-        h["underlay_ip"].as_str().unwrap_or("?"),
-        h["system_id"].as_str().unwrap_or("?"),
-        if h["ovsdb_connected"].as_bool() == Some(true) { "connected" } else { "DISCONNECTED" }
+        "host {} underlay {} (machine {}, ovsdb {})",
+        h.name,
+        h.underlay_ip,
+        h.machine_id,
+        if h.ovsdb_connected { "connected" } else { "DISCONNECTED" }
     );
+    if let Some(why) = &h.identity_conflict {
+        println!("NOT REGISTERED: {why}");
+    }
     println!("peers:");
-    for p in s["peers"].as_array().into_iter().flatten() {
-        let alive = if p["alive"].as_bool() == Some(true) { "alive" } else { "not alive" };
-        println!("  {:<24} {:<16} {alive}", p["host"].as_str().unwrap_or(""), p["underlay_ip"].as_str().unwrap_or(""));
+    for p in &s.peers {
+        println!("  {:<24} {:<16} {}", p.host, p.underlay_ip, if p.alive { "alive" } else { "not alive" });
     }
     println!("tenants:");
-    for t in s["tenants"].as_array().into_iter().flatten() {
+    for t in &s.tenants {
         println!(
             "  {:<20} vni {:<8} {:<6} {:<18} local-vlan {:<5} subnet {}",
-            t["name"].as_str().unwrap_or(""),
-            t["vni"].to_string(),
-            t["tunnel"].as_str().unwrap_or(""),
-            t["cidr"].as_str().unwrap_or(""),
-            t["local_vlan"].as_u64().map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-            t["subnet"].as_str().unwrap_or("-"),
+            t.tenant.name,
+            t.tenant.vni,
+            t.tenant.tunnel,
+            t.tenant.cidr,
+            t.local_vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            t.subnet.as_deref().unwrap_or("-"),
         );
     }
     println!("tunnels:");
-    for t in s["tunnels"].as_array().into_iter().flatten() {
+    for t in &s.tunnels {
         println!(
             "  {:<15} {:<5} key {:<8} -> {:<16} ({}, tenant {}, vlan {})",
-            t["name"].as_str().unwrap_or(""),
-            t["type"].as_str().unwrap_or(""),
-            t["vni"].to_string(),
-            t["remote_ip"].as_str().unwrap_or(""),
-            t["peer"].as_str().unwrap_or(""),
-            t["tenant"].as_str().unwrap_or(""),
-            t["local_vlan"]
+            t.name, t.kind, t.vni, t.remote_ip, t.peer, t.tenant, t.local_vlan
         );
     }
     println!("endpoints:");
-    for e in s["endpoints"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<24} {:<12} {:<18} {} {}",
-            e["container"].as_str().unwrap_or(""),
-            e["tenant"].as_str().unwrap_or(""),
-            e["ip"].as_str().unwrap_or(""),
-            e["mac"].as_str().unwrap_or(""),
-            e["port"].as_str().unwrap_or("")
-        );
+    for e in &s.endpoints {
+        println!("  {:<24} {:<6} {:<12} {:<18} {} {}", e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port);
     }
-    for (label, key) in [("skipped peer", "skipped_peers"), ("CONFLICT", "conflicts")] {
-        for x in s[key].as_array().into_iter().flatten() {
-            println!("{label}: {}", x.as_str().unwrap_or(""));
-        }
+    for x in &s.skipped_peers {
+        println!("skipped peer: {x}");
     }
-    if let Some(e) = s["last_error"].as_str() {
+    for x in &s.conflicts {
+        println!("CONFLICT: {x}");
+    }
+    if let Some(e) = &s.last_error {
         println!("last reconcile error: {e}");
     }
 }
 
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
-    match &cli.command {
-        Command::Run { flags } => {
-            let config = overlay_config::AgentConfig::load(flags)?;
+    let api = Client::new(&cli.api_socket);
+    match cli.command {
+        Command::Run { flags, take_over } => {
+            let config = overlay_config::AgentConfig::load(&flags)?;
             init_logging(&config);
             tracing::info!(version = env!("CARGO_PKG_VERSION"), host = %config.hostname, "overlay-agent starting");
-            daemon::run(config).await
+            daemon::run(config, take_over).await
         }
         Command::Tenant { command } => match command {
             TenantCommand::Create { name, vni, cidr, tunnel, subnet_len } => {
-                let body = json!({"name": name, "vni": vni, "cidr": cidr, "tunnel": tunnel, "subnet_len": subnet_len});
-                let t = api(&cli, "POST", "/v1/tenants", Some(body)).await?;
-                println!(
-                    "tenant {} created: vni {} {} {} gateway {}",
-                    t["name"].as_str().unwrap_or(""),
-                    t["vni"],
-                    t["tunnel"].as_str().unwrap_or(""),
-                    t["cidr"].as_str().unwrap_or(""),
-                    t["gateway"].as_str().unwrap_or("")
-                );
+                let t = api.create_tenant(&CreateTenant { name, vni, cidr, tunnel: Some(tunnel), subnet_len }).await?;
+                println!("tenant {} created: vni {} {} {} gateway {}", t.name, t.vni, t.tunnel, t.cidr, t.gateway);
                 Ok(())
             }
             TenantCommand::List { json } => {
-                let t = api(&cli, "GET", "/v1/tenants", None).await?;
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&t)?);
+                let t = api.tenants().await?;
+                if json {
+                    print_json(&t)
                 } else {
                     print_tenants(&t);
+                    Ok(())
                 }
-                Ok(())
             }
             TenantCommand::Delete { name } => {
-                api(&cli, "DELETE", &format!("/v1/tenants/{}", seg(name)), None).await?;
+                api.delete_tenant(&name).await?;
                 println!("tenant {name} deleted");
                 Ok(())
             }
             TenantCommand::Join { name } => {
-                let l = api(&cli, "POST", &format!("/v1/tenants/{}/join", seg(name)), None).await?;
-                println!("this host takes part in {name} with subnet {}", l["subnet"].as_str().unwrap_or("?"));
+                let l = api.join_tenant(&name).await?;
+                println!("this host takes part in {name} with subnet {}", l.subnet);
                 Ok(())
             }
         },
         Command::Plug { container_id, tenant, pid, netns, ifname, ip, mac } => {
             let netns = match (pid, netns) {
-                (Some(p), _) => json!({"pid": p}),
-                (None, Some(path)) => json!({"path": path}),
+                (Some(p), _) => NetnsRef::Pid(p),
+                (None, Some(path)) => NetnsRef::Path(path),
                 (None, None) => anyhow::bail!("give --pid PID or --netns PATH"),
             };
-            let body = json!({"container_id": container_id, "tenant": tenant, "netns": netns, "ifname": ifname, "ip": ip, "mac": mac});
-            let r = api(&cli, "POST", "/v1/endpoints", Some(body)).await?;
+            let r = api.plug(&PlugRequest { container_id, tenant, netns, ifname, ip, mac }).await?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
-        Command::Unplug { container_id } => {
-            let r = api(&cli, "DELETE", &format!("/v1/endpoints/{}", seg(container_id)), None).await?;
-            if r["was_plugged"].as_bool() == Some(true) {
-                println!("container {container_id} unplugged");
+        Command::Unplug { container_id, ifname } => {
+            let r = api.unplug(&container_id, ifname.as_deref()).await?;
+            let what = match &ifname {
+                Some(i) => format!("container {container_id} interface {i}"),
+                None => format!("container {container_id}"),
+            };
+            if r.was_plugged {
+                println!("{what} unplugged");
             } else {
-                println!("container {container_id} was not plugged on this host; nothing to do");
+                println!("{what} was not plugged on this host; nothing to do");
             }
             Ok(())
         }
         Command::Endpoints { json } => {
-            let eps = api(&cli, "GET", "/v1/endpoints", None).await?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&eps)?);
+            let eps = api.endpoints().await?;
+            if json {
+                print_json(&eps)
             } else {
-                println!("{:<28} {:<16} {:<18} {:<18} {:<15}", "CONTAINER", "TENANT", "IP", "MAC", "PORT");
-                for e in eps.as_array().into_iter().flatten() {
-                    let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
-                    println!(
-                        "{:<28} {:<16} {:<18} {:<18} {:<15}",
-                        s("container_id"),
-                        s("tenant"),
-                        s("ip"),
-                        s("mac"),
-                        s("port")
-                    );
-                }
+                print_endpoints(&eps);
+                Ok(())
             }
-            Ok(())
         }
         Command::Status { json } => {
-            let s = api(&cli, "GET", "/v1/status", None).await.context("asking the agent for its status")?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+            let s = api.status().await.context("asking the agent for its status")?;
+            if json {
+                print_json(&s)
             } else {
                 print_status(&s);
+                Ok(())
             }
-            Ok(())
         }
     }
 }
@@ -324,7 +294,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Run { .. }) {
-        daemon::tune_malloc();
+        overlay_agent::memory::tune_malloc();
     }
     // The daemon wants worker threads; a CLI command is one request and answer, and starting
     // a thread pool for it would be most of its cost.

@@ -8,10 +8,10 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 
-use crate::daemon::Agent;
+use crate::agent::Agent;
 
 async fn metrics(State(agent): State<Arc<Agent>>) -> String {
-    agent.metrics_text()
+    crate::status::metrics_text(&agent)
 }
 
 /// Serves `/metrics` on `addr`.

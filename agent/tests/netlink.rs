@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use overlay_agent::netlink::{
-    disable_tx_checksum, format_mac, tx_checksum_enabled, InterfaceConfig, NetlinkError, Netns, VethSetup,
-};
+use overlay_agent::netlink::{format_mac, InterfaceConfig, NetlinkError, Netns, VethSetup};
 use serde_json::Value;
 
 const MAC: [u8; 6] = [0x02, 0x42, 0xc6, 0x13, 0x00, 0x0a];
@@ -124,8 +122,8 @@ async fn plug_configure_offload_idempotent_and_delete() {
     assert!(!state.lower_up, "host end still down: no carrier");
 
     // TX checksum offload off, checked with ethtool inside the container.
-    assert!(tx_checksum_enabled(&container, "eth0").await.unwrap(), "veth starts with tx csum on");
-    disable_tx_checksum(&container, "eth0").await.unwrap();
+    assert!(container.tx_checksum_enabled("eth0").await.unwrap(), "veth starts with tx csum on");
+    container.disable_tx_checksum("eth0").await.unwrap();
     let features = c.run(&["ethtool", "-k", "eth0"]);
     assert!(features.lines().any(|l| l.trim() == "tx-checksumming: off"), "{features}");
     assert!(!container.tx_checksum_enabled("eth0").await.unwrap());

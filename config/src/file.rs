@@ -19,7 +19,7 @@ pub struct FileConfig {
     pub underlay_mtu: Option<u32>,
     /// `host_netns`: the network namespace of ovs-vswitchd, when it is not the agent's own.
     pub host_netns: Option<PathBuf>,
-    /// `state_dir`: directory for runtime state.
+    /// `state_dir`: directory for state that outlives a reboot (the machine identity).
     pub state_dir: Option<PathBuf>,
     /// `[etcd]`.
     #[serde(default)]

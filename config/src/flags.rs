@@ -38,7 +38,7 @@ pub struct RunFlags {
     #[arg(long, env = "OVERLAY_HOST_NETNS", value_name = "PATH")]
     pub host_netns: Option<PathBuf>,
 
-    /// Directory for runtime state [default: /run/overlay-agent]
+    /// Directory for state that outlives a reboot: the machine identity [default: /var/lib/overlay-agent]
     #[arg(long, env = "OVERLAY_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 

@@ -13,7 +13,7 @@
 //! hostname = "node1"             # default: the system hostname
 //! underlay_ip = "192.0.2.10"     # required
 //! underlay_mtu = 1500            # default: from the underlay interface, else 1500
-//! state_dir = "/run/overlay-agent"
+//! state_dir = "/var/lib/overlay-agent"
 //!
 //! [etcd]
 //! endpoints = ["http://127.0.0.1:2379"]
@@ -83,8 +83,8 @@ pub const DEFAULT_INT_BRIDGE: &str = "br-int";
 pub const DEFAULT_TUN_BRIDGE: &str = "br-tun";
 /// Path of the agent's local API socket.
 pub const DEFAULT_API_SOCKET: &str = "/run/overlay-agent/api.sock";
-/// Directory for the agent's runtime state.
-pub const DEFAULT_STATE_DIR: &str = "/run/overlay-agent";
+/// Directory for the agent's state that outlives a reboot: the machine identity.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/overlay-agent";
 /// Default `tracing` filter.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Host-registration lease TTL: flannel keeps its leases 24 h, so a host that is down for a

@@ -74,7 +74,7 @@ fn defaults() {
     assert_eq!(c.timers.liveness_ttl, Duration::from_secs(10));
     assert_eq!(c.timers.resync_interval, Duration::from_secs(60));
     assert_eq!(c.default_subnet_len, 24);
-    assert_eq!(c.state_dir, PathBuf::from("/run/overlay-agent"));
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/overlay-agent"));
 }
 
 #[test]

@@ -739,6 +739,7 @@ fn peer(i: usize) -> HostRecord {
         hostname: format!("peer-{i:05}"),
         underlay_ip: format!("10.{}.{}.{}", 64 + (i >> 16), (i >> 8) & 0xff, i & 0xff).parse().expect("ip"),
         system_id: format!("sys-peer-{i:05}"),
+        machine_id: format!("machine-peer-{i:05}"),
         tunnel_types: TunnelType::ALL.to_vec(),
         version: "bench".into(),
     }

@@ -60,6 +60,9 @@ impl AgentProc {
             host.netns().path().display().to_string(),
             "--api-socket".into(),
             api_socket.display().to_string(),
+            // The machine identity lives here: the same for every start of this agent, its own.
+            "--state-dir".into(),
+            api_socket.parent().expect("the API socket is in the agent's dir").join("state").display().to_string(),
             "--liveness-ttl".into(),
             "2".into(),
             "--log-level".into(),
@@ -74,18 +77,44 @@ impl AgentProc {
 
     /// [`AgentProc::start`] against any etcd endpoint.
     pub fn start_with(host: &TestHost, etcd_endpoint: &str, prefix: &str, extra: &[&str]) -> Self {
-        let dir = tempfile::Builder::new().prefix("agent-").tempdir().expect("tempdir");
-        let mut args = Self::run_args_for(host, etcd_endpoint, prefix, &dir.path().join("api.sock"));
-        // An empty config file: every key comes from the flags, never from a file that may
-        // exist on the machine running the tests.
-        let config = dir.path().join("agent.toml");
-        std::fs::write(&config, "").expect("config file");
-        args.extend(["--config".to_owned(), config.display().to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut a = AgentProc { child: None, dir, args, hostname: host.name().to_owned(), starts: 0 };
-        a.spawn();
+        let mut a = Self::spawn_with(host, etcd_endpoint, prefix, &[], extra);
         a.wait_ready();
         a
+    }
+
+    /// Starts an agent for `host` with some flags of [`AgentProc::run_args`] changed
+    /// (`overrides`, e.g. `("--hostname", "h1")`) and `extra` ones added, without waiting.
+    pub fn spawn_with(
+        host: &TestHost,
+        etcd_endpoint: &str,
+        prefix: &str,
+        overrides: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Self {
+        let dir = tempfile::Builder::new().prefix("agent-").tempdir().expect("tempdir");
+        let args = Self::run_args_for(host, etcd_endpoint, prefix, &dir.path().join("api.sock"));
+        let mut a = AgentProc { child: None, dir, args, hostname: host.name().to_owned(), starts: 0 };
+        for (flag, value) in overrides {
+            a.set_arg(flag, value);
+            if *flag == "--hostname" {
+                a.hostname = (*value).to_owned();
+            }
+        }
+        // An empty config file: every key comes from the flags, never from a file that may
+        // exist on the machine running the tests.
+        let config = a.dir.path().join("agent.toml");
+        std::fs::write(&config, "").expect("config file");
+        a.args.extend(["--config".to_owned(), config.display().to_string()]);
+        a.args.extend(extra.iter().map(|s| s.to_string()));
+        a.spawn();
+        a
+    }
+
+    /// Waits until the agent says it does not hold its hostname; returns why (status's
+    /// `identity_conflict`).
+    pub fn wait_refused(&mut self) -> String {
+        self.wait_answering(|s| s["host"]["identity_conflict"].is_string(), "refused");
+        self.status()["host"]["identity_conflict"].as_str().expect("conflict").to_owned()
     }
 
     fn spawn(&mut self) {
@@ -116,17 +145,33 @@ impl AgentProc {
         self.dir.path().join("api.sock")
     }
 
-    /// Waits until `status` answers (or the process died: then panics with its log).
+    /// Waits until the agent is registered (or the process died: then panics with its log).
     pub fn wait_ready(&mut self) {
+        self.wait_answering(|s| s["host"]["registered"] == true, "registered");
+    }
+
+    /// Waits until `status` answers and `ready` holds for it (or the process died: then panics
+    /// with its log).
+    pub fn wait_answering(&mut self, ready: impl Fn(&Value) -> bool, what: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("overlay-agent for {} exited with {status}:\n{}", self.hostname, self.logs());
             }
-            if self.api_socket().exists() && self.cli(&["status", "--json"]).status.success() {
-                return;
+            if self.api_socket().exists() {
+                let out = self.cli(&["status", "--json"]);
+                let status: Option<Value> =
+                    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten();
+                if status.is_some_and(|s| ready(&s)) {
+                    return;
+                }
             }
-            assert!(std::time::Instant::now() < deadline, "agent {} not ready:\n{}", self.hostname, self.logs());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent {} not {what} within 20 s:\n{}",
+                self.hostname,
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -206,26 +251,6 @@ impl Drop for AgentProc {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Runs `overlay-agent run` with `args` to completion (for agents that must refuse to start).
-pub fn run_agent_expecting_exit(args: &[String], within: Duration) -> Output {
-    let mut child = Command::new(agent_binary())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning overlay-agent");
-    let deadline = std::time::Instant::now() + within;
-    while child.try_wait().expect("try_wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("overlay-agent did not exit within {within:?}:\n{}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
 }
 
 /// A Port with its Interface, as `ovs-vsctl` reports them.

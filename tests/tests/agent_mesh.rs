@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use overlay_tests::{ports_on, run_agent_expecting_exit, tunnels, AgentProc, Cluster, PortRow};
+use overlay_tests::{ports_on, tunnels, AgentProc, Cluster, PortRow};
 use testbed::{wait_for, wait_until, TestHost};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -174,38 +174,30 @@ fn restarting_an_agent_changes_no_ovsdb_row() {
 #[test]
 fn second_agent_with_same_hostname_or_underlay_ip_is_refused() {
     let c = cluster(2, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let h2 = &c.hosts[1];
-    // Host 2's OVS (another machine: another system-id) claiming host 1's underlay IP.
-    let mut args = AgentProc::run_args(h2, &c.etcd, &c.prefix, &dir.path().join("a.sock"));
-    let ip = args.iter().position(|a| a == "--underlay-ip").unwrap() + 1;
-    args[ip] = c.hosts[0].underlay_ip().to_string();
-    let host = args.iter().position(|a| a == "--hostname").unwrap() + 1;
-    args[host] = "intruder".into();
-    let out = run_agent_expecting_exit(&args, WAIT);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains(&format!(
-            "underlay IP {} is already registered by host '{}'",
-            c.hosts[0].underlay_ip(),
-            c.hosts[0].name()
-        )),
-        "{err}"
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    let before = c.etcd.etcdctl(&["get", "--prefix", &c.prefix]);
+    // Host 2's machine claiming host 1's underlay IP: refused, it stays up and says why.
+    let ip = h1.underlay_ip().to_string();
+    let mut intruder = AgentProc::spawn_with(
+        h2,
+        &c.etcd.endpoint(),
+        &c.prefix,
+        &[("--underlay-ip", ip.as_str()), ("--hostname", "intruder")],
+        &[],
     );
-    // ... and claiming host 1's hostname.
-    let mut args = AgentProc::run_args(h2, &c.etcd, &c.prefix, &dir.path().join("b.sock"));
-    let host = args.iter().position(|a| a == "--hostname").unwrap() + 1;
-    args[host] = c.hosts[0].name().into();
-    let out = run_agent_expecting_exit(&args, WAIT);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains(&format!("hostname '{}' is already registered by another machine", c.hosts[0].name())),
-        "{err}"
-    );
-    // The refused agents left the real ones alone.
-    assert_eq!(c.agents[0].status()["host"]["name"], c.hosts[0].name());
+    let why = intruder.wait_refused();
+    assert!(why.contains(&format!("underlay IP {ip} is already registered by host '{}'", h1.name())), "{why}");
+    assert_eq!(intruder.status()["host"]["registered"], false);
+    // ... and claiming host 1's hostname while host 1's agent runs.
+    let mut twin = AgentProc::spawn_with(h2, &c.etcd.endpoint(), &c.prefix, &[("--hostname", h1.name())], &[]);
+    let why = twin.wait_refused();
+    assert!(why.contains(&format!("hostname '{}' is held by machine", h1.name())), "{why}");
+    assert!(why.contains(&h1.underlay_ip().to_string()) && why.contains("cannot be taken over"), "{why}");
+    // Neither writes anything: etcd is as it was, and they keep refusing.
+    intruder.stop();
+    twin.stop();
+    assert_eq!(c.etcd.etcdctl(&["get", "--prefix", &c.prefix]), before);
+    assert_eq!(c.agents[0].status()["host"]["name"], h1.name());
 }
 
 #[test]

@@ -683,7 +683,7 @@ fn agent_killed_mid_plug_unplug_or_reconcile_converges_without_orphans() {
         assert_no_duplicate_rows(&c.hosts[0]);
     }
     wait_no_orphans(&c, 0, &[("k-a", &a0)], "at the end");
-    let repaired = c.agents[0].logs().matches("incomplete plug found at start").count();
+    let repaired = c.agents[0].logs().matches("removing a container interface at start").count();
     eprintln!("{repaired} interrupted plugs or unplugs were rolled back at a restart");
     pinger.stop().assert_no_loss("ping across agents killed mid-reconcile");
 }

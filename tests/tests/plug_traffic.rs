@@ -404,7 +404,7 @@ fn plug_by_pid_and_a_half_done_plug_is_rolled_back_at_start() {
     // only the veth's name (the form the agent gives) says whose it is. A veth of another
     // tool, named otherwise, is left alone.
     let early = Container::new("cq");
-    let ghost = overlay::naming::container_port_name("killed-early");
+    let ghost = overlay::naming::container_port_name("killed-early", "eth0");
     let early_ns = early.path().display().to_string();
     let host_ns = c.hosts[0].netns();
     host_ns.ip(&["link", "add", &ghost, "type", "veth", "peer", "name", "eth0", "netns", &early_ns]);
@@ -418,7 +418,7 @@ fn plug_by_pid_and_a_half_done_plug_is_rolled_back_at_start() {
     wait_until(WAIT, "the half-done plug rolled back", || traces(&c, 0) == baseline);
     assert!(!ctr.has_link("eth0"));
     let logs = c.agents[0].logs();
-    assert!(logs.contains("incomplete plug found at start"), "{logs}");
+    assert!(logs.contains("removing a container interface at start"), "{logs}");
     assert!(logs.contains("veth of an interrupted plug found at start"), "{logs}");
     let _ = sleeper.kill();
     let _ = sleeper.wait();

@@ -1,4 +1,4 @@
-//! The agent's view of Open vSwitch: what it monitors, how replica rows become the domain's
+//! The bridges and tunnel ports of the data plane in OVSDB: how replica rows become the domain's
 //! [`overlay::diff::Observed`], and how a [`Plan`] becomes OVSDB transactions: one, unless it
 //! creates more than [`CREATES_PER_TRANSACTION`] ports.
 
@@ -7,43 +7,7 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use overlay::diff::{BridgeView, Observed, Plan, PortSpec, PortView};
-use ovsdb_client::{
-    Atom, ClientOptions, Condition, MonitorRequests, Mutation, NamedUuid, Remote, Replica, Row, TransactOutcome,
-    Transaction, Uuid, Value,
-};
-
-/// The database the agent works on.
-pub const DATABASE: &str = "Open_vSwitch";
-
-/// Client options: the tables and columns the agent reads, indexed by name.
-pub fn client_options(remote: Remote) -> ClientOptions {
-    ClientOptions::new(remote, DATABASE)
-        .monitor(
-            MonitorRequests::new()
-                .table("Open_vSwitch", ["bridges", "external_ids"])
-                .table("Bridge", ["name", "ports", "datapath_type", "external_ids"])
-                .table("Port", ["name", "interfaces", "tag", "protected", "external_ids"])
-                .table("Interface", ["name", "type", "options", "external_ids", "ofport", "error"]),
-        )
-        .index("Bridge", "name")
-        .index("Port", "name")
-        .index("Interface", "name")
-}
-
-/// The root row's UUID and row.
-pub fn root(replica: &Replica) -> Option<(Uuid, Row)> {
-    replica.table("Open_vSwitch").rows().next().map(|(u, r)| (u.clone(), r.clone()))
-}
-
-/// The machine's stable id: OVS's `system-id` if the packaging set one, else the id the agent
-/// keeps in `external_ids:overlay-system-id`.
-pub fn system_id(replica: &Replica) -> Option<String> {
-    let (_, row) = root(replica)?;
-    row.map_str("external_ids", "system-id")
-        .or_else(|| row.map_str("external_ids", "overlay-system-id"))
-        .filter(|s| !s.trim().is_empty())
-        .map(str::to_owned)
-}
+use ovsdb_client::{Atom, Condition, Mutation, NamedUuid, Replica, Row, TransactOutcome, Transaction, Uuid, Value};
 
 /// One port of the replica as the diff reads it: references into the Port and Interface rows,
 /// nothing copied. The columns are found once, when the port is read: a pass reads some of
@@ -363,22 +327,36 @@ fn plan_to_transaction(
         );
     }
     for u in &plan.update_ports {
+        let port = vec![Condition::eq("_uuid", Value::set(uuid(&u.port_uuid)))];
+        let iface = vec![Condition::eq("_uuid", Value::set(uuid(&u.iface_uuid)))];
         tx.update(
             "Port",
-            vec![Condition::eq("_uuid", Value::set(uuid(&u.port_uuid)))],
-            Row::new()
-                .with("tag", Value::from(u.tag.map(i64::from)))
-                .with("protected", u.protected)
-                .with("external_ids", Value::map(u.external_ids.clone())),
+            port.clone(),
+            Row::new().with("tag", Value::from(u.tag.map(i64::from))).with("protected", u.protected),
         );
         tx.update(
             "Interface",
-            vec![Condition::eq("_uuid", Value::set(uuid(&u.iface_uuid)))],
-            Row::new()
-                .with("type", u.interface_type.as_str())
-                .with("options", Value::map(u.options.clone()))
-                .with("external_ids", Value::map(u.external_ids.clone())),
+            iface.clone(),
+            Row::new().with("type", u.interface_type.as_str()).with("options", Value::map(u.options.clone())),
         );
+        // Only the agent's own keys change, by mutation: keys other tools keep on either row
+        // stay, even if they wrote them after the replica this plan was made from.
+        let ours: BTreeMap<&str, &str> = u
+            .external_ids
+            .iter()
+            .filter(|(k, _)| overlay::external_ids::is_overlay_key(k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        for (table, cond) in [("Port", port), ("Interface", iface)] {
+            tx.mutate(
+                table,
+                cond,
+                vec![
+                    Mutation::delete("external_ids", Value::set(overlay::external_ids::ALL)),
+                    Mutation::insert("external_ids", Value::map(ours.clone())),
+                ],
+            );
+        }
     }
     for (bridge, dp) in &plan.set_bridge_datapath {
         tx.update(
@@ -496,6 +474,7 @@ mod tests {
     use ovsdb_client::{DatabaseSchema, Operation, RowUpdate, TableUpdates};
 
     use super::*;
+    use crate::ovs::{client_options, DATABASE};
 
     const OWNER: &str = "me";
 
@@ -702,6 +681,7 @@ mod tests {
                 hostname: OWNER.into(),
                 underlay_ip: "10.0.0.1".parse().unwrap(),
                 system_id: "s".into(),
+                machine_id: "m".into(),
                 tunnel_types: vec![],
                 version: String::new(),
             },

@@ -1,0 +1,222 @@
+//! The plug traits over the agent's real components: etcd through the registry and its
+//! watched cache, OVSDB and the data plane, netlink.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use overlay::model::{Endpoint, IpClaim, SubnetLease, Tenant};
+use ovsdb_client::Client;
+use tokio::sync::watch;
+
+use super::{step, HostFacts, Links, PlugError, Records, Switch};
+use crate::dataplane::{DataPlane, Memo, PassInput};
+use crate::host::HostState;
+use crate::netlink::{InterfaceConfig, NetlinkError, Netns, VethSetup};
+use crate::ovs::container_port::{self, ContainerPort, FoundPort};
+use crate::ovs::vswitchd;
+use crate::registry::{ClusterCache, Registry, RegistryError};
+
+/// How long a plug waits for the watched cache to show this agent's own writes.
+const CACHE_CATCHES_UP_WITHIN: Duration = Duration::from_secs(5);
+
+/// [`Records`] over etcd and the watched cache.
+pub struct EtcdRecords<'a> {
+    /// etcd.
+    pub registry: &'a Registry,
+    /// The watched cache.
+    pub cluster: &'a watch::Receiver<ClusterCache>,
+    /// This host.
+    pub host: &'a HostState,
+    /// Its facts.
+    pub facts: &'a HostFacts,
+}
+
+impl Records for EtcdRecords<'_> {
+    async fn tenant(&self, name: &str) -> Result<Tenant, RegistryError> {
+        self.registry.get_tenant(name).await
+    }
+
+    /// From the watched cache, once it shows every endpoint write of this agent: O(this host),
+    /// whatever the size of the cluster.
+    async fn holdings(&self) -> Result<Vec<(String, Endpoint)>, RegistryError> {
+        let written = self.registry.written();
+        let mut cluster = self.cluster.clone();
+        let caught_up = tokio::time::timeout(
+            CACHE_CATCHES_UP_WITHIN,
+            cluster.wait_for(|c| c.revision > 0 && c.revision >= written),
+        )
+        .await;
+        if !matches!(caught_up, Ok(Ok(_))) {
+            return Err(RegistryError::Conflict(format!(
+                "the agent's view of etcd has not caught up with its own writes within {} s (is the etcd watch \
+                 down?); try again",
+                CACHE_CATCHES_UP_WITHIN.as_secs()
+            )));
+        }
+        let cache = self.cluster.borrow();
+        Ok(cache.endpoints.of_host(&self.facts.hostname).map(|(k, e)| (k.to_owned(), e.clone())).collect())
+    }
+
+    fn addresses_in(&self, tenant: &str) -> (i64, BTreeSet<IpAddr>) {
+        let cache = self.cluster.borrow();
+        let addresses =
+            cache.endpoints.of_host(&self.facts.hostname).filter(|(_, e)| e.tenant == tenant).map(|(_, e)| e.ip);
+        (cache.revision, addresses.collect())
+    }
+
+    fn written(&self) -> i64 {
+        self.registry.written()
+    }
+
+    async fn ensure_lease(&self, tenant: &Tenant) -> Result<SubnetLease, RegistryError> {
+        self.host.join_tenant(self.registry, tenant).await
+    }
+
+    async fn reserve_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        self.registry.reserve_ip(tenant, ip, claim).await
+    }
+
+    async fn allocate_ip(
+        &self,
+        tenant: &Tenant,
+        lease: &SubnetLease,
+        claim: &IpClaim,
+        held_here: &BTreeSet<IpAddr>,
+    ) -> Result<IpAddr, RegistryError> {
+        self.registry.allocate_ip(tenant, lease, claim, held_here).await
+    }
+
+    async fn release_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        self.registry.release_ip(tenant, ip, claim).await
+    }
+
+    async fn own_claims(&self) -> Result<Vec<(String, IpAddr, IpClaim)>, RegistryError> {
+        self.registry.claims_of_machine(&self.facts.hostname, &self.facts.machine_id).await
+    }
+
+    async fn put_endpoint(&self, ep: &Endpoint) -> Result<String, RegistryError> {
+        self.registry.put_endpoint(ep).await
+    }
+
+    async fn delete_endpoint(&self, key: &str, ep: &Endpoint) -> Result<(), RegistryError> {
+        self.registry.delete_endpoint(key, ep).await
+    }
+}
+
+/// [`Switch`] over OVSDB and the data plane.
+pub struct OvsSwitch<'a> {
+    /// OVSDB.
+    pub ovs: &'a Client,
+    /// The data plane (local VLANs).
+    pub dataplane: &'a DataPlane,
+    /// The lock every data plane pass holds, with what passes remember.
+    pub plumbing: &'a tokio::sync::Mutex<Memo>,
+    /// The watched cache, for a pass.
+    pub cluster: &'a watch::Receiver<ClusterCache>,
+    /// This host, for a pass.
+    pub host: &'a HostState,
+    /// The host namespace, where the veths are.
+    pub host_netns: &'a Netns,
+}
+
+impl OvsSwitch<'_> {
+    /// The tenant's local VLAN; the caller holds the plumbing lock (`memo`).
+    async fn tenant_vlan(&self, memo: &mut Memo, tenant: &str) -> Result<u16, PlugError> {
+        if let Some(vlan) = self.dataplane.tenant_vlan(memo, tenant) {
+            return Ok(vlan);
+        }
+        // The plug read the tenant from etcd, but the watched cache may not show it yet (a
+        // tenant created a moment ago): the view would then leave out the new lease and there
+        // would be no VLAN. Wait for the watch to catch up first, bounded (if it does not, the
+        // error below says so).
+        let mut cluster = self.cluster.clone();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), cluster.wait_for(|c| c.tenants.contains_key(tenant))).await;
+        let input = PassInput { ovs: self.ovs, cluster: self.cluster, own_leases: self.host.own_leases(), full: false };
+        self.dataplane.pass(memo, input).await.map_err(step("computing the tenant's local VLAN"))?;
+        self.dataplane.tenant_vlan(memo, tenant).ok_or_else(|| PlugError::Plumbing {
+            step: "finding the tenant's local VLAN",
+            source: format!("no local VLAN for tenant '{tenant}': this host holds no lease in it").into(),
+        })
+    }
+}
+
+impl Switch for OvsSwitch<'_> {
+    async fn add_port(&self, tenant: &str, make: impl FnOnce(u16) -> ContainerPort + Send) -> Result<(), PlugError> {
+        let mut memo = self.plumbing.lock().await;
+        let vlan = self.tenant_vlan(&mut memo, tenant).await?;
+        make(vlan).insert(self.ovs, self.dataplane.int_bridge()).await.map_err(step("adding the port to OVSDB"))
+    }
+
+    async fn port_taken(&self, port: &str) -> Result<(), PlugError> {
+        vswitchd::port_taken(self.ovs, port, || async { self.host_netns.link_exists(port).await.unwrap_or(false) })
+            .await
+            .map_err(step("waiting for ovs-vswitchd"))
+    }
+
+    fn find_port(&self, name: &str) -> Option<FoundPort> {
+        container_port::find(&self.ovs.replica(), name, &self.host.me.hostname)
+    }
+
+    fn ports(&self) -> Vec<FoundPort> {
+        container_port::all(&self.ovs.replica(), &self.host.me.hostname)
+    }
+
+    fn interface_names(&self) -> BTreeSet<String> {
+        container_port::interface_names(&self.ovs.replica())
+    }
+
+    async fn remove_port(&self, port: &FoundPort) -> Result<(), PlugError> {
+        vswitchd::remove_port(self.ovs, &port.uuid, &port.name).await.map_err(step("removing the port from OVSDB"))
+    }
+}
+
+/// [`Links`] over netlink.
+pub struct NetlinkLinks<'a> {
+    /// The host namespace.
+    pub host_netns: &'a Netns,
+    /// Whether the datapath is the userspace one (which needs TX checksum offload off in the
+    /// container: it does not fill in checksums the kernel left to offload, and TCP over the
+    /// tunnel stalls while ping works).
+    pub netdev: bool,
+}
+
+impl Links for NetlinkLinks<'_> {
+    type Netns = Netns;
+
+    async fn open(&self, path: &Path) -> Result<Netns, NetlinkError> {
+        Netns::open(path).await
+    }
+
+    async fn create_veth(
+        &self,
+        port: &str,
+        ifname: &str,
+        netns: &Netns,
+        setup: &VethSetup,
+    ) -> Result<(), NetlinkError> {
+        self.host_netns.create_veth_into_with(port, ifname, netns, setup).await
+    }
+
+    async fn configure(&self, netns: &Netns, ifname: &str, cfg: &InterfaceConfig) -> Result<(), NetlinkError> {
+        netns.configure_interface(ifname, cfg).await?;
+        if self.netdev {
+            netns.disable_tx_checksum(ifname).await?;
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, NetlinkError> {
+        self.host_netns.link_exists(name).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<bool, NetlinkError> {
+        self.host_netns.delete_link(name).await
+    }
+
+    async fn veth_names(&self) -> Result<Vec<String>, NetlinkError> {
+        self.host_netns.veth_names().await
+    }
+}
