@@ -569,3 +569,34 @@ async fn handle_outlives_the_netns_name() {
     let state = container.interface_state("lo").await.unwrap().unwrap();
     assert!(state.addresses.contains(&(IpAddr::from([127, 0, 0, 1]), 8)), "{state:?}");
 }
+
+#[tokio::test]
+async fn deleting_a_containers_namespace_announces_its_veths_deletion_in_the_host_namespace() {
+    let (_h, c, host, container) = namespaces().await;
+    let mut deletions = host.link_deletions().await.unwrap();
+    let host_if = testbed::unique_name("vh");
+    host.create_veth_into(&host_if, "eth0", &container).await.unwrap();
+    // A link that comes and goes by itself is announced too; a carrier change is not a deletion.
+    let other = testbed::unique_name("vo");
+    let other_peer = testbed::unique_name("vq");
+    host.create_veth(&other, &other_peer).await.unwrap();
+    host.set_up(&other).await.unwrap();
+    assert!(host.delete_link(&other).await.unwrap());
+    let first = tokio::time::timeout(Duration::from_secs(5), deletions.next()).await.unwrap().unwrap();
+    assert!(first == other || first == other_peer, "{first}");
+    // The container goes: its namespace, and the veth with it.
+    drop(container);
+    drop(c);
+    let deleted = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match deletions.next().await {
+                Some(name) if name == host_if => return name,
+                Some(_) => {}
+                None => panic!("the event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("the host end's deletion was announced within 5 s");
+    assert_eq!(deleted, host_if);
+}

@@ -8,7 +8,20 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use testbed::{Etcd, TestHost};
+use testbed::{Container, Etcd, TestHost};
+
+mod pinger;
+
+pub use pinger::{PingReport, Pinger};
+
+/// Plugs container `c` into `tenant` through `agent` (by its namespace file, with `extra`
+/// flags); returns the plug's JSON answer.
+pub fn plug(agent: &AgentProc, id: &str, tenant: &str, c: &Container, extra: &[&str]) -> Value {
+    let path = c.path().display().to_string();
+    let mut args = vec!["plug", id, "--tenant", tenant, "--netns", path.as_str()];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&agent.cli_ok(&args)).expect("plug prints JSON")
+}
 
 /// The `overlay-agent` binary built by cargo for this workspace.
 pub fn agent_binary() -> PathBuf {
@@ -403,6 +416,22 @@ impl Cluster {
         let hosts: Vec<TestHost> = (1..=n).map(|i| fabric.add_host(i)).collect();
         let agents = hosts.iter().map(|h| AgentProc::start(h, &etcd, &prefix, extra)).collect();
         Cluster { agents, hosts, etcd, prefix, _fabric: fabric }
+    }
+
+    /// A cluster of hosts and agents made by the caller (hosts set up before their agents start).
+    pub fn from_parts(
+        agents: Vec<AgentProc>,
+        hosts: Vec<TestHost>,
+        etcd: Etcd,
+        prefix: String,
+        fabric: testbed::Fabric,
+    ) -> Cluster {
+        Cluster { agents, hosts, etcd, prefix, _fabric: fabric }
+    }
+
+    /// Another host on the cluster's fabric, with no agent (the caller starts one).
+    pub fn add_host(&self, index: u8) -> TestHost {
+        self._fabric.add_host(index)
     }
 
     /// Every etcd key under the cluster prefix that starts with `sub` (e.g. "ips/").

@@ -7,18 +7,11 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use overlay_tests::{ports_on, AgentProc, Cluster};
+use overlay_tests::{plug, ports_on, AgentProc, Cluster};
 use serde_json::Value;
 use testbed::{ping, wait_ping, wait_until, Container, TestHost};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn plug(agent: &AgentProc, id: &str, tenant: &str, c: &Container, extra: &[&str]) -> Value {
-    let path = c.path().display().to_string();
-    let mut args = vec!["plug", id, "--tenant", tenant, "--netns", path.as_str()];
-    args.extend_from_slice(extra);
-    serde_json::from_str(&agent.cli_ok(&args)).expect("plug prints JSON")
-}
 
 fn plug_err(agent: &AgentProc, args: &[&str]) -> String {
     let out = agent.cli(args);

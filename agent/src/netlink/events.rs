@@ -9,8 +9,8 @@ use rtnetlink::sys::{AsyncSocket, TokioSocket};
 
 use super::{in_netns, NetlinkError, Netns};
 
-/// RTNLGRP_LINK of <linux/rtnetlink.h>: link changes.
-const RTNLGRP_LINK: u32 = 1;
+/// RTMGRP_LINK of <linux/rtnetlink.h>: the group of link changes, as a bind mask.
+const RTMGRP_LINK: u32 = 1;
 
 /// The names of links deleted in one namespace, as the kernel announces them.
 pub struct LinkDeletions {
@@ -42,12 +42,14 @@ impl LinkDeletions {
 
 impl Netns {
     /// Subscribes to link deletions in this namespace (a socket of its own, in the group
-    /// RTNLGRP_LINK).
+    /// RTMGRP_LINK).
     pub async fn link_deletions(&self) -> Result<LinkDeletions, NetlinkError> {
         let label = self.label();
         let make = move || -> std::io::Result<TokioSocket> {
             let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
-            socket.socket_mut().add_membership(RTNLGRP_LINK)?;
+            // Bound, with the group, as `ip monitor link` does: an unbound socket has port id
+            // 0, the kernel's own, and the kernel's broadcasts skip the sender's port id.
+            socket.socket_mut().bind(&rtnetlink::sys::SocketAddr::new(0, RTMGRP_LINK))?;
             Ok(socket)
         };
         let socket = match self.ns.path {
