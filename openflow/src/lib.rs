@@ -37,6 +37,8 @@ mod client_error;
 #[cfg(feature = "client")]
 mod connection;
 #[cfg(feature = "client")]
+mod requests;
+#[cfg(feature = "client")]
 mod switch;
 #[cfg(feature = "client")]
 mod target;
@@ -56,6 +58,7 @@ pub use flow_mod::{
 pub use header::{Framer, Header, OFP13_VERSION, OFP14_VERSION};
 pub use instruction::Instructions;
 pub use mac::{BadMac, Mac};
+pub use message::Features;
 pub use multipart::{
     encode_flow_stats_reply, FlowStats, FlowStatsRequest, MultipartReply, OFPMPF_REPLY_MORE, OFPMP_FLOW,
 };
@@ -68,6 +71,6 @@ pub use client_error::{BundleFailure, ClientError};
 #[cfg(feature = "client")]
 pub use connection::{Connection, ConnectionOptions};
 #[cfg(feature = "client")]
-pub use switch::{Switch, SwitchOptions};
+pub use switch::{Switch, SwitchOptions, SwitchState};
 #[cfg(feature = "client")]
 pub use target::{mgmt_socket, Target, DEFAULT_OVS_RUNDIR};
