@@ -137,6 +137,20 @@ impl Action {
     }
 }
 
+impl Action {
+    /// Rewrites the action into the one form the switch reads back, where the wire has two
+    /// spellings of the same thing: a resubmit to in_port [`port::IN_PORT`] is a resubmit with
+    /// no port; a `nat` with neither addresses nor ports has no direction.
+    pub fn canonicalize(&mut self) {
+        match self {
+            Action::Resubmit { in_port, .. } if *in_port == Some(port::IN_PORT) => *in_port = None,
+            Action::Nat(nat) if nat.addrs.is_none() && nat.ports.is_none() => nat.src = false,
+            Action::Ct(ct) => ct.actions.iter_mut().for_each(Action::canonicalize),
+            _ => {}
+        }
+    }
+}
+
 /// Appends one action.
 pub(crate) fn encode_action(a: &Action, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let start = out.len();

@@ -145,8 +145,11 @@ impl FlowBuilder {
         self.flow.hard_timeout = hard;
         self
     }
-    /// The flow, validated ([`Flow::validate`]).
-    pub fn build(self) -> Result<Flow, FlowError> {
+    /// The flow, validated ([`Flow::validate`]), its actions in canonical form
+    /// ([`Action::canonicalize`]) so that it equals the flow the switch reports.
+    pub fn build(mut self) -> Result<Flow, FlowError> {
+        let ins = &mut self.flow.instructions;
+        ins.apply.iter_mut().chain(ins.write.iter_mut()).for_each(Action::canonicalize);
         self.flow.validate()?;
         Ok(self.flow)
     }

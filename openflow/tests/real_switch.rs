@@ -21,5 +21,27 @@ async fn flow_lab_pipeline_installs_and_reads_back() {
     assert_eq!(host.dump_text("br-tun"), want);
     let mut sent: Vec<_> = flows.into_iter().map(|(f, _)| f).collect();
     sent.sort();
-    assert_eq!(dump_sorted(&conn, &FlowStatsRequest::all()).await, sent);
+    assert_same_flows(&dump_sorted(&conn, &FlowStatsRequest::all()).await, &sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shape_installs_as_ovs_ofctl_prints_it_and_reads_back_equal() {
+    let host = Host::start();
+    flow_lab_bridge(&host, "br-s", &[]);
+    let conn = host.connect("br-s").await;
+    let flows = shapes(0x77);
+    let mods: Vec<FlowMod> = flows.iter().map(|(f, _)| FlowMod::add(f.clone())).collect();
+    within("bundle", conn.bundle(&mods)).await.expect("shapes bundle");
+    let mut want: Vec<String> = flows.iter().map(|(_, t)| t.clone()).collect();
+    want.sort();
+    let got = host.dump_text("br-s");
+    for (g, w) in got.iter().zip(&want) {
+        if g != w {
+            eprintln!("got:  {g}\nwant: {w}\n");
+        }
+    }
+    assert_eq!(got, want);
+    let mut sent: Vec<_> = flows.into_iter().map(|(f, _)| f).collect();
+    sent.sort();
+    assert_same_flows(&dump_sorted(&conn, &FlowStatsRequest::all()).await, &sent);
 }

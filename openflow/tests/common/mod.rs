@@ -204,3 +204,243 @@ pub fn flow_lab(i: u8, cookie: u64) -> Vec<(Flow, String)> {
 pub fn of13_only() -> ConnectionOptions {
     ConnectionOptions { versions: vec![OFP13_VERSION], ..ConnectionOptions::default() }
 }
+
+/// Flow shapes beyond flow-lab's: anti-spoofing (in_port + eth_src + ipv4_src, ARP spa/sha,
+/// IPv6 ND), every match field with and without masks, reserved output ports, resubmit with a
+/// port, partial moves, registers, tunnel fields, conntrack with zone, table, NAT and marks,
+/// goto_table and write_metadata, dec_ttl. Table 2 onwards, so they sit beside flow-lab's.
+pub fn shapes(cookie: u64) -> Vec<(Flow, String)> {
+    use openflow_client::{port, Ct, CtZone, FieldRange, Instructions, Nat, NatAddrs};
+    use std::net::Ipv6Addr;
+    let ck = if cookie == 0 { String::new() } else { format!("cookie={cookie:#x}, ") };
+    let c1 = Ipv4Addr::new(198, 19, 0, 11);
+    let m1 = mac(1, 1);
+    let v6: Ipv6Addr = "fd00:198:19::11".parse().unwrap();
+    let mut v: Vec<(Flow, String)> = Vec::new();
+    let mut add = |table: u8, prio: u16, m: Match, ins: Instructions, text: &str| {
+        let flow = Flow::builder(table, prio).cookie(cookie).matching(m).instructions(ins).build().expect("valid");
+        v.push((flow, format!("{ck}table={table}, priority={prio},{text}")));
+    };
+    let apply = Instructions::apply;
+    // Anti-spoofing on a container port.
+    add(
+        2,
+        100,
+        Match::builder().in_port(5).eth_src(m1).ip().ipv4_src(c1).build().unwrap(),
+        Instructions { goto_table: Some(3), ..Instructions::default() },
+        &format!("ip,in_port=5,dl_src={m1},nw_src={c1} actions=goto_table:3"),
+    );
+    add(
+        2,
+        100,
+        Match::builder().in_port(5).eth_src(m1).arp().arp_spa(c1).arp_sha(m1).build().unwrap(),
+        Instructions { goto_table: Some(3), ..Instructions::default() },
+        &format!("arp,in_port=5,dl_src={m1},arp_spa={c1},arp_sha={m1} actions=goto_table:3"),
+    );
+    add(
+        2,
+        100,
+        Match::builder().in_port(5).eth_src(m1).icmpv6().icmpv6_type(135).nd_target(v6).nd_sll(m1).build().unwrap(),
+        Instructions { goto_table: Some(3), ..Instructions::default() },
+        &format!("icmp6,in_port=5,dl_src={m1},icmp_type=135,nd_target={v6},nd_sll={m1} actions=goto_table:3"),
+    );
+    add(
+        2,
+        100,
+        Match::builder().in_port(5).eth_src(m1).icmpv6().icmpv6_type(136).nd_target(v6).nd_tll(m1).build().unwrap(),
+        Instructions { goto_table: Some(3), ..Instructions::default() },
+        &format!("icmp6,in_port=5,dl_src={m1},icmp_type=136,nd_target={v6},nd_tll={m1} actions=goto_table:3"),
+    );
+    add(2, 90, Match::builder().in_port(5).build().unwrap(), apply(vec![]), "in_port=5 actions=drop");
+    // Masks.
+    add(
+        3,
+        50,
+        Match::builder()
+            .eth_dst_masked(Mac([1, 0, 0, 0, 0, 0]), Mac([1, 0, 0, 0, 0, 0]))
+            .vlan_any()
+            .build()
+            .unwrap(),
+        apply(vec![Action::output(port::FLOOD)]),
+        "vlan_tci=0x1000/0x1000,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD",
+    );
+    add(
+        3,
+        50,
+        Match::builder()
+            .ip()
+            .ipv4_src_masked(Ipv4Addr::new(198, 19, 0, 0), Ipv4Addr::new(255, 255, 0, 0))
+            .ipv4_dst_masked(Ipv4Addr::new(198, 18, 100, 0), Ipv4Addr::new(255, 255, 255, 0))
+            .build()
+            .unwrap(),
+        apply(vec![Action::DecTtl, Action::output(port::LOCAL)]),
+        "ip,nw_src=198.19.0.0/16,nw_dst=198.18.100.0/24 actions=dec_ttl,LOCAL",
+    );
+    add(
+        3,
+        50,
+        Match::builder()
+            .ipv6()
+            .ipv6_src_masked("fd00::".parse().unwrap(), "ffff:ffff::".parse().unwrap())
+            .ipv6_dst(v6)
+            .build()
+            .unwrap(),
+        apply(vec![Action::output(port::NORMAL)]),
+        &format!("ipv6,ipv6_src=fd00::/32,ipv6_dst={v6} actions=NORMAL"),
+    );
+    add(
+        3,
+        50,
+        Match::builder()
+            .arp()
+            .arp_spa_masked(Ipv4Addr::new(198, 19, 0, 0), Ipv4Addr::new(255, 255, 0, 0))
+            .arp_tpa(c1)
+            .arp_tha(m1)
+            .build()
+            .unwrap(),
+        apply(vec![Action::output(port::ALL)]),
+        &format!("arp,arp_spa=198.19.0.0/16,arp_tpa={c1},arp_tha={m1} actions=ALL"),
+    );
+    add(
+        3,
+        40,
+        Match::builder().tcp().tcp_src(1024).tcp_dst(80).build().unwrap(),
+        apply(vec![Action::controller()]),
+        "tcp,tp_src=1024,tp_dst=80 actions=CONTROLLER:65535",
+    );
+    add(
+        3,
+        40,
+        Match::builder().udp().udp_src(68).udp_dst(67).build().unwrap(),
+        apply(vec![Action::output(port::IN_PORT)]),
+        "udp,tp_src=68,tp_dst=67 actions=IN_PORT",
+    );
+    add(
+        3,
+        40,
+        Match::builder().icmp().icmp_type(8).icmp_code(0).build().unwrap(),
+        apply(vec![Action::output(3)]),
+        "icmp,icmp_type=8,icmp_code=0 actions=output:3",
+    );
+    add(
+        3,
+        40,
+        Match::builder().icmpv6().icmpv6_type(128).icmpv6_code(0).build().unwrap(),
+        apply(vec![Action::output(3)]),
+        "icmp6,icmp_type=128,icmp_code=0 actions=output:3",
+    );
+    add(
+        3,
+        40,
+        Match::builder().vlan_vid(7).vlan_pcp(5).build().unwrap(),
+        apply(vec![Action::set_vlan_vid(8), Action::output(3)]),
+        "dl_vlan=7,dl_vlan_pcp=5 actions=set_field:4104->vlan_vid,output:3",
+    );
+    add(
+        3,
+        40,
+        Match::builder().vlan_none().eth_type(0x88cc).build().unwrap(),
+        apply(vec![]),
+        "vlan_tci=0x0000/0x1fff,dl_type=0x88cc actions=drop",
+    );
+    // Metadata, registers, tunnel fields, packet mark.
+    add(
+        4,
+        30,
+        Match::builder()
+            .metadata_masked(0x100, 0xff00)
+            .reg(0, 7)
+            .reg_masked(15, 0x10, 0xf0)
+            .pkt_mark(9)
+            .build()
+            .unwrap(),
+        Instructions { write_metadata: Some((0x5, 0xff)), goto_table: Some(5), ..Instructions::default() },
+        "pkt_mark=0x9,reg0=0x7,reg15=0x10/0xf0,metadata=0x100/0xff00 actions=write_metadata:0x5/0xff,goto_table:5",
+    );
+    add(
+        4,
+        30,
+        Match::builder()
+            .tun_id(100)
+            .tun_src(Ipv4Addr::new(198, 18, 0, 2))
+            .tun_dst_masked(Ipv4Addr::new(198, 18, 0, 0), Ipv4Addr::new(255, 255, 255, 0))
+            .in_port(10)
+            .build()
+            .unwrap(),
+        apply(vec![
+            Action::set_field(Field::TunId, 200),
+            Action::set_field(Field::Reg(3), 0x42),
+            Action::Move {
+                src: FieldRange { field: Field::TunId, ofs: 0, n_bits: 16 },
+                dst: FieldRange { field: Field::Reg(4), ofs: 16, n_bits: 16 },
+            },
+            Action::Resubmit { in_port: Some(port::IN_PORT + 0), table: Some(5) },
+            Action::Resubmit { in_port: Some(7), table: None },
+        ]),
+        "tun_id=0x64,tun_src=198.18.0.2,tun_dst=198.18.0.0/24,in_port=10 actions=set_field:0xc8->tun_id,set_field:0x42->reg3,move:NXM_NX_TUN_ID[0..15]->NXM_NX_REG4[16..31],resubmit(,5),resubmit:7",
+    );
+    // Conntrack.
+    add(
+        5,
+        20,
+        Match::builder().ct_state_masked(0x20, 0x21).ip().build().unwrap(),
+        apply(vec![Action::Ct(Ct { zone: CtZone::Immediate(5), table: Some(6), ..Ct::default() })]),
+        "ct_state=-new+trk,ip actions=ct(table=6,zone=5)",
+    );
+    add(
+        5,
+        20,
+        Match::builder().ct_state_masked(0x21, 0x21).ct_zone(5).ct_mark(3).ip().build().unwrap(),
+        apply(vec![Action::Ct(Ct {
+            commit: true,
+            zone: CtZone::Field(FieldRange { field: Field::Reg(6), ofs: 0, n_bits: 16 }),
+            actions: vec![
+                Action::Nat(Nat {
+                    src: true,
+                    addrs: Some(NatAddrs::V4(Ipv4Addr::new(198, 18, 100, 1), Some(Ipv4Addr::new(198, 18, 100, 9)))),
+                    ports: Some((1024, Some(65000))),
+                    persistent: true,
+                    ..Nat::default()
+                }),
+                Action::set_field(Field::CtMark, 1),
+            ],
+            ..Ct::default()
+        })]),
+        "ct_state=+new+trk,ct_zone=5,ct_mark=0x3,ip actions=ct(commit,zone=NXM_NX_REG6[0..15],nat(src=198.18.100.1-198.18.100.9:1024-65000,persistent),exec(set_field:0x1->ct_mark))",
+    );
+    add(
+        5,
+        20,
+        Match::builder().ipv6().build().unwrap(),
+        apply(vec![
+            Action::Ct(Ct {
+                commit: true,
+                actions: vec![Action::Nat(Nat {
+                    src: false,
+                    addrs: Some(NatAddrs::V6(v6, None)),
+                    ..Nat::default()
+                })],
+                ..Ct::default()
+            }),
+            Action::CtClear,
+            Action::Ct(Ct { table: Some(7), actions: vec![Action::Nat(Nat::default())], ..Ct::default() }),
+        ]),
+        &format!("ipv6 actions=ct(commit,nat(dst={v6})),ct_clear,ct(table=7,nat)"),
+    );
+    v
+}
+
+/// Asserts two sorted flow lists are equal, printing each difference readably.
+pub fn assert_same_flows(got: &[Flow], want: &[Flow]) {
+    if got == want {
+        return;
+    }
+    let mut msg = String::new();
+    for w in want.iter().filter(|w| !got.contains(w)) {
+        msg += &format!("sent, not read back: {w}\n  {w:?}\n");
+    }
+    for g in got.iter().filter(|g| !want.contains(g)) {
+        msg += &format!("read back, not sent: {g}\n  {g:?}\n");
+    }
+    panic!("{} flows read back, {} sent:\n{msg}", got.len(), want.len());
+}
