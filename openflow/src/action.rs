@@ -128,7 +128,10 @@ impl Action {
     /// `move:SRC[]->DST[]`, whole fields (the narrower width is moved).
     pub fn move_field(src: Field, dst: Field) -> Action {
         let n = src.bits().min(dst.bits()) as u16;
-        Action::Move { src: FieldRange { field: src, ofs: 0, n_bits: n }, dst: FieldRange { field: dst, ofs: 0, n_bits: n } }
+        Action::Move {
+            src: FieldRange { field: src, ofs: 0, n_bits: n },
+            dst: FieldRange { field: dst, ofs: 0, n_bits: n },
+        }
     }
 
     /// `resubmit(,TABLE)`.
@@ -357,10 +360,7 @@ mod tests {
         assert_eq!(bytes(&Action::PopVlan), [0, 18, 0, 8, 0, 0, 0, 0]);
         assert_eq!(bytes(&Action::DecTtl), [0, 24, 0, 8, 0, 0, 0, 0]);
         // set_field:4097->vlan_vid: type 25, len 16, OXM_OF_VLAN_VID (0x80000c02) 0x1001, pad 6.
-        assert_eq!(
-            bytes(&Action::set_vlan_vid(1)),
-            [0, 25, 0, 16, 0x80, 0, 0x0c, 2, 0x10, 1, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(bytes(&Action::set_vlan_vid(1)), [0, 25, 0, 16, 0x80, 0, 0x0c, 2, 0x10, 1, 0, 0, 0, 0, 0, 0]);
         // set_field:198.18.0.2->tun_dst: NXM_NX_TUN_IPV4_DST (0x00014004), len 16.
         assert_eq!(
             bytes(&Action::set_field(Field::TunIpv4Dst, 0xc612_0002)),

@@ -25,7 +25,9 @@ use tokio::task::JoinHandle;
 
 use crate::client_error::ClientError;
 use crate::header::{msg_type, type_name, Framer, Header};
-use crate::message::{self, encode_echo, encode_empty, encode_hello, negotiate, Features, Incoming, SUPPORTED_VERSIONS};
+use crate::message::{
+    self, encode_echo, encode_empty, encode_hello, negotiate, Features, Incoming, SUPPORTED_VERSIONS,
+};
 use crate::target::Target;
 
 /// Tunables of one session.
@@ -403,7 +405,9 @@ async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Tr
             _ = closed.wait_for(Option::is_some) => return,
         };
         match n {
-            Ok(0) if framer.pending() > 0 => break "the switch closed the connection in the middle of a message".into(),
+            Ok(0) if framer.pending() > 0 => {
+                break "the switch closed the connection in the middle of a message".into()
+            }
             Ok(0) => break "the switch closed the connection".into(),
             Ok(n) => {
                 *shared.last_heard.lock().expect("last_heard lock") = Instant::now();

@@ -51,10 +51,7 @@ mod tests {
         let actual = [flow(1, 1, 7), flow(2, 9, 7), flow(4, 4, 7)];
         let mods = diff_flows(&desired, &actual);
         let got: Vec<(FlowModCommand, u16)> = mods.iter().map(|m| (m.command, m.flow.priority)).collect();
-        assert_eq!(
-            got,
-            [(FlowModCommand::DeleteStrict, 4), (FlowModCommand::Add, 2), (FlowModCommand::Add, 3)]
-        );
+        assert_eq!(got, [(FlowModCommand::DeleteStrict, 4), (FlowModCommand::Add, 2), (FlowModCommand::Add, 3)]);
         assert!(diff_flows(&desired, &desired).is_empty());
         // A cookie change alone is a change.
         assert_eq!(diff_flows(&[flow(1, 1, 8)], &[flow(1, 1, 7)]).len(), 1);

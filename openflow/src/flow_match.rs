@@ -229,11 +229,9 @@ impl Match {
                     m.insert(field, value, mask)
                         .map_err(|e| DecodeError::BadValue { what: "ofp_match", detail: e.to_string() })?;
                 }
-                None => m.unknown.push(RawOxm {
-                    id: tlv.id,
-                    value: tlv.value.to_vec(),
-                    mask: tlv.mask.map(<[u8]>::to_vec),
-                }),
+                None => {
+                    m.unknown.push(RawOxm { id: tlv.id, value: tlv.value.to_vec(), mask: tlv.mask.map(<[u8]>::to_vec) })
+                }
             }
         }
         m.unknown.sort();

@@ -52,8 +52,8 @@ pub use flow_match::{
     ICMPV6_ND_ADVERT, ICMPV6_ND_SOLICIT, OFPVID_PRESENT,
 };
 pub use flow_mod::{
-    Flow, FlowBuilder, FlowKey, FlowMod, FlowModCommand, OFPFF_CHECK_OVERLAP, OFPFF_RESET_COUNTS,
-    OFPFF_SEND_FLOW_REM, OFPG_ANY, OFPTT_ALL,
+    Flow, FlowBuilder, FlowKey, FlowMod, FlowModCommand, OFPFF_CHECK_OVERLAP, OFPFF_RESET_COUNTS, OFPFF_SEND_FLOW_REM,
+    OFPG_ANY, OFPTT_ALL,
 };
 pub use header::{Framer, Header, OFP13_VERSION, OFP14_VERSION};
 pub use instruction::Instructions;

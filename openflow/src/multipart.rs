@@ -194,12 +194,7 @@ pub fn encode_flow_stats(s: &FlowStats, out: &mut Vec<u8>) -> Result<(), EncodeE
 }
 
 /// A whole `OFPT_MULTIPART_REPLY` of flow stats (the switch's side; for tests and fuzz seeds).
-pub fn encode_flow_stats_reply(
-    version: u8,
-    xid: u32,
-    more: bool,
-    stats: &[FlowStats],
-) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_flow_stats_reply(version: u8, xid: u32, more: bool, stats: &[FlowStats]) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::new();
     let start = start_message(&mut out, version, msg_type::MULTIPART_REPLY, xid);
     out.put_u16(OFPMP_FLOW);
@@ -239,14 +234,7 @@ mod tests {
             .action(Action::output(4))
             .build()
             .unwrap();
-        let stats = FlowStats {
-            flow,
-            duration_sec: 1,
-            duration_nsec: 2,
-            flags: 0,
-            packet_count: 3,
-            byte_count: 4,
-        };
+        let stats = FlowStats { flow, duration_sec: 1, duration_nsec: 2, flags: 0, packet_count: 3, byte_count: 4 };
         let msg = encode_flow_stats_reply(OFP13_VERSION, 1, true, &[stats.clone(), stats.clone()]).unwrap();
         let reply = MultipartReply::parse(&msg).unwrap();
         assert!(reply.more);

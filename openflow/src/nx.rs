@@ -45,7 +45,13 @@ impl FieldRange {
     pub(crate) fn check(&self, what: &'static str) -> Result<(), FlowError> {
         let end = u32::from(self.ofs) + u32::from(self.n_bits);
         if self.n_bits == 0 || end > self.field.bits() {
-            return Err(FlowError::BadFieldRange { what, field: self.field, ofs: self.ofs, end, bits: self.field.bits() });
+            return Err(FlowError::BadFieldRange {
+                what,
+                field: self.field,
+                ofs: self.ofs,
+                end,
+                bits: self.field.bits(),
+            });
         }
         Ok(())
     }
@@ -334,8 +340,11 @@ pub(crate) fn decode(body: &mut Reader<'_>) -> Result<Option<Action>, DecodeErro
                 (None, Some(a)) => Some(NatAddrs::V6(a, max6)),
                 (None, None) => None,
             };
+            // Without addresses or ports the direction means nothing: read it as none, the one
+            // form this crate writes.
+            let directed = addrs.is_some() || pmin.is_some();
             Some(Action::Nat(Nat {
-                src: flags & NAT_SRC != 0,
+                src: directed && flags & NAT_SRC != 0,
                 addrs,
                 ports: pmin.map(|m| (m, pmax)),
                 persistent: flags & NAT_PERSISTENT != 0,
@@ -444,10 +453,7 @@ mod tests {
         assert_eq!(bytes(&Action::CtClear), [0xff, 0xff, 0, 16, 0, 0, 0x23, 0x20, 0, 43, 0, 0, 0, 0, 0, 0]);
         // ct(commit,zone=5,table=3): flags 1, zone_src 0, zone 5, recirc 3, pad, alg 0.
         let ct = Action::Ct(Ct { commit: true, zone: CtZone::Immediate(5), table: Some(3), ..Ct::default() });
-        assert_eq!(
-            bytes(&ct),
-            [0xff, 0xff, 0, 24, 0, 0, 0x23, 0x20, 0, 35, 0, 1, 0, 0, 0, 0, 0, 5, 3, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(bytes(&ct), [0xff, 0xff, 0, 24, 0, 0, 0x23, 0x20, 0, 35, 0, 1, 0, 0, 0, 0, 0, 5, 3, 0, 0, 0, 0, 0]);
     }
 
     #[test]

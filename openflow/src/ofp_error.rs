@@ -300,10 +300,7 @@ mod tests {
         assert_eq!(e.type_name(), "OFPET_BAD_INSTRUCTION");
         assert_eq!(e.code_name(), Some("OFPBIC_BAD_TABLE_ID"));
         assert_eq!(e.failed_header().unwrap().xid, 9);
-        assert_eq!(
-            e.to_string(),
-            "OFPBIC_BAD_TABLE_ID (type 3 OFPET_BAD_INSTRUCTION, code 2) for FLOW_MOD xid 9"
-        );
+        assert_eq!(e.to_string(), "OFPBIC_BAD_TABLE_ID (type 3 OFPET_BAD_INSTRUCTION, code 2) for FLOW_MOD xid 9");
         // ONF bundle error for OpenFlow 1.3: type 0xffff, exp_code 2313, ONF id.
         let msg = [4, 1, 0, 16, 0, 0, 0, 3, 0xff, 0xff, 0x09, 0x09, 0x4f, 0x4e, 0x46, 0];
         let e = OfpError::decode(&msg).unwrap();

@@ -487,7 +487,8 @@ mod tests {
     #[test]
     fn bad_tlvs_are_errors() {
         // Length 0, length past the end, masked odd length, experimenter shorter than its id.
-        for bytes in [&[0x80, 0, 0x0a, 0][..], &[0x80, 0, 0x0a, 9, 1], &[0x80, 0, 0x07, 3, 1, 2, 3], &[0xff, 0xff, 0, 2, 0, 0]]
+        for bytes in
+            [&[0x80, 0, 0x0a, 0][..], &[0x80, 0, 0x0a, 9, 1], &[0x80, 0, 0x07, 3, 1, 2, 3], &[0xff, 0xff, 0, 2, 0, 0]]
         {
             assert!(read_tlv(&mut Reader::new(bytes)).is_err(), "{bytes:?}");
         }

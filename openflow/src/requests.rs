@@ -146,7 +146,11 @@ impl Connection {
         // xid (the add's), then refuses the commit with OFPBFC_MSG_FAILED.
         let (_creg, commit_xid, mut commit_inbox) = s.register(1)?;
         let mut commit = Vec::with_capacity(24);
-        BundleCtrl { bundle_id, kind: BundleCtrlType::CommitRequest, flags }.encode(s.version, commit_xid, &mut commit)?;
+        BundleCtrl { bundle_id, kind: BundleCtrlType::CommitRequest, flags }.encode(
+            s.version,
+            commit_xid,
+            &mut commit,
+        )?;
         s.send(commit)?;
         let mut msg_error: Option<(Option<usize>, OfpError)> = None;
         loop {

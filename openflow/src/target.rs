@@ -58,7 +58,8 @@ impl Target {
             }
             Target::Ssl { host, port } => {
                 let bad = |reason: String| ClientError::BadTarget { target: self.to_string(), reason };
-                let tls = tls.ok_or_else(|| bad("ssl: targets need a CA certificate, a certificate and a key".into()))?;
+                let tls =
+                    tls.ok_or_else(|| bad("ssl: targets need a CA certificate, a certificate and a key".into()))?;
                 // The same verification as the OVSDB client: by CA, not by host name, as OVS does.
                 let config = tls.client_config().map_err(|e| bad(e.to_string()))?;
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(err)?;

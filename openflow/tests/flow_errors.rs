@@ -165,7 +165,10 @@ async fn cookies_select_what_is_dumped_modified_and_deleted() {
     within("delete", conn.flow_mods(&[FlowMod::delete(OFPTT_ALL, Match::builder().in_port(13).build().unwrap())]))
         .await
         .unwrap();
-    assert!(dump_sorted(&conn, &FlowStatsRequest::all()).await.iter().all(|f| f.matching.exact(openflow_client::Field::InPort) != Some(13)));
+    assert!(dump_sorted(&conn, &FlowStatsRequest::all())
+        .await
+        .iter()
+        .all(|f| f.matching.exact(openflow_client::Field::InPort) != Some(13)));
 
     // diff_flows: the reconciler's change set, applied as one bundle, makes the dump equal.
     let desired: Vec<Flow> = (1..=4).map(|i| flow(2, 5, i, 10, 9 << 48)).collect();

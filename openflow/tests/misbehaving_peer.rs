@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use openflow_client::header::msg_type;
 use openflow_client::{
-    encode_flow_stats_reply, Action, ClientError, Connection, ConnectionOptions, DecodeError, Flow, FlowMod,
-    FlowStats, FlowStatsRequest, Framer, Header, Match, Target, OFP13_VERSION, OFP14_VERSION,
+    encode_flow_stats_reply, Action, ClientError, Connection, ConnectionOptions, DecodeError, Flow, FlowMod, FlowStats,
+    FlowStatsRequest, Framer, Header, Match, Target, OFP13_VERSION, OFP14_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -270,7 +270,10 @@ async fn silence_times_out_and_the_probe_closes_a_dead_session() {
     let (c, mut p, _f) = session(OFP14_VERSION, quiet()).await;
     let started = Instant::now();
     let e = within("barrier", c.barrier()).await.unwrap_err();
-    assert!(matches!(e, ClientError::Timeout { ref request, after } if request == "barrier" && after == Duration::from_millis(800)), "{e:?}");
+    assert!(
+        matches!(e, ClientError::Timeout { ref request, after } if request == "barrier" && after == Duration::from_millis(800)),
+        "{e:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     p.expect(msg_type::BARRIER_REQUEST).await;
 

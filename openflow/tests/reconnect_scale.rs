@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use openflow_client::{
-    Action, ClientError, Field, Flow, FlowMod, FlowStatsRequest, Mac, Match, Switch, SwitchOptions,
-};
+use openflow_client::{ClientError, Flow, FlowMod, FlowStatsRequest, Switch, SwitchOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_reconnects_after_vswitchd_restarts_and_the_epoch_advances() {
@@ -57,59 +54,6 @@ async fn switch_reconnects_after_vswitchd_restarts_and_the_epoch_advances() {
     tokio::task::block_in_place(|| host.vs.restart());
     within("epoch 3", state.wait_for(|s| s.connected && s.epoch == 3)).await.unwrap();
     within("echo", sw.connection().unwrap().echo()).await.unwrap();
-}
-
-/// flow-scale.sh's flows: per tenant t (1..=20) and peer j (0..1000) an ARP responder flow and
-/// a unicast flow, a flood flow per tenant and a port flow per tenant in table 0, plus the
-/// patch-port flow.
-pub fn scale_flows(peers: u32, tenants: u8, cookie: u64) -> Vec<Flow> {
-    let ip = |j: u32| Ipv4Addr::new(198, 18, ((j + 2) / 250) as u8, ((j + 2) % 250 + 1) as u8);
-    let mac = |t: u8, j: u32| Mac([2, t, (j >> 8) as u8, j as u8, 0, 1]);
-    let cip = |j: u32| Ipv4Addr::new(10, (j >> 8) as u8, j as u8, 1);
-    let b = |table, prio, m: Match, acts: Vec<Action>| {
-        Flow::builder(table, prio).cookie(cookie).matching(m).actions(acts).build().unwrap()
-    };
-    let mut v = Vec::new();
-    for t in 1..=tenants {
-        let port = 10 + u32::from(t);
-        let mut flood = vec![Action::PopVlan];
-        for j in 0..peers {
-            let m = mac(t, j);
-            v.push(b(
-                1,
-                20,
-                Match::builder().vlan_vid(u16::from(t)).arp().arp_op(1).arp_tpa(cip(j)).build().unwrap(),
-                vec![
-                    Action::move_field(Field::EthSrc, Field::EthDst),
-                    Action::set_field(Field::EthSrc, m.to_u128()),
-                    Action::set_field(Field::ArpOp, 2),
-                    Action::move_field(Field::ArpSha, Field::ArpTha),
-                    Action::move_field(Field::ArpSpa, Field::ArpTpa),
-                    Action::set_field(Field::ArpSha, m.to_u128()),
-                    Action::set_field(Field::ArpSpa, u128::from(u32::from(cip(j)))),
-                    Action::in_port(),
-                ],
-            ));
-            let tun = u128::from(u32::from(ip(j)));
-            v.push(b(
-                1,
-                10,
-                Match::builder().vlan_vid(u16::from(t)).eth_dst(m).build().unwrap(),
-                vec![Action::PopVlan, Action::set_field(Field::TunIpv4Dst, tun), Action::output(port)],
-            ));
-            flood.push(Action::set_field(Field::TunIpv4Dst, tun));
-            flood.push(Action::output(port));
-        }
-        v.push(b(1, 5, Match::builder().vlan_vid(u16::from(t)).build().unwrap(), flood));
-        v.push(b(
-            0,
-            10,
-            Match::builder().in_port(port).build().unwrap(),
-            vec![Action::push_vlan(), Action::set_vlan_vid(u16::from(t)), Action::output(1)],
-        ));
-    }
-    v.push(b(0, 10, Match::builder().in_port(1).build().unwrap(), vec![Action::resubmit_table(1)]));
-    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,9 +53,7 @@ impl Host {
         let req = format!("ofport_request={ofport}");
         let opt = format!("options:peer={peer}");
         tokio::task::block_in_place(|| {
-            self.db.vsctl_wait(&[
-                "add-port", bridge, name, "--", "set", "interface", name, "type=patch", &opt, &req,
-            ])
+            self.db.vsctl_wait(&["add-port", bridge, name, "--", "set", "interface", name, "type=patch", &opt, &req])
         });
     }
 
@@ -65,8 +63,17 @@ impl Host {
         let key = format!("options:key={key}");
         tokio::task::block_in_place(|| {
             self.db.vsctl_wait(&[
-                "add-port", bridge, name, "--", "set", "interface", name, "type=vxlan", &key,
-                "options:remote_ip=flow", &req,
+                "add-port",
+                bridge,
+                name,
+                "--",
+                "set",
+                "interface",
+                name,
+                "type=vxlan",
+                &key,
+                "options:remote_ip=flow",
+                &req,
             ])
         });
     }
@@ -143,7 +150,10 @@ pub fn flow_lab(i: u8, cookie: u64) -> Vec<(Flow, String)> {
                 Match::builder().in_port(port).build().unwrap(),
                 vec![Action::push_vlan(), Action::set_vlan_vid(t), Action::output(1)],
             ),
-            format!("{ck}priority=10,in_port={port} actions=push_vlan:0x8100,set_field:{}->vlan_vid,output:1", 4096 + t),
+            format!(
+                "{ck}priority=10,in_port={port} actions=push_vlan:0x8100,set_field:{}->vlan_vid,output:1",
+                4096 + t
+            ),
         );
     }
     add(f(0, 0, Match::new(), vec![]), format!("{ck}priority=0 actions=drop"));
@@ -256,11 +266,7 @@ pub fn shapes(cookie: u64) -> Vec<(Flow, String)> {
     add(
         3,
         50,
-        Match::builder()
-            .eth_dst_masked(Mac([1, 0, 0, 0, 0, 0]), Mac([1, 0, 0, 0, 0, 0]))
-            .vlan_any()
-            .build()
-            .unwrap(),
+        Match::builder().eth_dst_masked(Mac([1, 0, 0, 0, 0, 0]), Mac([1, 0, 0, 0, 0, 0])).vlan_any().build().unwrap(),
         apply(vec![Action::output(port::FLOOD)]),
         "vlan_tci=0x1000/0x1000,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD",
     );
@@ -374,7 +380,7 @@ pub fn shapes(cookie: u64) -> Vec<(Flow, String)> {
                 src: FieldRange { field: Field::TunId, ofs: 0, n_bits: 16 },
                 dst: FieldRange { field: Field::Reg(4), ofs: 16, n_bits: 16 },
             },
-            Action::Resubmit { in_port: Some(port::IN_PORT + 0), table: Some(5) },
+            Action::Resubmit { in_port: Some(port::IN_PORT), table: Some(5) },
             Action::Resubmit { in_port: Some(7), table: None },
         ]),
         "tun_id=0x64,tun_src=198.18.0.2,tun_dst=198.18.0.0/24,in_port=10 actions=set_field:0xc8->tun_id,set_field:0x42->reg3,move:NXM_NX_TUN_ID[0..15]->NXM_NX_REG4[16..31],resubmit(,5),resubmit:7",
@@ -415,11 +421,7 @@ pub fn shapes(cookie: u64) -> Vec<(Flow, String)> {
         apply(vec![
             Action::Ct(Ct {
                 commit: true,
-                actions: vec![Action::Nat(Nat {
-                    src: false,
-                    addrs: Some(NatAddrs::V6(v6, None)),
-                    ..Nat::default()
-                })],
+                actions: vec![Action::Nat(Nat { src: false, addrs: Some(NatAddrs::V6(v6, None)), ..Nat::default() })],
                 ..Ct::default()
             }),
             Action::CtClear,
@@ -443,4 +445,57 @@ pub fn assert_same_flows(got: &[Flow], want: &[Flow]) {
         msg += &format!("read back, not sent: {g}\n  {g:?}\n");
     }
     panic!("{} flows read back, {} sent:\n{msg}", got.len(), want.len());
+}
+
+/// flow-scale.sh's flows: per tenant t (1..=20) and peer j (0..1000) an ARP responder flow and
+/// a unicast flow, a flood flow per tenant and a port flow per tenant in table 0, plus the
+/// patch-port flow.
+pub fn scale_flows(peers: u32, tenants: u8, cookie: u64) -> Vec<Flow> {
+    let ip = |j: u32| Ipv4Addr::new(198, 18, ((j + 2) / 250) as u8, ((j + 2) % 250 + 1) as u8);
+    let mac = |t: u8, j: u32| Mac([2, t, (j >> 8) as u8, j as u8, 0, 1]);
+    let cip = |j: u32| Ipv4Addr::new(10, (j >> 8) as u8, j as u8, 1);
+    let b = |table, prio, m: Match, acts: Vec<Action>| {
+        Flow::builder(table, prio).cookie(cookie).matching(m).actions(acts).build().unwrap()
+    };
+    let mut v = Vec::new();
+    for t in 1..=tenants {
+        let port = 10 + u32::from(t);
+        let mut flood = vec![Action::PopVlan];
+        for j in 0..peers {
+            let m = mac(t, j);
+            v.push(b(
+                1,
+                20,
+                Match::builder().vlan_vid(u16::from(t)).arp().arp_op(1).arp_tpa(cip(j)).build().unwrap(),
+                vec![
+                    Action::move_field(Field::EthSrc, Field::EthDst),
+                    Action::set_field(Field::EthSrc, m.to_u128()),
+                    Action::set_field(Field::ArpOp, 2),
+                    Action::move_field(Field::ArpSha, Field::ArpTha),
+                    Action::move_field(Field::ArpSpa, Field::ArpTpa),
+                    Action::set_field(Field::ArpSha, m.to_u128()),
+                    Action::set_field(Field::ArpSpa, u128::from(u32::from(cip(j)))),
+                    Action::in_port(),
+                ],
+            ));
+            let tun = u128::from(u32::from(ip(j)));
+            v.push(b(
+                1,
+                10,
+                Match::builder().vlan_vid(u16::from(t)).eth_dst(m).build().unwrap(),
+                vec![Action::PopVlan, Action::set_field(Field::TunIpv4Dst, tun), Action::output(port)],
+            ));
+            flood.push(Action::set_field(Field::TunIpv4Dst, tun));
+            flood.push(Action::output(port));
+        }
+        v.push(b(1, 5, Match::builder().vlan_vid(u16::from(t)).build().unwrap(), flood));
+        v.push(b(
+            0,
+            10,
+            Match::builder().in_port(port).build().unwrap(),
+            vec![Action::push_vlan(), Action::set_vlan_vid(u16::from(t)), Action::output(1)],
+        ));
+    }
+    v.push(b(0, 10, Match::builder().in_port(1).build().unwrap(), vec![Action::resubmit_table(1)]));
+    v
 }
