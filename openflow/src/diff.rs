@@ -3,30 +3,32 @@
 
 use std::collections::HashMap;
 
-use crate::flow_mod::{Flow, FlowKey, FlowMod};
+use crate::flow_mod::{Flow, FlowMod};
 
 /// The flow_mods that make `actual` (a dump, already restricted to the caller's cookie) equal
 /// to `desired`: `delete_strict` for every key no longer wanted, then `add` for every flow
-/// missing or different (an add replaces the flow with the same [`FlowKey`], its cookie and
+/// missing or different (an add replaces the flow with the same [`crate::FlowKey`], its cookie and
 /// instructions included). Nothing when they are equal. Deletes come first so that a bundle
 /// applied in order never holds both an old and a new flow of one key.
 pub fn diff_flows<'a>(
     desired: impl IntoIterator<Item = &'a Flow>,
     actual: impl IntoIterator<Item = &'a Flow>,
 ) -> Vec<FlowMod> {
-    let want: HashMap<FlowKey, &Flow> = desired.into_iter().map(|f| (f.key(), f)).collect();
-    let mut have: HashMap<FlowKey, &Flow> = HashMap::new();
-    let mut mods = Vec::new();
+    // Keyed by reference: no match is cloned to compare (tens of thousands of flows).
+    let key = |f: &'a Flow| (f.table, f.priority, &f.matching);
+    let want: HashMap<_, &Flow> = desired.into_iter().map(|f| (key(f), f)).collect();
+    let mut have: HashMap<_, &Flow> = HashMap::with_capacity(want.len());
+    let mut deletes: Vec<&Flow> = Vec::new();
     for f in actual {
-        let key = f.key();
-        if !want.contains_key(&key) {
-            mods.push(FlowMod::delete_strict(&key));
+        if !want.contains_key(&key(f)) {
+            deletes.push(f);
         }
-        have.insert(key, f);
+        have.insert(key(f), f);
     }
     let mut adds: Vec<&Flow> = want.iter().filter(|(k, f)| have.get(*k) != Some(*f)).map(|(_, f)| *f).collect();
     adds.sort();
-    mods.sort_by(|a, b| a.flow.cmp(&b.flow));
+    deletes.sort();
+    let mut mods: Vec<FlowMod> = deletes.into_iter().map(|f| FlowMod::delete_strict(&f.key())).collect();
     mods.extend(adds.into_iter().map(|f| FlowMod::add(f.clone())));
     mods
 }

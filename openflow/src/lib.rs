@@ -14,6 +14,31 @@
 //! Layers, from the wire up: `wire` (bounded reads) → [`header`] (framing) → `oxm`
 //! (fields) → `flow_match` → `action` / `nx` → `instruction` → `flow_mod` / `multipart` /
 //! `bundle` / `ofp_error` → [`message`] → `connection` → `switch`.
+//!
+//! # Example
+//! ```
+//! use std::net::Ipv4Addr;
+//! use openflow_client::{diff_flows, Action, Field, Flow, FlowMod, Mac, Match};
+//!
+//! // table=1, priority=10, dl_vlan=1, dl_dst=02:00:00:00:01:02
+//! //   actions=pop_vlan, set_field:198.18.0.2->tun_dst, output:10
+//! let flow = Flow::builder(1, 10)
+//!     .cookie(0x5a)
+//!     .matching(Match::builder().vlan_vid(1).eth_dst("02:00:00:00:01:02".parse::<Mac>()?).build()?)
+//!     .actions([
+//!         Action::PopVlan,
+//!         Action::set_field(Field::TunIpv4Dst, u32::from(Ipv4Addr::new(198, 18, 0, 2)).into()),
+//!         Action::output(10),
+//!     ])
+//!     .build()?;
+//! // A match that misses a prerequisite is refused, naming it.
+//! let e = Match::builder().ipv4_dst(Ipv4Addr::new(198, 19, 0, 1)).build().unwrap_err();
+//! assert_eq!(e.to_string(), "match on ipv4_dst needs eth_type=0x0800 (ip); add that match first");
+//! // What a reconciler sends: nothing when the switch already holds the flow.
+//! assert!(diff_flows(&[flow.clone()], &[flow.clone()]).is_empty());
+//! assert_eq!(diff_flows(&[flow.clone()], &[]), vec![FlowMod::add(flow)]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs)]
 
 mod action;
@@ -70,6 +95,9 @@ pub use oxm::{Field, OxmId};
 pub use client_error::{BundleFailure, ClientError};
 #[cfg(feature = "client")]
 pub use connection::{Connection, ConnectionOptions};
+/// Certificates for `ssl:` targets (the same settings, and verification, as OVSDB's).
+#[cfg(feature = "client")]
+pub use ovsdb_client::TlsSettings;
 #[cfg(feature = "client")]
 pub use switch::{Switch, SwitchOptions, SwitchState};
 #[cfg(feature = "client")]

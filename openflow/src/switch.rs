@@ -71,7 +71,8 @@ impl Drop for Switch {
 }
 
 impl Switch {
-    /// Starts connecting in the background; [`Switch::state`] tells when a session is up.
+    /// Starts connecting in the background (a task on the current tokio runtime);
+    /// [`Switch::state`] tells when a session is up.
     pub fn start(options: SwitchOptions) -> Switch {
         let (state, _) = watch::channel(SwitchState { epoch: 0, connected: false });
         let shared = Arc::new(Shared { options, conn: RwLock::new(None), state });
