@@ -53,8 +53,9 @@ test: deps fmt-check clippy lint-scripts vagrant-validate packaging-check fuzz-s
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test.log
 
 # libFuzzer targets (fuzz/): the OVSDB framer, OVSDB value/update/reply decoders, etcd value
-# decoders. cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
-FUZZ_TARGETS := ovsdb_framer ovsdb_values etcd_values
+# decoders, and the OpenFlow framer and decoder (what a switch sends). cargo-fuzz wants nightly
+# flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+FUZZ_TARGETS := ovsdb_framer ovsdb_values etcd_values openflow_decoder
 FUZZ_SECONDS ?= 15
 fuzz-smoke:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked

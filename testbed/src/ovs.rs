@@ -325,6 +325,47 @@ impl Vswitchd {
         self.dir().join("vswitchd.log")
     }
 
+    /// The OpenFlow management socket ovs-vswitchd opens for `bridge` in its run dir
+    /// (`<OVS_RUNDIR>/<bridge>.mgmt`); it exists once the bridge is configured.
+    pub fn mgmt_socket(&self, bridge: &str) -> PathBuf {
+        self.dir().join(format!("{bridge}.mgmt"))
+    }
+
+    /// `ovs-ofctl --timeout=30 ARGS` with `{mgmt:BRIDGE}` in any argument replaced by
+    /// `unix:<run dir>/BRIDGE.mgmt`; stdout (trimmed) or `Err` with the command and stderr.
+    /// Example: `ofctl(&["-O", "OpenFlow13", "dump-flows", "{mgmt:br0}"])`.
+    pub fn try_ofctl(&self, args: &[&str]) -> Result<String, String> {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match a.strip_prefix("{mgmt:").and_then(|r| r.strip_suffix('}')) {
+                Some(bridge) => format!("unix:{}", self.mgmt_socket(bridge).display()),
+                None => (*a).to_string(),
+            })
+            .collect();
+        run(Command::new(bin("ovs-ofctl")).arg("--timeout=30").args(&args))
+    }
+
+    /// Like [`Vswitchd::try_ofctl`], panicking on failure.
+    #[track_caller]
+    pub fn ofctl(&self, args: &[&str]) -> String {
+        self.try_ofctl(args).unwrap_or_else(|e| panic!("testbed: {e}"))
+    }
+
+    /// Adds a userspace (`datapath_type=netdev`) bridge through `ovsdb` with `extra` columns
+    /// (`fail_mode=secure`, `protocols=OpenFlow13`, ...), waits until ovs-vswitchd has applied
+    /// it, and returns the path of its management socket.
+    #[track_caller]
+    pub fn add_netdev_bridge(&self, ovsdb: &OvsdbServer, bridge: &str, extra: &[&str]) -> PathBuf {
+        let mut args = vec!["add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev"];
+        args.extend_from_slice(extra);
+        ovsdb.vsctl_wait(&args);
+        let sock = self.mgmt_socket(bridge);
+        wait_for(START_TIMEOUT, &format!("{} to accept connections", sock.display()), || {
+            UnixStream::connect(&sock).ok()
+        });
+        sock
+    }
+
     /// `ovs-appctl --timeout=10 -t <ctl> ARGS`; stdout or `Err` with stderr.
     pub fn try_appctl(&self, args: &[&str]) -> Result<String, String> {
         run(Command::new(bin("ovs-appctl")).arg("--timeout=10").arg("-t").arg(self.ctl_path()).args(args))
