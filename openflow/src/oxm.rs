@@ -42,6 +42,10 @@ pub enum Field {
     /// `tun_dst`: outer IPv4 destination (NXM_NX_TUN_IPV4_DST); set it to pick the remote of a
     /// `remote_ip=flow` tunnel port.
     TunIpv4Dst,
+    /// `tun_ipv6_src`: outer IPv6 source of a tunnelled packet (NXM_NX_TUN_IPV6_SRC).
+    TunIpv6Src,
+    /// `tun_ipv6_dst`: outer IPv6 destination (NXM_NX_TUN_IPV6_DST), for an IPv6 underlay.
+    TunIpv6Dst,
     /// `reg0`..`reg15` (NXM_NX_REGn), 32 bits each.
     Reg(u8),
     /// `pkt_mark` (NXM_NX_PKT_MARK).
@@ -152,7 +156,7 @@ impl Field {
     /// Every field (registers 0..15 included), in encoding order.
     pub fn all() -> Vec<Field> {
         use Field::*;
-        let mut v = vec![InPort, Metadata, TunId, TunIpv4Src, TunIpv4Dst];
+        let mut v = vec![InPort, Metadata, TunId, TunIpv4Src, TunIpv4Dst, TunIpv6Src, TunIpv6Dst];
         v.extend((0..16).map(Reg));
         v.extend([
             PktMark,
@@ -199,6 +203,8 @@ impl Field {
             Field::TunId => info("tun_id", 8, 64, true, Some(38), Some((NXM_NX, 16)), Hex),
             Field::TunIpv4Src => info("tun_src", 4, 32, true, None, Some((NXM_NX, 31)), Ipv4),
             Field::TunIpv4Dst => info("tun_dst", 4, 32, true, None, Some((NXM_NX, 32)), Ipv4),
+            Field::TunIpv6Src => info("tun_ipv6_src", 16, 128, true, None, Some((NXM_NX, 109)), Ipv6),
+            Field::TunIpv6Dst => info("tun_ipv6_dst", 16, 128, true, None, Some((NXM_NX, 110)), Ipv6),
             Field::Reg(n) => {
                 const NAMES: [&str; 16] = [
                     "reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7", "reg8", "reg9", "reg10", "reg11",
