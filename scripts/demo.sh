@@ -77,7 +77,7 @@ start_host() {
   ip -n "$H" addr add "198.18.0.$i/24" dev br-phy; ip -n "$H" link set br-phy up
   "$AGENT" run --hostname "demo-h$i" --underlay-ip "198.18.0.$i" --etcd-endpoints "$ETCD" \
     --etcd-prefix "$PREFIX" --ovsdb "unix:$D/db.sock" --datapath-type netdev \
-    --host-netns "/var/run/netns/$H" --api-socket "$D/api.sock" --state-dir "$D/state" --config /dev/null \
+    --host-netns "/var/run/netns/$H" --api-socket "$D/api.sock" --state-dir "$D/state" --ovs-rundir "$D" --config /dev/null \
     >"$D/agent.log" 2>&1 &
   echo $! >"$D/agent.pid"
 }

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub reconciles: AtomicU64,
     /// OVSDB transactions sent.
     pub transactions: AtomicU64,
+    /// OpenFlow bundles sent.
+    pub bundles: AtomicU64,
+    /// Flows on the bridges, after the last pass.
+    pub flows: AtomicU64,
     /// Failed reconcile passes.
     pub errors: AtomicU64,
     /// Peers in the last desired state.
@@ -117,9 +121,11 @@ impl Agent {
             }
         };
         self.metrics.transactions.fetch_add(outcome.transactions as u64, Ordering::Relaxed);
+        self.metrics.bundles.fetch_add(outcome.bundles as u64, Ordering::Relaxed);
         let report = outcome.report;
         self.metrics.peers.store(report.peers as u64, Ordering::Relaxed);
         self.metrics.tunnels.store(report.tunnels.len() as u64, Ordering::Relaxed);
+        self.metrics.flows.store((report.flows.0 + report.flows.1) as u64, Ordering::Relaxed);
         let mut last = self.last.lock().expect("last lock");
         for c in report.conflicts.iter().filter(|c| !last.report.conflicts.contains(c)) {
             tracing::error!(conflict = %c, "cannot build a port");
@@ -128,7 +134,7 @@ impl Agent {
             tracing::warn!(peer = %s, "peer skipped");
         }
         *last = LastPass { at: Some(Instant::now()), report, error: None };
-        Ok(outcome.transactions > 0)
+        Ok(outcome.transactions + outcome.bundles > 0)
     }
 
     /// The tenants this host takes part in, with their local VLANs, as the last pass saw them.

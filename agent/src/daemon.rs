@@ -91,8 +91,7 @@ pub async fn run(config: AgentConfig, take_over: Option<String>) -> anyhow::Resu
     let underlay_mtu = underlay_mtu(&config, &host_netns).await;
     tracing::info!(underlay_mtu, "underlay MTU");
     let (cluster_tx, cluster_rx) = watch::channel(ClusterCache::default());
-    let dataplane =
-        DataPlane::new(me.clone(), config.ovs.datapath_type.as_str(), &config.ovs.int_bridge, &config.ovs.tun_bridge);
+    let dataplane = DataPlane::new(me.clone(), &config);
     let agent = Arc::new(Agent {
         facts: HostFacts {
             hostname: me.hostname.clone(),

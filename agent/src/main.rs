@@ -171,27 +171,46 @@ fn print_status(s: &Status) {
     }
     println!("peers:");
     for p in &s.peers {
-        println!("  {:<24} {:<16} {}", p.host, p.underlay_ip, if p.alive { "alive" } else { "not alive" });
+        println!(
+            "  {:<24} {:<16} {:<9} flows {}",
+            p.host,
+            p.underlay_ip,
+            if p.alive { "alive" } else { "not alive" },
+            p.flows
+        );
     }
     println!("tenants:");
     for t in &s.tenants {
         println!(
-            "  {:<20} vni {:<8} {:<6} {:<18} local-vlan {:<5} subnet {}",
+            "  {:<20} vni {:<8} {:<6} {:<18} local-vlan {:<5} subnet {:<18} flows {}",
             t.tenant.name,
             t.tenant.vni,
             t.tenant.tunnel,
             t.tenant.cidr,
             t.local_vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             t.subnet.as_deref().unwrap_or("-"),
+            t.flows,
         );
     }
     println!("tunnels:");
     for t in &s.tunnels {
         println!(
-            "  {:<15} {:<5} key {:<8} -> {:<16} ({}, tenant {}, vlan {})",
-            t.name, t.kind, t.vni, t.remote_ip, t.peer, t.tenant, t.local_vlan
+            "  {:<15} {:<5} key {:<8} remote_ip=flow ofport {:<6} (tenant {}, vlan {}, {} peers)",
+            t.name,
+            t.kind,
+            t.vni,
+            t.ofport.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            t.tenant,
+            t.local_vlan,
+            t.peers
         );
     }
+    println!(
+        "flows: {} on the tunnel bridge, {} on the integration bridge{}",
+        s.flows.tun,
+        s.flows.int,
+        if s.flows.pending { " (changes not applied yet: see last reconcile error)" } else { "" }
+    );
     println!("endpoints:");
     for e in &s.endpoints {
         println!("  {:<24} {:<6} {:<12} {:<18} {} {}", e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port);

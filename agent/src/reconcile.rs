@@ -17,6 +17,8 @@ use crate::memory::MemoryReleaser;
 pub async fn reconcile_loop(agent: Arc<Agent>) {
     let mut cluster = agent.cluster.clone();
     let mut ovs_changes = agent.ovs.changes();
+    // A bridge's OpenFlow connection coming (back) up: its flows are read back and put in.
+    let (mut int_switch, mut tun_switch) = agent.dataplane.flows.states();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let resync = agent.config.timers.resync_interval;
     let mut memory = MemoryReleaser::new();
@@ -57,7 +59,17 @@ pub async fn reconcile_loop(agent: Arc<Agent>) {
             Err(e) => {
                 let retry_in = backoff.next_delay();
                 tracing::warn!(error = %format!("{e:#}"), ?retry_in, "reconcile failed");
-                tokio::time::sleep(retry_in).await;
+                // Retried after the backoff, or at once when something changes (a bridge's
+                // OpenFlow connection coming up is the usual cure).
+                let retry_at = Instant::now() + retry_in;
+                tokio::select! {
+                    _ = agent.host.dirty.notified() => {}
+                    r = cluster.changed() => if r.is_err() { return },
+                    r = ovs_changes.changed() => if r.is_err() { return },
+                    r = int_switch.changed() => if r.is_err() { return },
+                    r = tun_switch.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep_until(retry_at) => {}
+                }
                 continue;
             }
         }
@@ -65,6 +77,8 @@ pub async fn reconcile_loop(agent: Arc<Agent>) {
             _ = agent.host.dirty.notified() => {}
             r = cluster.changed() => if r.is_err() { return },
             r = ovs_changes.changed() => if r.is_err() { return },
+            r = int_switch.changed() => if r.is_err() { return },
+            r = tun_switch.changed() => if r.is_err() { return },
             _ = tokio::time::sleep_until(next_full) => {}
         }
         // A deadline of its own: a stream of events, each waking the loop before the interval
@@ -77,6 +91,8 @@ pub async fn reconcile_loop(agent: Arc<Agent>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         cluster.borrow_and_update();
         ovs_changes.borrow_and_update();
+        int_switch.borrow_and_update();
+        tun_switch.borrow_and_update();
     }
 }
 

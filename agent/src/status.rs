@@ -3,10 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use overlay::model::{HostRecord, Tenant};
-use overlay_api::{Counters, EndpointInfo, HostStatus, TenantInfo, TenantStatus};
+use overlay_api::{Counters, EndpointInfo, FlowsStatus, HostStatus, TenantInfo, TenantStatus, TunnelStatus};
 
 use crate::agent::Agent;
-use crate::dataplane::TunnelList;
 use crate::registry::ClusterCache;
 
 /// A tenant as the API shows it.
@@ -35,28 +34,29 @@ pub fn endpoint_info(e: &overlay::model::Endpoint) -> EndpointInfo {
 }
 
 /// The `status` answer ([`overlay_api::Status`]), as JSON text. Written straight from the
-/// agent's state into one buffer: as a `serde_json::Value`, the answer at 20,000 tunnels took
-/// some 40 MiB for each call, and even the small values for 1,000 peers and a doubling buffer
-/// left 7 MiB resident after each call.
+/// agent's state into one buffer: as a `serde_json::Value`, an answer for 1,000 peers left
+/// several MiB resident after each call.
 pub fn status_json(agent: &Agent) -> String {
     use serde::ser::{SerializeMap, SerializeSeq};
-    struct Peers<'a>(&'a ClusterCache, &'a str);
+    struct Peers<'a>(&'a ClusterCache, &'a str, &'a std::collections::BTreeMap<std::net::IpAddr, usize>);
     impl serde::Serialize for Peers<'_> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut seq = s.serialize_seq(None)?;
             for h in self.0.hosts.values().filter(|h| h.hostname != self.1) {
-                seq.serialize_element(&Peer(h, self.0.alive.contains(&h.hostname)))?;
+                let flows = self.2.get(&h.underlay_ip).copied().unwrap_or(0);
+                seq.serialize_element(&Peer(h, self.0.alive.contains(&h.hostname), flows))?;
             }
             seq.end()
         }
     }
-    struct Peer<'a>(&'a HostRecord, bool);
+    struct Peer<'a>(&'a HostRecord, bool, usize);
     impl serde::Serialize for Peer<'_> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut m = s.serialize_map(Some(3))?;
+            let mut m = s.serialize_map(Some(4))?;
             m.serialize_entry("host", &self.0.hostname)?;
             m.serialize_entry("underlay_ip", &self.0.underlay_ip)?;
             m.serialize_entry("alive", &self.1)?;
+            m.serialize_entry("flows", &self.2)?;
             m.end()
         }
     }
@@ -65,7 +65,8 @@ pub fn status_json(agent: &Agent) -> String {
         host: HostStatus,
         peers: Peers<'a>,
         tenants: Vec<TenantStatus>,
-        tunnels: &'a TunnelList,
+        tunnels: Vec<TunnelStatus>,
+        flows: FlowsStatus,
         endpoints: Vec<EndpointInfo>,
         skipped_peers: &'a [String],
         conflicts: &'a [String],
@@ -85,6 +86,7 @@ pub fn status_json(agent: &Agent) -> String {
             tenant: tenant_info(t),
             local_vlan: last.report.tenant_vlans.get(t.name()).copied(),
             subnet: cache.leases.held_by(t.name(), &me.hostname).map(|l| l.subnet.to_string()),
+            flows: last.report.tenant_flows.get(t.name()).copied().unwrap_or(0),
         })
         .collect();
     let status = Status {
@@ -97,9 +99,23 @@ pub fn status_json(agent: &Agent) -> String {
             registered: agent.host.registration().is_some() && agent.host.conflict().is_none(),
             identity_conflict: agent.host.conflict(),
         },
-        peers: Peers(&cache, &me.hostname),
+        peers: Peers(&cache, &me.hostname, &last.report.peer_flows),
         tenants,
-        tunnels: &last.report.tunnels,
+        tunnels: last
+            .report
+            .tunnels
+            .iter()
+            .map(|t| TunnelStatus {
+                name: t.name.clone(),
+                tenant: t.tenant.clone(),
+                vni: t.vni,
+                kind: t.kind.to_owned(),
+                local_vlan: t.local_vlan,
+                ofport: t.ofport,
+                peers: t.peers,
+            })
+            .collect(),
+        flows: FlowsStatus { tun: last.report.flows.0, int: last.report.flows.1, pending: last.error.is_some() },
         endpoints: cache.endpoints.of_host(&me.hostname).map(|(_, e)| endpoint_info(e)).collect(),
         skipped_peers: &last.report.skipped,
         conflicts: &last.report.conflicts,
@@ -108,13 +124,14 @@ pub fn status_json(agent: &Agent) -> String {
         counters: Counters {
             reconciles: agent.metrics.reconciles.load(Ordering::Relaxed),
             ovsdb_transactions: agent.metrics.transactions.load(Ordering::Relaxed),
+            openflow_bundles: agent.metrics.bundles.load(Ordering::Relaxed),
             errors: agent.metrics.errors.load(Ordering::Relaxed),
             reaped: agent.plugs.reaped.load(Ordering::Relaxed),
         },
     };
-    // A tunnel is about 150 bytes of JSON and a peer about 70: sized up front, the buffer is
-    // allocated once (and, when large, mapped on its own and unmapped when dropped).
-    let estimate = 4096 + 200 * last.report.tunnels.len() + 100 * cache.hosts.len();
+    // A peer is about 90 bytes of JSON: sized up front, the buffer is allocated once (and, when
+    // large, mapped on its own and unmapped when dropped).
+    let estimate = 4096 + 200 * last.report.tunnels.len() + 120 * cache.hosts.len();
     let mut out = Vec::with_capacity(estimate);
     serde_json::to_writer(&mut out, &status).expect("the status serializes to JSON");
     String::from_utf8(out).expect("serde_json writes UTF-8")
@@ -131,8 +148,16 @@ pub fn metrics_text(agent: &Agent) -> String {
     metric(&mut out, "overlay_reconciles_total", "counter", "Reconcile passes.", g(&m.reconciles));
     metric(&mut out, "overlay_ovsdb_transactions_total", "counter", "OVSDB transactions sent.", g(&m.transactions));
     metric(&mut out, "overlay_reconcile_errors_total", "counter", "Failed reconcile passes.", g(&m.errors));
-    metric(&mut out, "overlay_peers", "gauge", "Peer hosts with at least one tunnel.", g(&m.peers));
-    metric(&mut out, "overlay_tunnels", "gauge", "Tunnel ports desired.", g(&m.tunnels));
+    metric(&mut out, "overlay_openflow_bundles_total", "counter", "OpenFlow bundles sent.", g(&m.bundles));
+    metric(&mut out, "overlay_peers", "gauge", "Peer hosts this host tunnels to.", g(&m.peers));
+    metric(
+        &mut out,
+        "overlay_tunnels",
+        "gauge",
+        "Tunnel ports (one per tenant this host takes part in).",
+        g(&m.tunnels),
+    );
+    metric(&mut out, "overlay_flows", "gauge", "Flows the agent holds on its two bridges.", g(&m.flows));
     metric(
         &mut out,
         "overlay_ovsdb_connected",

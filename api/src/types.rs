@@ -171,8 +171,11 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Every tenant, with this host's part in it.
     pub tenants: Vec<TenantStatus>,
-    /// The tunnel ports the data plane built.
+    /// The tunnel ports the data plane built: one per tenant this host takes part in.
     pub tunnels: Vec<TunnelStatus>,
+    /// The flows the agent holds on its bridges.
+    #[serde(default)]
+    pub flows: FlowsStatus,
     /// This host's endpoints.
     pub endpoints: Vec<EndpointInfo>,
     /// Peers the data plane leaves out, and why.
@@ -222,6 +225,9 @@ pub struct PeerStatus {
     pub underlay_ip: IpAddr,
     /// Whether its agent is running (its liveness key is held).
     pub alive: bool,
+    /// Flows on the tunnel bridge that concern it (from it, to its containers).
+    #[serde(default)]
+    pub flows: usize,
 }
 
 /// A tenant in [`Status`].
@@ -236,15 +242,16 @@ pub struct TenantStatus {
     /// This host's subnet lease in it.
     #[serde(default)]
     pub subnet: Option<String>,
+    /// Flows on the tunnel bridge for it.
+    #[serde(default)]
+    pub flows: usize,
 }
 
-/// A tunnel port in [`Status`].
+/// A tunnel port in [`Status`]: one per tenant; the flows pick each packet's peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelStatus {
     /// Port name.
     pub name: String,
-    /// The peer it leads to.
-    pub peer: String,
     /// The tenant it carries.
     pub tenant: String,
     /// The key on the wire.
@@ -252,10 +259,26 @@ pub struct TunnelStatus {
     /// `vxlan` or `gre`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The peer's underlay address.
-    pub remote_ip: IpAddr,
     /// The tenant's local VLAN.
     pub local_vlan: u16,
+    /// Its OpenFlow port number, once ovs-vswitchd has it.
+    #[serde(default)]
+    pub ofport: Option<u32>,
+    /// The hosts it reaches (those holding a lease in the tenant).
+    #[serde(default)]
+    pub peers: usize,
+}
+
+/// The flows of [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsStatus {
+    /// Flows on the tunnel bridge.
+    pub tun: usize,
+    /// Flows on the integration bridge.
+    pub int: usize,
+    /// Flow changes not sent yet (a bridge's OpenFlow connection is down, or a bundle failed).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// Counters in [`Status`].
@@ -265,6 +288,9 @@ pub struct Counters {
     pub reconciles: u64,
     /// OVSDB transactions sent.
     pub ovsdb_transactions: u64,
+    /// OpenFlow bundles sent.
+    #[serde(default)]
+    pub openflow_bundles: u64,
     /// Failed passes.
     pub errors: u64,
     /// Containers unplugged by the agent because their interface went away.

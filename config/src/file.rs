@@ -76,6 +76,8 @@ pub struct OvsFile {
     pub int_bridge: Option<String>,
     /// `tun_bridge`: the tunnel bridge.
     pub tun_bridge: Option<String>,
+    /// `rundir`: ovs-vswitchd's run directory, where the bridges' OpenFlow sockets are.
+    pub rundir: Option<PathBuf>,
     /// `ca_cert`: CA certificate for an `ssl:` remote.
     pub ca_cert: Option<PathBuf>,
     /// `certificate`: this agent's certificate for an `ssl:` remote.

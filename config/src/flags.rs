@@ -89,6 +89,11 @@ pub struct RunFlags {
     #[arg(long, env = "OVERLAY_TUN_BRIDGE", value_name = "NAME")]
     pub tun_bridge: Option<String>,
 
+    /// ovs-vswitchd's run directory: the agent reaches each bridge's flows through its
+    /// <bridge>.mgmt socket there [default: /var/run/openvswitch]
+    #[arg(long, env = "OVERLAY_OVS_RUNDIR", value_name = "DIR")]
+    pub ovs_rundir: Option<PathBuf>,
+
     /// CA certificate (PEM) that signed ovsdb-server's certificate, for an ssl: remote
     #[arg(long, env = "OVERLAY_OVSDB_CA_CERT", value_name = "FILE")]
     pub ovsdb_ca_cert: Option<PathBuf>,

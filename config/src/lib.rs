@@ -29,6 +29,7 @@
 //! datapath_type = "system"
 //! int_bridge = "br-int"
 //! tun_bridge = "br-tun"
+//! rundir = "/var/run/openvswitch"
 //!
 //! [api]
 //! socket = "/run/overlay-agent/api.sock"
@@ -81,6 +82,8 @@ pub const DEFAULT_OVSDB_PORT: u16 = 6640;
 pub const DEFAULT_INT_BRIDGE: &str = "br-int";
 /// Name of the bridge holding the tunnel ports.
 pub const DEFAULT_TUN_BRIDGE: &str = "br-tun";
+/// Where ovs-vswitchd puts each bridge's OpenFlow management socket (`<bridge>.mgmt`).
+pub const DEFAULT_OVS_RUNDIR: &str = "/var/run/openvswitch";
 /// Path of the agent's local API socket.
 pub const DEFAULT_API_SOCKET: &str = "/run/overlay-agent/api.sock";
 /// Directory for the agent's state that outlives a reboot: the machine identity.
@@ -144,6 +147,7 @@ pub(crate) mod keys {
         DATAPATH_TYPE = "ovs.datapath_type", "datapath-type", "OVERLAY_DATAPATH_TYPE";
         INT_BRIDGE = "ovs.int_bridge", "int-bridge", "OVERLAY_INT_BRIDGE";
         TUN_BRIDGE = "ovs.tun_bridge", "tun-bridge", "OVERLAY_TUN_BRIDGE";
+        OVS_RUNDIR = "ovs.rundir", "ovs-rundir", "OVERLAY_OVS_RUNDIR";
         OVS_CA_CERT = "ovs.ca_cert", "ovsdb-ca-cert", "OVERLAY_OVSDB_CA_CERT";
         OVS_CERTIFICATE = "ovs.certificate", "ovsdb-certificate", "OVERLAY_OVSDB_CERTIFICATE";
         OVS_PRIVATE_KEY = "ovs.private_key", "ovsdb-private-key", "OVERLAY_OVSDB_PRIVATE_KEY";

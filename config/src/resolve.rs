@@ -9,8 +9,8 @@ use crate::Key;
 use crate::{
     ConfigError, DatapathType, FileConfig, LogFormat, Origin, OvsdbRemote, RunFlags, Secret, DEFAULT_API_SOCKET,
     DEFAULT_CONFIG_PATH, DEFAULT_ETCD_ENDPOINT, DEFAULT_ETCD_PREFIX, DEFAULT_HOST_TTL_SECS, DEFAULT_INT_BRIDGE,
-    DEFAULT_LIVENESS_TTL_SECS, DEFAULT_LOG_LEVEL, DEFAULT_OVSDB_REMOTE, DEFAULT_RESYNC_INTERVAL_SECS,
-    DEFAULT_STATE_DIR, DEFAULT_SUBNET_LEN, DEFAULT_TUN_BRIDGE,
+    DEFAULT_LIVENESS_TTL_SECS, DEFAULT_LOG_LEVEL, DEFAULT_OVSDB_REMOTE, DEFAULT_OVS_RUNDIR,
+    DEFAULT_RESYNC_INTERVAL_SECS, DEFAULT_STATE_DIR, DEFAULT_SUBNET_LEN, DEFAULT_TUN_BRIDGE,
 };
 
 /// The validated, fully resolved agent configuration.
@@ -96,6 +96,8 @@ pub struct OvsConfig {
     pub int_bridge: String,
     /// Tunnel bridge name (different from `int_bridge`).
     pub tun_bridge: String,
+    /// ovs-vswitchd's run directory (the bridges' `<bridge>.mgmt` OpenFlow sockets).
+    pub rundir: PathBuf,
     /// Certificates for an `ssl:` remote (present exactly when the remote is `ssl:`).
     pub tls: Option<OvsdbTls>,
 }
@@ -220,6 +222,12 @@ impl AgentConfig {
             ));
         }
 
+        let (rundir, origin) =
+            r.or_default(keys::OVS_RUNDIR, f.ovs_rundir.clone(), file.ovs.rundir, DEFAULT_OVS_RUNDIR.into());
+        if rundir.as_os_str().is_empty() {
+            return Err(invalid(keys::OVS_RUNDIR, "", origin, "is empty: give ovs-vswitchd's run directory"));
+        }
+
         let ca = r.pick(keys::OVS_CA_CERT, f.ovsdb_ca_cert.clone(), file.ovs.ca_cert);
         let cert = r.pick(keys::OVS_CERTIFICATE, f.ovsdb_certificate.clone(), file.ovs.certificate);
         let key = r.pick(keys::OVS_PRIVATE_KEY, f.ovsdb_private_key.clone(), file.ovs.private_key);
@@ -319,7 +327,7 @@ impl AgentConfig {
             underlay_mtu,
             host_netns,
             etcd,
-            ovs: OvsConfig { remote, datapath_type, int_bridge, tun_bridge, tls: ovs_tls },
+            ovs: OvsConfig { remote, datapath_type, int_bridge, tun_bridge, rundir, tls: ovs_tls },
             api_socket,
             metrics_address,
             log: LogConfig { format, level },

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::desired::{DesiredState, PatchPortSpec, TunnelPortSpec};
+use crate::desired::{BridgeSpec, DesiredState, PatchPortSpec, TunnelPortSpec};
 use crate::external_ids as ids;
 use crate::text;
 use crate::vlan::{VLAN_MAX, VLAN_MIN};
@@ -51,6 +51,8 @@ pub struct ObservedBridge {
     pub uuid: String,
     /// `Bridge.datapath_type` ("" means the default, "system").
     pub datapath_type: String,
+    /// `Bridge.fail_mode` ("" means the default, "standalone").
+    pub fail_mode: String,
     /// Whether it carries our `overlay-owner`.
     pub owned: bool,
     /// Names of its ports.
@@ -73,6 +75,8 @@ pub struct BridgeCreation {
     pub name: String,
     /// `Bridge.datapath_type`.
     pub datapath_type: String,
+    /// `Bridge.fail_mode`.
+    pub fail_mode: String,
     /// `Bridge.external_ids`.
     pub external_ids: BTreeMap<String, String>,
 }
@@ -156,12 +160,10 @@ pub struct Plan {
     pub create_bridges: Vec<BridgeCreation>,
     /// Owned bridges whose datapath type must change: (bridge, datapath_type).
     pub set_bridge_datapath: Vec<(String, String)>,
-    /// Ports to create, other than tunnels.
+    /// Owned bridges whose fail mode must change: (bridge, fail_mode).
+    pub set_bridge_fail_mode: Vec<(String, String)>,
+    /// Ports to create.
     pub create_ports: Vec<PortSpec>,
-    /// Tunnel ports to create, as the desired state has them; [`tunnel_spec`] makes the row
-    /// when it is written. As full rows, the 20,000 tunnels of a cold start took 30 MB at
-    /// once (two maps of owned strings each); these take a seventh of that.
-    pub create_tunnels: Vec<TunnelPortSpec>,
     /// Ports to update in place.
     pub update_ports: Vec<PortUpdate>,
     /// Ports to delete.
@@ -175,26 +177,16 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.create_bridges.is_empty()
             && self.set_bridge_datapath.is_empty()
+            && self.set_bridge_fail_mode.is_empty()
             && self.create_ports.is_empty()
-            && self.create_tunnels.is_empty()
             && self.update_ports.is_empty()
             && self.delete_ports.is_empty()
-    }
-
-    /// The plan with its tunnels as full rows among `create_ports` (sorted by name), for the
-    /// tunnel bridge `tun_bridge` and `owner`: for tests, and code that wants every row.
-    pub fn into_rows(mut self, tun_bridge: &str, owner: &str) -> Plan {
-        let tunnels = std::mem::take(&mut self.create_tunnels);
-        self.create_ports.extend(tunnels.iter().map(|t| tunnel_spec(t, tun_bridge, owner)));
-        self.create_ports.sort_by(|a, b| a.name.cmp(&b.name));
-        self
     }
 }
 
 /// Read access to one observed port (with its interface). [`ObservedPort`] implements it, and
 /// so can a caller's own rows: the agent diffs against its OVSDB replica in place rather than
-/// copying every row into an [`ObservedState`] on every pass (20,000 ports at the scale it is
-/// built for).
+/// copying every row into an [`ObservedState`] on every pass.
 pub trait PortView {
     /// Port row UUID (read only for ports the plan changes).
     fn uuid(&self) -> Cow<'_, str>;
@@ -223,6 +215,8 @@ pub trait PortView {
 pub struct BridgeView<'a> {
     /// `Bridge.datapath_type` ("" means the default, "system").
     pub datapath_type: &'a str,
+    /// `Bridge.fail_mode` ("" means the default, "standalone").
+    pub fail_mode: &'a str,
     /// Whether it carries our `overlay-owner`.
     pub owned: bool,
 }
@@ -310,7 +304,11 @@ impl PortView for ObservedPort {
 impl Observed for ObservedState {
     type Port<'a> = &'a ObservedPort;
     fn bridge(&self, name: &str) -> Option<BridgeView<'_>> {
-        self.bridges.get(name).map(|b| BridgeView { datapath_type: &b.datapath_type, owned: b.owned })
+        self.bridges.get(name).map(|b| BridgeView {
+            datapath_type: &b.datapath_type,
+            fail_mode: &b.fail_mode,
+            owned: b.owned,
+        })
     }
     fn ports(&self) -> impl Iterator<Item = (&str, &ObservedPort)> {
         self.ports.iter().map(|(k, v)| (k.as_str(), v))
@@ -337,27 +335,27 @@ fn patch_spec(p: &PatchPortSpec, owner: &str) -> PortSpec {
     }
 }
 
-/// The row of tunnel `t` on `bridge`, with the external_ids this `owner` writes.
+/// The row of the tenant tunnel port `t` on `bridge`, with the external_ids this `owner`
+/// writes. `remote_ip=flow`: the flows pick each packet's peer (`tun_dst`). No tag and not
+/// protected: nothing on the tunnel bridge forwards by MAC learning.
 pub fn tunnel_spec(t: &TunnelPortSpec, bridge: &str, owner: &str) -> PortSpec {
+    let vni = text::decimal(t.vni.get()).as_str().to_owned();
     PortSpec {
         bridge: bridge.to_owned(),
         name: t.name.clone(),
         interface_type: t.tunnel.as_str().to_owned(),
         options: map([
-            ("key", text::decimal(t.vni.get()).as_str().to_owned()),
+            ("key", vni.clone()),
             ("local_ip", text::ip(t.local_ip).as_str().to_owned()),
-            ("remote_ip", text::ip(t.remote_ip).as_str().to_owned()),
+            ("remote_ip", "flow".to_owned()),
         ]),
-        tag: Some(t.local_vlan),
-        // Split horizon: frames from one tunnel never leave by another, so a full mesh with
-        // MAC-learning forwarding has no broadcast loops.
-        protected: true,
+        tag: None,
+        protected: false,
         external_ids: map([
             (ids::OWNER, owner.to_owned()),
             (ids::KIND, ids::KIND_TUNNEL.to_owned()),
             (ids::TENANT, t.tenant.clone()),
-            (ids::VNI, text::decimal(t.vni.get()).as_str().to_owned()),
-            (ids::PEER, t.peer.clone()),
+            (ids::VNI, vni),
             (ids::LOCAL_VLAN, text::decimal(u32::from(t.local_vlan)).as_str().to_owned()),
         ]),
     }
@@ -370,53 +368,9 @@ pub fn desired_ports(desired: &DesiredState, owner: &str) -> Vec<PortSpec> {
     patches.chain(tunnels).collect()
 }
 
-/// OVS treats an empty datapath_type as "system".
-fn same_datapath(a: &str, b: &str) -> bool {
-    fn norm(s: &str) -> &str {
-        if s.is_empty() {
-            "system"
-        } else {
-            s
-        }
-    }
-    norm(a) == norm(b)
-}
-
 /// Whether this diff may change or delete the port.
 fn is_managed(port: &impl PortView, owner: &str) -> bool {
     port.owned_by() == Some(owner) && matches!(port.external_id(ids::KIND), Some(ids::KIND_TUNNEL | ids::KIND_PATCH))
-}
-
-/// Whether `actual` holds exactly the `expected` pairs, both in key order.
-fn same_pairs<'a>(mut actual: impl Iterator<Item = (&'a str, &'a str)>, expected: &[(&str, &[u8])]) -> bool {
-    expected.iter().all(|&(ek, ev)| actual.next().is_some_and(|(k, v)| k == ek && v.as_bytes() == ev))
-        && actual.next().is_none()
-}
-
-/// Whether an observed port already is `t` as [`tunnel_spec`] would write it: the same
-/// verdict as an empty [`port_changes`], without building the spec. Almost every port of a
-/// pass takes this path, so it compares text made on the stack and allocates nothing.
-fn tunnel_in_sync(t: &TunnelPortSpec, obs: &impl PortView, owner: &str) -> bool {
-    if obs.interface_type() != t.tunnel.as_str() || obs.tag() != Some(t.local_vlan) || !obs.protected() {
-        return false;
-    }
-    let vni = text::decimal(t.vni.get());
-    let (local_ip, remote_ip) = (text::ip(t.local_ip), text::ip(t.remote_ip));
-    let options = [("key", vni.as_bytes()), ("local_ip", local_ip.as_bytes()), ("remote_ip", remote_ip.as_bytes())];
-    if !same_pairs(obs.options(), &options) {
-        return false;
-    }
-    let vlan = text::decimal(u32::from(t.local_vlan));
-    // In key order, as the maps hold them (a test checks the order).
-    let external_ids = [
-        (ids::KIND, ids::KIND_TUNNEL.as_bytes()),
-        (ids::LOCAL_VLAN, vlan.as_bytes()),
-        (ids::OWNER, owner.as_bytes()),
-        (ids::PEER, t.peer.as_bytes()),
-        (ids::TENANT, t.tenant.as_bytes()),
-        (ids::VNI, vni.as_bytes()),
-    ];
-    same_pairs(obs.external_ids().filter(|(k, _)| ids::is_overlay_key(k)), &external_ids)
 }
 
 fn show(v: Option<&str>) -> &str {
@@ -488,10 +442,7 @@ fn plan_port(plan: &mut Plan, name: &str, want: &Wanted, obs: Option<impl PortVi
         Wanted::Patch(p) => patch_spec(p, owner),
         Wanted::Tunnel(t) => tunnel_spec(t, tun_bridge, owner),
     };
-    let create = |plan: &mut Plan| match want {
-        Wanted::Patch(p) => plan.create_ports.push(patch_spec(p, owner)),
-        Wanted::Tunnel(t) => plan.create_tunnels.push((*t).clone()),
-    };
+    let create = |plan: &mut Plan| plan.create_ports.push(spec());
     let Some(obs) = obs else {
         create(plan);
         return;
@@ -509,11 +460,6 @@ fn plan_port(plan: &mut Plan, name: &str, want: &Wanted, obs: Option<impl PortVi
         plan.delete_ports.push(deletion(name, &obs));
         create(plan);
         return;
-    }
-    if let Wanted::Tunnel(t) = want {
-        if tunnel_in_sync(t, &obs, owner) {
-            return;
-        }
     }
     let spec = spec();
     let changes = port_changes(&spec, &obs);
@@ -541,43 +487,66 @@ fn plan_port(plan: &mut Plan, name: &str, want: &Wanted, obs: Option<impl PortVi
 
 fn sort_plan(plan: &mut Plan) {
     plan.create_ports.sort_by(|a, b| a.name.cmp(&b.name));
-    plan.create_tunnels.sort_by(|a, b| a.name.cmp(&b.name));
     plan.update_ports.sort_by(|a, b| a.name.cmp(&b.name));
     plan.delete_ports.sort_by(|a, b| a.name.cmp(&b.name));
     plan.conflicts.sort_by(|a, b| a.object.cmp(&b.object));
 }
 
+/// OVS's default for an empty column.
+fn or_default<'a>(value: &'a str, default: &'a str) -> &'a str {
+    if value.is_empty() {
+        default
+    } else {
+        value
+    }
+}
+
+/// What one desired bridge needs: created, or its datapath type and fail mode set (only on a
+/// bridge the agent created: on another, a difference is a conflict for the operator).
+fn plan_bridge(plan: &mut Plan, b: &BridgeSpec, observed: Option<BridgeView>, owner: &str) {
+    let Some(ob) = observed else {
+        plan.create_bridges.push(BridgeCreation {
+            name: b.name.clone(),
+            datapath_type: b.datapath_type.clone(),
+            fail_mode: b.fail_mode.clone(),
+            external_ids: map([(ids::OWNER, owner.to_owned()), (ids::KIND, ids::KIND_BRIDGE.to_owned())]),
+        });
+        return;
+    };
+    let columns = [
+        ("datapath_type", ob.datapath_type, b.datapath_type.as_str(), "system"),
+        ("fail_mode", ob.fail_mode, b.fail_mode.as_str(), "standalone"),
+    ];
+    for (column, have, want, default) in columns {
+        if or_default(have, default) == or_default(want, default) {
+            continue;
+        }
+        if !ob.owned {
+            plan.conflicts.push(Conflict {
+                object: b.name.clone(),
+                reason: format!(
+                    "bridge has {column} {have:?}, the overlay needs {want:?}, and it was not created by the \
+                     agent: change it (ovs-vsctl set bridge {} {column}={want}) or configure another bridge",
+                    b.name
+                ),
+            });
+        } else if column == "datapath_type" {
+            plan.set_bridge_datapath.push((b.name.clone(), want.to_owned()));
+        } else {
+            plan.set_bridge_fail_mode.push((b.name.clone(), want.to_owned()));
+        }
+    }
+}
+
 /// Compares desired and observed state and lists the changes, all sorted by name.
 ///
 /// Both sides are walked once in name order (the desired tunnels are sorted, and
-/// [`Observed::ports`] is), so a pass costs a comparison per port and allocates only for the
-/// ports it changes.
+/// [`Observed::ports`] is).
 pub fn diff<O: Observed>(desired: &DesiredState, observed: &O, owner: &str) -> Plan {
     let mut plan = Plan::default();
 
     for b in [&desired.int_bridge, &desired.tun_bridge] {
-        match observed.bridge(&b.name) {
-            None => plan.create_bridges.push(BridgeCreation {
-                name: b.name.clone(),
-                datapath_type: b.datapath_type.clone(),
-                external_ids: map([(ids::OWNER, owner.to_owned()), (ids::KIND, ids::KIND_BRIDGE.to_owned())]),
-            }),
-            Some(ob) if !same_datapath(ob.datapath_type, &b.datapath_type) => {
-                if ob.owned {
-                    plan.set_bridge_datapath.push((b.name.clone(), b.datapath_type.clone()));
-                } else {
-                    plan.conflicts.push(Conflict {
-                        object: b.name.clone(),
-                        reason: format!(
-                            "bridge has datapath_type {:?}, configured {:?}, and was not created by \
-                             the agent: change one of them",
-                            ob.datapath_type, b.datapath_type
-                        ),
-                    });
-                }
-            }
-            Some(_) => {}
-        }
+        plan_bridge(&mut plan, b, observed.bridge(&b.name), owner);
     }
 
     let tun_bridge = desired.tun_bridge.name.as_str();
@@ -610,71 +579,6 @@ pub fn diff<O: Observed>(desired: &DesiredState, observed: &O, owner: &str) -> P
     }
     sort_plan(&mut plan);
     plan
-}
-
-/// [`diff`] for `desired` against an OVSDB that has not changed since it was found in step
-/// with `verified`: the desired state then, whose diff against the same OVSDB had nothing to
-/// write and reported `conflicts`. Only the tunnels that differ between `verified` and
-/// `desired` are looked up, so a peer joining or leaving costs a walk over the two desired
-/// states rather than a comparison of every port. The result is the plan [`diff`] would give.
-///
-/// `None` when the bridges or patch ports differ, or a state's tunnels are not sorted by name
-/// without repeats: then run [`diff`].
-pub fn diff_since<O: Observed>(
-    verified: &DesiredState,
-    conflicts: &[Conflict],
-    desired: &DesiredState,
-    observed: &O,
-    owner: &str,
-) -> Option<Plan> {
-    let sorted = |d: &DesiredState| d.tunnels.windows(2).all(|w| w[0].name < w[1].name);
-    if verified.int_bridge != desired.int_bridge
-        || verified.tun_bridge != desired.tun_bridge
-        || verified.patch_ports != desired.patch_ports
-        || !sorted(verified)
-        || !sorted(desired)
-    {
-        return None;
-    }
-    if std::ptr::eq(verified, desired) {
-        // The very state found in step: nothing to walk.
-        let mut plan = Plan { conflicts: conflicts.to_vec(), ..Plan::default() };
-        sort_plan(&mut plan);
-        return Some(plan);
-    }
-    let tun_bridge = desired.tun_bridge.name.as_str();
-    let mut plan = Plan::default();
-    // Names whose verdict may have changed: the rest keep theirs (in step, or a conflict).
-    let mut touched: BTreeSet<&str> = BTreeSet::new();
-    let (mut before, mut after) = (verified.tunnels.iter().peekable(), desired.tunnels.iter().peekable());
-    loop {
-        let (gone, new) = match (before.peek(), after.peek()) {
-            (None, None) => break,
-            (Some(b), Some(a)) if b.name == a.name => {
-                let (b, a) = (before.next()?, after.next()?);
-                if a == b {
-                    continue;
-                }
-                (None, Some(a))
-            }
-            (Some(b), Some(a)) if b.name < a.name => (before.next(), None),
-            (Some(_), None) => (before.next(), None),
-            _ => (None, after.next()),
-        };
-        if let Some(b) = gone {
-            touched.insert(&b.name);
-            if let Some(obs) = observed.port(&b.name).filter(|obs| is_managed(obs, owner)) {
-                plan.delete_ports.push(deletion(&b.name, &obs));
-            }
-        }
-        if let Some(a) = new {
-            touched.insert(&a.name);
-            plan_port(&mut plan, &a.name, &Wanted::Tunnel(a), observed.port(&a.name), tun_bridge, owner);
-        }
-    }
-    plan.conflicts.extend(conflicts.iter().filter(|c| !touched.contains(c.object.as_str())).cloned());
-    sort_plan(&mut plan);
-    Some(plan)
 }
 
 /// Local VLANs recorded on our tunnel and container ports, per tenant, so a restarted agent
@@ -713,8 +617,7 @@ pub fn existing_vlans_from<O: Observed>(observed: &O) -> BTreeMap<String, u16> {
         .collect()
 }
 
-/// What OVSDB would hold after applying `plan` (its tunnels as rows: [`Plan::into_rows`]) to
-/// `observed`: a fake for tests of the diff and of code that drives it. New rows get UUIDs
+/// What OVSDB would hold after applying `plan` to `observed`: a fake for tests of the diff and of code that drives it. New rows get UUIDs
 /// like `uuid-port-<name>`.
 pub fn simulate_apply(observed: &ObservedState, plan: &Plan) -> ObservedState {
     let mut s = observed.clone();
@@ -724,6 +627,7 @@ pub fn simulate_apply(observed: &ObservedState, plan: &Plan) -> ObservedState {
             ObservedBridge {
                 uuid: format!("uuid-bridge-{}", b.name),
                 datapath_type: b.datapath_type.clone(),
+                fail_mode: b.fail_mode.clone(),
                 owned: true,
                 ports: BTreeSet::new(),
             },
@@ -732,6 +636,11 @@ pub fn simulate_apply(observed: &ObservedState, plan: &Plan) -> ObservedState {
     for (name, dp) in &plan.set_bridge_datapath {
         if let Some(b) = s.bridges.get_mut(name) {
             b.datapath_type = dp.clone();
+        }
+    }
+    for (name, mode) in &plan.set_bridge_fail_mode {
+        if let Some(b) = s.bridges.get_mut(name) {
+            b.fail_mode = mode.clone();
         }
     }
     for d in &plan.delete_ports {
@@ -785,23 +694,6 @@ mod tests {
     use crate::model::TunnelType;
     use crate::naming::{PATCH_INT_TO_TUN, PATCH_TUN_TO_INT};
 
-    /// [`super::diff`] with its tunnels as rows, the form these tests and the reference check.
-    fn diff<O: Observed>(desired: &DesiredState, observed: &O, owner: &str) -> Plan {
-        super::diff(desired, observed, owner).into_rows(&desired.tun_bridge.name, owner)
-    }
-
-    /// [`super::diff_since`] with its tunnels as rows.
-    fn diff_since<O: Observed>(
-        verified: &DesiredState,
-        conflicts: &[Conflict],
-        desired: &DesiredState,
-        observed: &O,
-        owner: &str,
-    ) -> Option<Plan> {
-        let plan = super::diff_since(verified, conflicts, desired, observed, owner)?;
-        Some(plan.into_rows(&desired.tun_bridge.name, owner))
-    }
-
     const OWNER: &str = "a";
 
     fn desired(v: &ClusterView, observed: &ObservedState) -> DesiredState {
@@ -826,346 +718,80 @@ mod tests {
     }
 
     #[test]
-    fn empty_cluster_on_empty_ovsdb_creates_bridges_and_patches() {
+    fn empty_cluster_on_empty_ovsdb_creates_secure_bridges_and_patches() {
         let v = view(OWNER, &[host(OWNER, "10.0.0.1")], &[], &[]);
-        let plan = diff(&desired(&v, &ObservedState::default()), &ObservedState::default(), OWNER);
-        assert_eq!(plan.create_bridges.len(), 2);
-        assert!(plan.create_bridges.iter().all(|b| b.datapath_type == "netdev"
-            && b.external_ids[ids::OWNER] == OWNER
-            && b.external_ids[ids::KIND] == ids::KIND_BRIDGE));
+        let (plan, after) = reconcile(&v, &ObservedState::default());
+        let bridges: Vec<(&str, &str, &str)> = plan
+            .create_bridges
+            .iter()
+            .map(|b| (b.name.as_str(), b.datapath_type.as_str(), b.fail_mode.as_str()))
+            .collect();
+        assert_eq!(bridges, [("br-int", "netdev", "secure"), ("br-tun", "netdev", "secure")]);
+        assert!(plan.create_bridges.iter().all(|b| b.external_ids[ids::OWNER] == OWNER));
         let names: Vec<&str> = plan.create_ports.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, vec![PATCH_TUN_TO_INT, PATCH_INT_TO_TUN]);
-        let on_int = plan.create_ports.iter().find(|p| p.name == PATCH_INT_TO_TUN).unwrap();
-        assert_eq!(on_int.bridge, "br-int");
-        assert_eq!(on_int.interface_type, "patch");
-        assert_eq!(on_int.options["peer"], PATCH_TUN_TO_INT);
-        assert_eq!((on_int.tag, on_int.protected), (None, false));
-        assert!(plan.update_ports.is_empty() && plan.delete_ports.is_empty() && plan.conflicts.is_empty());
+        assert_eq!(names, [PATCH_TUN_TO_INT, PATCH_INT_TO_TUN], "sorted by name");
+        assert!(plan.create_ports.iter().all(|p| p.tag.is_none() && p.interface_type == "patch"));
+        assert!(diff(&desired(&v, &after), &after, OWNER).is_empty());
     }
 
     #[test]
-    fn tunnels_to_create_are_listed_as_desired_not_as_rows() {
+    fn tenant_ports_carry_key_flow_remote_and_local_ip_and_converge_in_one_round() {
         let v = three_hosts(OWNER);
-        let d = desired(&v, &ObservedState::default());
-        let plan = super::diff(&d, &ObservedState::default(), OWNER);
-        assert_eq!(plan.create_tunnels, d.tunnels);
-        assert!(plan.create_ports.iter().all(|p| p.interface_type == "patch"));
-    }
-
-    #[test]
-    fn tunnel_port_rows_carry_everything() {
-        let v = three_hosts(OWNER);
-        let plan = diff(&desired(&v, &ObservedState::default()), &ObservedState::default(), OWNER);
-        let tunnels: Vec<&PortSpec> =
-            plan.create_ports.iter().filter(|p| p.bridge == "br-tun" && p.interface_type != "patch").collect();
-        assert_eq!(tunnels.len(), 3);
-        let red = tunnels.iter().find(|p| p.interface_type == "gre").unwrap();
+        let (plan, after) = reconcile(&v, &ObservedState::default());
+        let red = plan.create_ports.iter().find(|p| p.name == "tun-gr-200").unwrap();
+        assert_eq!(red.bridge, "br-tun");
+        assert_eq!(red.interface_type, "gre");
         assert_eq!(
             red.options,
-            map([("key", "200".into()), ("local_ip", "10.0.0.1".into()), ("remote_ip", "10.0.0.3".into()),])
-        );
-        assert_eq!((red.tag, red.protected), (Some(2), true));
-        assert_eq!(
-            red.external_ids,
-            map([
-                (ids::OWNER, "a".into()),
-                (ids::KIND, "tunnel".into()),
-                (ids::TENANT, "red".into()),
-                (ids::VNI, "200".into()),
-                (ids::PEER, "c".into()),
-                (ids::LOCAL_VLAN, "2".into()),
+            BTreeMap::from([
+                ("key".to_owned(), "200".to_owned()),
+                ("local_ip".to_owned(), "10.0.0.1".to_owned()),
+                ("remote_ip".to_owned(), "flow".to_owned()),
             ])
         );
-        assert_eq!(tunnels.iter().filter(|p| p.interface_type == "vxlan").count(), 2);
+        assert_eq!((red.tag, red.protected), (None, false));
+        assert_eq!(red.external_ids[ids::LOCAL_VLAN], "2");
+        assert_eq!(red.external_ids[ids::TENANT], "red");
+        assert!(diff(&desired(&v, &after), &after, OWNER).is_empty(), "a second round changes nothing");
     }
 
     #[test]
-    fn applying_a_plan_converges_in_one_round() {
-        let mut rng = Rng(0xdead_beef_cafe_f00d);
+    fn peers_coming_and_going_change_no_port_but_a_tenant_leaving_removes_its_port() {
+        let v = three_hosts(OWNER);
+        let (_, observed) = reconcile(&v, &ObservedState::default());
+        let mut fewer_peers = v.clone();
+        fewer_peers.leases.retain(|l| l.host != "c");
+        fewer_peers.hosts.remove("c");
+        assert!(diff(&desired(&fewer_peers, &observed), &observed, OWNER).is_empty());
+        let mut no_red = v.clone();
+        no_red.leases.retain(|l| !(l.tenant == "red" && l.host == OWNER));
+        let (plan, after) = reconcile(&no_red, &observed);
+        assert_eq!(plan.delete_ports.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["tun-gr-200"]);
+        assert!(after.ports.contains_key("tun-vx-100"));
+    }
+
+    #[test]
+    fn per_peer_tunnel_ports_of_earlier_agents_are_removed() {
+        let v = three_hosts(OWNER);
         let mut observed = ObservedState::default();
-        for round in 0..300 {
-            // The local host is always h0, so one OVSDB can be evolved across rounds.
-            let v = random_view(&mut rng);
-            let (plan, after) = reconcile(&v, &observed);
-            assert!(plan.conflicts.is_empty(), "round {round}: {:?}", plan.conflicts);
-            let (again, same) = reconcile(&v, &after);
-            assert!(again.is_empty(), "round {round}: second plan not empty: {again:?}");
-            assert_eq!(same, after);
-            // The bridges hold exactly the desired ports.
-            let d = desired(&v, &after);
-            let mut want: BTreeSet<String> = d.tunnels.iter().map(|t| t.name.clone()).collect();
-            want.insert(PATCH_TUN_TO_INT.into());
-            assert_eq!(after.bridges["br-tun"].ports, want);
-            // Every port listed on a bridge exists and says so.
-            for (b, br) in &after.bridges {
-                assert!(br.ports.iter().all(|p| after.ports[p].bridge == *b));
-            }
-            // Half the time start the next round from scratch, else evolve the same OVSDB.
-            observed = if rng.below(2) == 0 { ObservedState::default() } else { after };
-        }
-    }
-
-    /// Random damage to an OVSDB: the kinds of drift, foreign rows and half-done changes the
-    /// diff must see through.
-    fn damage(observed: &mut ObservedState, owner: &str, rng: &mut Rng) {
-        let names: Vec<String> = observed.ports.keys().cloned().collect();
-        for _ in 0..rng.below(6) {
-            let Some(name) = names.get(rng.below(names.len().max(1) as u64) as usize) else { break };
-            let Some(p) = observed.ports.get_mut(name) else { continue };
-            match rng.below(14) {
-                0 => p.tag = [None, Some(1), Some(7), Some(4094)][rng.below(4) as usize],
-                1 => p.protected = !p.protected,
-                2 => {
-                    // Keys sorting before and after the ones the agent writes.
-                    let key = ["csum", "ttl"][rng.below(2) as usize];
-                    p.interface.options.insert(key.into(), "true".into());
-                }
-                3 => {
-                    p.interface.options.remove("remote_ip");
-                }
-                4 => {
-                    p.interface.options.insert("key".into(), "999".into());
-                }
-                5 => {
-                    p.external_ids.insert("other-tool".into(), "x".into());
-                }
-                6 => {
-                    let key = ["overlay-stale", "overlay-zone"][rng.below(2) as usize];
-                    p.external_ids.insert(key.into(), "y".into());
-                }
-                7 => {
-                    p.external_ids.insert(ids::TENANT.into(), "t9".into());
-                }
-                8 => {
-                    let kind = ["container", "patch", "tunnel", "gateway"][rng.below(4) as usize];
-                    p.external_ids.insert(ids::KIND.into(), kind.into());
-                }
-                9 => {
-                    p.owned_by =
-                        [None, Some("someone-else".to_owned()), Some(owner.to_owned())][rng.below(3) as usize].clone()
-                }
-                10 => p.interface.kind = ["vxlan", "gre", "", "patch"][rng.below(4) as usize].into(),
-                11 => p.bridge = if p.bridge == "br-int" { "br-tun".into() } else { "br-int".into() },
-                12 => {
-                    observed.ports.remove(name);
-                }
-                _ => {
-                    p.external_ids.remove(ids::LOCAL_VLAN);
-                }
-            }
-        }
-        if rng.below(3) == 0 {
-            let name = if rng.below(2) == 0 { names.first().cloned().unwrap_or_default() } else { "eth9".into() };
-            observed.ports.insert(name, foreign_port("br-tun", "vxlan"));
-        }
-        if let Some(b) = observed.bridges.get_mut(["br-int", "br-tun"][rng.below(2) as usize]) {
-            match rng.below(8) {
-                0 => b.datapath_type = String::new(),
-                1 => b.datapath_type = "system".into(),
-                2 => b.owned = !b.owned,
-                _ => {}
-            }
-        }
-    }
-
-    #[test]
-    fn same_plan_as_the_reference_implementation() {
-        let mut rng = Rng(0x0dd5_eed5_00f0_d1ff);
-        let mut observed = ObservedState::default();
-        for round in 0..600 {
-            let v = random_view(&mut rng);
-            let owner = v.local.hostname.clone();
-            // What the previous round left (another view's ports), then the same in step with
-            // this view and damaged.
-            let d = desired(&v, &observed);
-            assert_eq!(diff(&d, &observed, &owner), crate::reference::diff(&d, &observed, &owner), "round {round}");
-            let (_, mut damaged) = reconcile(&v, &observed);
-            damage(&mut damaged, &owner, &mut rng);
-            let d = desired(&v, &damaged);
-            let plan = diff(&d, &damaged, &owner);
-            assert_eq!(plan, crate::reference::diff(&d, &damaged, &owner), "round {round}");
-            observed = if rng.below(4) == 0 { ObservedState::default() } else { simulate_apply(&damaged, &plan) };
-        }
-    }
-
-    /// `v` changed as events change it: peers join and leave, leases come and go, an address
-    /// moves, a tenant changes tunnel type or goes away.
-    fn evolve(v: &ClusterView, rng: &mut Rng) -> ClusterView {
-        let mut v = v.clone();
-        let local = v.local.hostname.clone();
-        let peers = |v: &ClusterView| -> Vec<String> { v.hosts.keys().filter(|h| **h != local).cloned().collect() };
-        let pick = |rng: &mut Rng, from: Vec<String>| from.get(rng.below(from.len().max(1) as u64) as usize).cloned();
-        for _ in 0..1 + rng.below(3) {
-            match rng.below(7) {
-                0 => {
-                    let name = format!("n{}", rng.below(100));
-                    v.hosts
-                        .insert(name.clone(), host(&name, &format!("10.1.{}.{}", rng.below(200), 1 + rng.below(200))));
-                    for t in v.tenants.keys().cloned().collect::<Vec<_>>() {
-                        if rng.below(3) != 0 {
-                            v.leases.push(lease(&t, "10.128.99.0/24", &name));
-                        }
-                    }
-                }
-                1 => {
-                    if let Some(h) = pick(rng, peers(&v)) {
-                        v.hosts.remove(&h);
-                        v.leases.retain(|l| l.host != h);
-                    }
-                }
-                2 if !v.leases.is_empty() => {
-                    v.leases.remove(rng.below(v.leases.len() as u64) as usize);
-                }
-                3 => {
-                    if let Some(h) = pick(rng, peers(&v)) {
-                        v.hosts.get_mut(&h).unwrap().underlay_ip =
-                            format!("10.2.0.{}", 1 + rng.below(250)).parse().unwrap();
-                    }
-                }
-                4 => {
-                    if let Some(name) = pick(rng, v.tenants.keys().cloned().collect()) {
-                        let t = &v.tenants[&name];
-                        let other = if t.tunnel() == TunnelType::Vxlan { TunnelType::Gre } else { TunnelType::Vxlan };
-                        let flipped = tenant(&name, t.vni().get(), &t.cidr().to_string(), other);
-                        v.tenants.insert(name, flipped);
-                    }
-                }
-                5 => {
-                    if let Some(name) = pick(rng, v.tenants.keys().cloned().collect()) {
-                        v.tenants.remove(&name);
-                    }
-                }
-                _ => {}
-            }
-        }
-        v
-    }
-
-    #[test]
-    fn diff_since_gives_the_full_plan() {
-        let mut rng = Rng(0x1dc0_ffee_0000_5eed);
-        let (mut compared, mut writes, mut conflicts) = (0, 0, 0);
-        for round in 0..800 {
-            let v0 = random_view(&mut rng);
-            let owner = v0.local.hostname.clone();
-            // An OVSDB brought in step with v0 from a damaged start; conflicts may remain.
-            let mut start = if rng.below(2) == 0 {
-                reconcile(&random_view(&mut rng), &ObservedState::default()).1
-            } else {
-                ObservedState::default()
-            };
-            damage(&mut start, &owner, &mut rng);
-            let observed = reconcile(&v0, &start).1;
-            let verified_state = desired(&v0, &observed);
-            let verified = diff(&verified_state, &observed, &owner);
-            if !verified.is_empty() {
-                continue;
-            }
-            let v1 = evolve(&v0, &mut rng);
-            let d1 = desired(&v1, &observed);
-            let full = diff(&d1, &observed, &owner);
-            let since = diff_since(&verified_state, &verified.conflicts, &d1, &observed, &owner);
-            assert_eq!(since.as_ref(), Some(&full), "round {round}");
-            compared += 1;
-            writes += usize::from(!full.is_empty());
-            conflicts += usize::from(!full.conflicts.is_empty());
-        }
-        assert!(
-            compared > 600 && writes > 200 && conflicts > 20,
-            "{compared} compared, {writes} with writes, {conflicts} with conflicts"
-        );
-    }
-
-    #[test]
-    fn diff_since_declines_other_bridges() {
-        let v = three_hosts(OWNER);
-        let (_, observed) = reconcile(&v, &ObservedState::default());
-        let d = desired(&v, &observed);
-        let mut other = v.clone();
-        other.tun_bridge = "br-tun2".into();
-        assert_eq!(diff_since(&d, &[], &desired(&other, &observed), &observed, OWNER), None);
-        assert_eq!(diff_since(&d, &[], &d, &observed, OWNER), Some(Plan::default()));
-        let conflict = Conflict { object: "x".into(), reason: "y".into() };
-        let same = diff_since(&d, std::slice::from_ref(&conflict), &d, &observed, OWNER);
-        assert_eq!(same, Some(Plan { conflicts: vec![conflict], ..Plan::default() }));
-    }
-
-    #[test]
-    fn ports_in_step_take_the_fast_path() {
-        let mut rng = Rng(0x7a57_0fa5_7a70_0001);
-        for _ in 0..100 {
-            let v = random_view(&mut rng);
-            let (_, after) = reconcile(&v, &ObservedState::default());
-            let d = desired(&v, &after);
-            for t in &d.tunnels {
-                assert!(tunnel_in_sync(t, &after.ports[&t.name], &v.local.hostname), "{t:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn peer_leaving_deletes_only_its_tunnels() {
-        let v = three_hosts(OWNER);
-        let (_, observed) = reconcile(&v, &ObservedState::default());
-        let mut v2 = v.clone();
-        v2.hosts.remove("c");
-        v2.leases.retain(|l| l.host != "c");
-        let (plan, after) = reconcile(&v2, &observed);
-        let deleted: Vec<&str> = plan.delete_ports.iter().map(|d| d.name.as_str()).collect();
-        let to_c: BTreeSet<&str> = observed
-            .ports
-            .iter()
-            .filter(|(_, p)| p.external_ids.get(ids::PEER).map(String::as_str) == Some("c"))
-            .map(|(n, _)| n.as_str())
-            .collect();
-        assert_eq!(to_c.len(), 2);
-        assert_eq!(deleted.iter().copied().collect::<BTreeSet<_>>(), to_c);
-        assert!(plan.create_ports.is_empty() && plan.update_ports.is_empty());
-        // red is still a local tenant (a's own lease) but has no peers left.
-        assert_eq!(after.bridges["br-tun"].ports.len(), 2);
-        assert!(plan.delete_ports.iter().all(|d| d.bridge == "br-tun" && d.port_uuid == observed.ports[&d.name].uuid));
-    }
-
-    #[test]
-    fn peer_changing_ip_updates_in_place() {
-        let v = three_hosts(OWNER);
-        let (_, observed) = reconcile(&v, &ObservedState::default());
-        let mut v2 = v.clone();
-        v2.hosts.get_mut("b").unwrap().underlay_ip = "10.0.0.22".parse().unwrap();
-        let (plan, after) = reconcile(&v2, &observed);
-        assert!(plan.delete_ports.is_empty() && plan.create_ports.is_empty());
-        assert_eq!(plan.update_ports.len(), 1);
-        let u = &plan.update_ports[0];
-        assert_eq!(u.changes, vec!["options:remote_ip 10.0.0.2 -> 10.0.0.22".to_owned()]);
-        assert_eq!(u.port_uuid, observed.ports[&u.name].uuid);
-        assert_eq!(u.iface_uuid, observed.ports[&u.name].interface.uuid);
-        assert_eq!(after.ports[&u.name].interface.options["remote_ip"], "10.0.0.22");
-    }
-
-    #[test]
-    fn local_ip_change_updates_every_tunnel() {
-        let v = three_hosts(OWNER);
-        let (_, observed) = reconcile(&v, &ObservedState::default());
-        let mut v2 = v.clone();
-        v2.local.underlay_ip = "10.0.0.11".parse().unwrap();
-        let plan = reconcile(&v2, &observed).0;
-        assert_eq!(plan.update_ports.len(), 3);
-        assert!(plan.update_ports.iter().all(|u| u.changes == ["options:local_ip 10.0.0.1 -> 10.0.0.11"]));
-    }
-
-    #[test]
-    fn tunnel_type_change_replaces_ports() {
-        let v = three_hosts(OWNER);
-        let (_, observed) = reconcile(&v, &ObservedState::default());
-        let mut v2 = v.clone();
-        let red = tenant("red", 200, "172.16.0.0/16", TunnelType::Vxlan);
-        v2.tenants.insert("red".into(), red);
-        let (plan, after) = reconcile(&v2, &observed);
-        assert_eq!(plan.delete_ports.len(), 1);
-        assert!(plan.delete_ports[0].name.starts_with("gr-"));
-        assert_eq!(plan.create_ports.len(), 1);
-        assert!(plan.create_ports[0].name.starts_with("vx-"));
-        assert!(after.ports.values().all(|p| p.interface.kind != "gre"));
+        // A port the per-(peer, tenant) design made: ours, a tunnel, protected, tagged.
+        let mut old = foreign_port("br-tun", "vxlan");
+        old.owned_by = Some(OWNER.into());
+        old.protected = true;
+        old.tag = Some(1);
+        old.external_ids = BTreeMap::from([
+            (ids::OWNER.to_owned(), OWNER.to_owned()),
+            (ids::KIND.to_owned(), ids::KIND_TUNNEL.to_owned()),
+            (ids::TENANT.to_owned(), "blue".to_owned()),
+            (ids::PEER.to_owned(), "b".to_owned()),
+            (ids::LOCAL_VLAN.to_owned(), "1".to_owned()),
+        ]);
+        old.interface.options = BTreeMap::from([("remote_ip".to_owned(), "10.0.0.2".to_owned())]);
+        observed.ports.insert("vx-1a2b3c4d5e6f".into(), old);
+        let (plan, after) = reconcile(&v, &observed);
+        assert_eq!(plan.delete_ports.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["vx-1a2b3c4d5e6f"]);
+        assert!(after.ports.contains_key("tun-vx-100"));
+        assert_eq!(existing_vlans_from(&after)["blue"], 1, "the tenant keeps its VLAN across the change");
     }
 
     #[test]
@@ -1182,18 +808,13 @@ mod tests {
         container.tag = Some(1);
         container.external_ids = ids::container_port(OWNER, "blue", 100, 1, "c", "eth0");
         observed.ports.insert("tap0123456789ab".into(), container);
-        let mut unknown_kind = foreign_port("br-int", "internal");
-        unknown_kind.owned_by = Some(OWNER.into());
-        unknown_kind.external_ids = map([(ids::OWNER, OWNER.into()), (ids::KIND, "gateway".into())]);
-        observed.ports.insert("gw-blue".into(), unknown_kind);
-
-        // Even with no tenants left at all, only our tunnels go.
+        // Even with no tenants left at all, only our tunnel ports go.
         let mut empty = v.clone();
         empty.leases.clear();
         let (plan, after) = reconcile(&empty, &observed);
-        assert_eq!(plan.delete_ports.len(), 3);
-        assert!(plan.delete_ports.iter().all(|d| d.bridge == "br-tun" && d.name != "vx-000000000000"));
-        for kept in ["eth1", "vx-000000000000", "tap0123456789ab", "gw-blue", PATCH_INT_TO_TUN, PATCH_TUN_TO_INT] {
+        assert_eq!(plan.delete_ports.len(), 2);
+        assert!(plan.delete_ports.iter().all(|d| d.bridge == "br-tun" && d.name.starts_with("tun-")));
+        for kept in ["eth1", "vx-000000000000", "tap0123456789ab", PATCH_INT_TO_TUN, PATCH_TUN_TO_INT] {
             assert!(after.ports.contains_key(kept), "{kept} was removed");
         }
         assert!(plan.update_ports.is_empty() && plan.conflicts.is_empty());
@@ -1202,55 +823,32 @@ mod tests {
     #[test]
     fn name_taken_by_a_foreign_port_is_a_conflict() {
         let v = three_hosts(OWNER);
-        let d = desired(&v, &ObservedState::default());
-        let name = d.tunnels[0].name.clone();
         let mut observed = ObservedState::default();
-        observed.ports.insert(name.clone(), foreign_port("br-tun", "vxlan"));
+        observed.ports.insert("tun-vx-100".into(), foreign_port("br-tun", "vxlan"));
         observed.ports.insert(PATCH_INT_TO_TUN.into(), {
             let mut p = foreign_port("br-int", "patch");
             p.owned_by = Some("someone-else".into());
             p
         });
-        let plan = diff(&d, &observed, OWNER);
+        let plan = diff(&desired(&v, &observed), &observed, OWNER);
         let objs: Vec<&str> = plan.conflicts.iter().map(|c| c.object.as_str()).collect();
-        assert_eq!(objs, {
-            let mut v = vec![name.as_str(), PATCH_INT_TO_TUN];
-            v.sort();
-            v
-        });
+        assert_eq!(objs, [PATCH_INT_TO_TUN, "tun-vx-100"]);
         assert!(plan.conflicts.iter().any(|c| c.reason.contains("not owned by the overlay agent")));
         assert!(plan.conflicts.iter().any(|c| c.reason.contains("\"someone-else\"")));
-        let touched = plan
-            .create_ports
-            .iter()
-            .map(|p| &p.name)
-            .chain(plan.update_ports.iter().map(|u| &u.name))
-            .chain(plan.delete_ports.iter().map(|d| &d.name));
+        let touched = plan.create_ports.iter().map(|p| &p.name).chain(plan.delete_ports.iter().map(|d| &d.name));
         for n in touched {
-            assert!(*n != name && n != PATCH_INT_TO_TUN, "{n} touched");
+            assert!(n != "tun-vx-100" && n != PATCH_INT_TO_TUN, "{n} touched");
         }
-        assert!(!plan.is_empty());
         assert!(plan.conflicts[0].to_string().starts_with(&format!("{}: ", plan.conflicts[0].object)));
-    }
-
-    #[test]
-    fn conflicts_alone_leave_the_plan_empty() {
-        let v = view(OWNER, &[host(OWNER, "10.0.0.1")], &[], &[]);
-        let (_, mut observed) = reconcile(&v, &ObservedState::default());
-        observed.ports.get_mut(PATCH_INT_TO_TUN).unwrap().owned_by = None;
-        let plan = diff(&desired(&v, &observed), &observed, OWNER);
-        assert_eq!(plan.conflicts.len(), 1);
-        assert!(plan.is_empty());
     }
 
     #[test]
     fn drifted_columns_are_repaired_and_foreign_keys_kept() {
         let v = three_hosts(OWNER);
         let (_, mut observed) = reconcile(&v, &ObservedState::default());
-        let name = desired(&v, &observed).tunnels[0].name.clone();
-        let p = observed.ports.get_mut(&name).unwrap();
-        p.protected = false;
-        p.tag = None;
+        let p = observed.ports.get_mut("tun-vx-100").unwrap();
+        p.protected = true;
+        p.tag = Some(9);
         p.interface.options.insert("csum".into(), "true".into());
         p.external_ids.insert("other-tool".into(), "x".into());
         p.external_ids.insert("overlay-stale".into(), "y".into());
@@ -1261,16 +859,15 @@ mod tests {
         assert!(u.changes.contains(&"options:csum true -> (none)".to_owned()));
         assert_eq!(u.external_ids.get("other-tool").map(String::as_str), Some("x"));
         assert!(!u.external_ids.contains_key("overlay-stale"));
-        let fixed = &after.ports[&name];
-        assert!(fixed.protected && fixed.tag.is_some() && !fixed.interface.options.contains_key("csum"));
+        let fixed = &after.ports["tun-vx-100"];
+        assert!(!fixed.protected && fixed.tag.is_none() && !fixed.interface.options.contains_key("csum"));
     }
 
     #[test]
     fn port_on_the_wrong_bridge_is_moved() {
         let v = view(OWNER, &[host(OWNER, "10.0.0.1")], &[], &[]);
         let (_, mut observed) = reconcile(&v, &ObservedState::default());
-        let p = observed.ports.get_mut(PATCH_TUN_TO_INT).unwrap();
-        p.bridge = "br-int".into();
+        observed.ports.get_mut(PATCH_TUN_TO_INT).unwrap().bridge = "br-int".into();
         observed.bridges.get_mut("br-tun").unwrap().ports.remove(PATCH_TUN_TO_INT);
         observed.bridges.get_mut("br-int").unwrap().ports.insert(PATCH_TUN_TO_INT.into());
         let (plan, after) = reconcile(&v, &observed);
@@ -1284,31 +881,37 @@ mod tests {
         );
         assert_eq!(plan.create_ports.len(), 1);
         assert_eq!(after.ports[PATCH_TUN_TO_INT].bridge, "br-tun");
-        assert!(!after.bridges["br-int"].ports.contains(PATCH_TUN_TO_INT));
     }
 
     #[test]
-    fn bridge_datapath_rules() {
+    fn bridge_datapath_and_fail_mode_rules() {
         let v = view(OWNER, &[host(OWNER, "10.0.0.1")], &[], &[]);
         let (_, mut observed) = reconcile(&v, &ObservedState::default());
-        // Ours and wrong: fix it.
-        observed.bridges.get_mut("br-int").unwrap().datapath_type = "system".into();
+        // Ours and wrong: fix it (a bridge of the per-peer design is standalone).
+        let int = observed.bridges.get_mut("br-int").unwrap();
+        int.datapath_type = "system".into();
+        int.fail_mode = String::new();
         // Not ours and wrong: report it.
         let tun = observed.bridges.get_mut("br-tun").unwrap();
         tun.owned = false;
-        tun.datapath_type = String::new();
+        tun.fail_mode = "standalone".into();
         let plan = diff(&desired(&v, &observed), &observed, OWNER);
-        assert_eq!(plan.set_bridge_datapath, vec![("br-int".to_owned(), "netdev".to_owned())]);
+        assert_eq!(plan.set_bridge_datapath, [("br-int".to_owned(), "netdev".to_owned())]);
+        assert_eq!(plan.set_bridge_fail_mode, [("br-int".to_owned(), "secure".to_owned())]);
         assert_eq!(plan.conflicts.len(), 1);
         assert_eq!(plan.conflicts[0].object, "br-tun");
-        assert!(plan.create_bridges.is_empty());
+        assert!(plan.conflicts[0].reason.contains("fail_mode=secure"), "{}", plan.conflicts[0]);
+        let after = simulate_apply(&observed, &plan);
+        assert_eq!(after.bridges["br-int"].fail_mode, "secure");
 
         // "" and "system" are the same datapath.
         let mut v2 = v.clone();
         v2.datapath_type = "system".into();
+        observed.bridges.get_mut("br-tun").unwrap().fail_mode = "secure".into();
+        observed.bridges.get_mut("br-int").unwrap().fail_mode = "secure".into();
+        observed.bridges.get_mut("br-tun").unwrap().datapath_type = String::new();
         let plan = diff(&desired(&v2, &observed), &observed, OWNER);
-        assert_eq!(plan.set_bridge_datapath.len(), 0);
-        assert!(plan.conflicts.is_empty());
+        assert!(plan.set_bridge_datapath.is_empty() && plan.conflicts.is_empty(), "{plan:?}");
     }
 
     #[test]
@@ -1321,6 +924,7 @@ mod tests {
                 ObservedBridge {
                     uuid: format!("u-{b}"),
                     datapath_type: "netdev".into(),
+                    fail_mode: "secure".into(),
                     owned: false,
                     ports: BTreeSet::new(),
                 },
@@ -1337,22 +941,18 @@ mod tests {
         let (_, observed) = reconcile(&v, &ObservedState::default());
         let before = existing_vlans_from(&observed);
         assert_eq!(before, desired(&v, &ObservedState::default()).tenant_vlans);
-        // After a restart a tenant named to sort first appears: a fresh allocation would
-        // shift blue and red; the recovered one must not.
+        // After a restart a tenant named to sort first appears: a fresh allocation would shift
+        // blue and red; the recovered one must not.
         let mut v2 = v.clone();
         v2.tenants.insert("aaa".into(), tenant("aaa", 300, "10.9.0.0/16", TunnelType::Vxlan));
         v2.leases.push(lease("aaa", "10.9.1.0/24", "a"));
-        v2.leases.push(lease("aaa", "10.9.2.0/24", "b"));
         let fresh = desired_state(&v2, &BTreeMap::new()).unwrap();
         assert_ne!(fresh.tenant_vlans["blue"], before["blue"], "test would not catch a reshuffle");
         let (plan, after) = reconcile(&v2, &observed);
-        assert!(plan.update_ports.is_empty(), "{:?}", plan.update_ports);
-        assert!(plan.delete_ports.is_empty());
+        assert!(plan.update_ports.is_empty() && plan.delete_ports.is_empty(), "{plan:?}");
         assert_eq!(plan.create_ports.len(), 1);
         let vlans = existing_vlans_from(&after);
-        assert_eq!(vlans["blue"], before["blue"]);
-        assert_eq!(vlans["red"], before["red"]);
-        assert_eq!(vlans["aaa"], 3);
+        assert_eq!((vlans["blue"], vlans["red"], vlans["aaa"]), (before["blue"], before["red"], 3));
     }
 
     #[test]
@@ -1390,10 +990,9 @@ mod tests {
         no_tenant.remove(ids::TENANT);
         add("x3", Some("a"), no_tenant, Some(3));
         add("x4", Some("a"), ids::container_port("a", "x4", 4, 4095, "c", "eth0"), None);
-        let got = existing_vlans_from(&observed);
         let want: BTreeMap<String, u16> =
             [("blue".into(), 5), ("red".into(), 7), ("green".into(), 12)].into_iter().collect();
-        assert_eq!(got, want);
+        assert_eq!(existing_vlans_from(&observed), want);
     }
 
     #[test]

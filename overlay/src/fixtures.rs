@@ -78,36 +78,3 @@ impl Rng {
         self.next() % n
     }
 }
-
-/// A random-ish view: up to 6 hosts (some without a record), up to 5 tenants, random leases.
-pub(crate) fn random_view(rng: &mut Rng) -> ClusterView {
-    let n_hosts = 1 + rng.below(6);
-    let all_hosts: Vec<HostRecord> =
-        (0..n_hosts).map(|i| host(&format!("h{i}"), &format!("10.0.0.{}", 1 + i + 10 * rng.below(3)))).collect();
-    // Dedupe IPs so only the dedicated same-IP test exercises that case.
-    let mut seen = std::collections::BTreeSet::new();
-    let all_hosts: Vec<HostRecord> = all_hosts.into_iter().filter(|h| seen.insert(h.underlay_ip)).collect();
-    let tenants: Vec<Tenant> = (0..rng.below(6))
-        .map(|i| {
-            let t = if rng.below(2) == 0 { TunnelType::Vxlan } else { TunnelType::Gre };
-            tenant(&format!("t{i}"), 1000 + i as u32, "10.128.0.0/16", t)
-        })
-        .collect();
-    let mut leases = Vec::new();
-    for (ti, t) in tenants.iter().enumerate() {
-        for (hi, h) in all_hosts.iter().enumerate() {
-            if rng.below(3) != 0 {
-                leases.push(lease(t.name(), &format!("10.128.{}.0/24", hi), &h.hostname));
-            }
-        }
-        if rng.below(4) == 0 {
-            // A stale lease of a host that has no record any more.
-            leases.push(lease(t.name(), &format!("10.128.{}.0/24", 200 + ti), "gone"));
-        }
-    }
-    // Drop some host records (but never the local one).
-    let local = all_hosts[0].hostname.clone();
-    let registered: Vec<HostRecord> =
-        all_hosts.into_iter().filter(|h| h.hostname == local || rng.below(5) != 0).collect();
-    view(&local, &registered, &tenants, &leases)
-}

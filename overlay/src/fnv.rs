@@ -36,9 +36,8 @@ impl Fnv1a {
     }
 }
 
-/// FNV-1a as a [`std::hash::Hasher`], for maps keyed by short names: several times cheaper
-/// than the default SipHash, and these keys come from our own view, not from an attacker
-/// who could aim for collisions (the worst a colliding etcd writer gets is a slower pass).
+/// FNV-1a as a [`std::hash::Hasher`]: a flow's content hash (its cookie), the same on every
+/// run of the same agent, unlike the randomly keyed default hasher.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FnvHasher(Fnv1a);
 
@@ -57,9 +56,6 @@ impl std::hash::Hasher for FnvHasher {
         self.0.finish()
     }
 }
-
-/// Builds [`FnvHasher`]s.
-pub(crate) type FnvBuild = std::hash::BuildHasherDefault<FnvHasher>;
 
 /// Hash of one byte string.
 pub(crate) fn hash(bytes: &[u8]) -> u64 {

@@ -1,12 +1,12 @@
-//! The overlay domain: tenants, hosts, leases and endpoints (`model`), interface names
-//! (`naming`), local VLANs (`vlan`), address management (`ipam`), container MTU (`mtu`), and the
-//! level-triggered reconcile core: `desired` state from the cluster view, and the `diff`
-//! against what OVSDB holds.
+//! The overlay domain: tenants, hosts, leases and endpoints (`model`), machine identity
+//! (`identity`), interface names (`naming`), local VLANs (`vlan`), address management (`ipam`),
+//! container MTU (`mtu`), and the level-triggered reconcile core: `desired` state of the
+//! bridges from the cluster view, the `diff` against what OVSDB holds, and the flow `pipeline`.
 //!
 //! Everything here is pure: no I/O, no clock, no randomness. The agent reads etcd and OVSDB,
-//! calls [`desired::desired_state`] and [`diff::diff`] (or [`diff::diff_since`] while OVSDB
-//! has not changed since a pass found it in step), and turns the resulting [`diff::Plan`] into
-//! one OVSDB transaction. See `DESIGN.md` for the data plane this builds.
+//! calls [`desired::desired_state`] and [`diff::diff`] and turns the resulting [`diff::Plan`]
+//! into one OVSDB transaction, then computes [`pipeline::desired_flows`] and sends what
+//! [`pipeline::changes`] lists as one OpenFlow bundle per bridge.
 
 #![warn(missing_docs)]
 
@@ -20,13 +20,12 @@ pub mod ipam;
 pub mod model;
 pub mod mtu;
 pub mod naming;
+pub mod pipeline;
 mod text;
 pub mod vlan;
 
 #[cfg(test)]
 mod fixtures;
-#[cfg(test)]
-mod reference;
 
 pub use error::{DesiredError, IpamError, ModelError, MtuError, VlanError};
 pub use model::{Endpoint, HostRecord, IpClaim, Liveness, MacAddr, SubnetLease, Tenant, TunnelType, Vni};

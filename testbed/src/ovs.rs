@@ -328,7 +328,12 @@ impl Vswitchd {
     /// The OpenFlow management socket ovs-vswitchd opens for `bridge` in its run dir
     /// (`<OVS_RUNDIR>/<bridge>.mgmt`); it exists once the bridge is configured.
     pub fn mgmt_socket(&self, bridge: &str) -> PathBuf {
-        self.dir().join(format!("{bridge}.mgmt"))
+        self.rundir().join(format!("{bridge}.mgmt"))
+    }
+
+    /// Its `OVS_RUNDIR`, where the bridges' management sockets are.
+    pub fn rundir(&self) -> PathBuf {
+        self.dir().to_path_buf()
     }
 
     /// `ovs-ofctl --timeout=30 ARGS` with `{mgmt:BRIDGE}` in any argument replaced by

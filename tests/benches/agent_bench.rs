@@ -33,7 +33,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use overlay::model::{HostRecord, SubnetLease, Tenant, TunnelType, Vni};
-use overlay::naming::tunnel_port_name;
 use overlay_tests::{agent_binary, Cluster};
 use serde_json::{json, Value};
 use testbed::{wait_ping, Container, Etcd, OvsdbServer, TestHost};
@@ -817,10 +816,6 @@ async fn wait_tunnels(w: &ovsdb_client::Client, want: usize, within: Duration) {
     }
 }
 
-fn has_port(r: &ovsdb_client::Replica, name: &str) -> bool {
-    r.table("Interface").find_one("name", &ovsdb_client::Atom::from(name)).is_some()
-}
-
 fn bench_scale(r: &mut Report) {
     let peers = env_num("BENCH_SCALE_PEERS", 1000);
     let n_tenants = env_num("BENCH_SCALE_TENANTS", 20);
@@ -956,7 +951,10 @@ fn bench_scale(r: &mut Report) {
     let mut c = rt.block_on(etcd_client::Client::connect([etcd.endpoint()], None)).expect("etcd");
     for k in 0..trials {
         let h = peer(peers + 1 + k);
-        let names: Vec<String> = tenants.iter().map(|t| tunnel_port_name(t.tunnel(), &h.hostname, t.vni())).collect();
+        let peer_flows = |status: &serde_json::Value| -> u64 {
+            let peers = status["peers"].as_array().cloned().unwrap_or_default();
+            peers.iter().find(|p| p["host"] == h.hostname.as_str()).and_then(|p| p["flows"].as_u64()).unwrap_or(0)
+        };
         let kvs = peer_kvs(prefix, &h, &tenants, peers + 1 + k);
         let keys: Vec<String> = kvs.iter().map(|(k, _)| k.clone()).collect();
         let (tx_a, rec_a) = counters(&agent.status());
@@ -965,10 +963,8 @@ fn bench_scale(r: &mut Report) {
             let ops: Vec<etcd_client::TxnOp> =
                 kvs.iter().map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.clone(), None)).collect();
             c.txn(etcd_client::Txn::new().and_then(ops)).await.expect("etcd txn");
-            w2.wait_until(Duration::from_secs(30), |r| names.iter().all(|n| has_port(r, n)))
-                .await
-                .expect("ports appear");
         });
+        testbed::wait_until(Duration::from_secs(30), "the peer's flows", || peer_flows(&agent.status()) > 0);
         join_ms.push(ms(start.elapsed()));
         std::thread::sleep(Duration::from_millis(500));
         let (tx_b, rec_b) = counters(&agent.status());
@@ -979,8 +975,8 @@ fn bench_scale(r: &mut Report) {
             let ops: Vec<etcd_client::TxnOp> =
                 keys.iter().map(|k| etcd_client::TxnOp::delete(k.as_str(), None)).collect();
             c.txn(etcd_client::Txn::new().and_then(ops)).await.expect("etcd txn");
-            w2.wait_until(Duration::from_secs(30), |r| !names.iter().any(|n| has_port(r, n))).await.expect("ports go");
         });
+        testbed::wait_until(Duration::from_secs(30), "the peer's flows gone", || peer_flows(&agent.status()) == 0);
         leave_ms.push(ms(start.elapsed()));
         std::thread::sleep(Duration::from_millis(500));
         let (tx_c, rec_c) = counters(&agent.status());

@@ -69,6 +69,8 @@ impl AgentProc {
             host.ovsdb_remote(),
             "--datapath-type".into(),
             "netdev".into(),
+            "--ovs-rundir".into(),
+            host.vswitchd().rundir().display().to_string(),
             "--host-netns".into(),
             host.netns().path().display().to_string(),
             "--api-socket".into(),
@@ -354,6 +356,38 @@ pub fn ports_on(host: &TestHost, bridge: &str) -> BTreeMap<String, PortRow> {
         .collect()
 }
 
+/// The flows of `bridge` on `host` as `ovs-ofctl -O OpenFlow13 dump-flows --no-stats` prints them
+/// (an independent reader of what the agent installed), one per line, sorted.
+pub fn flows_on(host: &TestHost, bridge: &str) -> Vec<String> {
+    let mgmt = format!("{{mgmt:{bridge}}}");
+    let out = host.vswitchd().ofctl(&["-O", "OpenFlow13", "dump-flows", "--no-stats", &mgmt]);
+    let mut lines: Vec<String> = out.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
+    lines.sort();
+    lines
+}
+
+/// The underlay addresses `host`'s br-tun accepts tunnelled frames from for the tenant whose
+/// tunnel port has ofport `tunnel_ofport` (its flows matching `in_port=N` and `tun_src=IP`).
+pub fn tunnel_sources(host: &TestHost, tunnel_ofport: u32) -> std::collections::BTreeSet<String> {
+    let in_port = format!("in_port={tunnel_ofport}");
+    flows_on(host, "br-tun")
+        .iter()
+        .filter_map(|f| {
+            let matching = f.split(" actions=").next()?;
+            let fields: Vec<&str> = matching.split([',', ' ']).collect();
+            if !fields.contains(&in_port.as_str()) {
+                return None;
+            }
+            fields.iter().find_map(|f| f.strip_prefix("tun_src=")).map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The ofport ovs-vswitchd gave interface `name` on `host`.
+pub fn ofport_of(host: &TestHost, name: &str) -> Option<u32> {
+    host.try_vsctl(&["get", "Interface", name, "ofport"]).ok().and_then(|s| s.trim().parse().ok()).filter(|p| *p > 0)
+}
+
 /// The tunnel ports on `br-tun` (ports whose interface is vxlan or gre).
 pub fn tunnels(host: &TestHost) -> BTreeMap<String, PortRow> {
     ports_on(host, "br-tun").into_iter().filter(|(_, p)| p.kind == "vxlan" || p.kind == "gre").collect()
@@ -397,8 +431,12 @@ impl Cluster {
             let interfaces = host.vsctl(&["--columns=name,ofport,error,link_state", "list", "Interface"]);
             let log = agent.logs();
             let tail: Vec<&str> = log.lines().filter(|l| !l.contains("reconcile pass")).collect();
+            let flows: String = ["br-tun", "br-int"]
+                .iter()
+                .map(|b| format!("--- {b} flows ---\n{}\n", flows_on(host, b).join("\n")))
+                .collect();
             report += &format!(
-                "--- {} ---\n{}{}--- its agent's log (end) ---\n{}\n",
+                "--- {} ---\n{}{}\n{flows}--- its agent's log (end) ---\n{}\n",
                 host.name(),
                 host.vsctl(&["show"]),
                 interfaces,

@@ -1,11 +1,11 @@
 //! Multi-host tests of the agent core: three hosts (network namespaces, each with its own
 //! ovsdb-server + ovs-vswitchd on the netdev datapath), one etcd, real agents. What is checked
-//! is what an operator would see with `ovs-vsctl` on each host.
+//! is what an operator would see with `ovs-vsctl` and `ovs-ofctl` on each host.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use overlay_tests::{ports_on, tunnels, AgentProc, Cluster, PortRow};
+use overlay_tests::{flows_on, ofport_of, ports_on, tunnel_sources, tunnels, AgentProc, Cluster};
 use testbed::{wait_for, wait_until, TestHost};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -14,43 +14,40 @@ fn cluster(n: u8, extra: &[&str]) -> Cluster {
     Cluster::start(n, extra)
 }
 
-/// The tunnels a host should have: (peer index, tenant, type, vni).
-fn expect_tunnels(c: &Cluster, host: usize, want: &[(usize, &str, &str, u32)]) {
+/// Checks host `host`'s tenant tunnel ports: exactly `want` (tenant, type, vni), one per
+/// tenant, each `remote_ip=flow` with key = VNI, and its flows accepting frames from exactly
+/// the peers listed (host indexes) for that tenant.
+fn expect_tenants(c: &Cluster, host: usize, want: &[(&str, &str, u32, &[usize])]) {
     let h = &c.hosts[host];
-    let got = wait_for(WAIT, &format!("tunnels on {}", h.name()), || {
+    let got = wait_for(WAIT, &format!("tenant ports and peers on {}", h.name()), || {
         let t = tunnels(h);
-        (t.len() == want.len()).then_some(t)
+        let ready = t.len() == want.len()
+            && want.iter().all(|&(tenant, _, _, peers)| {
+                let Some(port) =
+                    t.values().find(|p| p.external_ids.get("overlay-tenant").map(String::as_str) == Some(tenant))
+                else {
+                    return false;
+                };
+                let sources = ofport_of(h, &port.name).map(|o| tunnel_sources(h, o)).unwrap_or_default();
+                sources == peers.iter().map(|&p| c.hosts[p].underlay_ip().to_string()).collect::<BTreeSet<_>>()
+            });
+        ready.then_some(t)
     });
-    for &(peer, tenant, kind, vni) in want {
-        let p = &c.hosts[peer];
-        let port: &PortRow = got
-            .values()
-            .find(|t| {
-                t.external_ids.get("overlay-peer").map(String::as_str) == Some(p.name())
-                    && t.external_ids["overlay-tenant"] == tenant
-            })
-            .unwrap_or_else(|| panic!("no tunnel {tenant} -> {} on {}: {got:#?}", p.name(), h.name()));
+    let mut vlans = BTreeSet::new();
+    for &(tenant, kind, vni, _) in want {
+        let port = got.values().find(|p| p.external_ids["overlay-tenant"] == tenant).unwrap();
+        assert_eq!(port.name, format!("tun-{}-{vni}", &kind[..2]), "{port:#?}");
         assert_eq!(port.kind, kind, "{port:#?}");
         assert_eq!(port.options["key"], vni.to_string());
-        assert_eq!(port.options["remote_ip"], p.underlay_ip().to_string());
+        assert_eq!(port.options["remote_ip"], "flow");
         assert_eq!(port.options["local_ip"], h.underlay_ip().to_string());
-        assert!(port.protected, "tunnel ports are protected (split horizon): {port:#?}");
-        let vlan = port.tag.expect("tunnel ports are access ports");
-        assert!((1..=4094).contains(&vlan));
-        assert_eq!(port.external_ids["overlay-local-vlan"], vlan.to_string());
+        assert!(!port.protected && port.tag.is_none(), "no MAC learning on br-tun: {port:#?}");
+        let vlan: u16 = port.external_ids["overlay-local-vlan"].parse().unwrap();
+        assert!((1..=4094).contains(&vlan) && vlans.insert(vlan), "tenant VLANs must differ: {got:#?}");
         assert_eq!(port.external_ids["overlay-vni"], vni.to_string());
         assert_eq!(port.external_ids["overlay-owner"], h.name());
         assert_eq!(port.external_ids["overlay-kind"], "tunnel");
-        assert!(port.name.len() <= 15, "{}", port.name);
     }
-    // One local VLAN per tenant on this host.
-    let mut vlan_of: BTreeMap<&str, i64> = BTreeMap::new();
-    for t in got.values() {
-        let prev = vlan_of.insert(&t.external_ids["overlay-tenant"], t.tag.unwrap());
-        assert!(prev.is_none() || prev == t.tag, "tenant VLANs differ on {}: {got:#?}", h.name());
-    }
-    let vlans: std::collections::BTreeSet<i64> = vlan_of.values().copied().collect();
-    assert_eq!(vlans.len(), vlan_of.len(), "two tenants share a VLAN on {}", h.name());
 }
 
 fn bridges_and_patches(h: &TestHost) {
@@ -60,12 +57,14 @@ fn bridges_and_patches(h: &TestHost) {
     assert_eq!(int["patch-tun"].options["peer"], "patch-int");
     assert_eq!(tun["patch-int"].options["peer"], "patch-tun");
     assert_eq!(int["patch-tun"].tag, None, "patch ports are trunks");
-    let dp = h.vsctl(&["get", "Bridge", "br-int", "datapath_type"]);
-    assert_eq!(dp.trim(), "netdev");
+    for b in ["br-int", "br-tun"] {
+        assert_eq!(h.vsctl(&["get", "Bridge", b, "datapath_type"]).trim(), "netdev");
+        assert_eq!(h.vsctl(&["get", "Bridge", b, "fail_mode"]).trim(), "secure", "{b}");
+    }
 }
 
 #[test]
-fn tunnels_follow_tenant_membership_with_vxlan_and_gre() {
+fn one_tunnel_port_per_tenant_and_flows_per_member_with_vxlan_and_gre() {
     let c = cluster(3, &[]);
     for h in &c.hosts {
         wait_until(WAIT, "bridges", || ports_on(h, "br-tun").contains_key("patch-int"));
@@ -74,56 +73,60 @@ fn tunnels_follow_tenant_membership_with_vxlan_and_gre() {
     let a = &c.agents;
     a[0].cli_ok(&["tenant", "create", "red", "--vni", "1001", "--cidr", "198.19.0.0/16", "--tunnel", "vxlan"]);
     a[0].cli_ok(&["tenant", "create", "blue", "--vni", "1002", "--cidr", "198.19.0.0/16", "--tunnel", "gre"]);
-    // No host takes part yet: no tunnels anywhere.
+    // No host takes part yet: no tunnel ports anywhere.
     for h in &c.hosts {
         assert!(tunnels(h).is_empty());
     }
     for (i, t) in [(0, "red"), (1, "red"), (2, "red"), (0, "blue"), (2, "blue")] {
         a[i].cli_ok(&["tenant", "join", t]);
     }
-    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 1001), (2, "red", "vxlan", 1001), (2, "blue", "gre", 1002)]);
-    expect_tunnels(&c, 1, &[(0, "red", "vxlan", 1001), (2, "red", "vxlan", 1001)]);
-    expect_tunnels(&c, 2, &[(0, "red", "vxlan", 1001), (1, "red", "vxlan", 1001), (0, "blue", "gre", 1002)]);
+    expect_tenants(&c, 0, &[("red", "vxlan", 1001, &[1, 2]), ("blue", "gre", 1002, &[2])]);
+    expect_tenants(&c, 1, &[("red", "vxlan", 1001, &[0, 2])]);
+    expect_tenants(&c, 2, &[("red", "vxlan", 1001, &[0, 1]), ("blue", "gre", 1002, &[0])]);
 
-    // Host 2 joins blue later: every blue host gains a tunnel to it.
+    // Host 2 joins blue later: no port anywhere changes, every blue host accepts it.
+    let ports_before = tunnels(&c.hosts[0]);
     a[1].cli_ok(&["tenant", "join", "blue"]);
-    expect_tunnels(
-        &c,
-        1,
-        &[(0, "red", "vxlan", 1001), (2, "red", "vxlan", 1001), (0, "blue", "gre", 1002), (2, "blue", "gre", 1002)],
-    );
-    expect_tunnels(
-        &c,
-        0,
-        &[(1, "red", "vxlan", 1001), (2, "red", "vxlan", 1001), (2, "blue", "gre", 1002), (1, "blue", "gre", 1002)],
-    );
+    expect_tenants(&c, 1, &[("red", "vxlan", 1001, &[0, 2]), ("blue", "gre", 1002, &[0, 2])]);
+    expect_tenants(&c, 0, &[("red", "vxlan", 1001, &[1, 2]), ("blue", "gre", 1002, &[1, 2])]);
+    let uuids = |t: &std::collections::BTreeMap<String, overlay_tests::PortRow>| -> Vec<String> {
+        t.values().map(|p| p.uuid.clone()).collect()
+    };
+    assert_eq!(uuids(&tunnels(&c.hosts[0])), uuids(&ports_before), "a peer joining changed a port");
 
-    // Status tells the same story.
+    // Status tells the same story: two tunnel ports, two peers, flows per tenant and peer.
     let s = a[0].status();
-    assert_eq!(s["tunnels"].as_array().unwrap().len(), 4, "{s:#}");
+    assert_eq!(s["tunnels"].as_array().unwrap().len(), 2, "{s:#}");
+    assert!(s["tunnels"].as_array().unwrap().iter().all(|t| t["peers"] == 2 && t["ofport"].is_u64()), "{s:#}");
     assert_eq!(s["peers"].as_array().unwrap().len(), 2, "{s:#}");
-    let list = a[2].cli_ok(&["tenant", "list", "--json"]);
-    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert!(s["peers"].as_array().unwrap().iter().all(|p| p["flows"].as_u64() >= Some(2)), "{s:#}");
+    assert!(s["tenants"].as_array().unwrap().iter().all(|t| t["flows"].as_u64() >= Some(3)), "{s:#}");
+    assert_eq!(s["flows"]["tun"].as_u64(), Some(flows_on(&c.hosts[0], "br-tun").len() as u64), "{s:#}");
+    let text = a[0].cli_ok(&["status"]);
+    assert!(text.contains("remote_ip=flow") && text.contains("flows:"), "{text}");
+    let list: serde_json::Value = serde_json::from_str(&a[2].cli_ok(&["tenant", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
 
-    // A tenant deleted: its tunnels go everywhere.
+    // A tenant deleted: its port and its flows go everywhere.
+    let blue_port = ofport_of(&c.hosts[0], "tun-gr-1002").unwrap();
     a[2].cli_ok(&["tenant", "delete", "blue"]);
-    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 1001), (2, "red", "vxlan", 1001)]);
-    expect_tunnels(&c, 2, &[(0, "red", "vxlan", 1001), (1, "red", "vxlan", 1001)]);
+    expect_tenants(&c, 0, &[("red", "vxlan", 1001, &[1, 2])]);
+    expect_tenants(&c, 2, &[("red", "vxlan", 1001, &[0, 1])]);
+    wait_until(WAIT, "blue's flows gone", || tunnel_sources(&c.hosts[0], blue_port).is_empty());
 }
 
 #[test]
-fn peer_that_leaves_loses_its_tunnels_only_when_its_lease_expires() {
+fn peer_that_leaves_loses_its_flows_only_when_its_lease_expires() {
     // A short host lease so expiry fits in a test; liveness is shorter still.
     let mut c = cluster(3, &["--host-ttl", "10"]);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "7", "--cidr", "198.19.0.0/16"]);
     for a in &c.agents {
         a.cli_ok(&["tenant", "join", "red"]);
     }
-    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 7), (2, "red", "vxlan", 7)]);
+    expect_tenants(&c, 0, &[("red", "vxlan", 7, &[1, 2])]);
     let gone = c.hosts[2].name().to_owned();
     c.agents[2].kill();
-    // Liveness goes within seconds, and status says so, but the tunnels stay.
+    // Liveness goes within seconds, and status says so, but its flows stay.
     wait_until(WAIT, "peer marked not alive", || {
         c.agents[0].status()["peers"]
             .as_array()
@@ -131,24 +134,26 @@ fn peer_that_leaves_loses_its_tunnels_only_when_its_lease_expires() {
             .iter()
             .any(|p| p["host"] == gone.as_str() && p["alive"] == false)
     });
-    assert_eq!(tunnels(&c.hosts[0]).len(), 2, "a dead agent's tunnels stay until its lease expires");
-    // Then the host lease (10 s) expires and the tunnels go.
-    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 7)]);
-    expect_tunnels(&c, 1, &[(0, "red", "vxlan", 7)]);
+    let port = ofport_of(&c.hosts[0], "tun-vx-7").unwrap();
+    assert_eq!(tunnel_sources(&c.hosts[0], port).len(), 2, "a dead agent's flows stay until its lease expires");
+    // Then the host lease (10 s) expires and its flows go.
+    expect_tenants(&c, 0, &[("red", "vxlan", 7, &[1])]);
+    expect_tenants(&c, 1, &[("red", "vxlan", 7, &[0])]);
     // A host key deleted by an operator has the same effect, at once.
     c.etcd.etcdctl(&["del", &format!("{}/hosts/{}", c.prefix, c.hosts[1].name())]);
-    expect_tunnels(&c, 0, &[]);
+    expect_tenants(&c, 0, &[("red", "vxlan", 7, &[])]);
 }
 
 #[test]
-fn restarting_an_agent_changes_no_ovsdb_row() {
+fn restarting_an_agent_changes_no_ovsdb_row_and_no_flow() {
     let mut c = cluster(2, &[]);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "9", "--cidr", "198.19.0.0/16"]);
     for a in &c.agents {
         a.cli_ok(&["tenant", "join", "red"]);
     }
-    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 9)]);
-    let before = (ports_on(&c.hosts[0], "br-int"), ports_on(&c.hosts[0], "br-tun"));
+    expect_tenants(&c, 0, &[("red", "vxlan", 9, &[1])]);
+    let h = &c.hosts[0];
+    let before = (ports_on(h, "br-int"), ports_on(h, "br-tun"), flows_on(h, "br-int"), flows_on(h, "br-tun"));
     for graceful in [true, false] {
         if graceful {
             c.agents[0].stop();
@@ -156,19 +161,18 @@ fn restarting_an_agent_changes_no_ovsdb_row() {
             c.agents[0].kill();
         }
         c.agents[0].restart();
-        // The restarted agent re-attached to its registration and reconciled at least once.
-        wait_until(WAIT, "a reconcile after restart", || {
-            c.agents[0].status()["counters"]["reconciles"].as_u64() >= Some(1)
-        });
-        std::thread::sleep(Duration::from_millis(300));
+        // The restarted agent re-attached to its registration, read both bridges back and
+        // found nothing to change: a pass ended and it had sent nothing.
+        wait_until(WAIT, "a pass after the restart", || c.agents[0].status()["last_reconcile_ms_ago"].is_u64());
         let s = c.agents[0].status();
         assert_eq!(s["counters"]["ovsdb_transactions"], 0, "restart sent a transaction: {s:#}");
-        let after = (ports_on(&c.hosts[0], "br-int"), ports_on(&c.hosts[0], "br-tun"));
-        assert_eq!(before, after, "a restart rewrote OVSDB rows (uuid or _version changed)");
+        assert_eq!(s["counters"]["openflow_bundles"], 0, "restart changed flows: {s:#}");
+        let after = (ports_on(h, "br-int"), ports_on(h, "br-tun"), flows_on(h, "br-int"), flows_on(h, "br-tun"));
+        assert_eq!(before, after, "a restart rewrote OVSDB rows (uuid or _version changed) or flows");
         assert!(c.agents[0].logs().contains("reattached=true"), "{}", c.agents[0].logs());
     }
-    // The peer never lost its tunnel.
-    assert_eq!(tunnels(&c.hosts[1]).len(), 1);
+    // The peer never lost its flows.
+    expect_tenants(&c, 1, &[("red", "vxlan", 9, &[0])]);
 }
 
 #[test]
@@ -201,19 +205,47 @@ fn second_agent_with_same_hostname_or_underlay_ip_is_refused() {
 }
 
 #[test]
-fn foreign_ports_are_left_alone_and_a_deleted_tunnel_comes_back() {
-    let c = cluster(2, &[]);
+fn foreign_ports_flows_and_keys_are_left_alone_and_what_is_ours_comes_back() {
+    let c = cluster(2, &["--resync-interval", "2"]);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "11", "--cidr", "198.19.0.0/16"]);
     for a in &c.agents {
         a.cli_ok(&["tenant", "join", "red"]);
     }
-    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 11)]);
+    expect_tenants(&c, 0, &[("red", "vxlan", 11, &[1])]);
     let h = &c.hosts[0];
+    // Another tool's port, flow and external_ids keys.
     h.vsctl(&["add-port", "br-tun", "operator-port", "--", "set", "Interface", "operator-port", "type=internal"]);
-    let name = tunnels(h).into_keys().next().unwrap();
-    h.vsctl(&["del-port", "br-tun", &name]);
-    expect_tunnels(&c, 0, &[(1, "red", "vxlan", 11)]);
+    let foreign_flow = "cookie=0x1234,table=5,priority=7,ip,nw_dst=198.18.100.9 actions=drop";
+    h.vswitchd().ofctl(&["-O", "OpenFlow13", "add-flow", "{mgmt:br-tun}", foreign_flow]);
+    h.vsctl(&["set", "Interface", "tun-vx-11", "external_ids:other-tool=kept"]);
+    h.vsctl(&["set", "Port", "tun-vx-11", "external_ids:other-tool=kept-too"]);
+    // A drifted column of our port makes the agent update it: by mutation of its own keys.
+    h.vsctl(&["set", "Port", "tun-vx-11", "tag=5"]);
+    wait_until(WAIT, "the tag repaired", || tunnels(h)["tun-vx-11"].tag.is_none());
+    let port = &tunnels(h)["tun-vx-11"];
+    assert_eq!(port.iface_external_ids.get("other-tool").map(String::as_str), Some("kept"), "{port:#?}");
+    assert_eq!(port.external_ids.get("other-tool").map(String::as_str), Some("kept-too"), "{port:#?}");
+    // Our tunnel port deleted by hand comes back.
+    h.vsctl(&["del-port", "br-tun", "tun-vx-11"]);
+    expect_tenants(&c, 0, &[("red", "vxlan", 11, &[1])]);
+    // One of our flows deleted by hand comes back at the next full pass.
+    let ours = flows_on(h, "br-tun").into_iter().find(|f| f.contains("tun_src=")).unwrap();
+    let spec = ours
+        .split(" actions=")
+        .next()
+        .unwrap()
+        .split(", ")
+        .filter(|p| !p.starts_with("cookie="))
+        .collect::<Vec<_>>()
+        .join(",");
+    h.vswitchd().ofctl(&["-O", "OpenFlow13", "del-flows", "--strict", "{mgmt:br-tun}", &spec]);
+    assert!(!flows_on(h, "br-tun").contains(&ours));
+    wait_until(WAIT, "the deleted flow back", || flows_on(h, "br-tun").contains(&ours));
     assert!(ports_on(h, "br-tun").contains_key("operator-port"), "the agent removed a port it does not own");
+    assert!(
+        flows_on(h, "br-tun").iter().any(|f| f.contains("cookie=0x1234") && f.contains("nw_dst=198.18.100.9")),
+        "the agent removed a flow it does not own"
+    );
 }
 
 #[test]
@@ -235,12 +267,20 @@ fn metrics_endpoint_serves_prometheus_text() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     for metric in [
         "overlay_ovsdb_transactions_total",
+        "overlay_openflow_bundles_total",
         "overlay_reconcile_errors_total 0",
         "overlay_peers 0",
         "overlay_tunnels 0",
         "overlay_ovsdb_connected 1",
+        "overlay_identity_conflict 0",
+        "overlay_containers_reaped_total 0",
     ] {
         assert!(text.contains(metric), "{metric} missing:\n{text}");
     }
     assert!(text.contains("# TYPE overlay_reconciles_total counter"), "{text}");
+    // Both bridges come to hold flows: the drops and NORMAL of the empty pipeline.
+    let flows = |text: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix("overlay_flows ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    wait_until(WAIT, "the first pass's flows in the metrics", || flows(&get()) >= 4);
 }

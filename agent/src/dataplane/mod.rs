@@ -1,169 +1,241 @@
 //! The boundary between the desired state and what realises it. The daemon hands a pass the
 //! cluster as watched and this host's own leases; the data plane makes the switch match and
 //! reports what `status` shows. Status, the registry and the plug path know only this module's
-//! [`Report`] and [`DataPlane::tenant_vlan`], not how the data plane is built.
+//! [`Report`], [`DataPlane::tenant_vlan`] and the container-port calls, not how the data plane
+//! is built.
 //!
-//! The data plane here builds one tunnel port per (peer, tenant) ([`ports`]).
+//! The data plane is two layers: the bridges, patch ports and one tunnel port per tenant in
+//! OVSDB ([`bridges`]), and the flow pipeline on both bridges over OpenFlow ([`flows`]).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use overlay::model::{SubnetLease, TunnelType};
+use overlay::desired::DesiredState;
+use overlay::model::{MacAddr, SubnetLease};
+use overlay_config::AgentConfig;
+use ovsdb_client::Client;
 use tokio::sync::watch;
 
 use crate::registry::ClusterCache;
 
-mod ports;
+mod bridges;
+mod flows;
+mod inputs;
 
-pub use ports::{Memo, PassError, PortDataPlane as DataPlane};
+pub use flows::FlowPlane;
 
 /// What a pass works from.
 pub struct PassInput<'a> {
     /// OVSDB.
-    pub ovs: &'a ovsdb_client::Client,
+    pub ovs: &'a Client,
     /// The cluster as watched.
     pub cluster: &'a watch::Receiver<ClusterCache>,
     /// Leases this agent took that the watch may not show yet.
     pub own_leases: BTreeMap<String, SubnetLease>,
-    /// Compare everything afresh (the periodic resync), whatever earlier passes found.
+    /// Compare everything afresh (the periodic resync): the switch's flows are read back.
     pub full: bool,
 }
 
-/// What a pass did and found.
+/// What a pass did.
 pub struct PassOutcome {
-    /// OVSDB transactions sent (0: the switch was in step).
+    /// OVSDB transactions sent.
     pub transactions: usize,
+    /// OpenFlow bundles sent.
+    pub bundles: usize,
     /// What status shows.
     pub report: Report,
 }
 
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// OVS was never initialised.
+    #[error("the Open_vSwitch table has no row: run `ovs-vsctl init` once")]
+    NoRootRow,
+    /// The desired state cannot be computed (configuration, VLANs exhausted).
+    #[error(transparent)]
+    Desired(#[from] overlay::DesiredError),
+    /// OVSDB refused or lost a transaction.
+    #[error("applying the bridges and ports to OVSDB")]
+    Transact(#[source] ovsdb_client::TransactError),
+    /// A bridge's flows could not be read or changed.
+    #[error("programming the flows of {bridge}")]
+    OpenFlow {
+        /// The bridge.
+        bridge: String,
+        /// What failed.
+        #[source]
+        source: openflow_client::ClientError,
+    },
+    /// A flow the pipeline computed is not valid OpenFlow: a bug of the agent.
+    #[error("the flow pipeline built an invalid flow ({spec}); please report this")]
+    InvalidFlow {
+        /// The flow, as computed.
+        spec: String,
+        /// Why it is invalid.
+        #[source]
+        source: openflow_client::FlowError,
+    },
+}
+
+/// A tunnel port as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelReport {
+    /// Port name.
+    pub name: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The key.
+    pub vni: u32,
+    /// `vxlan` or `gre`.
+    pub kind: &'static str,
+    /// The tenant's VLAN.
+    pub local_vlan: u16,
+    /// Its ofport, once known.
+    pub ofport: Option<u32>,
+    /// How many hosts it reaches.
+    pub peers: usize,
+}
+
 /// What the data plane built, for `status` and the metrics.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Report {
     /// Local VLAN of every tenant this host takes part in.
     pub tenant_vlans: BTreeMap<String, u16>,
     /// The tunnel ports.
-    pub tunnels: TunnelList,
+    pub tunnels: Vec<TunnelReport>,
+    /// Flows on br-tun per tenant.
+    pub tenant_flows: BTreeMap<String, usize>,
+    /// Flows on br-tun per peer underlay address.
+    pub peer_flows: BTreeMap<IpAddr, usize>,
+    /// Flows per bridge: (br-tun, br-int).
+    pub flows: (usize, usize),
     /// Peers left out, and why.
     pub skipped: Vec<String>,
     /// What cannot be built because something else is in the way.
     pub conflicts: Vec<String>,
-    /// Peers with at least one tunnel.
+    /// Distinct peers this host tunnels to.
     pub peers: usize,
 }
 
-/// The tunnels as `status` lists them. Kept as plain data and turned into JSON only when
-/// `status` is asked: as JSON objects, 20,000 tunnels held 13.7 MiB between passes (heaptrack,
-/// scale benchmark). The names are in one buffer and peer and tenant names, which many tunnels
-/// repeat, are shared: the list is rebuilt by every pass, and tens of thousands of small
-/// allocations made in the middle of a pass's temporary memory keep its pages from being
-/// given back.
+/// What passes remember between them; lives inside the plumbing lock, which every pass and
+/// every change of a container port's flows hold.
 #[derive(Default)]
-pub struct TunnelList {
-    names: String,
-    tunnels: Vec<TunnelStatus>,
+pub struct Memo {
+    /// The last desired state (local VLANs for plugs).
+    desired: Option<Arc<DesiredState>>,
+    /// What the flow plane knows the switches hold.
+    flows: flows::Installed,
 }
 
-struct TunnelStatus {
-    /// Where the name is in [`TunnelList::names`].
-    name: std::ops::Range<u32>,
-    peer: Arc<str>,
-    tenant: Arc<str>,
-    vni: u32,
-    tunnel: TunnelType,
-    remote_ip: std::net::IpAddr,
-    local_vlan: u16,
+/// The data plane of this host.
+pub struct DataPlane {
+    owner: String,
+    me: overlay::model::HostRecord,
+    datapath_type: String,
+    int_bridge: String,
+    tun_bridge: String,
+    /// The flows.
+    pub flows: FlowPlane,
 }
 
-impl TunnelList {
-    /// How many tunnels.
-    pub fn len(&self) -> usize {
-        self.tunnels.len()
-    }
-
-    /// True when there is none.
-    pub fn is_empty(&self) -> bool {
-        self.tunnels.is_empty()
-    }
-
-    /// The list of `tunnels`, for status.
-    pub fn new(tunnels: &[overlay::desired::TunnelPortSpec]) -> TunnelList {
-        fn shared<'a>(names: &mut std::collections::HashMap<&'a str, Arc<str>>, s: &'a str) -> Arc<str> {
-            names.entry(s).or_insert_with(|| Arc::from(s)).clone()
+impl DataPlane {
+    /// The data plane `me` builds with `config`'s bridges; it programs their flows through
+    /// ovs-vswitchd's management sockets (connecting in the background: the bridges may not
+    /// exist yet).
+    pub fn new(me: overlay::model::HostRecord, config: &AgentConfig) -> Self {
+        DataPlane {
+            owner: me.hostname.clone(),
+            me,
+            datapath_type: config.ovs.datapath_type.as_str().to_owned(),
+            int_bridge: config.ovs.int_bridge.clone(),
+            tun_bridge: config.ovs.tun_bridge.clone(),
+            flows: FlowPlane::start(&config.ovs.rundir, &config.ovs.int_bridge, &config.ovs.tun_bridge),
         }
-        let mut shared_names = std::collections::HashMap::new();
-        let mut names = String::with_capacity(tunnels.iter().map(|t| t.name.len()).sum());
-        let tunnels = tunnels
-            .iter()
-            .map(|t| {
-                let start = names.len() as u32;
-                names.push_str(&t.name);
-                TunnelStatus {
-                    name: start..names.len() as u32,
-                    peer: shared(&mut shared_names, &t.peer),
-                    tenant: shared(&mut shared_names, &t.tenant),
-                    vni: t.vni.get(),
-                    tunnel: t.tunnel,
-                    remote_ip: t.remote_ip,
-                    local_vlan: t.local_vlan,
-                }
-            })
-            .collect();
-        TunnelList { names, tunnels }
     }
-}
 
-impl serde::Serialize for TunnelList {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
-        struct One<'a>(&'a str, &'a TunnelStatus);
-        impl serde::Serialize for One<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let (name, t) = (self.0, self.1);
-                let mut m = s.serialize_map(Some(7))?;
-                m.serialize_entry("name", name)?;
-                m.serialize_entry("peer", &*t.peer)?;
-                m.serialize_entry("tenant", &*t.tenant)?;
-                m.serialize_entry("vni", &t.vni)?;
-                m.serialize_entry("type", t.tunnel.as_str())?;
-                m.serialize_entry("remote_ip", &t.remote_ip)?;
-                m.serialize_entry("local_vlan", &t.local_vlan)?;
-                m.end()
-            }
-        }
-        let mut seq = s.serialize_seq(Some(self.tunnels.len()))?;
-        for t in &self.tunnels {
-            seq.serialize_element(&One(&self.names[t.name.start as usize..t.name.end as usize], t))?;
-        }
-        seq.end()
+    /// The integration bridge, where container ports go.
+    pub fn int_bridge(&self) -> &str {
+        &self.int_bridge
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+    /// The local VLAN of `tenant` as the last pass computed it.
+    pub fn tenant_vlan(&self, memo: &Memo, tenant: &str) -> Option<u16> {
+        memo.desired.as_ref().and_then(|d| d.tenant_vlans.get(tenant).copied())
+    }
 
-    #[test]
-    fn status_tunnels_share_names_and_keep_their_json() {
-        let spec = |tenant: &str, vni: u32| overlay::desired::TunnelPortSpec {
-            name: format!("vx-{vni}"),
-            tenant: tenant.into(),
-            vni: overlay::model::Vni::new(vni).unwrap(),
-            peer: "peer-1".into(),
-            remote_ip: "10.0.0.2".parse().unwrap(),
-            local_ip: "10.0.0.1".parse().unwrap(),
-            tunnel: TunnelType::Vxlan,
-            local_vlan: 3,
+    /// One pass: the bridges and ports in OVSDB, then the flows of both bridges.
+    pub async fn pass(&self, memo: &mut Memo, input: PassInput<'_>) -> Result<PassOutcome, PassError> {
+        let (desired, transactions, conflicts) = self.bridges_pass(&input).await?;
+        memo.desired = Some(desired.clone());
+        let pipeline = {
+            let cache = input.cluster.borrow();
+            let recorded: std::collections::HashSet<&str> =
+                cache.endpoints.of_host(&self.owner).map(|(_, e)| e.port.as_str()).collect();
+            self.flows.forget_recorded(&recorded);
+            inputs::pipeline_input(&desired, &cache, &input.ovs.replica(), &self.owner, &self.flows.pending())
         };
-        let list = TunnelList::new(&[spec("red", 100), spec("blue", 200)]);
-        assert!(Arc::ptr_eq(&list.tunnels[0].peer, &list.tunnels[1].peer));
-        assert_eq!(
-            serde_json::to_value(&list).unwrap(),
-            json!([{"name": "vx-100", "peer": "peer-1", "tenant": "red", "vni": 100, "type": "vxlan",
-                    "remote_ip": "10.0.0.2", "local_vlan": 3},
-                   {"name": "vx-200", "peer": "peer-1", "tenant": "blue", "vni": 200, "type": "vxlan",
-                    "remote_ip": "10.0.0.2", "local_vlan": 3}])
-        );
+        let flows = overlay::pipeline::desired_flows(&pipeline);
+        let bundles = self.flows.apply(&mut memo.flows, &flows, input.full).await?;
+        Ok(PassOutcome { transactions, bundles, report: report(&desired, &pipeline, &flows, conflicts) })
+    }
+
+    /// Registers a container port a plug is making, before its row exists: its ofport is
+    /// requested, and until the plug knows the container's address, everything from it is
+    /// dropped. Returns the ofport to request.
+    pub async fn reserve_port(&self, memo: &mut Memo, ovs: &Client, port: &str) -> Result<u32, PassError> {
+        self.flows.reserve_port(&mut memo.flows, ovs, &self.int_bridge, port).await
+    }
+
+    /// The plug of `port` knows its container's MAC and address: its flows let that through.
+    pub async fn allow_port(
+        &self,
+        memo: &mut Memo,
+        ovs: &Client,
+        port: &str,
+        endpoint: (MacAddr, IpAddr),
+    ) -> Result<(), PassError> {
+        self.flows.allow_port(&mut memo.flows, ovs, port, endpoint).await
+    }
+
+    /// The plug of `port` is over: once the watched cache shows its record (or at once if it
+    /// failed), passes take the port's flows from the record.
+    pub fn release_port(&self, port: &str, succeeded: bool) {
+        self.flows.release_port(port, succeeded);
+    }
+}
+
+fn report(
+    desired: &DesiredState,
+    pipeline: &overlay::pipeline::PipelineInput,
+    flows: &overlay::pipeline::DesiredFlows,
+    conflicts: Vec<String>,
+) -> Report {
+    let (by_vlan, peer_flows) = flows.counts();
+    let tenant_flows =
+        desired.tenant_vlans.iter().map(|(t, v)| (t.clone(), by_vlan.get(v).copied().unwrap_or(0))).collect();
+    let tunnels = desired
+        .tunnels
+        .iter()
+        .map(|t| TunnelReport {
+            name: t.name.clone(),
+            tenant: t.tenant.clone(),
+            vni: t.vni.get(),
+            kind: t.tunnel.as_str(),
+            local_vlan: t.local_vlan,
+            ofport: pipeline.tenants.get(&t.tenant).and_then(|i| i.tunnel_port),
+            peers: desired.members.get(&t.tenant).map_or(0, Vec::len),
+        })
+        .collect();
+    Report {
+        tenant_vlans: desired.tenant_vlans.clone(),
+        tunnels,
+        tenant_flows,
+        peer_flows,
+        flows: (flows.tun.len(), flows.int.len()),
+        skipped: desired.skipped.iter().map(|s| format!("{}: {}", s.peer, s.reason)).collect(),
+        conflicts,
+        peers: desired.peer_count(),
     }
 }

@@ -27,6 +27,8 @@ pub struct ContainerPort {
     pub iface_id: String,
     /// The container end's MAC (`attached-mac`).
     pub mac: String,
+    /// The OpenFlow port number asked of ovs-vswitchd (`Interface.ofport_request`).
+    pub ofport_request: Option<u32>,
 }
 
 impl ContainerPort {
@@ -45,7 +47,10 @@ impl ContainerPort {
         let mut tx = ovs.transaction();
         let iface = tx.insert(
             "Interface",
-            Row::new().with("name", self.name.as_str()).with("external_ids", Value::map(iface_ids)),
+            Row::new()
+                .with("name", self.name.as_str())
+                .with("external_ids", Value::map(iface_ids))
+                .with("ofport_request", Value::from(self.ofport_request.map(i64::from))),
         );
         let port = tx.insert(
             "Port",

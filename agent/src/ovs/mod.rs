@@ -33,9 +33,9 @@ pub fn client_options(remote: Remote) -> ClientOptions {
         .monitor(
             MonitorRequests::new()
                 .table("Open_vSwitch", ["bridges", "external_ids"])
-                .table("Bridge", ["name", "ports", "datapath_type", "external_ids"])
+                .table("Bridge", ["name", "ports", "datapath_type", "fail_mode", "external_ids"])
                 .table("Port", ["name", "interfaces", "tag", "protected", "external_ids"])
-                .table("Interface", ["name", "type", "options", "external_ids", "ofport", "error"]),
+                .table("Interface", ["name", "type", "options", "external_ids", "ofport", "ofport_request", "error"]),
         )
         .index("Bridge", "name")
         .index("Port", "name")

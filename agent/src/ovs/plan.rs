@@ -201,6 +201,7 @@ pub fn observe<'r>(replica: &'r Replica, bridges: &[&'r str], owner: &str) -> Ob
                 name,
                 view: BridgeView {
                     datapath_type: brow.get("datapath_type").and_then(Value::as_str).unwrap_or(""),
+                    fail_mode: brow.get("fail_mode").and_then(Value::as_str).unwrap_or(""),
                     owned: brow.map_str("external_ids", overlay::external_ids::OWNER) == Some(owner),
                 },
                 ports: brow.get("ports").map_or(&[][..], Value::as_set),
@@ -274,7 +275,7 @@ pub struct PlannedTransactions<'p, I: Iterator<Item = PortSpec>> {
 }
 
 impl<'p, I: Iterator<Item = PortSpec>> PlannedTransactions<'p, I> {
-    /// The transactions for `plan`, whose `create_ports` and `create_tunnels` were taken out
+    /// The transactions for `plan`, whose `create_ports` were taken out
     /// of it and are `creates`.
     pub fn new(plan: &'p Plan, creates: I, root_uuid: Uuid) -> Self {
         PlannedTransactions { plan, creates: creates.peekable(), root_uuid, first: true }
@@ -365,6 +366,13 @@ fn plan_to_transaction(
             Row::new().with("datapath_type", dp.as_str()),
         );
     }
+    for (bridge, mode) in &plan.set_bridge_fail_mode {
+        tx.update(
+            "Bridge",
+            vec![Condition::eq("name", bridge.as_str())],
+            Row::new().with("fail_mode", Value::set([mode.as_str()])),
+        );
+    }
     // Ports of bridges created in this transaction go straight into the new Bridge row.
     let mut new_ports: BTreeMap<String, Vec<Atom>> = BTreeMap::new();
     for p in creates {
@@ -392,6 +400,7 @@ fn plan_to_transaction(
             Row::new()
                 .with("name", b.name.as_str())
                 .with("datapath_type", b.datapath_type.as_str())
+                .with("fail_mode", Value::set([b.fail_mode.as_str()]))
                 .with("ports", Value::set(ports))
                 .with("external_ids", Value::map(b.external_ids.clone())),
         );
@@ -467,8 +476,8 @@ mod tests {
     use std::sync::Arc;
 
     use overlay::diff::{
-        diff, diff_since, existing_vlans_from, ObservedBridge, ObservedInterface, ObservedPort, ObservedState,
-        PortDeletion, PortUpdate,
+        diff, existing_vlans_from, ObservedBridge, ObservedInterface, ObservedPort, ObservedState, PortDeletion,
+        PortUpdate,
     };
     use overlay::external_ids as ids;
     use ovsdb_client::{DatabaseSchema, Operation, RowUpdate, TableUpdates};
@@ -490,6 +499,7 @@ mod tests {
             let mut ob = ObservedBridge {
                 uuid: buuid.to_string(),
                 datapath_type: brow.get_as("datapath_type").unwrap_or_default(),
+                fail_mode: brow.get("fail_mode").and_then(Value::as_str).unwrap_or_default().to_owned(),
                 owned: ids.get(overlay::external_ids::OWNER).map(String::as_str) == Some(owner),
                 ports: Default::default(),
             };
@@ -665,7 +675,10 @@ mod tests {
         assert_eq!(rows.port("both").unwrap().bridge(), "br-tun");
         for b in bridges {
             let want = &copied.bridges[b];
-            assert_eq!(rows.bridge(b), Some(BridgeView { datapath_type: &want.datapath_type, owned: want.owned }));
+            assert_eq!(
+                rows.bridge(b),
+                Some(BridgeView { datapath_type: &want.datapath_type, fail_mode: &want.fail_mode, owned: want.owned })
+            );
         }
         assert_eq!(existing_vlans_from(&rows), existing_vlans_from(&copied));
     }
@@ -695,38 +708,10 @@ mod tests {
         let desired = overlay::desired::desired_state(&view, &existing_vlans_from(&copied)).unwrap();
         let plan = diff(&desired, &rows, OWNER);
         assert_eq!(plan, diff(&desired, &copied, OWNER));
-        // Every owned tunnel goes, the moved patch port is re-created, the foreign port stays.
+        // Every owned tunnel of the per-peer design goes, the moved patch port is re-created,
+        // the foreign port stays.
         assert!(plan.delete_ports.iter().any(|d| d.name == "vx-000000000003"));
         assert!(!plan.delete_ports.iter().any(|d| d.name == "eth9"));
-        // diff_since looks the changed tunnels up by name: a tunnel wanted now (out of step,
-        // vx-2) and one wanted before only (vx-3) get what the full diff gives them.
-        let spec = |name: &str, local_vlan| overlay::desired::TunnelPortSpec {
-            name: name.into(),
-            tenant: "blue".into(),
-            vni: overlay::model::Vni::new(100).unwrap(),
-            peer: "peer".into(),
-            remote_ip: "10.0.0.2".parse().unwrap(),
-            local_ip: "10.0.0.1".parse().unwrap(),
-            tunnel: overlay::model::TunnelType::Vxlan,
-            local_vlan,
-        };
-        let mut verified = desired.clone();
-        verified.tunnels.push(spec("vx-000000000003", 9));
-        let mut wanted = desired.clone();
-        wanted.tunnels.push(spec("vx-000000000002", 7));
-        let since = diff_since(&verified, &[], &wanted, &rows, OWNER).unwrap();
-        let full = diff(&wanted, &copied, OWNER);
-        let touched = ["vx-000000000002", "vx-000000000003"];
-        assert_eq!(
-            since.update_ports,
-            full.update_ports.iter().filter(|u| touched.contains(&u.name.as_str())).cloned().collect::<Vec<_>>()
-        );
-        assert_eq!(
-            since.delete_ports,
-            full.delete_ports.iter().filter(|d| touched.contains(&d.name.as_str())).cloned().collect::<Vec<_>>()
-        );
-        assert_eq!((since.update_ports.len(), since.delete_ports.len()), (1, 1));
-        assert!(since.create_ports.is_empty() && since.create_tunnels.is_empty());
     }
 
     #[test]
@@ -743,6 +728,7 @@ mod tests {
         let bridge = |name: &str| overlay::diff::BridgeCreation {
             name: name.into(),
             datapath_type: "netdev".into(),
+            fail_mode: "secure".into(),
             external_ids: BTreeMap::new(),
         };
         let plan = Plan { create_bridges: vec![bridge("br-int"), bridge("br-tun")], ..Default::default() };

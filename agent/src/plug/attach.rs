@@ -20,7 +20,8 @@ pub(super) struct Checked {
     pub(super) req: PlugRequest,
     pub(super) tenant: Tenant,
     pub(super) ip: Option<IpAddr>,
-    pub(super) mac: MacAddr,
+    /// The MAC asked for; without one, the MAC follows from the address ([`mac_for`]).
+    pub(super) mac: Option<MacAddr>,
     pub(super) port: String,
     pub(super) netns: PathBuf,
 }
@@ -41,16 +42,9 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             Some(m) => {
                 let mac: MacAddr = m.parse().map_err(|e: overlay::error::ModelError| bad(e.to_string()))?;
                 mac.validate_unicast().map_err(|e| bad(e.to_string()))?;
-                mac
+                Some(mac)
             }
-            // The first interface's seed is what it was before containers had several, so a
-            // container plugged again after an upgrade keeps its MAC.
-            None if req.ifname == overlay::model::DEFAULT_IFNAME => {
-                MacAddr::locally_administered_from(format!("{}/{}", req.tenant, req.container_id).as_bytes())
-            }
-            None => MacAddr::locally_administered_from(
-                format!("{}/{}/{}", req.tenant, req.container_id, req.ifname).as_bytes(),
-            ),
+            None => None,
         };
         let netns = req.netns.path();
         if let NetnsRef::Pid(pid) = req.netns {
@@ -127,6 +121,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
         steps.end("lease");
         let mut claimed = None;
         let outcome = self.plumb(&c, &lease, &mut claimed, &mut steps).await;
+        self.switch.release_port(&c.port, outcome.is_ok());
         if let Some(ip) = claimed {
             let written = outcome.is_ok().then(|| self.records.written());
             self.settle(c.tenant.name(), ip, written);
@@ -158,7 +153,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
     async fn plugged_already(&self, c: &Checked, existing: &Endpoint) -> Result<Option<PlugResult>, PlugError> {
         let same = existing.tenant == c.req.tenant
             && c.ip.is_none_or(|ip| ip == existing.ip)
-            && (c.req.mac.is_none() || existing.mac == c.mac);
+            && c.mac.is_none_or(|mac| mac == existing.mac);
         if !same {
             return Err(PlugError::Conflict(format!(
                 "container '{}' interface {} is already plugged (tenant {}, ip {}, mac {}): unplug it first to change that",
@@ -209,9 +204,25 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
         // IPv6 goes off on the host end, and in an IPv4 tenant the container end gets no
         // link-local address: their DAD, MLD and router solicitations would otherwise be
         // flooded to every port and tunnel of the tenant.
+        // Without a MAC asked for, the address comes first: the MAC follows from it, so a
+        // container given an address another one had before has that one's MAC too, and the
+        // other containers' ARP entries for the address stay right (ARP for remote containers
+        // is answered by the flows, so the new container's own requests do not refresh them).
+        let mut steps_address = None;
+        let early_ip = match c.mac {
+            Some(_) => None,
+            None => {
+                let (ip, took) = timed(self.claim_address(c, lease)).await;
+                let ip = ip?;
+                *claimed = Some(ip);
+                steps_address = Some(took);
+                Some(ip)
+            }
+        };
+        let mac = c.mac.or_else(|| early_ip.map(|ip| mac_for(&c.tenant, ip))).expect("a MAC or an address");
         let setup = VethSetup {
             mtu: Some(mtu),
-            peer_mac: Some(c.mac.0),
+            peer_mac: Some(mac.0),
             up: true,
             peer_up: true,
             promisc: true,
@@ -227,7 +238,12 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
                 Err(e) => Err(step("creating the veth pair into the container")(e)),
             }
         };
-        let address = self.claim_address(c, lease);
+        let address = async {
+            match early_ip {
+                Some(ip) => Ok(ip),
+                None => self.claim_address(c, lease).await,
+            }
+        };
         let port = self.switch.add_port(c.tenant.name(), |vlan| ContainerPort {
             name: c.port.clone(),
             tag: vlan,
@@ -237,7 +253,8 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             container_id: c.req.container_id.clone(),
             ifname: c.req.ifname.clone(),
             iface_id: iface_id(&c.req.container_id, &c.req.ifname),
-            mac: c.mac.to_string(),
+            mac: mac.to_string(),
+            ofport_request: None,
         });
         // ovs-vswitchd reconfigures (walking every port of the host) once for the new OVSDB row
         // and once for the new link. Sent together, they usually reach it before it wakes, and
@@ -252,11 +269,12 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
         added?;
         created?;
         let ip = address?;
+        self.switch.allow_port(&c.port, mac, ip).await?;
         steps.end("port+veth+address");
         steps.part("port+veth+address.ovsdb", ovsdb_took);
         steps.part("port+veth+address.veth", veth_took);
-        steps.part("port+veth+address.etcd", address_took);
-        let result = self.result_for(c, ip, &c.mac)?;
+        steps.part("port+veth+address.etcd", steps_address.unwrap_or(address_took));
+        let result = self.result_for(c, ip, &mac)?;
 
         // The container's side, then the endpoint record, are done while ovs-vswitchd takes the
         // port. The record comes last because it is what marks the plug complete: an agent
@@ -269,13 +287,13 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             machine_id: self.host.machine_id.clone(),
             host: self.host.hostname.clone(),
             ip,
-            mac: c.mac,
+            mac,
             iface_id: iface_id(&c.req.container_id, &c.req.ifname),
             port: c.port.clone(),
         };
         let configured_then_recorded = async {
             self.links
-                .configure(&container_ns, &c.req.ifname, &interface_config(&c.mac, &result))
+                .configure(&container_ns, &c.req.ifname, &interface_config(&mac, &result))
                 .await
                 .map_err(step("configuring the container interface"))?;
             self.records.put_endpoint(&ep).await?;
@@ -371,6 +389,13 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
         }
         Ok(())
     }
+}
+
+/// The MAC of a container interface whose MAC was not asked for: one per (tenant, address),
+/// the way Docker derives its own from the address. Whichever container holds an address has
+/// its MAC.
+pub(super) fn mac_for(tenant: &Tenant, ip: IpAddr) -> MacAddr {
+    MacAddr::locally_administered_from(format!("{}/{ip}", tenant.name()).as_bytes())
 }
 
 /// The container end's settings for `result`.

@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use overlay::model::{Endpoint, IpClaim, SubnetLease, Tenant};
+use overlay::model::{Endpoint, IpClaim, MacAddr, SubnetLease, Tenant};
 
 use crate::netlink::{InterfaceConfig, NetlinkError, VethSetup};
 use crate::ovs::container_port::{ContainerPort, FoundPort};
@@ -128,6 +128,11 @@ pub trait Switch {
         tenant: &str,
         make: impl FnOnce(u16) -> ContainerPort + Send,
     ) -> impl Future<Output = Result<(), PlugError>> + Send;
+    /// The container of `port` is known (its MAC and address): its port's flows let it send
+    /// from those, and only those (until then everything from the port is dropped).
+    fn allow_port(&self, port: &str, mac: MacAddr, ip: IpAddr) -> impl Future<Output = Result<(), PlugError>> + Send;
+    /// The plug of `port` is over, successfully or not.
+    fn release_port(&self, port: &str, succeeded: bool);
     /// Waits until ovs-vswitchd has taken the port.
     fn port_taken(&self, port: &str) -> impl Future<Output = Result<(), PlugError>> + Send;
     /// The container port `name`, if the agent made it.

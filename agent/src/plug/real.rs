@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use overlay::model::{Endpoint, IpClaim, SubnetLease, Tenant};
+use overlay::model::{Endpoint, IpClaim, MacAddr, SubnetLease, Tenant};
 use ovsdb_client::Client;
 use tokio::sync::watch;
 
@@ -147,7 +147,32 @@ impl Switch for OvsSwitch<'_> {
     async fn add_port(&self, tenant: &str, make: impl FnOnce(u16) -> ContainerPort + Send) -> Result<(), PlugError> {
         let mut memo = self.plumbing.lock().await;
         let vlan = self.tenant_vlan(&mut memo, tenant).await?;
-        make(vlan).insert(self.ovs, self.dataplane.int_bridge()).await.map_err(step("adding the port to OVSDB"))
+        let mut port = make(vlan);
+        // The port's number is chosen, and everything from it dropped, before the row exists:
+        // the container gets no moment without anti-spoofing.
+        port.ofport_request = Some(
+            self.dataplane
+                .reserve_port(&mut memo, self.ovs, &port.name)
+                .await
+                .map_err(step("closing the new port's flows"))?,
+        );
+        let inserted = port.insert(self.ovs, self.dataplane.int_bridge()).await;
+        if inserted.is_err() {
+            self.dataplane.release_port(&port.name, false);
+        }
+        inserted.map_err(step("adding the port to OVSDB"))
+    }
+
+    async fn allow_port(&self, port: &str, mac: MacAddr, ip: IpAddr) -> Result<(), PlugError> {
+        let mut memo = self.plumbing.lock().await;
+        self.dataplane
+            .allow_port(&mut memo, self.ovs, port, (mac, ip))
+            .await
+            .map_err(step("opening the port's flows to its container"))
+    }
+
+    fn release_port(&self, port: &str, succeeded: bool) {
+        self.dataplane.release_port(port, succeeded);
     }
 
     async fn port_taken(&self, port: &str) -> Result<(), PlugError> {

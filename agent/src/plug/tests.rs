@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use overlay::model::{Endpoint, IpClaim, SubnetLease, Tenant, TunnelType, Vni};
+use overlay::model::{Endpoint, IpClaim, MacAddr, SubnetLease, Tenant, TunnelType, Vni};
 use overlay::naming::container_port_name;
 use ovsdb_client::Uuid;
 
@@ -158,6 +158,8 @@ struct FakeSwitch {
     others: BTreeSet<String>,
     /// ovs-vswitchd refuses every port with this error.
     refuse: Option<String>,
+    /// Ports whose flows let their container through, while their plug runs.
+    allowed: Mutex<BTreeSet<String>>,
 }
 
 impl Switch for FakeSwitch {
@@ -165,6 +167,13 @@ impl Switch for FakeSwitch {
         let p = make(7);
         self.ports.lock().unwrap().insert(p.name.clone(), p);
         Ok(())
+    }
+    async fn allow_port(&self, port: &str, _: MacAddr, _: IpAddr) -> Result<(), PlugError> {
+        self.allowed.lock().unwrap().insert(port.to_owned());
+        Ok(())
+    }
+    fn release_port(&self, port: &str, _: bool) {
+        self.allowed.lock().unwrap().remove(port);
     }
     async fn port_taken(&self, port: &str) -> Result<(), PlugError> {
         match &self.refuse {
@@ -345,6 +354,12 @@ impl<T: Records + Sync> Records for &T {
 impl<T: Switch + Sync> Switch for &T {
     async fn add_port(&self, tenant: &str, make: impl FnOnce(u16) -> ContainerPort + Send) -> Result<(), PlugError> {
         (**self).add_port(tenant, make).await
+    }
+    async fn allow_port(&self, port: &str, mac: MacAddr, ip: IpAddr) -> Result<(), PlugError> {
+        (**self).allow_port(port, mac, ip).await
+    }
+    fn release_port(&self, port: &str, succeeded: bool) {
+        (**self).release_port(port, succeeded)
     }
     async fn port_taken(&self, port: &str) -> Result<(), PlugError> {
         (**self).port_taken(port).await

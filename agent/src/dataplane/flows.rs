@@ -1,0 +1,293 @@
+//! The OpenFlow layer of the data plane: one connection per bridge (its management socket),
+//! what the agent knows each bridge holds (the cookies of its flows), and the changes sent as
+//! one atomic bundle per bridge and pass.
+//!
+//! The switch is read back (a dump of the agent's cookies) when a connection is new (an
+//! ovs-vswitchd restart empties its tables; an agent restart finds them full) and at every full
+//! pass; in between, what the last successful bundle left is trusted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openflow_client::{ClientError, FlowMod, FlowStatsRequest, Switch, SwitchOptions, SwitchState, Target, OFPTT_ALL};
+use overlay::model::MacAddr;
+use overlay::pipeline::{self, DesiredFlows, Entry, PortInput, COOKIE_MASK, COOKIE_PREFIX};
+use ovsdb_client::{Atom, Client};
+use tokio::sync::watch;
+
+use super::PassError;
+
+/// The lowest ofport a plug requests for a container port: below it, ovs-vswitchd numbers the
+/// ports the agent does not plan (patch, tunnel, other tools').
+const FIRST_CONTAINER_OFPORT: u32 = 1000;
+
+/// How long an operation waits for a bridge's OpenFlow connection to come up: a bridge just
+/// created has its management socket a moment later. Longer waits would hold the plumbing lock
+/// for nothing: the reconcile loop is woken when the connection comes up.
+const CONNECT_WITHIN: Duration = Duration::from_secs(1);
+
+/// A container port a plug is making.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The ofport it requested (or got).
+    pub ofport: u32,
+    /// The container's MAC and address, once the plug knows them.
+    pub endpoint: Option<(MacAddr, IpAddr)>,
+    /// The plug finished: its record takes over once the cache shows it.
+    done: bool,
+}
+
+/// What the agent knows one bridge holds.
+#[derive(Default)]
+struct Held {
+    /// The connection epoch the cookies were read or written in.
+    epoch: Option<u64>,
+    /// Cookie -> the container port (in_port) the flow is about, if it is a port flow.
+    cookies: HashMap<u64, Option<u32>>,
+}
+
+/// What the agent knows both bridges hold.
+#[derive(Default)]
+pub struct Installed {
+    tun: Held,
+    int: Held,
+}
+
+/// The flows of the two bridges.
+pub struct FlowPlane {
+    int: Switch,
+    tun: Switch,
+    int_name: String,
+    tun_name: String,
+    pending: Mutex<BTreeMap<String, Pending>>,
+    /// OpenFlow bundles sent.
+    pub bundles: AtomicU64,
+}
+
+impl FlowPlane {
+    /// Connections to both bridges' management sockets in `rundir`, made in the background
+    /// (and again whenever ovs-vswitchd restarts).
+    pub fn start(rundir: &Path, int_bridge: &str, tun_bridge: &str) -> FlowPlane {
+        let switch = |bridge: &str| {
+            let mut options = SwitchOptions::new(Target::mgmt(Some(rundir), bridge));
+            // A local socket: trying again every second at most costs nothing, and a bridge the
+            // first pass just created should get its flows at once.
+            options.backoff_max = Duration::from_secs(1);
+            Switch::start(options)
+        };
+        FlowPlane {
+            int: switch(int_bridge),
+            tun: switch(tun_bridge),
+            int_name: int_bridge.to_owned(),
+            tun_name: tun_bridge.to_owned(),
+            pending: Mutex::new(BTreeMap::new()),
+            bundles: AtomicU64::new(0),
+        }
+    }
+
+    /// The connection states of (br-int, br-tun): a new epoch means a pass must read the bridge
+    /// back and put its flows in again.
+    pub fn states(&self) -> (watch::Receiver<SwitchState>, watch::Receiver<SwitchState>) {
+        (self.int.state(), self.tun.state())
+    }
+
+    /// The plugs in progress.
+    pub(super) fn pending(&self) -> BTreeMap<String, Pending> {
+        self.pending.lock().expect("pending lock").clone()
+    }
+
+    /// Forgets finished plugs whose record the cache shows (`recorded` port names).
+    pub(super) fn forget_recorded(&self, recorded: &HashSet<&str>) {
+        self.pending.lock().expect("pending lock").retain(|port, p| !(p.done && recorded.contains(port.as_str())));
+    }
+
+    /// Makes both bridges hold `desired`; returns how many bundles it sent.
+    pub(super) async fn apply(
+        &self,
+        installed: &mut Installed,
+        desired: &DesiredFlows,
+        full: bool,
+    ) -> Result<usize, PassError> {
+        let mut bundles = 0;
+        for (switch, name, held, entries) in [
+            (&self.tun, &self.tun_name, &mut installed.tun, &desired.tun),
+            (&self.int, &self.int_name, &mut installed.int, &desired.int),
+        ] {
+            let err = |source| PassError::OpenFlow { bridge: name.clone(), source };
+            let epoch = switch.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+            if full || held.epoch != Some(epoch) {
+                read_back(switch, held, epoch).await.map_err(err)?;
+            }
+            let (add, delete) = pipeline::changes(entries, &held.cookies);
+            if add.is_empty() && delete.is_empty() {
+                continue;
+            }
+            self.send(switch, name, held, &add, &delete).await?;
+            bundles += 1;
+        }
+        Ok(bundles)
+    }
+
+    /// One bundle: `delete` by exact cookie, then `add`; what `held` records follows.
+    async fn send(
+        &self,
+        switch: &Switch,
+        name: &str,
+        held: &mut Held,
+        add: &[&Entry],
+        delete: &[u64],
+    ) -> Result<(), PassError> {
+        let started = Instant::now();
+        let mut mods = Vec::with_capacity(add.len() + delete.len());
+        mods.extend(delete.iter().map(|&c| FlowMod::delete_by_cookie(OFPTT_ALL, c, u64::MAX)));
+        for e in add {
+            let flow = e
+                .spec
+                .render(e.cookie)
+                .map_err(|source| PassError::InvalidFlow { spec: format!("{:?}", e.spec), source })?;
+            mods.push(FlowMod::add(flow));
+        }
+        if let Err(source) = switch.bundle(&mods).await {
+            // Whatever happened to the bridge, read it back before trusting `held` again.
+            held.epoch = None;
+            return Err(PassError::OpenFlow { bridge: name.to_owned(), source });
+        }
+        self.bundles.fetch_add(1, Ordering::Relaxed);
+        for c in delete {
+            held.cookies.remove(c);
+        }
+        for e in add {
+            held.cookies.insert(e.cookie, e.spec.in_port());
+        }
+        tracing::info!(
+            bridge = name,
+            added = add.len(),
+            deleted = delete.len(),
+            flows = held.cookies.len(),
+            took_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "flows updated"
+        );
+        Ok(())
+    }
+
+    /// See [`super::DataPlane::reserve_port`].
+    pub(super) async fn reserve_port(
+        &self,
+        installed: &mut Installed,
+        ovs: &Client,
+        int_bridge: &str,
+        port: &str,
+    ) -> Result<u32, PassError> {
+        let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
+        let epoch = self.int.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+        let held = &mut installed.int;
+        if held.epoch != Some(epoch) {
+            read_back(&self.int, held, epoch).await.map_err(err)?;
+        }
+        let ofport = {
+            let mut used: HashSet<u32> = used_ofports(ovs, int_bridge);
+            used.extend(self.pending.lock().expect("pending lock").values().map(|p| p.ofport));
+            (FIRST_CONTAINER_OFPORT..).find(|p| !used.contains(p)).expect("a free ofport")
+        };
+        // Flows left on that number by a port that went (their pass may not have run yet) go in
+        // the same bundle that closes the new port.
+        let stale: Vec<u64> = held.cookies.iter().filter(|(_, p)| **p == Some(ofport)).map(|(c, _)| *c).collect();
+        let closed = pipeline::port_flows(&PortInput { ofport, endpoint: None });
+        let add: Vec<&Entry> = closed.iter().filter(|e| !held.cookies.contains_key(&e.cookie)).collect();
+        let stale: Vec<u64> = stale.into_iter().filter(|c| !closed.iter().any(|e| e.cookie == *c)).collect();
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(port.to_owned(), Pending { ofport, endpoint: None, done: false });
+        if !add.is_empty() || !stale.is_empty() {
+            if let Err(e) = self.send(&self.int, &self.int_name, held, &add, &stale).await {
+                self.pending.lock().expect("pending lock").remove(port);
+                return Err(e);
+            }
+        }
+        Ok(ofport)
+    }
+
+    /// See [`super::DataPlane::allow_port`].
+    pub(super) async fn allow_port(
+        &self,
+        installed: &mut Installed,
+        ovs: &Client,
+        port: &str,
+        endpoint: (MacAddr, IpAddr),
+    ) -> Result<(), PassError> {
+        let actual = {
+            let r = ovs.replica();
+            r.table("Interface")
+                .find_one("name", &Atom::from(port))
+                .and_then(|(_, row)| row.get_as::<Option<i64>>("ofport").ok().flatten())
+                .and_then(|p| u32::try_from(p).ok())
+        };
+        let ofport = {
+            let mut pending = self.pending.lock().expect("pending lock");
+            let Some(p) = pending.get_mut(port) else { return Ok(()) };
+            p.endpoint = Some(endpoint);
+            if let Some(a) = actual.filter(|a| *a != p.ofport) {
+                tracing::warn!(%port, requested = p.ofport, got = a, "ovs-vswitchd gave the port another ofport than asked");
+                p.ofport = a;
+            }
+            p.ofport
+        };
+        let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
+        let epoch = self.int.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+        let held = &mut installed.int;
+        if held.epoch != Some(epoch) {
+            read_back(&self.int, held, epoch).await.map_err(err)?;
+        }
+        let open = pipeline::port_flows(&PortInput { ofport, endpoint: Some(endpoint) });
+        let add: Vec<&Entry> = open.iter().filter(|e| !held.cookies.contains_key(&e.cookie)).collect();
+        if add.is_empty() {
+            return Ok(());
+        }
+        self.send(&self.int, &self.int_name, held, &add, &[]).await
+    }
+
+    /// See [`super::DataPlane::release_port`].
+    pub(super) fn release_port(&self, port: &str, succeeded: bool) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if succeeded {
+            if let Some(p) = pending.get_mut(port) {
+                p.done = true;
+            }
+        } else {
+            pending.remove(port);
+        }
+    }
+}
+
+/// Reads back the cookies of the agent's flows on a bridge (connection `epoch`).
+async fn read_back(switch: &Switch, held: &mut Held, epoch: u64) -> Result<(), ClientError> {
+    let started = Instant::now();
+    let flows = switch.flows(&FlowStatsRequest::all().cookie(COOKIE_PREFIX, COOKIE_MASK)).await?;
+    let known = std::mem::take(&mut held.cookies);
+    held.cookies = flows.iter().map(|f| (f.cookie, known.get(&f.cookie).copied().flatten())).collect();
+    held.epoch = Some(epoch);
+    tracing::debug!(
+        flows = held.cookies.len(),
+        took_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        "read the bridge's flows back"
+    );
+    Ok(())
+}
+
+/// The ofports and requested ofports of every interface in the replica.
+fn used_ofports(ovs: &Client, _bridge: &str) -> HashSet<u32> {
+    let r = ovs.replica();
+    r.table("Interface")
+        .rows()
+        .flat_map(|(_, row)| {
+            let get = |c: &str| row.get_as::<Option<i64>>(c).ok().flatten().and_then(|p| u32::try_from(p).ok());
+            [get("ofport"), get("ofport_request")]
+        })
+        .flatten()
+        .collect()
+}

@@ -1,0 +1,264 @@
+//! The flow pipeline: every OpenFlow flow the agent wants on br-tun and br-int, computed from
+//! what the cluster view and the local bridges say, as compact [`FlowSpec`]s.
+//!
+//! Each flow carries a cookie: a 16-bit prefix that marks the agent's flows ([`COOKIE_MASK`])
+//! and a 48-bit hash of the flow's content. Reconciling is then a comparison of cookie sets
+//! ([`changes`]): a flow whose content changes gets another cookie, so it is re-added and the
+//! old one deleted by its exact cookie. Flows without the prefix belong to someone else and are
+//! never touched. The tables, with an example packet through each, are in docs/pipeline.md.
+//!
+//! br-tun (fail_mode=secure):
+//! - table 0 (classify): from patch-int to table 1; from a tenant's tunnel port, if the sending
+//!   host holds a lease in the tenant, push the tenant's VLAN and out to br-int; drop the rest.
+//! - table 1 (from br-int, by VLAN): ARP requests for containers on other hosts answered here
+//!   (30); ARP requests for local containers dropped (25, br-int delivered them); unicast to a
+//!   known MAC out to its host only (20); broadcast, multicast and unknown unicast to every
+//!   host of the tenant (5); drop the rest.
+//!
+//! br-int (fail_mode=secure), table 0: a container port sends only from its own MAC and
+//! address, and ARP only for its own address (100, IPv6 neighbour advertisements 110/105), the
+//! rest from it is dropped (90); everything else is switched by NORMAL (0), with the local
+//! VLAN tags of the ports.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::model::MacAddr;
+
+mod spec;
+#[cfg(test)]
+mod tests;
+
+pub use spec::FlowSpec;
+
+/// What changes in how specs render: bumped whenever rendering changes, so every cookie
+/// changes and an upgraded agent replaces the flows of the one before.
+const PIPELINE_VERSION: u32 = 1;
+
+/// The agent's cookie prefix ("OV"), in the top 16 bits.
+pub const COOKIE_PREFIX: u64 = 0x4f56 << 48;
+/// The bits of [`COOKIE_PREFIX`]: a dump filtered by prefix/mask holds the agent's flows only.
+pub const COOKIE_MASK: u64 = 0xffff << 48;
+
+fn cookie_of(hash: u64) -> u64 {
+    COOKIE_PREFIX | ((hash ^ u64::from(PIPELINE_VERSION).rotate_left(17)) & !COOKIE_MASK)
+}
+
+/// The table numbers.
+pub mod tables {
+    /// br-tun: where every frame starts.
+    pub const TUN_CLASSIFY: u8 = 0;
+    /// br-tun: frames from br-int, by tenant VLAN.
+    pub const TUN_FROM_INT: u8 = 1;
+    /// br-int: the only table.
+    pub const INT_CLASSIFY: u8 = 0;
+}
+
+/// Which bridge a flow is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bridge {
+    /// The tunnel bridge.
+    Tun,
+    /// The integration bridge.
+    Int,
+}
+
+/// A container on another host, as its endpoint record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its host's underlay address.
+    pub host: IpAddr,
+}
+
+/// What the flows of one tenant this host takes part in need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantInput {
+    /// The tenant's VLAN on this host.
+    pub vlan: u16,
+    /// Its tunnel port's ofport, once ovs-vswitchd has it.
+    pub tunnel_port: Option<u32>,
+    /// The underlay addresses of the other hosts holding a lease in it.
+    pub members: Vec<IpAddr>,
+    /// Its containers on those hosts.
+    pub remote: Vec<RemoteEndpoint>,
+    /// The addresses of its containers on this host.
+    pub local: Vec<IpAddr>,
+    /// Its gateway address (never answered for a container).
+    pub gateway: IpAddr,
+}
+
+/// A container port on br-int.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInput {
+    /// Its ofport.
+    pub ofport: u32,
+    /// The container's MAC and address, once known (a plug in progress may not know its
+    /// address yet: then everything from the port is dropped).
+    pub endpoint: Option<(MacAddr, IpAddr)>,
+}
+
+/// Everything the pipeline is computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineInput {
+    /// patch-int's ofport on br-tun, once ovs-vswitchd has it.
+    pub tun_patch: Option<u32>,
+    /// The tenants this host takes part in, by name.
+    pub tenants: BTreeMap<String, TenantInput>,
+    /// The container ports of this host.
+    pub ports: Vec<PortInput>,
+}
+
+/// A flow with its cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The cookie: prefix and content hash.
+    pub cookie: u64,
+    /// The flow.
+    pub spec: FlowSpec,
+}
+
+/// The flows of both bridges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredFlows {
+    /// br-tun's.
+    pub tun: Vec<Entry>,
+    /// br-int's.
+    pub int: Vec<Entry>,
+}
+
+impl DesiredFlows {
+    /// The flows of one bridge.
+    pub fn of(&self, bridge: Bridge) -> &[Entry] {
+        match bridge {
+            Bridge::Tun => &self.tun,
+            Bridge::Int => &self.int,
+        }
+    }
+
+    /// How many flows concern each tenant VLAN and each peer, for status.
+    pub fn counts(&self) -> (BTreeMap<u16, usize>, BTreeMap<IpAddr, usize>) {
+        let (mut by_vlan, mut by_peer) = (BTreeMap::new(), BTreeMap::new());
+        for e in &self.tun {
+            if let Some(v) = e.spec.vlan() {
+                *by_vlan.entry(v).or_default() += 1;
+            }
+            if let Some(p) = e.spec.peer() {
+                *by_peer.entry(p).or_default() += 1;
+            }
+        }
+        (by_vlan, by_peer)
+    }
+}
+
+/// The flows the pipeline wants for `input`.
+///
+/// Where two flows would share a match in one table (two records claiming one address or MAC,
+/// which etcd's address reservations prevent but a hand-written record can do), only the first
+/// in a fixed order is kept: a flow replaced by its twin at every pass would flap.
+pub fn desired_flows(input: &PipelineInput) -> DesiredFlows {
+    let mut tun = Vec::new();
+    let mut int = vec![FlowSpec::Normal];
+    tun.push(FlowSpec::Drop { table: tables::TUN_CLASSIFY });
+    tun.push(FlowSpec::Drop { table: tables::TUN_FROM_INT });
+    if let Some(patch) = input.tun_patch {
+        tun.push(FlowSpec::FromIntegration { patch });
+        for t in input.tenants.values() {
+            let Some(tunnel_port) = t.tunnel_port else { continue };
+            tenant_flows(&mut tun, t, tunnel_port, patch);
+        }
+    }
+    for p in &input.ports {
+        port_flows_into(&mut int, p);
+    }
+    DesiredFlows { tun: with_cookies(tun), int: with_cookies(int) }
+}
+
+fn tenant_flows(out: &mut Vec<FlowSpec>, t: &TenantInput, tunnel_port: u32, patch: u32) {
+    let vlan = t.vlan;
+    let mut members: Vec<IpAddr> = t.members.clone();
+    members.sort_unstable();
+    members.dedup();
+    for &peer in &members {
+        out.push(FlowSpec::FromTunnel { tunnel_port, peer, vlan, patch });
+    }
+    if !members.is_empty() {
+        out.push(FlowSpec::Flood { vlan, tunnel_port, members: Arc::from(members.as_slice()) });
+    }
+    let local: HashSet<IpAddr> = t.local.iter().copied().collect();
+    for ip in &local {
+        if let IpAddr::V4(v4) = ip {
+            out.push(FlowSpec::ArpLocal { vlan, ip: *v4 });
+        }
+    }
+    // Sorted, so that of two records with one address or MAC the same one wins every pass.
+    let mut remote: Vec<&RemoteEndpoint> =
+        t.remote.iter().filter(|r| members.binary_search(&r.host).is_ok() && r.ip != t.gateway).collect();
+    remote.sort_by_key(|r| (r.ip, r.mac, r.host));
+    let (mut answered, mut sent) = (HashSet::new(), HashSet::new());
+    for r in remote {
+        if let IpAddr::V4(v4) = r.ip {
+            if !local.contains(&r.ip) && answered.insert(v4) {
+                out.push(FlowSpec::ArpResponder { vlan, ip: v4, mac: r.mac });
+            }
+        }
+        if sent.insert(r.mac) {
+            out.push(FlowSpec::Unicast { vlan, mac: r.mac, host: r.host, tunnel_port });
+        }
+    }
+}
+
+fn port_flows_into(out: &mut Vec<FlowSpec>, p: &PortInput) {
+    let ofport = p.ofport;
+    out.push(FlowSpec::PortDrop { ofport });
+    let Some((mac, ip)) = p.endpoint else { return };
+    out.push(FlowSpec::PortIp { ofport, mac, ip });
+    match ip {
+        IpAddr::V4(v4) => out.push(FlowSpec::PortArp { ofport, mac, ip: v4 }),
+        IpAddr::V6(v6) => {
+            out.push(FlowSpec::PortIpv6LinkLocal { ofport, mac });
+            out.push(FlowSpec::PortDad { ofport, mac });
+            out.push(FlowSpec::PortNeighbourAdvert { ofport, mac, target: v6, prefix: 128 });
+            let link_local = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0);
+            out.push(FlowSpec::PortNeighbourAdvert { ofport, mac, target: link_local, prefix: 10 });
+            out.push(FlowSpec::PortDropNeighbourAdvert { ofport });
+        }
+    }
+}
+
+/// The flows of one container port, with their cookies: what a plug installs before a pass
+/// would.
+pub fn port_flows(p: &PortInput) -> Vec<Entry> {
+    let mut specs = Vec::new();
+    port_flows_into(&mut specs, p);
+    with_cookies(specs)
+}
+
+/// The specs with their cookies, sorted by cookie; a cookie two specs hash to is salted for the
+/// later one (in the specs' order) until it is unique.
+fn with_cookies(specs: Vec<FlowSpec>) -> Vec<Entry> {
+    let mut seen = HashSet::with_capacity(specs.len());
+    let mut out: Vec<Entry> = specs
+        .into_iter()
+        .map(|spec| {
+            let cookie = (0..).map(|salt| spec.cookie(salt)).find(|c| seen.insert(*c)).expect("a free cookie");
+            Entry { cookie, spec }
+        })
+        .collect();
+    out.sort_by_key(|e| e.cookie);
+    out
+}
+
+/// What to send so a bridge holding the flows of `installed` (by cookie) holds `desired`: the
+/// entries to add, and the cookies to delete.
+pub fn changes<'a, V>(desired: &'a [Entry], installed: &HashMap<u64, V>) -> (Vec<&'a Entry>, Vec<u64>) {
+    let wanted: HashSet<u64> = desired.iter().map(|e| e.cookie).collect();
+    let add = desired.iter().filter(|e| !installed.contains_key(&e.cookie)).collect();
+    let mut delete: Vec<u64> = installed.keys().copied().filter(|c| !wanted.contains(c)).collect();
+    delete.sort_unstable();
+    (add, delete)
+}
