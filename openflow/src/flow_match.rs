@@ -6,7 +6,6 @@
 //! of zero is no match on the field at all; fields are ordered by [`Field`] (a prerequisite
 //! order); NXM and OXM headers of the same field decode to the same [`Field`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -55,10 +54,53 @@ pub struct RawOxm {
 }
 
 /// A match: the fields a packet must have. `Match::default()` matches every packet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Held as a vector sorted by field: a flow matches a handful of fields, and a map would give
+/// each match a whole tree node (eleven slots) on the heap. Equality, order and hashing are
+/// those of the sequence of `(Field, Masked)` pairs in field order.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Match {
-    fields: BTreeMap<Field, Masked>,
+    fields: Vec<Entry>,
     unknown: Vec<RawOxm>,
+}
+
+/// One matched field. Value and mask are kept as big-endian bytes rather than `u128`: no
+/// 16-byte alignment (35 bytes an entry instead of 64), and the derived order of the bytes is
+/// the numeric order, so entries compare as `(Field, Masked)` does.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Entry {
+    field: Field,
+    value: [u8; 16],
+    mask: Option<[u8; 16]>,
+}
+
+impl Entry {
+    fn new(field: Field, m: Masked) -> Entry {
+        Entry { field, value: m.value.to_be_bytes(), mask: m.mask.map(u128::to_be_bytes) }
+    }
+
+    fn masked(&self) -> Masked {
+        Masked { value: u128::from_be_bytes(self.value), mask: self.mask.map(u128::from_be_bytes) }
+    }
+}
+
+impl fmt::Debug for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Match");
+        d.field("fields", &DebugFields(self));
+        if !self.unknown.is_empty() {
+            d.field("unknown", &self.unknown);
+        }
+        d.finish()
+    }
+}
+
+struct DebugFields<'a>(&'a Match);
+
+impl fmt::Debug for DebugFields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.fields()).finish()
+    }
 }
 
 /// What a field needs in the match before it.
@@ -105,12 +147,12 @@ impl Match {
 
     /// The fields, in encoding order.
     pub fn fields(&self) -> impl Iterator<Item = (Field, Masked)> + '_ {
-        self.fields.iter().map(|(f, m)| (*f, *m))
+        self.fields.iter().map(|e| (e.field, e.masked()))
     }
 
     /// One field's value and mask, if matched.
     pub fn get(&self, field: Field) -> Option<Masked> {
-        self.fields.get(&field).copied()
+        self.position(field).ok().map(|i| self.fields[i].masked())
     }
 
     /// The exact value of `field`, if matched without a mask.
@@ -128,6 +170,15 @@ impl Match {
         self.fields.is_empty() && self.unknown.is_empty()
     }
 
+    /// Where `field` is (`Ok`) or would go (`Err`) in the sorted entries.
+    fn position(&self, field: Field) -> Result<usize, usize> {
+        self.fields.binary_search_by_key(&field, |e| e.field)
+    }
+
+    fn contains(&self, field: Field) -> bool {
+        self.position(field).is_ok()
+    }
+
     /// Sets a field, canonicalising value and mask; no prerequisite check.
     fn insert(&mut self, field: Field, value: u128, mask: Option<u128>) -> Result<(), MatchError> {
         if let Field::Reg(n) = field {
@@ -141,7 +192,9 @@ impl Match {
         }
         let mask = match mask.map(|m| m & full) {
             Some(0) => {
-                self.fields.remove(&field);
+                if let Ok(i) = self.position(field) {
+                    self.fields.remove(i);
+                }
                 return Ok(());
             }
             Some(m) if m == full => None,
@@ -149,7 +202,11 @@ impl Match {
             m => m,
         };
         let value = value & mask.unwrap_or(full);
-        self.fields.insert(field, Masked { value, mask });
+        let entry = Entry::new(field, Masked { value, mask });
+        match self.position(field) {
+            Ok(i) => self.fields[i] = entry,
+            Err(i) => self.fields.insert(i, entry),
+        }
         Ok(())
     }
 
@@ -181,8 +238,8 @@ impl Match {
 
     /// Checks every field's prerequisites.
     pub fn validate(&self) -> Result<(), MatchError> {
-        for field in self.fields.keys() {
-            self.prerequisites_of(*field).map_err(|needs| MatchError::MissingPrerequisite { field: *field, needs })?;
+        for field in self.fields.iter().map(|e| e.field) {
+            self.prerequisites_of(field).map_err(|needs| MatchError::MissingPrerequisite { field, needs })?;
         }
         Ok(())
     }
@@ -192,8 +249,8 @@ impl Match {
         let start = out.len();
         out.put_u16(1); // OFPMT_OXM
         out.put_u16(0);
-        for (field, m) in &self.fields {
-            put_tlv(out, *field, m.value, m.mask);
+        for (field, m) in self.fields() {
+            put_tlv(out, field, m.value, m.mask);
         }
         for raw in &self.unknown {
             put_raw(out, raw);
@@ -223,7 +280,7 @@ impl Match {
             let tlv = read_tlv(&mut body)?;
             match tlv.known()? {
                 Some((field, value, mask)) => {
-                    if m.fields.contains_key(&field) {
+                    if m.contains(field) {
                         return Err(DecodeError::BadValue { what: "ofp_match", detail: format!("{field} twice") });
                     }
                     m.insert(field, value, mask)
@@ -270,16 +327,16 @@ pub(crate) fn fmt_value(f: &mut fmt::Formatter<'_>, field: Field, v: u128) -> fm
 impl fmt::Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for (field, m) in &self.fields {
+        for (field, m) in self.fields() {
             if !first {
                 f.write_str(",")?;
             }
             first = false;
             write!(f, "{field}=")?;
-            fmt_value(f, *field, m.value)?;
+            fmt_value(f, field, m.value)?;
             if let Some(mask) = m.mask {
                 f.write_str("/")?;
-                fmt_value(f, *field, mask)?;
+                fmt_value(f, field, mask)?;
             }
         }
         for raw in &self.unknown {
@@ -350,7 +407,7 @@ impl MatchBuilder {
 
     fn set(mut self, field: Field, value: u128, mask: Option<u128>) -> Self {
         if self.error.is_none() {
-            if self.m.fields.contains_key(&field) {
+            if self.m.contains(field) {
                 self.error = Some(MatchError::Duplicate { field });
             } else if let Err(e) = self.m.insert(field, value, mask) {
                 self.error = Some(e);
@@ -538,6 +595,48 @@ mod tests {
         ));
         assert!(matches!(Match::builder().field(Field::VlanPcp, 8).build(), Err(MatchError::ValueTooWide { .. })));
         assert!(matches!(Match::builder().reg(16, 1).build(), Err(MatchError::NoSuchField { .. })));
+    }
+
+    #[test]
+    fn order_and_equality_are_those_of_the_field_sequence() {
+        let b = || Match::builder();
+        let ms = [
+            Match::new(),
+            b().in_port(1).build().unwrap(),
+            b().in_port(2).build().unwrap(),
+            b().in_port(1).vlan_vid(3).build().unwrap(),
+            b().vlan_any().build().unwrap(),
+            b().vlan_vid(3).build().unwrap(),
+            b().field_masked(Field::VlanVid, 0x1003, 0x1fff).build().unwrap(),
+            b().metadata_masked(0x100, 0xff00).build().unwrap(),
+            b().metadata_masked(0x100, 0xf00).build().unwrap(),
+            b().metadata(0x100).build().unwrap(),
+            b().ipv6().ipv6_dst(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)).build().unwrap(),
+            b().ipv6().ipv6_dst(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, 0)).build().unwrap(),
+            b().ip().ipv4_dst_masked(Ipv4Addr::new(10, 0, 0, 0), Ipv4Addr::new(255, 0, 0, 0)).build().unwrap(),
+        ];
+        let hash = |m: &Match| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            m.hash(&mut h);
+            h.finish()
+        };
+        for x in &ms {
+            for y in &ms {
+                let (fx, fy): (Vec<_>, Vec<_>) = (x.fields().collect(), y.fields().collect());
+                assert_eq!(x.cmp(y), fx.cmp(&fy), "{x} vs {y}");
+                assert_eq!(x == y, fx == fy, "{x} vs {y}");
+                if x == y {
+                    assert_eq!(hash(x), hash(y));
+                }
+            }
+        }
+        // Fields come out in field order whatever the order they were given in.
+        let m = b().arp_tpa(Ipv4Addr::new(10, 0, 0, 1)).arp_op(1).arp().vlan_vid(5).build().unwrap();
+        let order: Vec<Field> = m.fields().map(|(f, _)| f).collect();
+        assert_eq!(order, [Field::EthType, Field::VlanVid, Field::ArpOp, Field::ArpTpa]);
+        assert_eq!(m, b().vlan_vid(5).arp().arp_op(1).arp_tpa(Ipv4Addr::new(10, 0, 0, 1)).build().unwrap());
+        assert_eq!(format!("{m:?}").matches("Masked").count(), 4, "{m:?}");
     }
 
     #[test]
