@@ -58,6 +58,8 @@ mod oxm;
 mod wire;
 
 #[cfg(feature = "client")]
+mod bundling;
+#[cfg(feature = "client")]
 mod client_error;
 #[cfg(feature = "client")]
 mod connection;
@@ -69,7 +71,9 @@ mod switch;
 mod target;
 
 pub use action::{port, Action, OFPCML_NO_BUFFER};
-pub use bundle::{encode_bundle_add, BundleCtrl, BundleCtrlType, OFPBF_ATOMIC, OFPBF_ORDERED, ONF_EXPERIMENTER_ID};
+pub use bundle::{
+    encode_bundle_add, BundleAdd, BundleCtrl, BundleCtrlType, OFPBF_ATOMIC, OFPBF_ORDERED, ONF_EXPERIMENTER_ID,
+};
 pub use diff::diff_flows;
 pub use error::{DecodeError, EncodeError, FlowError, MatchError};
 pub use flow_match::{
@@ -85,12 +89,14 @@ pub use instruction::Instructions;
 pub use mac::{BadMac, Mac};
 pub use message::Features;
 pub use multipart::{
-    encode_flow_stats_reply, FlowStats, FlowStatsRequest, MultipartReply, OFPMPF_REPLY_MORE, OFPMP_FLOW,
+    encode_flow_stats_reply, FlowCookie, FlowStats, FlowStatsRequest, MultipartReply, OFPMPF_REPLY_MORE, OFPMP_FLOW,
 };
 pub use nx::{Ct, CtZone, FieldRange, Nat, NatAddrs};
 pub use ofp_error::OfpError;
 pub use oxm::{Field, OxmId};
 
+#[cfg(feature = "client")]
+pub use bundling::MAX_BUNDLE_FLOW_MODS;
 #[cfg(feature = "client")]
 pub use client_error::{BundleFailure, ClientError};
 #[cfg(feature = "client")]
