@@ -21,6 +21,7 @@
 //! what came after it; and adds are flushed at least every [`FLUSH_AFTER`], so that a slow
 //! iterator does not keep the switch idle while its messages wait in a buffer.
 
+use std::borrow::Borrow;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -51,22 +52,48 @@ const FLAGS: u16 = OFPBF_ATOMIC | OFPBF_ORDERED;
 impl Connection {
     /// Applies `mods` as one atomic, ordered bundle: [`Connection::bundle_iter`] over a slice.
     pub async fn bundle(&self, mods: &[FlowMod]) -> Result<(), ClientError> {
-        self.bundle_iter(mods.iter().cloned()).await
+        self.bundle_iter(mods).await
     }
 
-    /// Applies the flow_mods `mods` yields as one atomic, ordered bundle: the switch applies
-    /// every one or none. Each is validated ([`crate::Flow::validate`]), encoded and dropped as
-    /// it is yielded; the encoded bundle is the memory it costs. An empty iterator sends
-    /// nothing.
+    /// Applies the flow_mods `mods` yields (owned, or borrowed from a collection) as one
+    /// atomic, ordered bundle: the switch applies every one or none. Each is validated
+    /// ([`crate::Flow::validate`]), encoded and dropped as it is yielded; the encoded bundle is
+    /// the memory it costs. An empty iterator sends nothing.
     ///
     /// Failures leave the switch as it was (the bundle is discarded):
     /// [`ClientError::Invalid`] for a flow_mod OVS would refuse, [`ClientError::Bundle`] when
     /// the switch refused one (naming it by index and showing it) or the bundle itself,
     /// [`ClientError::BundleTooLarge`] past [`MAX_BUNDLE_FLOW_MODS`]. The iterator is not
     /// drawn further once the switch has refused an add.
+    ///
+    /// # Example
+    /// A reconciler whose flows carry a cookie under its own prefix (a hash of the flow's
+    /// content below): read the cookies the switch holds, delete the stale ones by exact cookie
+    /// and add the missing flows, generated again rather than kept.
+    /// ```no_run
+    /// use std::collections::HashSet;
+    /// use openflow_client::{ClientError, Connection, Flow, FlowMod, FlowStatsRequest};
+    ///
+    /// async fn reconcile<I>(conn: &Connection, desired: impl Fn() -> I) -> Result<(), ClientError>
+    /// where
+    ///     I: Iterator<Item = Flow> + Send,
+    /// {
+    ///     let ours = FlowStatsRequest::all().cookie(0xa9e7 << 48, 0xffff << 48);
+    ///     let held = conn.dump_cookies(&ours).await?;
+    ///     let have: HashSet<u64> = held.iter().map(|c| c.cookie).collect();
+    ///     let want: HashSet<u64> = desired().map(|f| f.cookie).collect();
+    ///     let deletes = held
+    ///         .iter()
+    ///         .filter(|c| !want.contains(&c.cookie))
+    ///         .map(|c| FlowMod::delete_by_cookie(c.table, c.cookie, u64::MAX));
+    ///     let adds = desired().filter(|f| !have.contains(&f.cookie)).map(FlowMod::add);
+    ///     conn.bundle_iter(deletes.chain(adds)).await
+    /// }
+    /// ```
     pub async fn bundle_iter<I>(&self, mods: I) -> Result<(), ClientError>
     where
-        I: IntoIterator<Item = FlowMod>,
+        I: IntoIterator,
+        I::Item: Borrow<FlowMod> + Send,
         I::IntoIter: Send,
     {
         let mut mods = mods.into_iter().peekable();
@@ -157,19 +184,23 @@ impl Bundle<'_> {
 
     /// Streams the adds, then waits for the barrier after them. After any error here the
     /// bundle is still open on the switch.
-    async fn add_all(&mut self, mods: impl Iterator<Item = FlowMod> + Send) -> Result<(), ClientError> {
+    async fn add_all<M: Borrow<FlowMod> + Send>(
+        &mut self,
+        mods: impl Iterator<Item = M> + Send,
+    ) -> Result<(), ClientError> {
         let version = self.s.version;
         let mut inner = Vec::with_capacity(512);
         for (index, m) in mods.enumerate() {
+            let m = m.borrow();
             if index >= MAX_BUNDLE_FLOW_MODS {
                 return Err(ClientError::BundleTooLarge { limit: MAX_BUNDLE_FLOW_MODS });
             }
-            check(index, &m)?;
+            check(index, m)?;
             let xid = self.add_xid(index);
             inner.clear();
-            m.encode(version, xid, &mut inner).map_err(|e| invalid(index, &m, e))?;
+            m.encode(version, xid, &mut inner).map_err(|e| invalid(index, m, e))?;
             let flushed = self.sent.push(self.s, xid, self.id, &inner).map_err(|e| match e {
-                ClientError::Encode(e) => invalid(index, &m, e),
+                ClientError::Encode(e) => invalid(index, m, e),
                 other => other,
             })?;
             if flushed {

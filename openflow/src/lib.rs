@@ -7,13 +7,16 @@
 //!   switch sends ([`message::decode`], [`Framer`]); canonical values so that a flow read back
 //!   from the switch is `==` to the flow installed; [`diff_flows`] for a reconciler.
 //! - Client (feature `client`, on by default): a [`Connection`] multiplexing requests by xid,
-//!   answering echoes and probing an idle switch; bundles applied atomically with errors that
-//!   name the failing flow_mod; flow dumps gathered across multipart replies; a
-//!   [`Switch`] handle that reconnects with backoff and publishes a connection epoch.
+//!   answering echoes and probing an idle switch; bundles applied atomically, streamed from an
+//!   iterator ([`Connection::bundle_iter`]: memory is the encoded bundle, not the flows), with
+//!   errors that name the failing flow_mod and show it; flow dumps decoded one multipart reply
+//!   at a time, whole ([`Connection::dump_flows`]) or as cookies alone
+//!   ([`Connection::dump_cookies`]); a [`Switch`] handle that reconnects with backoff and
+//!   publishes a connection epoch.
 //!
 //! Layers, from the wire up: `wire` (bounded reads) → [`header`] (framing) → `oxm`
 //! (fields) → `flow_match` → `action` / `nx` → `instruction` → `flow_mod` / `multipart` /
-//! `bundle` / `ofp_error` → [`message`] → `connection` → `switch`.
+//! `bundle` / `ofp_error` → [`message`] → `connection` → `requests` / `bundling` → `switch`.
 //!
 //! # Example
 //! ```

@@ -120,7 +120,8 @@ impl Switch {
     /// [`Connection::bundle_iter`] on the current session.
     pub async fn bundle_iter<I>(&self, mods: I) -> Result<(), ClientError>
     where
-        I: IntoIterator<Item = FlowMod>,
+        I: IntoIterator,
+        I::Item: std::borrow::Borrow<FlowMod> + Send,
         I::IntoIter: Send,
     {
         self.connection()?.bundle_iter(mods).await

@@ -44,6 +44,8 @@ fn the_bundle_futures_are_send() {
         "/nonexistent".into(),
     )));
     send(sw.bundle_iter((0..3).map(numbered).map(FlowMod::add)));
+    let held: Vec<FlowMod> = (0..3).map(numbered).map(FlowMod::add).collect();
+    send(sw.bundle_iter(held.iter().filter(|m| m.flow.priority == 10)));
     send(sw.bundle(&[]));
     send(sw.dump_cookies(&FlowStatsRequest::all()));
 }
