@@ -370,7 +370,7 @@ impl Sent {
         }
         let at = u32::try_from(at).expect("a chunk is smaller than 4 GiB");
         self.offsets.push(at);
-        if self.offsets.len() % 64 == 0 && self.last_flush.elapsed() >= FLUSH_AFTER {
+        if self.last_flush.elapsed() >= FLUSH_AFTER {
             self.flush(s)?;
             flushed = true;
         }
