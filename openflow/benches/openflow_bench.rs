@@ -170,7 +170,7 @@ async fn run() {
 
 /// The pipeline installed and read back each way, each in its own process.
 fn memory_table(host: &common::Host) {
-    let mb = |kb: &str| format!("{:.1} MB", kb.parse::<f64>().unwrap() / 1024.0);
+    let mib = |kb: &str| format!("{:.1} MiB", kb.parse::<f64>().unwrap() / 1024.0);
     let mut bytes = 0usize;
     let mut inner = Vec::new();
     let mut add = Vec::new();
@@ -182,8 +182,8 @@ fn memory_table(host: &common::Host) {
         bytes += add.len();
     }
     let mut out = format!(
-        "\n| 60,041 flows (agent pipeline, {:.1} MB as bundle adds), fresh process each | time | RSS growth (peak) |\n|---|---|---|\n",
-        bytes as f64 / 1e6
+        "\n| 60,041 flows (agent pipeline, {:.1} MiB as bundle adds), fresh process each | time | RSS growth (peak) |\n|---|---|---|\n",
+        bytes as f64 / (1 << 20) as f64
     );
     let fill = |name: &str| {
         host.bridge(name, &[]);
@@ -196,8 +196,8 @@ fn memory_table(host: &common::Host) {
     ] {
         let r = memory::in_child(scenario, Some(&fill(bridge)));
         eprintln!("  {scenario}: {r:?}");
-        out += &format!("| install: {install} | {} ms | {} |\n", r["install_ms"], mb(&r["install_peak_kb"]));
-        out += &format!("| {dump} | {} ms | {} (whole run) |\n", r["dump_ms"], mb(&r["peak_kb"]));
+        out += &format!("| install: {install} | {} ms | {} |\n", r["install_ms"], mib(&r["install_peak_kb"]));
+        out += &format!("| {dump} | {} ms | {} (whole run) |\n", r["dump_ms"], mib(&r["peak_kb"]));
     }
     let socket = host.vs.mgmt_socket("bm-s");
     for (scenario, what) in
@@ -205,7 +205,7 @@ fn memory_table(host: &common::Host) {
     {
         let r = memory::in_child(scenario, Some(&socket));
         eprintln!("  {scenario}: {r:?}");
-        out += &format!("| {what} | {} ms | {} |\n", r["dump_ms"], mb(&r["peak_kb"]));
+        out += &format!("| {what} | {} ms | {} |\n", r["dump_ms"], mib(&r["peak_kb"]));
     }
     let s = memory::in_child("sizes", None);
     eprintln!("  sizes: {s:?}");
