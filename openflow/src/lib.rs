@@ -15,8 +15,9 @@
 //!   publishes a connection epoch.
 //!
 //! Layers, from the wire up: `wire` (bounded reads) → [`header`] (framing) → `oxm`
-//! (fields) → `flow_match` → `action` / `nx` → `instruction` → `flow_mod` / `multipart` /
-//! `bundle` / `ofp_error` → [`message`] → `connection` → `requests` / `bundling` → `switch`.
+//! (fields) → `flow_match` → `match_builder` → `action` / `nx` → `instruction` →
+//! `flow_mod` / `multipart` / `bundle` / `ofp_error` → [`message`] → `connection` →
+//! `requests` / `bundling` → `switch`.
 //!
 //! # Example
 //! ```
@@ -53,6 +54,7 @@ mod flow_mod;
 pub mod header;
 mod instruction;
 mod mac;
+mod match_builder;
 pub mod message;
 mod multipart;
 mod nx;
@@ -80,8 +82,8 @@ pub use bundle::{
 pub use diff::diff_flows;
 pub use error::{DecodeError, EncodeError, FlowError, MatchError};
 pub use flow_match::{
-    Masked, Match, MatchBuilder, RawOxm, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_RARP, ETH_TYPE_VLAN,
-    ICMPV6_ND_ADVERT, ICMPV6_ND_SOLICIT, OFPVID_PRESENT,
+    Masked, Match, RawOxm, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_RARP, ETH_TYPE_VLAN, ICMPV6_ND_ADVERT,
+    ICMPV6_ND_SOLICIT, OFPVID_PRESENT,
 };
 pub use flow_mod::{
     Flow, FlowBuilder, FlowKey, FlowMod, FlowModCommand, OFPFF_CHECK_OVERLAP, OFPFF_RESET_COUNTS, OFPFF_SEND_FLOW_REM,
@@ -90,6 +92,7 @@ pub use flow_mod::{
 pub use header::{Framer, Header, OFP13_VERSION, OFP14_VERSION};
 pub use instruction::Instructions;
 pub use mac::{BadMac, Mac};
+pub use match_builder::MatchBuilder;
 pub use message::Features;
 pub use multipart::{
     encode_flow_stats_reply, FlowCookie, FlowStats, FlowStatsRequest, MultipartReply, OFPMPF_REPLY_MORE, OFPMP_FLOW,
