@@ -8,12 +8,18 @@
 //! - dumping them back (multipart replies gathered and decoded) and `ovs-ofctl dump-flows`;
 //! - `diff_flows` of the 40,041 desired flows against the dump (nothing to do);
 //! - a peer join (20 unicast + 20 ARP flows and 20 flood flows replaced) as one bundle:
-//!   p50 / p99 over `BENCH_JOINS` joins (default 100).
+//!   p50 / p99 over `BENCH_JOINS` joins (default 100);
+//! - the agent's full pipeline (60,041 flows) installed with `bundle_iter` from a lazy
+//!   iterator and read back with `dump_cookies`, against `bundle` over a `Vec` and
+//!   `dump_flows`: time and RSS growth, each in a fresh child process (`support/memory.rs`),
+//!   and the sizes of the flow types.
 //!
 //! Needs root and OVS (the testbed fixtures say what to install).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/memory.rs"]
+mod memory;
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +72,9 @@ fn join(peers: u32) -> Vec<FlowMod> {
 }
 
 fn main() {
+    if let Ok(name) = std::env::var(memory::CHILD_ENV) {
+        return memory::child(&name);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(run());
 }
@@ -155,6 +164,64 @@ async fn run() {
     for (w, v) in rows {
         println!("| {w} | {v} |");
     }
+
+    tokio::task::block_in_place(|| memory_table(&host));
+}
+
+/// The pipeline installed and read back each way, each in its own process.
+fn memory_table(host: &common::Host) {
+    let mib = |kb: &str| format!("{:.1} MiB", kb.parse::<f64>().unwrap() / 1024.0);
+    let mut bytes = 0usize;
+    let mut inner = Vec::new();
+    let mut add = Vec::new();
+    for (i, f) in common::pipeline_flows(1000, 20, memory::PREFIX).enumerate() {
+        inner.clear();
+        add.clear();
+        FlowMod::add(f).encode(OFP14_VERSION, i as u32, &mut inner).unwrap();
+        openflow_client::encode_bundle_add(OFP14_VERSION, i as u32, 1, 3, &inner, &mut add).unwrap();
+        bytes += add.len();
+    }
+    let mut out = format!(
+        "\n| 60,041 flows (agent pipeline, {:.1} MiB as bundle adds), fresh process each | time | RSS growth (peak) |\n|---|---|---|\n",
+        bytes as f64 / (1 << 20) as f64
+    );
+    let fill = |name: &str| {
+        host.bridge(name, &[]);
+        host.patch_port(name, &format!("{name}-p"), &format!("{name}-q"), 1);
+        host.vs.mgmt_socket(name)
+    };
+    for (scenario, bridge, install, dump) in [
+        ("stream", "bm-s", "bundle_iter, lazy iterator", "then dump_cookies, same process"),
+        ("slice", "bm-v", "bundle(&Vec<FlowMod>) (Vec built first)", "then dump_flows, same process"),
+    ] {
+        let r = memory::in_child(scenario, Some(&fill(bridge)));
+        eprintln!("  {scenario}: {r:?}");
+        out += &format!("| install: {install} | {} ms | {} |\n", r["install_ms"], mib(&r["install_peak_kb"]));
+        out += &format!("| {dump} | {} ms | {} (whole run) |\n", r["dump_ms"], mib(&r["peak_kb"]));
+    }
+    let socket = host.vs.mgmt_socket("bm-s");
+    for (scenario, what) in
+        [("cookies", "dump_cookies alone (median of 5)"), ("flows", "dump_flows alone (median of 5)")]
+    {
+        let r = memory::in_child(scenario, Some(&socket));
+        eprintln!("  {scenario}: {r:?}");
+        out += &format!("| {what} | {} ms | {} |\n", r["dump_ms"], mib(&r["peak_kb"]));
+    }
+    let s = memory::in_child("sizes", None);
+    eprintln!("  sizes: {s:?}");
+    out += &format!(
+        "\nsize_of: Flow {} B, Match {} B, Action {} B, Instructions {} B, FlowMod {} B. A flow with a 4-field \
+         match and 5 actions: {} B in all, {} B of it on the heap ({} B for the match).\n",
+        s["flow"],
+        s["match"],
+        s["action"],
+        s["instructions"],
+        s["flow_mod"],
+        s["flow_total"],
+        s["flow_heap"],
+        s["match_heap"]
+    );
+    println!("{out}");
 }
 
 async fn conn_flows(host: &common::Host, bridge: &str) -> Vec<openflow_client::Flow> {

@@ -123,6 +123,50 @@ pub fn encode_bundle_add(
     finish_message(out, s)
 }
 
+/// A decoded add message: its bundle, flags, and the message it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleAdd<'a> {
+    /// The bundle.
+    pub bundle_id: u32,
+    /// `OFPBF_*`.
+    pub flags: u16,
+    /// The whole message added (header included).
+    pub message: &'a [u8],
+}
+
+impl<'a> BundleAdd<'a> {
+    /// Decodes an add message (header included) in either form, as [`encode_bundle_add`]
+    /// writes it.
+    pub fn decode(message: &'a [u8]) -> Result<BundleAdd<'a>, DecodeError> {
+        let h = Header::parse(message)?;
+        let body = message.get(..usize::from(h.length)).ok_or(DecodeError::BadLength {
+            what: "bundle add message",
+            len: usize::from(h.length),
+            reason: "longer than the bytes given",
+        })?;
+        let mut r = Reader::new(body);
+        r.skip(HEADER_LEN, "OpenFlow header")?;
+        match h.msg_type {
+            msg_type::BUNDLE_ADD_MESSAGE => {}
+            msg_type::EXPERIMENTER => {
+                let exp = r.u32("experimenter id")?;
+                let exp_type = r.u32("experimenter type")?;
+                if exp != ONF_EXPERIMENTER_ID || exp_type != ONFT_BUNDLE_ADD_MESSAGE {
+                    return Err(DecodeError::BadValue {
+                        what: "bundle add message",
+                        detail: format!("experimenter {exp:#x} type {exp_type}, want ONF 2301"),
+                    });
+                }
+            }
+            t => return Err(DecodeError::UnexpectedType { msg_type: t, name: crate::header::type_name(t) }),
+        }
+        let bundle_id = r.u32("bundle_id")?;
+        r.skip(2, "pad")?;
+        let flags = r.u16("bundle flags")?;
+        Ok(BundleAdd { bundle_id, flags, message: r.rest() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +187,17 @@ mod tests {
         encode_bundle_add(OFP13_VERSION, 2, 7, 3, &[4, 20, 0, 8, 0, 0, 0, 2], &mut add).unwrap();
         assert_eq!(add.len(), 8 + 8 + 8 + 8);
         assert_eq!(&add[12..16], 2301u32.to_be_bytes());
+        let inner = [5, 14, 0, 8, 0, 0, 0, 2];
+        let mut add14 = Vec::new();
+        encode_bundle_add(OFP14_VERSION, 2, 7, 3, &inner, &mut add14).unwrap();
+        assert_eq!(add14.len(), 8 + 8 + 8);
+        for (bytes, want) in [(&add, [4, 20, 0, 8, 0, 0, 0, 2]), (&add14, inner)] {
+            let a = BundleAdd::decode(bytes).unwrap();
+            assert_eq!((a.bundle_id, a.flags, a.message), (7, 3, &want[..]));
+            for cut in 0..bytes.len() {
+                assert!(BundleAdd::decode(&bytes[..cut]).is_err(), "cut {cut}");
+            }
+        }
+        assert!(BundleAdd::decode(&of13).is_err(), "a control message is not an add");
     }
 }

@@ -12,23 +12,35 @@ pub struct BundleFailure {
     /// Where it failed: `open`, `add` (the switch refused a message as it was added; the
     /// bundle was then discarded), or `commit`.
     pub stage: &'static str,
-    /// Index, in the list given, of the flow_mod the switch refused, when it named one.
+    /// Index, in the order given, of the flow_mod the switch refused, when it named one.
     pub index: Option<usize>,
-    /// That flow_mod, as ovs-ofctl would write it.
+    /// That flow_mod, as ovs-ofctl would write it (decoded from the bytes sent).
     pub flow_mod: Option<String>,
     /// The switch's error for it (or for the bundle, when no message was named).
     pub error: OfpError,
-    /// Messages in the bundle.
+    /// Flow_mods added to the bundle: all of them at commit; at add, those produced before
+    /// the refusal was seen (the iterator is not drawn further).
     pub len: usize,
 }
 
 impl std::fmt::Display for BundleFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "bundle of {} flow_mods not applied (failed at {}): ", self.len, self.stage)?;
-        match (self.index, &self.flow_mod) {
-            (Some(i), Some(m)) => write!(f, "flow_mod {i} ({m}) refused: {}", self.error),
-            _ => write!(f, "{}", self.error),
+        match self.len {
+            0 => write!(f, "bundle not applied (failed at {}): ", self.stage)?,
+            n => write!(f, "bundle of {n} flow_mods not applied (failed at {}): ", self.stage)?,
         }
+        match (self.index, &self.flow_mod) {
+            (Some(i), Some(m)) => write!(f, "flow_mod {i} ({m}) refused: {}", self.error)?,
+            _ => write!(f, "{}", self.error)?,
+        }
+        if self.error.code_name() == Some("OFPBFC_TIMEOUT") {
+            f.write_str(
+                "; the switch dropped the bundle after receiving nothing for its idle timeout \
+                 (ovs-vswitchd other_config:bundle-idle-timeout, 10 s by default): produce the flow_mods \
+                 faster or raise it",
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -111,6 +123,14 @@ pub enum ClientError {
     /// A bundle that was not applied.
     #[error("{0}")]
     Bundle(Box<BundleFailure>),
+    /// More flow_mods than one bundle can carry; nothing was applied.
+    #[error(
+        "a bundle carries at most {limit} flow_mods (the xids one bundle reserves); split them into several bundles"
+    )]
+    BundleTooLarge {
+        /// The most one bundle carries.
+        limit: usize,
+    },
     /// A reply of a kind the request does not expect.
     #[error("unexpected reply to {request}: {got}")]
     UnexpectedReply {

@@ -8,16 +8,16 @@
 //! quiet interval and closes a session that stays silent. When the session ends, every request
 //! in flight fails with [`ClientError::Disconnected`].
 //!
-//! Requests register their xids before writing; every message the switch sends with one of
-//! those xids (a reply, each part of a multipart reply, an error for a flow_mod that has no
+//! Requests register a range of xids before writing (one entry however many messages: a bundle
+//! of 60,000 flow_mods is one range); every message the switch sends with one of those xids (a reply, each part of a multipart reply, an error for a flow_mod that has no
 //! reply of its own) goes to one channel in the order it arrived, so a request that ends with a
 //! barrier or a bundle commit sees the errors of its earlier messages before that reply.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use ovsdb_client::{TlsSettings, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -65,10 +65,23 @@ pub(crate) struct Shared {
     pub(crate) version: u8,
     next_xid: AtomicU32,
     pub(crate) next_bundle: AtomicU32,
-    writer: mpsc::UnboundedSender<Vec<u8>>,
-    pending: Mutex<HashMap<u32, mpsc::UnboundedSender<Vec<u8>>>>,
+    writer: mpsc::UnboundedSender<Bytes>,
+    pending: Mutex<Vec<Pending>>,
     closed: watch::Sender<Option<String>>,
     last_heard: Mutex<Instant>,
+}
+
+/// A request's xids: `first` and the `n - 1` after it.
+struct Pending {
+    first: u32,
+    n: u32,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Pending {
+    fn holds(&self, xid: u32) -> bool {
+        xid.wrapping_sub(self.first) < self.n
+    }
 }
 
 impl Shared {
@@ -106,8 +119,10 @@ impl Shared {
         }
     }
 
-    pub(crate) fn send(&self, bytes: Vec<u8>) -> Result<(), ClientError> {
-        self.writer.send(bytes).map_err(|_| self.disconnected())
+    /// Queues bytes for the writer (a `Vec` moves in without a copy; [`Bytes`] may be shared
+    /// with whoever keeps them).
+    pub(crate) fn send(&self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
+        self.writer.send(bytes.into()).map_err(|_| self.disconnected())
     }
 }
 
@@ -121,9 +136,7 @@ pub(crate) struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let mut p = self.shared.pending.lock().expect("pending lock");
-        for i in 0..self.n {
-            p.remove(&self.first.wrapping_add(i));
-        }
+        p.retain(|r| !(r.first == self.first && r.n == self.n));
     }
 }
 
@@ -132,12 +145,7 @@ impl Shared {
     pub(crate) fn register(&self, n: u32) -> Result<(Registration<'_>, u32, Inbox), ClientError> {
         let first = self.xids(n);
         let (tx, rx) = mpsc::unbounded_channel();
-        {
-            let mut p = self.pending.lock().expect("pending lock");
-            for i in 0..n {
-                p.insert(first.wrapping_add(i), tx.clone());
-            }
-        }
+        self.pending.lock().expect("pending lock").push(Pending { first, n, tx });
         let reg = Registration { shared: self, first, n };
         // close() drains `pending` after setting the flag; checking after inserting covers a
         // close that ran in between.
@@ -215,7 +223,7 @@ impl Connection {
             next_xid: AtomicU32::new(2),
             next_bundle: AtomicU32::new(1),
             writer,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
             closed: watch::channel(None).0,
             last_heard: Mutex::new(Instant::now()),
         });
@@ -428,7 +436,7 @@ fn route(shared: &Shared, m: &[u8]) -> Result<(), ClientError> {
     if let Incoming::EchoRequest(data) = incoming {
         return shared.send(encode_echo(shared.version, msg_type::ECHO_REPLY, h.xid, data)?);
     }
-    let tx = shared.pending.lock().expect("pending lock").get(&h.xid).cloned();
+    let tx = shared.pending.lock().expect("pending lock").iter().find(|p| p.holds(h.xid)).map(|p| p.tx.clone());
     match (tx, incoming) {
         (Some(tx), _) => {
             let _ = tx.send(m.to_vec());
@@ -449,7 +457,7 @@ fn route(shared: &Shared, m: &[u8]) -> Result<(), ClientError> {
 async fn write_loop(
     shared: Arc<Shared>,
     mut write: tokio::io::WriteHalf<Box<dyn Transport>>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
 ) {
     let mut closed = shared.closed.subscribe();
     loop {

@@ -1,12 +1,11 @@
-//! A flow's match: a canonical set of fields, a typed builder that checks prerequisites, and the
-//! OpenFlow 1.3 `ofp_match` (OXM) encoding.
+//! A flow's match: a canonical set of fields and the OpenFlow 1.3 `ofp_match` (OXM) encoding;
+//! its typed builder, which checks prerequisites, is in `match_builder`.
 //!
 //! Canonical form, so that a match read back from the switch compares equal to the one sent:
 //! a field's value has the bits outside its mask cleared; a mask of all ones is no mask; a mask
 //! of zero is no match on the field at all; fields are ordered by [`Field`] (a prerequisite
 //! order); NXM and OXM headers of the same field decode to the same [`Field`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -55,10 +54,53 @@ pub struct RawOxm {
 }
 
 /// A match: the fields a packet must have. `Match::default()` matches every packet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Held as a vector sorted by field: a flow matches a handful of fields, and a map would give
+/// each match a whole tree node (eleven slots) on the heap. Equality, order and hashing are
+/// those of the sequence of `(Field, Masked)` pairs in field order.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Match {
-    fields: BTreeMap<Field, Masked>,
+    fields: Vec<Entry>,
     unknown: Vec<RawOxm>,
+}
+
+/// One matched field. Value and mask are kept as big-endian bytes rather than `u128`: no
+/// 16-byte alignment (35 bytes an entry instead of 64), and the derived order of the bytes is
+/// the numeric order, so entries compare as `(Field, Masked)` does.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Entry {
+    field: Field,
+    value: [u8; 16],
+    mask: Option<[u8; 16]>,
+}
+
+impl Entry {
+    fn new(field: Field, m: Masked) -> Entry {
+        Entry { field, value: m.value.to_be_bytes(), mask: m.mask.map(u128::to_be_bytes) }
+    }
+
+    fn masked(&self) -> Masked {
+        Masked { value: u128::from_be_bytes(self.value), mask: self.mask.map(u128::from_be_bytes) }
+    }
+}
+
+impl fmt::Debug for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Match");
+        d.field("fields", &DebugFields(self));
+        if !self.unknown.is_empty() {
+            d.field("unknown", &self.unknown);
+        }
+        d.finish()
+    }
+}
+
+struct DebugFields<'a>(&'a Match);
+
+impl fmt::Debug for DebugFields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.fields()).finish()
+    }
 }
 
 /// What a field needs in the match before it.
@@ -98,19 +140,14 @@ impl Match {
         Match::default()
     }
 
-    /// A builder that checks widths, masks and prerequisites in [`MatchBuilder::build`].
-    pub fn builder() -> MatchBuilder {
-        MatchBuilder::default()
-    }
-
     /// The fields, in encoding order.
     pub fn fields(&self) -> impl Iterator<Item = (Field, Masked)> + '_ {
-        self.fields.iter().map(|(f, m)| (*f, *m))
+        self.fields.iter().map(|e| (e.field, e.masked()))
     }
 
     /// One field's value and mask, if matched.
     pub fn get(&self, field: Field) -> Option<Masked> {
-        self.fields.get(&field).copied()
+        self.position(field).ok().map(|i| self.fields[i].masked())
     }
 
     /// The exact value of `field`, if matched without a mask.
@@ -128,8 +165,17 @@ impl Match {
         self.fields.is_empty() && self.unknown.is_empty()
     }
 
+    /// Where `field` is (`Ok`) or would go (`Err`) in the sorted entries.
+    fn position(&self, field: Field) -> Result<usize, usize> {
+        self.fields.binary_search_by_key(&field, |e| e.field)
+    }
+
+    pub(crate) fn contains(&self, field: Field) -> bool {
+        self.position(field).is_ok()
+    }
+
     /// Sets a field, canonicalising value and mask; no prerequisite check.
-    fn insert(&mut self, field: Field, value: u128, mask: Option<u128>) -> Result<(), MatchError> {
+    pub(crate) fn insert(&mut self, field: Field, value: u128, mask: Option<u128>) -> Result<(), MatchError> {
         if let Field::Reg(n) = field {
             if n > 15 {
                 return Err(MatchError::NoSuchField { name: format!("reg{n}") });
@@ -141,7 +187,9 @@ impl Match {
         }
         let mask = match mask.map(|m| m & full) {
             Some(0) => {
-                self.fields.remove(&field);
+                if let Ok(i) = self.position(field) {
+                    self.fields.remove(i);
+                }
                 return Ok(());
             }
             Some(m) if m == full => None,
@@ -149,7 +197,11 @@ impl Match {
             m => m,
         };
         let value = value & mask.unwrap_or(full);
-        self.fields.insert(field, Masked { value, mask });
+        let entry = Entry::new(field, Masked { value, mask });
+        match self.position(field) {
+            Ok(i) => self.fields[i] = entry,
+            Err(i) => self.fields.insert(i, entry),
+        }
         Ok(())
     }
 
@@ -181,8 +233,8 @@ impl Match {
 
     /// Checks every field's prerequisites.
     pub fn validate(&self) -> Result<(), MatchError> {
-        for field in self.fields.keys() {
-            self.prerequisites_of(*field).map_err(|needs| MatchError::MissingPrerequisite { field: *field, needs })?;
+        for field in self.fields.iter().map(|e| e.field) {
+            self.prerequisites_of(field).map_err(|needs| MatchError::MissingPrerequisite { field, needs })?;
         }
         Ok(())
     }
@@ -192,8 +244,8 @@ impl Match {
         let start = out.len();
         out.put_u16(1); // OFPMT_OXM
         out.put_u16(0);
-        for (field, m) in &self.fields {
-            put_tlv(out, *field, m.value, m.mask);
+        for (field, m) in self.fields() {
+            put_tlv(out, field, m.value, m.mask);
         }
         for raw in &self.unknown {
             put_raw(out, raw);
@@ -223,7 +275,7 @@ impl Match {
             let tlv = read_tlv(&mut body)?;
             match tlv.known()? {
                 Some((field, value, mask)) => {
-                    if m.fields.contains_key(&field) {
+                    if m.contains(field) {
                         return Err(DecodeError::BadValue { what: "ofp_match", detail: format!("{field} twice") });
                     }
                     m.insert(field, value, mask)
@@ -270,16 +322,16 @@ pub(crate) fn fmt_value(f: &mut fmt::Formatter<'_>, field: Field, v: u128) -> fm
 impl fmt::Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for (field, m) in &self.fields {
+        for (field, m) in self.fields() {
             if !first {
                 f.write_str(",")?;
             }
             first = false;
             write!(f, "{field}=")?;
-            fmt_value(f, *field, m.value)?;
+            fmt_value(f, field, m.value)?;
             if let Some(mask) = m.mask {
                 f.write_str("/")?;
-                fmt_value(f, *field, mask)?;
+                fmt_value(f, field, mask)?;
             }
         }
         for raw in &self.unknown {
@@ -293,200 +345,6 @@ impl fmt::Display for Match {
             }
         }
         Ok(())
-    }
-}
-
-/// Builds a [`Match`]; the first mistake is kept and returned by [`MatchBuilder::build`].
-#[derive(Debug, Clone, Default)]
-pub struct MatchBuilder {
-    m: Match,
-    error: Option<MatchError>,
-}
-
-macro_rules! exact_and_masked {
-    ($(#[$doc:meta])* $name:ident, $masked:ident, $field:expr, $ty:ty, $conv:expr) => {
-        $(#[$doc])*
-        pub fn $name(self, v: $ty) -> Self {
-            let conv: fn($ty) -> u128 = $conv;
-            self.field($field, conv(v))
-        }
-        /// The same field with a mask (1 bits must match).
-        pub fn $masked(self, v: $ty, mask: $ty) -> Self {
-            let conv: fn($ty) -> u128 = $conv;
-            self.field_masked($field, conv(v), conv(mask))
-        }
-    };
-}
-
-macro_rules! exact {
-    ($(#[$doc:meta])* $name:ident, $field:expr, $ty:ty) => {
-        $(#[$doc])*
-        pub fn $name(self, v: $ty) -> Self {
-            self.field($field, u128::from(v))
-        }
-    };
-}
-
-fn ip4(a: Ipv4Addr) -> u128 {
-    u128::from(u32::from(a))
-}
-fn ip6(a: Ipv6Addr) -> u128 {
-    u128::from(a)
-}
-fn mac(m: Mac) -> u128 {
-    m.to_u128()
-}
-
-impl MatchBuilder {
-    /// Matches `field` exactly (any known field; the typed methods below are shorthands).
-    pub fn field(self, field: Field, value: u128) -> Self {
-        self.set(field, value, None)
-    }
-
-    /// Matches the bits of `field` that are 1 in `mask`.
-    pub fn field_masked(self, field: Field, value: u128, mask: u128) -> Self {
-        self.set(field, value, Some(mask))
-    }
-
-    fn set(mut self, field: Field, value: u128, mask: Option<u128>) -> Self {
-        if self.error.is_none() {
-            if self.m.fields.contains_key(&field) {
-                self.error = Some(MatchError::Duplicate { field });
-            } else if let Err(e) = self.m.insert(field, value, mask) {
-                self.error = Some(e);
-            }
-        }
-        self
-    }
-
-    exact!(/// `in_port`.
-        in_port, Field::InPort, u32);
-    exact!(/// `eth_type`.
-        eth_type, Field::EthType, u16);
-    exact_and_masked!(/// `eth_src`.
-        eth_src, eth_src_masked, Field::EthSrc, Mac, mac);
-    exact_and_masked!(/// `eth_dst`.
-        eth_dst, eth_dst_masked, Field::EthDst, Mac, mac);
-    /// Packets tagged with VLAN `vid` (sets [`OFPVID_PRESENT`]; ovs-ofctl's `dl_vlan=vid`).
-    pub fn vlan_vid(self, vid: u16) -> Self {
-        self.field(Field::VlanVid, u128::from(OFPVID_PRESENT | (vid & 0x0fff)))
-    }
-    /// Packets without a VLAN tag (`vlan_tci=0x0000/0x1000`'s OXM form: vlan_vid=0).
-    pub fn vlan_none(self) -> Self {
-        self.field(Field::VlanVid, 0)
-    }
-    /// Packets with any VLAN tag (`vlan_vid=0x1000/0x1000`).
-    pub fn vlan_any(self) -> Self {
-        let p = u128::from(OFPVID_PRESENT);
-        self.field_masked(Field::VlanVid, p, p)
-    }
-    exact!(/// `vlan_pcp` (needs a VLAN tag match).
-        vlan_pcp, Field::VlanPcp, u8);
-    exact!(/// `ip_proto` (needs eth_type ip or ipv6).
-        ip_proto, Field::IpProto, u8);
-    exact_and_masked!(/// `ipv4_src`.
-        ipv4_src, ipv4_src_masked, Field::Ipv4Src, Ipv4Addr, ip4);
-    exact_and_masked!(/// `ipv4_dst`.
-        ipv4_dst, ipv4_dst_masked, Field::Ipv4Dst, Ipv4Addr, ip4);
-    exact_and_masked!(/// `ipv6_src`.
-        ipv6_src, ipv6_src_masked, Field::Ipv6Src, Ipv6Addr, ip6);
-    exact_and_masked!(/// `ipv6_dst`.
-        ipv6_dst, ipv6_dst_masked, Field::Ipv6Dst, Ipv6Addr, ip6);
-    exact!(/// `tcp_src`.
-        tcp_src, Field::TcpSrc, u16);
-    exact!(/// `tcp_dst`.
-        tcp_dst, Field::TcpDst, u16);
-    exact!(/// `udp_src`.
-        udp_src, Field::UdpSrc, u16);
-    exact!(/// `udp_dst`.
-        udp_dst, Field::UdpDst, u16);
-    exact!(/// `icmp_type`.
-        icmp_type, Field::Icmpv4Type, u8);
-    exact!(/// `icmp_code`.
-        icmp_code, Field::Icmpv4Code, u8);
-    exact!(/// `icmpv6_type`.
-        icmpv6_type, Field::Icmpv6Type, u8);
-    exact!(/// `icmpv6_code`.
-        icmpv6_code, Field::Icmpv6Code, u8);
-    exact!(/// `arp_op` (1 request, 2 reply).
-        arp_op, Field::ArpOp, u16);
-    exact_and_masked!(/// `arp_spa`.
-        arp_spa, arp_spa_masked, Field::ArpSpa, Ipv4Addr, ip4);
-    exact_and_masked!(/// `arp_tpa`.
-        arp_tpa, arp_tpa_masked, Field::ArpTpa, Ipv4Addr, ip4);
-    exact_and_masked!(/// `arp_sha`.
-        arp_sha, arp_sha_masked, Field::ArpSha, Mac, mac);
-    exact_and_masked!(/// `arp_tha`.
-        arp_tha, arp_tha_masked, Field::ArpTha, Mac, mac);
-    exact_and_masked!(/// `nd_target`.
-        nd_target, nd_target_masked, Field::Ipv6NdTarget, Ipv6Addr, ip6);
-    exact_and_masked!(/// `nd_sll`.
-        nd_sll, nd_sll_masked, Field::Ipv6NdSll, Mac, mac);
-    exact_and_masked!(/// `nd_tll`.
-        nd_tll, nd_tll_masked, Field::Ipv6NdTll, Mac, mac);
-    exact_and_masked!(/// `metadata`.
-        metadata, metadata_masked, Field::Metadata, u64, u128::from);
-    exact_and_masked!(/// `tun_id`.
-        tun_id, tun_id_masked, Field::TunId, u64, u128::from);
-    exact_and_masked!(/// `tun_src`.
-        tun_src, tun_src_masked, Field::TunIpv4Src, Ipv4Addr, ip4);
-    exact_and_masked!(/// `tun_dst`.
-        tun_dst, tun_dst_masked, Field::TunIpv4Dst, Ipv4Addr, ip4);
-    exact_and_masked!(/// `pkt_mark`.
-        pkt_mark, pkt_mark_masked, Field::PktMark, u32, u128::from);
-    exact_and_masked!(/// `ct_state` (the `CT_*` bits).
-        ct_state, ct_state_masked, Field::CtState, u32, u128::from);
-    exact!(/// `ct_zone`.
-        ct_zone, Field::CtZone, u16);
-    exact_and_masked!(/// `ct_mark`.
-        ct_mark, ct_mark_masked, Field::CtMark, u32, u128::from);
-
-    /// `reg<n>` (n in 0..=15).
-    pub fn reg(self, n: u8, value: u32) -> Self {
-        self.field(Field::Reg(n), u128::from(value))
-    }
-    /// `reg<n>` with a mask.
-    pub fn reg_masked(self, n: u8, value: u32, mask: u32) -> Self {
-        self.field_masked(Field::Reg(n), u128::from(value), u128::from(mask))
-    }
-
-    /// `eth_type=0x0800` (ovs-ofctl's `ip`).
-    pub fn ip(self) -> Self {
-        self.eth_type(ETH_TYPE_IP)
-    }
-    /// `eth_type=0x86dd` (`ipv6`).
-    pub fn ipv6(self) -> Self {
-        self.eth_type(ETH_TYPE_IPV6)
-    }
-    /// `eth_type=0x0806` (`arp`).
-    pub fn arp(self) -> Self {
-        self.eth_type(ETH_TYPE_ARP)
-    }
-    /// `ip,ip_proto=6` (`tcp`).
-    pub fn tcp(self) -> Self {
-        self.ip().ip_proto(6)
-    }
-    /// `ip,ip_proto=17` (`udp`).
-    pub fn udp(self) -> Self {
-        self.ip().ip_proto(17)
-    }
-    /// `ip,ip_proto=1` (`icmp`).
-    pub fn icmp(self) -> Self {
-        self.ip().ip_proto(1)
-    }
-    /// `ipv6,ip_proto=58` (`icmp6`).
-    pub fn icmpv6(self) -> Self {
-        self.ipv6().ip_proto(58)
-    }
-
-    /// The match, or the first mistake: a value too wide, a mask on an exact-only field, a
-    /// field twice, or a field whose prerequisite is missing.
-    pub fn build(self) -> Result<Match, MatchError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        self.m.validate()?;
-        Ok(self.m)
     }
 }
 
@@ -538,6 +396,48 @@ mod tests {
         ));
         assert!(matches!(Match::builder().field(Field::VlanPcp, 8).build(), Err(MatchError::ValueTooWide { .. })));
         assert!(matches!(Match::builder().reg(16, 1).build(), Err(MatchError::NoSuchField { .. })));
+    }
+
+    #[test]
+    fn order_and_equality_are_those_of_the_field_sequence() {
+        let b = || Match::builder();
+        let ms = [
+            Match::new(),
+            b().in_port(1).build().unwrap(),
+            b().in_port(2).build().unwrap(),
+            b().in_port(1).vlan_vid(3).build().unwrap(),
+            b().vlan_any().build().unwrap(),
+            b().vlan_vid(3).build().unwrap(),
+            b().field_masked(Field::VlanVid, 0x1003, 0x1fff).build().unwrap(),
+            b().metadata_masked(0x100, 0xff00).build().unwrap(),
+            b().metadata_masked(0x100, 0xf00).build().unwrap(),
+            b().metadata(0x100).build().unwrap(),
+            b().ipv6().ipv6_dst(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)).build().unwrap(),
+            b().ipv6().ipv6_dst(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, 0)).build().unwrap(),
+            b().ip().ipv4_dst_masked(Ipv4Addr::new(10, 0, 0, 0), Ipv4Addr::new(255, 0, 0, 0)).build().unwrap(),
+        ];
+        let hash = |m: &Match| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            m.hash(&mut h);
+            h.finish()
+        };
+        for x in &ms {
+            for y in &ms {
+                let (fx, fy): (Vec<_>, Vec<_>) = (x.fields().collect(), y.fields().collect());
+                assert_eq!(x.cmp(y), fx.cmp(&fy), "{x} vs {y}");
+                assert_eq!(x == y, fx == fy, "{x} vs {y}");
+                if x == y {
+                    assert_eq!(hash(x), hash(y));
+                }
+            }
+        }
+        // Fields come out in field order whatever the order they were given in.
+        let m = b().arp_tpa(Ipv4Addr::new(10, 0, 0, 1)).arp_op(1).arp().vlan_vid(5).build().unwrap();
+        let order: Vec<Field> = m.fields().map(|(f, _)| f).collect();
+        assert_eq!(order, [Field::EthType, Field::VlanVid, Field::ArpOp, Field::ArpTpa]);
+        assert_eq!(m, b().vlan_vid(5).arp().arp_op(1).arp_tpa(Ipv4Addr::new(10, 0, 0, 1)).build().unwrap());
+        assert_eq!(format!("{m:?}").matches("Masked").count(), 4, "{m:?}");
     }
 
     #[test]

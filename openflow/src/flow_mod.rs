@@ -4,11 +4,11 @@
 use std::fmt;
 
 use crate::action::{fmt_port, port, Action};
-use crate::error::{EncodeError, FlowError};
+use crate::error::{DecodeError, EncodeError, FlowError};
 use crate::flow_match::Match;
-use crate::header::{finish_message, msg_type, start_message};
+use crate::header::{finish_message, msg_type, start_message, Header, HEADER_LEN};
 use crate::instruction::Instructions;
-use crate::wire::Put;
+use crate::wire::{Put, Reader};
 
 /// "Any group" in flow_mod delete and flow stats requests.
 pub const OFPG_ANY: u32 = 0xffff_ffff;
@@ -171,6 +171,11 @@ pub enum FlowModCommand {
 }
 
 impl FlowModCommand {
+    fn from_u8(v: u8) -> Option<FlowModCommand> {
+        use FlowModCommand::*;
+        [Add, Modify, ModifyStrict, Delete, DeleteStrict].get(usize::from(v)).copied()
+    }
+
     /// `add`, `modify`, `modify_strict`, `delete`, `delete_strict`.
     pub fn name(self) -> &'static str {
         match self {
@@ -285,6 +290,43 @@ impl FlowMod {
         self.encode(version, xid, &mut out)?;
         Ok(out)
     }
+
+    /// Decodes a whole `OFPT_FLOW_MOD` (header included), as [`FlowMod::encode`] writes it:
+    /// what a client that keeps only the bytes it sent reads back to name a refused flow_mod.
+    pub fn decode(message: &[u8]) -> Result<FlowMod, DecodeError> {
+        let h = Header::parse(message)?;
+        if h.msg_type != msg_type::FLOW_MOD {
+            return Err(DecodeError::UnexpectedType {
+                msg_type: h.msg_type,
+                name: crate::header::type_name(h.msg_type),
+            });
+        }
+        let len = usize::from(h.length);
+        let body = message.get(HEADER_LEN..len).ok_or(DecodeError::BadLength {
+            what: "flow_mod",
+            len,
+            reason: "longer than the bytes given",
+        })?;
+        let mut r = Reader::new(body);
+        let cookie = r.u64("flow_mod cookie")?;
+        let cookie_mask = r.u64("flow_mod cookie_mask")?;
+        let table = r.u8("flow_mod table_id")?;
+        let command = r.u8("flow_mod command")?;
+        let command = FlowModCommand::from_u8(command)
+            .ok_or_else(|| DecodeError::BadValue { what: "flow_mod command", detail: command.to_string() })?;
+        let idle_timeout = r.u16("flow_mod idle_timeout")?;
+        let hard_timeout = r.u16("flow_mod hard_timeout")?;
+        let priority = r.u16("flow_mod priority")?;
+        r.skip(4, "flow_mod buffer_id")?;
+        let out_port = r.u32("flow_mod out_port")?;
+        let out_group = r.u32("flow_mod out_group")?;
+        let flags = r.u16("flow_mod flags")?;
+        r.skip(2, "flow_mod pad / importance")?;
+        let matching = Match::decode(&mut r)?;
+        let instructions = Instructions::decode(&mut r)?;
+        let flow = Flow { table, priority, cookie, idle_timeout, hard_timeout, matching, instructions };
+        Ok(FlowMod { command, flow, cookie_mask, out_port, out_group, flags })
+    }
 }
 
 fn empty_flow() -> Flow {
@@ -348,6 +390,36 @@ mod tests {
         assert_eq!(&b[30..32], [0, 10]); // priority
         assert_eq!(&b[32..44], [0xff; 12]); // buffer, out_port, out_group: none/any
         assert_eq!(&b[48..52], [0, 1, 0, 12]); // OXM match, length 12
+    }
+
+    #[test]
+    fn decodes_what_it_encodes() {
+        let flow = Flow::builder(1, 10)
+            .cookie(0xabc)
+            .timeouts(5, 60)
+            .matching(Match::builder().in_port(1).vlan_vid(3).build().unwrap())
+            .actions([Action::PopVlan, Action::output(2)])
+            .goto_table(4)
+            .build()
+            .unwrap();
+        let mods = [
+            FlowMod::add(flow.clone()).flags(OFPFF_CHECK_OVERLAP),
+            FlowMod::modify(flow.clone(), 0xfff),
+            FlowMod::delete_strict(&flow.key()),
+            FlowMod::delete_by_cookie(OFPTT_ALL, 7, u64::MAX).out_port(9),
+        ];
+        for m in mods {
+            let b = m.to_bytes(OFP13_VERSION, 3).unwrap();
+            assert_eq!(FlowMod::decode(&b).unwrap(), m);
+            for cut in 0..b.len() {
+                assert!(FlowMod::decode(&b[..cut]).is_err(), "cut {cut}");
+            }
+        }
+        let mut b = FlowMod::add(flow).to_bytes(OFP13_VERSION, 3).unwrap();
+        b[25] = 9;
+        assert!(matches!(FlowMod::decode(&b), Err(DecodeError::BadValue { what: "flow_mod command", .. })));
+        b[1] = msg_type::BARRIER_REQUEST;
+        assert!(matches!(FlowMod::decode(&b), Err(DecodeError::UnexpectedType { .. })));
     }
 
     #[test]

@@ -7,13 +7,17 @@
 //!   switch sends ([`message::decode`], [`Framer`]); canonical values so that a flow read back
 //!   from the switch is `==` to the flow installed; [`diff_flows`] for a reconciler.
 //! - Client (feature `client`, on by default): a [`Connection`] multiplexing requests by xid,
-//!   answering echoes and probing an idle switch; bundles applied atomically with errors that
-//!   name the failing flow_mod; flow dumps gathered across multipart replies; a
-//!   [`Switch`] handle that reconnects with backoff and publishes a connection epoch.
+//!   answering echoes and probing an idle switch; bundles applied atomically, streamed from an
+//!   iterator ([`Connection::bundle_iter`]: memory is the encoded bundle, not the flows), with
+//!   errors that name the failing flow_mod and show it; flow dumps decoded one multipart reply
+//!   at a time, whole ([`Connection::dump_flows`]) or as cookies alone
+//!   ([`Connection::dump_cookies`]); a [`Switch`] handle that reconnects with backoff and
+//!   publishes a connection epoch.
 //!
 //! Layers, from the wire up: `wire` (bounded reads) → [`header`] (framing) → `oxm`
-//! (fields) → `flow_match` → `action` / `nx` → `instruction` → `flow_mod` / `multipart` /
-//! `bundle` / `ofp_error` → [`message`] → `connection` → `switch`.
+//! (fields) → `flow_match` → `match_builder` → `action` / `nx` → `instruction` →
+//! `flow_mod` / `multipart` / `bundle` / `ofp_error` → [`message`] → `connection` →
+//! `requests` / `bundling` → `switch`.
 //!
 //! # Example
 //! ```
@@ -50,6 +54,7 @@ mod flow_mod;
 pub mod header;
 mod instruction;
 mod mac;
+mod match_builder;
 pub mod message;
 mod multipart;
 mod nx;
@@ -57,6 +62,8 @@ mod ofp_error;
 mod oxm;
 mod wire;
 
+#[cfg(feature = "client")]
+mod bundling;
 #[cfg(feature = "client")]
 mod client_error;
 #[cfg(feature = "client")]
@@ -69,12 +76,14 @@ mod switch;
 mod target;
 
 pub use action::{port, Action, OFPCML_NO_BUFFER};
-pub use bundle::{encode_bundle_add, BundleCtrl, BundleCtrlType, OFPBF_ATOMIC, OFPBF_ORDERED, ONF_EXPERIMENTER_ID};
+pub use bundle::{
+    encode_bundle_add, BundleAdd, BundleCtrl, BundleCtrlType, OFPBF_ATOMIC, OFPBF_ORDERED, ONF_EXPERIMENTER_ID,
+};
 pub use diff::diff_flows;
 pub use error::{DecodeError, EncodeError, FlowError, MatchError};
 pub use flow_match::{
-    Masked, Match, MatchBuilder, RawOxm, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_RARP, ETH_TYPE_VLAN,
-    ICMPV6_ND_ADVERT, ICMPV6_ND_SOLICIT, OFPVID_PRESENT,
+    Masked, Match, RawOxm, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_RARP, ETH_TYPE_VLAN, ICMPV6_ND_ADVERT,
+    ICMPV6_ND_SOLICIT, OFPVID_PRESENT,
 };
 pub use flow_mod::{
     Flow, FlowBuilder, FlowKey, FlowMod, FlowModCommand, OFPFF_CHECK_OVERLAP, OFPFF_RESET_COUNTS, OFPFF_SEND_FLOW_REM,
@@ -83,14 +92,17 @@ pub use flow_mod::{
 pub use header::{Framer, Header, OFP13_VERSION, OFP14_VERSION};
 pub use instruction::Instructions;
 pub use mac::{BadMac, Mac};
+pub use match_builder::MatchBuilder;
 pub use message::Features;
 pub use multipart::{
-    encode_flow_stats_reply, FlowStats, FlowStatsRequest, MultipartReply, OFPMPF_REPLY_MORE, OFPMP_FLOW,
+    encode_flow_stats_reply, FlowCookie, FlowStats, FlowStatsRequest, MultipartReply, OFPMPF_REPLY_MORE, OFPMP_FLOW,
 };
 pub use nx::{Ct, CtZone, FieldRange, Nat, NatAddrs};
 pub use ofp_error::OfpError;
 pub use oxm::{Field, OxmId};
 
+#[cfg(feature = "client")]
+pub use bundling::MAX_BUNDLE_FLOW_MODS;
 #[cfg(feature = "client")]
 pub use client_error::{BundleFailure, ClientError};
 #[cfg(feature = "client")]

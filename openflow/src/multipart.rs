@@ -1,7 +1,9 @@
 //! Flow statistics (`OFPMP_FLOW`): the request that asks the switch for its flows, filtered by
-//! table, cookie/mask, output port and match, and the decoder of its replies. A large table
-//! comes back as many `OFPT_MULTIPART_REPLY` messages; all but the last carry
-//! `OFPMPF_REPLY_MORE` ([`MultipartReply::more`]), and the client gathers them.
+//! table, cookie/mask, output port and match, and the decoders of its replies: whole flows
+//! ([`FlowStats`]), or only the fixed fields that identify a flow by its cookie
+//! ([`FlowCookie`]). A large table comes back as many `OFPT_MULTIPART_REPLY` messages (Open
+//! vSwitch fills each to about 64 KB); all but the last carry `OFPMPF_REPLY_MORE`
+//! ([`MultipartReply::more`]), and the client decodes each as it arrives.
 
 use crate::action::port;
 use crate::error::{DecodeError, EncodeError};
@@ -99,6 +101,21 @@ pub struct FlowStats {
     pub byte_count: u64,
 }
 
+/// The fixed fields of a flow stats entry that a reconciler keyed by cookie needs: which flow
+/// (table, priority) carries which cookie. 16 bytes, where a whole [`FlowStats`] is hundreds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowCookie {
+    /// Table.
+    pub table: u8,
+    /// Priority.
+    pub priority: u16,
+    /// Cookie.
+    pub cookie: u64,
+}
+
+/// The fixed part of a flow stats entry: `length` to `byte_count`, before the match.
+const FLOW_STATS_FIXED: usize = 48;
+
 /// The head of an `OFPT_MULTIPART_REPLY` and its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultipartReply<'a> {
@@ -123,6 +140,28 @@ impl<'a> MultipartReply<'a> {
 
     /// The flows of an `OFPMP_FLOW` reply body, appended to `out`.
     pub fn flow_stats(&self, out: &mut Vec<FlowStats>) -> Result<(), DecodeError> {
+        self.each_entry(|e| {
+            out.push(decode_flow_stats(e)?);
+            Ok(())
+        })
+    }
+
+    /// Table, priority and cookie of each flow of an `OFPMP_FLOW` reply body, appended to
+    /// `out`; the match and instructions are skipped, not decoded.
+    pub fn flow_cookies(&self, out: &mut Vec<FlowCookie>) -> Result<(), DecodeError> {
+        self.each_entry(|mut e| {
+            let table = e.u8("flow stats table")?;
+            e.skip(9, "pad, duration")?;
+            let priority = e.u16("priority")?;
+            e.skip(10, "timeouts, flags, pad")?;
+            let cookie = e.u64("cookie")?;
+            out.push(FlowCookie { table, priority, cookie });
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with each entry of a flow stats body, after its length field.
+    fn each_entry(&self, mut f: impl FnMut(Reader<'a>) -> Result<(), DecodeError>) -> Result<(), DecodeError> {
         if self.mp_type != OFPMP_FLOW {
             return Err(DecodeError::BadValue {
                 what: "multipart reply",
@@ -131,20 +170,21 @@ impl<'a> MultipartReply<'a> {
         }
         let mut r = Reader::new(self.body);
         while !r.is_empty() {
-            out.push(decode_flow_stats(&mut r)?);
+            let len = usize::from(r.u16("flow stats length")?);
+            if len < FLOW_STATS_FIXED {
+                return Err(DecodeError::BadLength {
+                    what: "flow stats entry",
+                    len,
+                    reason: "shorter than its 48-byte fixed part",
+                });
+            }
+            f(r.sub(len - 2, "flow stats entry")?)?;
         }
         Ok(())
     }
 }
 
-fn decode_flow_stats(r: &mut Reader<'_>) -> Result<FlowStats, DecodeError> {
-    let len = usize::from(r.u16("flow stats length")?);
-    let body_len = len.checked_sub(2).filter(|n| *n >= 46).ok_or(DecodeError::BadLength {
-        what: "flow stats entry",
-        len,
-        reason: "shorter than its 48-byte fixed part",
-    })?;
-    let mut e = r.sub(body_len, "flow stats entry")?;
+fn decode_flow_stats(mut e: Reader<'_>) -> Result<FlowStats, DecodeError> {
     let table = e.u8("flow stats table")?;
     e.skip(1, "pad")?;
     let duration_sec = e.u32("duration_sec")?;
@@ -244,9 +284,50 @@ mod tests {
         for cut in 17..msg.len() {
             let r = MultipartReply::parse(&msg[..cut]).unwrap();
             let mut v = Vec::new();
+            let mut c = Vec::new();
             if cut != 16 + (msg.len() - 16) / 2 {
                 assert!(r.flow_stats(&mut v).is_err(), "cut {cut}");
+                assert!(r.flow_cookies(&mut c).is_err(), "cut {cut}");
             }
         }
+    }
+
+    #[test]
+    fn cookies_are_the_fixed_fields_of_each_entry() {
+        let flow = |table, priority, cookie, in_port| {
+            Flow::builder(table, priority)
+                .cookie(cookie)
+                .timeouts(7, 9)
+                .matching(Match::builder().in_port(in_port).vlan_vid(5).build().unwrap())
+                .actions([Action::PopVlan, Action::output(4)])
+                .build()
+                .unwrap()
+        };
+        let stats: Vec<FlowStats> = [(0, 1, 0xa9e7_0000_0000_0001, 1), (3, 0xffff, u64::MAX, 2), (254, 0, 0, 3)]
+            .into_iter()
+            .map(|(t, p, c, i)| FlowStats {
+                flow: flow(t, p, c, i),
+                duration_sec: 0xdead,
+                duration_nsec: 0xbeef,
+                flags: 0xffff,
+                packet_count: u64::MAX,
+                byte_count: 1,
+            })
+            .collect();
+        let msg = encode_flow_stats_reply(OFP13_VERSION, 1, false, &stats).unwrap();
+        let reply = MultipartReply::parse(&msg).unwrap();
+        let mut got = Vec::new();
+        reply.flow_cookies(&mut got).unwrap();
+        let want: Vec<FlowCookie> = stats
+            .iter()
+            .map(|s| FlowCookie { table: s.flow.table, priority: s.flow.priority, cookie: s.flow.cookie })
+            .collect();
+        assert_eq!(got, want);
+        // An entry whose length does not cover its fixed part is refused, not read past.
+        let mut bad = msg.clone();
+        bad[16..18].copy_from_slice(&47u16.to_be_bytes());
+        assert!(MultipartReply::parse(&bad).unwrap().flow_cookies(&mut got).is_err());
+        let other = MultipartReply { mp_type: 2, more: false, body: &[] };
+        assert!(other.flow_cookies(&mut got).is_err());
     }
 }

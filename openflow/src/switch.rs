@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::client_error::ClientError;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::flow_mod::{Flow, FlowMod};
-use crate::multipart::{FlowStats, FlowStatsRequest};
+use crate::multipart::{FlowCookie, FlowStats, FlowStatsRequest};
 use crate::target::Target;
 
 /// How to reach the switch and how to retry.
@@ -117,6 +117,16 @@ impl Switch {
         self.connection()?.bundle(mods).await
     }
 
+    /// [`Connection::bundle_iter`] on the current session.
+    pub async fn bundle_iter<I>(&self, mods: I) -> Result<(), ClientError>
+    where
+        I: IntoIterator,
+        I::Item: std::borrow::Borrow<FlowMod> + Send,
+        I::IntoIter: Send,
+    {
+        self.connection()?.bundle_iter(mods).await
+    }
+
     /// [`Connection::flow_mods`] on the current session.
     pub async fn flow_mods(&self, mods: &[FlowMod]) -> Result<(), ClientError> {
         self.connection()?.flow_mods(mods).await
@@ -125,6 +135,11 @@ impl Switch {
     /// [`Connection::dump_flows`] on the current session.
     pub async fn dump_flows(&self, request: &FlowStatsRequest) -> Result<Vec<FlowStats>, ClientError> {
         self.connection()?.dump_flows(request).await
+    }
+
+    /// [`Connection::dump_cookies`] on the current session.
+    pub async fn dump_cookies(&self, request: &FlowStatsRequest) -> Result<Vec<FlowCookie>, ClientError> {
+        self.connection()?.dump_cookies(request).await
     }
 
     /// [`Connection::flows`] on the current session.

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use openflow_client::header::msg_type;
 use openflow_client::{
-    encode_flow_stats_reply, Action, ClientError, Connection, ConnectionOptions, DecodeError, Flow, FlowMod, FlowStats,
-    FlowStatsRequest, Framer, Header, Match, Target, OFP13_VERSION, OFP14_VERSION,
+    encode_flow_stats_reply, Action, ClientError, Connection, ConnectionOptions, DecodeError, Flow, FlowCookie,
+    FlowMod, FlowStats, FlowStatsRequest, Framer, Header, Match, Target, OFP13_VERSION, OFP14_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -320,6 +320,20 @@ async fn multipart_replies_written_a_byte_at_a_time_are_gathered() {
     let got = within("dump", req).await.unwrap().expect("dump");
     assert_eq!(got, [stats(1), stats(2), stats(3)]);
 
+    // The same replies read as cookies alone.
+    let req = tokio::spawn({
+        let c = c.clone();
+        async move { c.dump_cookies(&FlowStatsRequest::all().cookie(0, 0)).await }
+    });
+    let h = p.expect(msg_type::MULTIPART_REQUEST).await;
+    for b in parts.iter().map(|m| [&m[..4], &h.xid.to_be_bytes()[..], &m[8..]].concat()).collect::<Vec<_>>().concat() {
+        p.send(&[b]).await;
+    }
+    let got = within("dump cookies", req).await.unwrap().expect("dump cookies");
+    let want: Vec<FlowCookie> =
+        (1..=3).map(|n| FlowCookie { table: 1, priority: n, cookie: stats(n).flow.cookie }).collect();
+    assert_eq!(got, want);
+
     // A truncated flow stats entry inside a well-framed reply: a protocol error, typed.
     let req = tokio::spawn({
         let c = c.clone();
@@ -332,6 +346,19 @@ async fn multipart_replies_written_a_byte_at_a_time_are_gathered() {
     bad[2..4].copy_from_slice(&len.to_be_bytes());
     p.send(&bad).await;
     let e = within("dump", req).await.unwrap().unwrap_err();
+    assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+
+    // And an entry too short for its fixed fields, read as cookies: the same.
+    let req = tokio::spawn({
+        let c = c.clone();
+        async move { c.dump_cookies(&FlowStatsRequest::all()).await }
+    });
+    let h = p.expect(msg_type::MULTIPART_REQUEST).await;
+    let mut bad = encode_flow_stats_reply(4, h.xid, false, &[stats(1)]).unwrap();
+    bad.truncate(16 + 40);
+    bad[2..4].copy_from_slice(&56u16.to_be_bytes());
+    p.send(&bad).await;
+    let e = within("dump cookies", req).await.unwrap().unwrap_err();
     assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
 }
 

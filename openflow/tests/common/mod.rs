@@ -451,51 +451,103 @@ pub fn assert_same_flows(got: &[Flow], want: &[Flow]) {
 /// a unicast flow, a flood flow per tenant and a port flow per tenant in table 0, plus the
 /// patch-port flow.
 pub fn scale_flows(peers: u32, tenants: u8, cookie: u64) -> Vec<Flow> {
+    flows_iter(peers, tenants, false, move |_| cookie).collect()
+}
+
+/// The agent's pipeline at scale, produced lazily: [`scale_flows`]' flows plus, per tenant and
+/// peer, an ingress flow in table 0 (from that peer's tunnel, tagged with the tenant's VLAN):
+/// 3 x peers x tenants + 2 x tenants + 1 flows (60,041 for 1,000 x 20). Each flow's cookie is
+/// `prefix << 48` | a 48-bit hash of its content, as the agent marks its flows.
+pub fn pipeline_flows(peers: u32, tenants: u8, prefix: u16) -> impl Iterator<Item = Flow> + Send + Clone {
+    flows_iter(peers, tenants, true, move |f| content_cookie(prefix, f))
+}
+
+/// `prefix << 48` | 48 bits of a hash of the flow (its cookie field left out).
+pub fn content_cookie(prefix: u16, flow: &Flow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut f = flow.clone();
+    f.cookie = 0;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    f.hash(&mut h);
+    (u64::from(prefix) << 48) | (h.finish() & 0xffff_ffff_ffff)
+}
+
+/// The cookie mask that selects a 16-bit prefix.
+pub const PREFIX_MASK: u64 = 0xffff << 48;
+
+fn flows_iter(
+    peers: u32,
+    tenants: u8,
+    ingress: bool,
+    cookie: impl Fn(&Flow) -> u64 + Clone + Send,
+) -> impl Iterator<Item = Flow> + Send + Clone {
     let ip = |j: u32| Ipv4Addr::new(198, 18, ((j + 2) / 250) as u8, ((j + 2) % 250 + 1) as u8);
     let mac = |t: u8, j: u32| Mac([2, t, (j >> 8) as u8, j as u8, 0, 1]);
     let cip = |j: u32| Ipv4Addr::new(10, (j >> 8) as u8, j as u8, 1);
     let b = |table, prio, m: Match, acts: Vec<Action>| {
-        Flow::builder(table, prio).cookie(cookie).matching(m).actions(acts).build().unwrap()
+        Flow::builder(table, prio).matching(m).actions(acts).build().unwrap()
     };
-    let mut v = Vec::new();
-    for t in 1..=tenants {
+    let per_peer = move |t: u8, j: u32| {
+        let port = 10 + u32::from(t);
+        let m = mac(t, j);
+        let arp = b(
+            1,
+            20,
+            Match::builder().vlan_vid(u16::from(t)).arp().arp_op(1).arp_tpa(cip(j)).build().unwrap(),
+            vec![
+                Action::move_field(Field::EthSrc, Field::EthDst),
+                Action::set_field(Field::EthSrc, m.to_u128()),
+                Action::set_field(Field::ArpOp, 2),
+                Action::move_field(Field::ArpSha, Field::ArpTha),
+                Action::move_field(Field::ArpSpa, Field::ArpTpa),
+                Action::set_field(Field::ArpSha, m.to_u128()),
+                Action::set_field(Field::ArpSpa, u128::from(u32::from(cip(j)))),
+                Action::in_port(),
+            ],
+        );
+        let unicast = b(
+            1,
+            10,
+            Match::builder().vlan_vid(u16::from(t)).eth_dst(m).build().unwrap(),
+            vec![
+                Action::PopVlan,
+                Action::set_field(Field::TunIpv4Dst, u128::from(u32::from(ip(j)))),
+                Action::output(port),
+            ],
+        );
+        let from_peer = ingress.then(|| {
+            b(
+                0,
+                20,
+                Match::builder().in_port(port).tun_id(100 + u64::from(t)).tun_src(ip(j)).build().unwrap(),
+                vec![Action::push_vlan(), Action::set_vlan_vid(u16::from(t)), Action::resubmit_table(1)],
+            )
+        });
+        [Some(arp), Some(unicast), from_peer].into_iter().flatten()
+    };
+    let per_tenant = move |t: u8| {
         let port = 10 + u32::from(t);
         let mut flood = vec![Action::PopVlan];
         for j in 0..peers {
-            let m = mac(t, j);
-            v.push(b(
-                1,
-                20,
-                Match::builder().vlan_vid(u16::from(t)).arp().arp_op(1).arp_tpa(cip(j)).build().unwrap(),
-                vec![
-                    Action::move_field(Field::EthSrc, Field::EthDst),
-                    Action::set_field(Field::EthSrc, m.to_u128()),
-                    Action::set_field(Field::ArpOp, 2),
-                    Action::move_field(Field::ArpSha, Field::ArpTha),
-                    Action::move_field(Field::ArpSpa, Field::ArpTpa),
-                    Action::set_field(Field::ArpSha, m.to_u128()),
-                    Action::set_field(Field::ArpSpa, u128::from(u32::from(cip(j)))),
-                    Action::in_port(),
-                ],
-            ));
-            let tun = u128::from(u32::from(ip(j)));
-            v.push(b(
-                1,
-                10,
-                Match::builder().vlan_vid(u16::from(t)).eth_dst(m).build().unwrap(),
-                vec![Action::PopVlan, Action::set_field(Field::TunIpv4Dst, tun), Action::output(port)],
-            ));
-            flood.push(Action::set_field(Field::TunIpv4Dst, tun));
+            flood.push(Action::set_field(Field::TunIpv4Dst, u128::from(u32::from(ip(j)))));
             flood.push(Action::output(port));
         }
-        v.push(b(1, 5, Match::builder().vlan_vid(u16::from(t)).build().unwrap(), flood));
-        v.push(b(
-            0,
-            10,
-            Match::builder().in_port(port).build().unwrap(),
-            vec![Action::push_vlan(), Action::set_vlan_vid(u16::from(t)), Action::output(1)],
-        ));
-    }
-    v.push(b(0, 10, Match::builder().in_port(1).build().unwrap(), vec![Action::resubmit_table(1)]));
-    v
+        [
+            b(1, 5, Match::builder().vlan_vid(u16::from(t)).build().unwrap(), flood),
+            b(
+                0,
+                10,
+                Match::builder().in_port(port).build().unwrap(),
+                vec![Action::push_vlan(), Action::set_vlan_vid(u16::from(t)), Action::output(1)],
+            ),
+        ]
+    };
+    let patch = b(0, 10, Match::builder().in_port(1).build().unwrap(), vec![Action::resubmit_table(1)]);
+    (1..=tenants)
+        .flat_map(move |t| (0..peers).flat_map(move |j| per_peer(t, j)).chain(per_tenant(t)))
+        .chain(std::iter::once(patch))
+        .map(move |mut f| {
+            f.cookie = cookie(&f);
+            f
+        })
 }
