@@ -132,7 +132,9 @@ impl FlowPlane {
         Ok(bundles)
     }
 
-    /// One bundle: `delete` by exact cookie, then `add`; what `held` records follows.
+    /// One bundle: `delete` by exact cookie, then `add`; what `held` records follows. The adds
+    /// are rendered as the bundle streams out, so a cold start's tens of thousands of flows are
+    /// never all in memory as OpenFlow values at once.
     async fn send(
         &self,
         switch: &Switch,
@@ -142,16 +144,11 @@ impl FlowPlane {
         delete: &[u64],
     ) -> Result<(), PassError> {
         let started = Instant::now();
-        let mut mods = Vec::with_capacity(add.len() + delete.len());
-        mods.extend(delete.iter().map(|&c| FlowMod::delete_by_cookie(OFPTT_ALL, c, u64::MAX)));
-        for e in add {
-            let flow = e
-                .spec
-                .render(e.cookie)
-                .map_err(|source| PassError::InvalidFlow { spec: format!("{:?}", e.spec), source })?;
-            mods.push(FlowMod::add(flow));
-        }
-        if let Err(source) = switch.bundle(&mods).await {
+        let invalid: Mutex<Option<PassError>> = Mutex::new(None);
+        let deletes = delete.to_vec().into_iter().map(delete_exactly);
+        let adds = Rendered { entries: add.iter(), invalid: &invalid };
+        let sent = switch.bundle_iter(deletes.chain(adds)).await;
+        if let Err(source) = sent {
             // Whatever happened to the bridge, read it back before trusting `held` again.
             held.epoch = None;
             return Err(PassError::OpenFlow { bridge: name.to_owned(), source });
@@ -160,8 +157,14 @@ impl FlowPlane {
         for c in delete {
             held.cookies.remove(c);
         }
+        let invalid = invalid.into_inner().expect("invalid lock");
         for e in add {
             held.cookies.insert(e.cookie, e.spec.in_port());
+        }
+        if let Some(e) = invalid {
+            // The invalid flow was left out of the bundle: read back what the bridge holds.
+            held.epoch = None;
+            return Err(e);
         }
         tracing::info!(
             bridge = name,
@@ -264,10 +267,39 @@ impl FlowPlane {
     }
 }
 
+/// The flow_mod that deletes the flow of `cookie`, in whichever table.
+fn delete_exactly(cookie: u64) -> FlowMod {
+    FlowMod::delete_by_cookie(OFPTT_ALL, cookie, u64::MAX)
+}
+
+/// The adds of a bundle, rendered one by one as the bundle is sent; a spec that does not
+/// render is left out and kept in `invalid` (a bug of the pipeline, reported after).
+struct Rendered<'a> {
+    entries: std::slice::Iter<'a, &'a Entry>,
+    invalid: &'a Mutex<Option<PassError>>,
+}
+
+impl Iterator for Rendered<'_> {
+    type Item = FlowMod;
+
+    fn next(&mut self) -> Option<FlowMod> {
+        for e in self.entries.by_ref() {
+            match e.spec.render(e.cookie) {
+                Ok(flow) => return Some(FlowMod::add(flow)),
+                Err(source) => {
+                    let spec = format!("{:?}", e.spec);
+                    self.invalid.lock().expect("invalid lock").get_or_insert(PassError::InvalidFlow { spec, source });
+                }
+            }
+        }
+        None
+    }
+}
+
 /// Reads back the cookies of the agent's flows on a bridge (connection `epoch`).
 async fn read_back(switch: &Switch, held: &mut Held, epoch: u64) -> Result<(), ClientError> {
     let started = Instant::now();
-    let flows = switch.flows(&FlowStatsRequest::all().cookie(COOKIE_PREFIX, COOKIE_MASK)).await?;
+    let flows = switch.dump_cookies(&FlowStatsRequest::all().cookie(COOKIE_PREFIX, COOKIE_MASK)).await?;
     let known = std::mem::take(&mut held.cookies);
     held.cookies = flows.iter().map(|f| (f.cookie, known.get(&f.cookie).copied().flatten())).collect();
     held.epoch = Some(epoch);
