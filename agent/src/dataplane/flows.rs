@@ -145,7 +145,7 @@ impl FlowPlane {
     ) -> Result<(), PassError> {
         let started = Instant::now();
         let invalid: Mutex<Option<PassError>> = Mutex::new(None);
-        let deletes = delete.to_vec().into_iter().map(delete_exactly);
+        let deletes = delete.iter().copied().map(delete_exactly);
         let adds = Rendered { entries: add.iter(), invalid: &invalid };
         let sent = switch.bundle_iter(deletes.chain(adds)).await;
         if let Err(source) = sent {
