@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # Where cargo puts its output (CARGO_TARGET_DIR is honoured, as cargo does).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
-APT_PACKAGES := openvswitch-switch etcd-server etcd-client iproute2 iperf3 ethtool \
+APT_PACKAGES := openvswitch-switch etcd-server etcd-client iproute2 iperf3 ethtool tcpdump iputils-arping \
                 protobuf-compiler iputils-ping procps openssl
 
 .PHONY: all deps build test fmt-check clippy unit demo demo-down clean fuzz fuzz-smoke
