@@ -61,6 +61,7 @@ pub use names::{free_port_on, private_loopback_ip, unique_name};
 pub use netns::{ping, wait_ping, Container, Netns};
 pub use ovs::{OvsdbServer, Vswitchd};
 pub use pki::{make_ca, make_cert};
+pub use process::ChildGuard;
 pub use require::{
     require_binary, require_etcd, require_file, require_netns, require_ovs, require_root, VSWITCH_SCHEMA,
 };

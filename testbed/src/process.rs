@@ -77,6 +77,24 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A child process a test started itself (a server with options no fixture offers, an agent
+/// run by hand): killed and reaped on drop, also when the test panics.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A daemon run as a child process (never `--detach`), its stdout/stderr appended to files.
 /// Killing it (SIGKILL) and reaping it is safe to call any number of times.
 pub(crate) struct Daemon {
