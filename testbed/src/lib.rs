@@ -61,9 +61,9 @@ pub use names::{free_port_on, private_loopback_ip, unique_name};
 pub use netns::{ping, wait_ping, Container, Netns};
 pub use ovs::{OvsdbServer, Vswitchd};
 pub use pki::{make_ca, make_cert};
-pub use process::ChildGuard;
+pub use process::{signal, ChildGuard};
 pub use require::{
     require_binary, require_etcd, require_file, require_netns, require_ovs, require_root, VSWITCH_SCHEMA,
 };
 pub use sweep::sweep_stale;
-pub use wait::{try_wait_for, wait_for, wait_until};
+pub use wait::{hold_for, try_wait_for, wait_for, wait_until};

@@ -72,6 +72,14 @@ pub(crate) fn kill_pid(pid: u32) {
         .status();
 }
 
+/// Sends `sig` (as `kill` takes it: `-STOP`, `-CONT`, `-TERM`...) to process `pid`; panics if
+/// `kill` fails (e.g. no such process).
+#[track_caller]
+pub fn signal(pid: u32, sig: &str) {
+    let out = output(Command::new("kill").args([sig, &pid.to_string()])).unwrap_or_else(|e| panic!("testbed: {e}"));
+    assert!(out.status.success(), "testbed: kill {sig} {pid} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Whether a process with this pid exists (zombies included).
 pub(crate) fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use overlay_tests::{agent_binary, ports_on, tunnels, Cluster};
-use testbed::{wait_ping, wait_until, Cleanup, Container};
+use testbed::{signal, wait_ping, wait_until, Cleanup, Container};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -128,11 +128,6 @@ enum DeleteAt {
 enum Won {
     Plug,
     Delete,
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill").success();
-    assert!(ok, "kill {sig} {pid} failed");
 }
 
 /// Plugs `id` (in `ctr`) into `tenant` on host 1 and deletes `tenant` through the same agent,
