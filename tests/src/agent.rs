@@ -122,12 +122,15 @@ impl AgentProc {
 
     /// An agent run with exactly `args` (e.g. `run --hostname ...`), not tied to a
     /// [`TestHost`], with `env` added to its environment; not started: [`AgentProc::launch`] it.
-    /// The API socket and an empty config file are added in the agent's own temp dir.
+    /// The API socket, the state dir (the machine identity) and an empty config file are added,
+    /// all in the agent's own temp dir.
     pub fn from_args(hostname: &str, args: Vec<String>, env: Vec<(String, String)>) -> Self {
         let dir = tempfile::Builder::new().prefix("agent-").tempdir().expect("tempdir");
         let mut a = Self::in_dir(dir, hostname, args, env);
         let socket = a.api_socket().display().to_string();
         a.set_arg("--api-socket", &socket);
+        let state = a.dir.path().join("state").display().to_string();
+        a.set_arg("--state-dir", &state);
         a
     }
 
@@ -280,6 +283,13 @@ impl AgentProc {
         match self.args.iter().position(|a| a == flag) {
             Some(i) => self.args[i + 1] = value.to_owned(),
             None => self.args.extend([flag.to_owned(), value.to_owned()]),
+        }
+    }
+
+    /// Leaves `flag` and its value out of the next start.
+    pub fn remove_arg(&mut self, flag: &str) {
+        if let Some(i) = self.args.iter().position(|a| a == flag) {
+            self.args.drain(i..i + 2);
         }
     }
 

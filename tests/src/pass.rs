@@ -67,7 +67,17 @@ impl AgentProc {
             let tenants = p.status["tenants"].as_array().expect("status has tenants");
             tenants.iter().any(|t| t["name"] == first.as_str())
         });
-        let n = Passes::of(self.status()).begun;
+        self.wait_pass_after(Passes::of(self.status()).begun)
+    }
+
+    /// Steps 2 and 3 of [`AgentProc::wait_pass_after_now`]: waits until a pass numbered above
+    /// `n` (read from `counters.reconciles`) has ended without an error; returns the status
+    /// read then. For a caller that knows the agent has seen every change that matters (e.g.
+    /// it has seen the agent act on the last one) and wants the passes begun so far counted
+    /// exactly: the nudges' passes are all numbered above `n`.
+    #[track_caller]
+    pub fn wait_pass_after(&self, n: u64) -> Value {
+        let start = Instant::now();
         let mut seen = n;
         loop {
             self.nudge();

@@ -181,7 +181,7 @@ fn judge(c: &Cluster, tenant: &str, id: &str, ctr: &Container, plug: &Output, de
             assert!(why.contains(&format!("tenant '{tenant}'")) && why.contains("endpoint"), "delete refused: {why}");
             let plugged: serde_json::Value = serde_json::from_slice(&plug.stdout).expect("plug JSON");
             let ip = plugged["ip"].as_str().expect("an ip").to_owned();
-            assert_eq!(ctr.ipv4_addrs("eth0"), [ip.clone()], "the plug that won configured the container");
+            assert_eq!(ctr.ipv4_addrs("eth0"), std::slice::from_ref(&ip), "the plug that won configured the container");
             assert_eq!((keys("tenants/").len(), vni_claims()), (1, 1), "the tenant stays");
             assert!(keys("endpoints/")[..] == [format!("{}/endpoints/{tenant}/{id}/eth0", c.prefix)]);
             assert!(keys("ips/")[..] == [format!("{}/ips/{tenant}/{ip}", c.prefix)]);
