@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 
+use tempfile::TempDir;
+
 /// A command line, for error messages.
 pub(crate) fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
@@ -83,6 +85,46 @@ pub fn signal(pid: u32, sig: &str) {
 /// Whether a process with this pid exists (zombies included).
 pub(crate) fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `ovs-appctl --timeout=10 -t <ctl> ARGS`; stdout or `Err` with stderr.
+pub(crate) fn appctl(ctl: &Path, args: &[&str]) -> Result<String, String> {
+    run(Command::new(crate::require::bin("ovs-appctl")).arg("--timeout=10").arg("-t").arg(ctl).args(args))
+}
+
+/// A daemon a fixture runs as its child (never `--detach`), with a temp dir of its own for its
+/// files. The daemon fixtures ([`crate::OvsdbServer`], [`crate::Vswitchd`], [`crate::Etcd`])
+/// deref to it. Drop kills the process, then removes the dir.
+pub struct Process {
+    pub(crate) daemon: Daemon,
+    dir: TempDir,
+}
+
+impl Process {
+    /// A process named `what` (in error messages) logging to `dir`.
+    pub(crate) fn new(what: &str, dir: TempDir) -> Self {
+        Process { daemon: Daemon::new(what, dir.path()), dir }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.daemon.pid().is_some()
+    }
+
+    /// Pid, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
+    }
+
+    /// SIGKILL (a crash: the process cleans nothing up); its files stay.
+    pub fn kill(&self) {
+        self.daemon.kill();
+    }
+
+    /// The temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// A child process a test started itself (a server with options no fixture offers, an agent
