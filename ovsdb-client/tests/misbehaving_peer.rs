@@ -32,6 +32,12 @@ fn quiet_options() -> ConnectionOptions {
     ConnectionOptions { request_timeout: Duration::from_secs(5), inactivity_probe: None, ..Default::default() }
 }
 
+/// An inactivity probe of `probe`, and a request timeout (30 s) far longer, so that only the
+/// probe can end a session that stops answering.
+fn probing(probe: Duration) -> ConnectionOptions {
+    ConnectionOptions { request_timeout: Duration::from_secs(30), inactivity_probe: Some(probe), ..Default::default() }
+}
+
 /// The server end of a connection: reads whole JSON messages, writes raw bytes.
 struct Peer {
     stream: UnixStream,
@@ -336,11 +342,7 @@ async fn silent_server_times_out_and_a_late_reply_is_dropped() {
 #[tokio::test]
 async fn inactivity_probe_closes_a_server_that_stopped_answering() {
     let probe = Duration::from_millis(200);
-    let options = ConnectionOptions {
-        request_timeout: Duration::from_secs(30),
-        inactivity_probe: Some(probe),
-        ..Default::default()
-    };
+    let options = probing(probe);
     let (conn, mut peer, _dir) = connect(options).await;
     let started = Instant::now();
     // A request the server reads and never answers; the probe must fail it long before its
@@ -363,11 +365,7 @@ async fn inactivity_probe_closes_a_server_that_stopped_answering() {
 #[tokio::test]
 async fn inactivity_probe_closes_a_server_that_stopped_reading() {
     let probe = Duration::from_millis(200);
-    let options = ConnectionOptions {
-        request_timeout: Duration::from_secs(30),
-        inactivity_probe: Some(probe),
-        ..Default::default()
-    };
+    let options = probing(probe);
     let (conn, peer, _dir) = connect(options).await;
     // 32 MB does not fit in the socket buffers: the client's writer blocks on a server that
     // never reads, and the probe echo queues behind it.

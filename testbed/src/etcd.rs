@@ -2,13 +2,12 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use crate::process::{run, tail, Process};
+use crate::process::{deref_to_process, run, tail, Process};
 use crate::require::{bin, require_etcd};
 use crate::sweep;
 use crate::wait::try_wait_for;
@@ -167,12 +166,7 @@ impl Etcd {
     }
 }
 
-impl Deref for Etcd {
-    type Target = Process;
-    fn deref(&self) -> &Process {
-        &self.process
-    }
-}
+deref_to_process!(Etcd);
 
 /// Two distinct ports of `ip` that were free a moment ago (bound with port 0, then released).
 fn two_free_ports(ip: Ipv4Addr) -> (u16, u16) {

@@ -1,13 +1,12 @@
 //! A private `ovsdb-server` with its own temp dir, database, sockets, pidfile and log.
 
-use std::ops::Deref;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use crate::process::{appctl, in_netns, run, tail, Process};
+use crate::process::{appctl, deref_to_process, in_netns, run, tail, Process};
 use crate::require::{bin, require_ovs, VSWITCH_SCHEMA};
 use crate::sweep;
 use crate::wait::wait_for;
@@ -164,12 +163,7 @@ impl OvsdbServer {
     }
 }
 
-impl Deref for OvsdbServer {
-    type Target = Process;
-    fn deref(&self) -> &Process {
-        &self.process
-    }
-}
+deref_to_process!(OvsdbServer);
 
 /// TCP ports on which process `pid` itself has a listening IPv4 socket: the sockets among its
 /// file descriptors that `/proc/<pid>/net/tcp` (its own network namespace) lists as LISTEN.

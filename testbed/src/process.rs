@@ -127,6 +127,19 @@ impl Process {
     }
 }
 
+/// Makes fixture `$t`, which keeps its [`Process`] in a field `process`, deref to it.
+macro_rules! deref_to_process {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = $crate::Process;
+            fn deref(&self) -> &$crate::Process {
+                &self.process
+            }
+        }
+    };
+}
+pub(crate) use deref_to_process;
+
 /// A child process a test started itself (a server with options no fixture offers, an agent
 /// run by hand): killed and reaped on drop, also when the test panics.
 pub struct ChildGuard(pub Child);

@@ -1,13 +1,12 @@
 //! A private `ovs-vswitchd` with its own temp dir as OVS run dir, unixctl socket, pidfile and
 //! log.
 
-use std::ops::Deref;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{appctl, in_netns, run, tail, Process};
+use crate::process::{appctl, deref_to_process, in_netns, run, tail, Process};
 use crate::require::{bin, require_ovs};
 use crate::sweep::{self, Claim};
 use crate::wait::wait_for;
@@ -155,12 +154,7 @@ impl Vswitchd {
     }
 }
 
-impl Deref for Vswitchd {
-    type Target = Process;
-    fn deref(&self) -> &Process {
-        &self.process
-    }
-}
+deref_to_process!(Vswitchd);
 
 impl Drop for Vswitchd {
     fn drop(&mut self) {

@@ -219,26 +219,21 @@ impl AgentProc {
         }
     }
 
+    /// `overlay-agent --api-socket <this agent's> ARGS`.
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(agent_binary());
+        cmd.arg("--api-socket").arg(self.api_socket()).args(args);
+        cmd
+    }
+
     /// Runs an `overlay-agent` CLI command against this agent.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(agent_binary())
-            .arg("--api-socket")
-            .arg(self.api_socket())
-            .args(args)
-            .output()
-            .expect("running the overlay-agent CLI")
+        self.cli_command(args).output().expect("running the overlay-agent CLI")
     }
 
     /// Starts `overlay-agent ARGS` against this agent without waiting for it (output dropped).
     pub fn spawn_cli(&self, args: &[&str]) -> Child {
-        Command::new(agent_binary())
-            .arg("--api-socket")
-            .arg(self.api_socket())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("overlay-agent CLI")
+        self.cli_command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("overlay-agent CLI")
     }
 
     /// Runs a CLI command that must succeed; returns stdout.

@@ -52,6 +52,18 @@ fn hostname_falls_back_to_the_system_hostname_and_is_required_without_it() {
     assert!(err.to_string().contains("the system hostname"), "{err}");
 }
 
+/// Asserts the keys [`flag_beats_file_beats_default`] sets: hostname, underlay IP, etcd prefix and
+/// (only) endpoint, datapath type and host TTL.
+#[track_caller]
+fn assert_set(c: &AgentConfig, [hostname, ip, prefix, endpoint]: [&str; 4], datapath: DatapathType, ttl: u64) {
+    assert_eq!(c.hostname, hostname);
+    assert_eq!(c.underlay_ip, ip.parse::<IpAddr>().unwrap());
+    assert_eq!(c.etcd.prefix, prefix);
+    assert_eq!(c.etcd.endpoints, vec![endpoint.to_string()]);
+    assert_eq!(c.ovs.datapath_type, datapath);
+    assert_eq!(c.timers.host_ttl, Duration::from_secs(ttl));
+}
+
 #[test]
 fn flag_beats_file_beats_default() {
     let file = toml(
@@ -68,12 +80,7 @@ fn flag_beats_file_beats_default() {
         "#,
     );
     let c = resolve_ok(&RunFlags::default(), Some(file.clone()));
-    assert_eq!(c.hostname, "filehost");
-    assert_eq!(c.underlay_ip, "198.51.100.7".parse::<IpAddr>().unwrap());
-    assert_eq!(c.etcd.prefix, "/fileprefix");
-    assert_eq!(c.etcd.endpoints, vec!["http://file:2379".to_string()]);
-    assert_eq!(c.ovs.datapath_type, DatapathType::Netdev);
-    assert_eq!(c.timers.host_ttl, Duration::from_secs(600));
+    assert_set(&c, ["filehost", "198.51.100.7", "/fileprefix", "http://file:2379"], DatapathType::Netdev, 600);
     // Untouched keys keep their defaults.
     assert_eq!(c.timers.liveness_ttl, Duration::from_secs(10));
 
@@ -87,12 +94,7 @@ fn flag_beats_file_beats_default() {
         ..RunFlags::default()
     };
     let c = resolve_ok(&f, Some(file));
-    assert_eq!(c.hostname, "flaghost");
-    assert_eq!(c.underlay_ip, "2001:db8::1".parse::<IpAddr>().unwrap());
-    assert_eq!(c.etcd.prefix, "/flagprefix");
-    assert_eq!(c.etcd.endpoints, vec!["http://flag:2379".to_string()]);
-    assert_eq!(c.ovs.datapath_type, DatapathType::System);
-    assert_eq!(c.timers.host_ttl, Duration::from_secs(30));
+    assert_set(&c, ["flaghost", "2001:db8::1", "/flagprefix", "http://flag:2379"], DatapathType::System, 30);
 }
 
 #[test]

@@ -4,10 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_created_by_client_is_visible_to_ovs_vsctl() {
-    let srv = server();
-    let client = client_for(&srv).await;
-    let mut tx = client.transaction();
-    let br = add_bridge(&mut tx, "br-client");
+    let (srv, client, mut tx, br) = client_adding_bridge("br-client").await;
     let i = tx.len();
     tx.update(
         "Bridge",

@@ -66,6 +66,16 @@ async fn client_for(srv: &OvsdbServer) -> Client {
     within("Client::connect", Client::connect(opts)).await.expect("Client::connect")
 }
 
+/// A private server, a client of it, and a transaction of that client that adds bridge `name`
+/// (see [`add_bridge`]; its named UUID is returned).
+async fn client_adding_bridge(name: &str) -> (OvsdbServer, Client, Transaction, NamedUuid) {
+    let srv = server();
+    let client = client_for(&srv).await;
+    let mut tx = client.transaction();
+    let br = add_bridge(&mut tx, name);
+    (srv, client, tx, br)
+}
+
 /// Adds to `tx` a bridge with its internal port and interface, all named `name`, referenced
 /// from the root row so that they survive garbage collection.
 fn add_bridge(tx: &mut Transaction, name: &str) -> NamedUuid {

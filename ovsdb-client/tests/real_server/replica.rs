@@ -136,10 +136,7 @@ async fn replica_matches_database_after_1000_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owned_transaction_gives_the_same_outcome() {
-    let srv = server();
-    let client = client_for(&srv).await;
-    let mut tx = client.transaction();
-    let br = add_bridge(&mut tx, "br-o");
+    let (_srv, client, mut tx, br) = client_adding_bridge("br-o").await;
     let sel = tx.select("Bridge", vec![Condition::eq("name", "br-o")], Some(vec!["name".into()]));
     let out = within("owned insert", client.transact_owned(tx)).await.expect("insert br-o");
     let uuid = out.uuid(&br).expect("the named row's UUID").clone();
@@ -161,10 +158,7 @@ async fn owned_transaction_gives_the_same_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_until_sees_own_insert() {
-    let srv = server();
-    let client = client_for(&srv).await;
-    let mut tx = client.transaction();
-    let br = add_bridge(&mut tx, "br-w");
+    let (_srv, client, tx, br) = client_adding_bridge("br-w").await;
     let out = within("insert br-w", client.transact(&tx)).await.expect("insert br-w");
     let uuid = out.uuid(&br).unwrap().clone();
     within(
