@@ -17,8 +17,7 @@ fn cloned_cluster(n: u8) -> Cluster {
     })
 }
 
-/// Every key and value under the cluster's prefix, except the liveness keys (their leases are
-/// renewed, their values are not).
+/// Every key and value under `<prefix>/<sub>`, as etcdctl prints them.
 fn records(c: &Cluster, sub: &str) -> String {
     c.etcd.etcdctl(&["get", "--prefix", &format!("{}/{sub}", c.prefix)])
 }
@@ -77,7 +76,8 @@ fn a_clone_started_under_a_live_hosts_name_is_refused_and_changes_nothing() {
     c.agents[0].kill();
     c.agents[0].restart();
     assert!(c.agents[0].logs().contains("reattached=true"), "{}", c.agents[0].logs());
-    wait_until(WAIT, "a pass after the restart", || c.agents[0].status()["last_reconcile_ms_ago"].is_u64());
+    // A whole pass that began once the restarted agent was up found everything in place.
+    c.agents[0].wait_pass_after_now();
     pinger.stop().assert_no_loss("h3 -> h1 across a kill -9 of h1's agent");
     assert_eq!(port_rows(&c.hosts[0]), ports_before, "the restart recreated or rewrote a port");
     assert_eq!(snapshot(&c), before);
