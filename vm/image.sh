@@ -90,6 +90,25 @@ set -e
 d=$(mktemp -d); mkdir -p "$d/bin" "$d/tmp" "$d/etc" "$d/www"
 cp /bin/busybox "$d/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || [ -e "$d/bin/$a" ] || ln -s busybox "$d/bin/$a"; done
+# busybox:stable's wget takes -T SECONDS (the Vagrant demo's check uses it); Debian's
+# busybox-static is built without FEATURE_WGET_TIMEOUT and crashes on -T: here -T N is `timeout N`.
+rm "$d/bin/wget"
+cat >"$d/bin/wget" <<'WGET'
+#!/bin/sh
+secs=; take=
+for a do
+  shift
+  if [ -n "$take" ]; then secs=$a; take=; continue; fi
+  case $a in
+    -T) take=1 ;;
+    -T*) secs=${a#-T} ;;
+    *) set -- "$@" "$a" ;;
+  esac
+done
+[ -z "$secs" ] || exec /bin/busybox timeout "$secs" /bin/busybox wget "$@"
+exec /bin/busybox wget "$@"
+WGET
+chmod 755 "$d/bin/wget"
 echo 'root:x:0:0:root:/root:/bin/sh' >"$d/etc/passwd"
 tar -C "$d" -c . | docker import -c 'CMD ["sh"]' - busybox:stable
 rm -rf "$d"

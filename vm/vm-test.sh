@@ -190,7 +190,8 @@ check_isolation() {  # FROM-tenant container cannot reach ONLY (of the other ten
 check_mtu() {  # full-size DF packets and a TCP stream across hosts, from vm1 to vm2
   local t=$1 tun=$2 a=$1-vm1 b=$1-vm2 mtu out mbit
   mtu=${MTU[$a]}
-  out=$(in_ct 1 "$a" cat /sys/class/net/eth0/mtu)
+  # netlink, not /sys: nsenter -n keeps the guest's sysfs mount, which shows the guest's eth0
+  out=$(in_ct 1 "$a" ip -o link show eth0 | sed -n 's/.* mtu \([0-9]*\).*/\1/p')
   if [ "$out" != "$mtu" ]; then fail "MTU $tun" "container eth0 mtu $out, plug said $mtu"; return; fi
   if ! out=$(in_ct 1 "$a" ping -c 3 -W 2 -M "do" -s $((mtu - 28)) "${IP[$b]}" 2>&1); then
     fail "MTU $tun" "a $mtu-byte packet with DF does not cross: $(tail -2 <<<"$out" | tr '\n' ' ')"; return
@@ -279,10 +280,16 @@ snapshot() {  # what a plug adds on guest I: OVS ports and interfaces, links
     ip -o link | awk -F': ' '{print \$2}' | sed 's/@.*//' | sort"
 }
 
+# The links in container C (lo, and the fallback devices gre0, gretap0, ... that ip_gre puts in
+# every namespace).
+ct_links() { vm_ssh "$1" "docker exec $2 ip -o link | awk -F': ' '{print \$2}' | sed 's/@.*//' | sort | paste -sd' '"; }
+
 check_unplug() {  # plug two fresh containers on vm3, unplug them: every trace must be gone
   local before after c t leftovers="" keys
   run_container 3 probe-red; run_container 3 probe-blue
   before=$(snapshot 3)
+  declare -A ct_links
+  for c in probe-red probe-blue; do ct_links[$c]=$(ct_links 3 "$c"); done
   plug 3 probe-red red >/dev/null; plug 3 probe-blue blue >/dev/null
   reach 3 probe-red "${IP[red-vm1]}" >/dev/null || leftovers+=" probe-red could not reach red-vm1 (the plug did not work);"
   reach 3 probe-blue "${IP[blue-vm1]}" >/dev/null || leftovers+=" probe-blue could not reach blue-vm1 (the plug did not work);"
@@ -295,8 +302,8 @@ check_unplug() {  # plug two fresh containers on vm3, unplug them: every trace m
   keys=$(ETCDCTL_API=3 etcdctl --endpoints "$ETCD" get --prefix /overlay | grep -E "probe-(red|blue)|/${IP[probe-red]}\$|/${IP[probe-blue]}\$" || true)
   [ -z "$keys" ] || leftovers+=" etcd: $(tr '\n' ' ' <<<"$keys");"
   for c in probe-red probe-blue; do
-    t=$(vm_ssh 3 "docker exec $c ip -o link | awk -F': ' '{print \$2}' | sed 's/@.*//' | paste -sd' '")
-    [ "$t" = lo ] || leftovers+=" $c still has links: $t;"
+    t=$(ct_links 3 "$c")
+    [ "$t" = "${ct_links[$c]}" ] || leftovers+=" $c has links '$t', had '${ct_links[$c]}' before the plug;"
     vm_ssh 3 "docker rm -f $c >/dev/null"
   done
   if [ -z "$leftovers" ]; then ok "unplug leaves nothing (red and blue on vm3): no port, no interface, no veth, no etcd record"
