@@ -59,7 +59,7 @@ box_build() {
   vm_image
   local key
   key=$(basename "$VM_IMG")
-  if vagrant box list 2>/dev/null | grep -q "^$LOCAL_BOX " && [ "$(cat "$(box_key_file)" 2>/dev/null)" = "$key" ]; then
+  if (cd "$VM_CACHE" && vagrant box list 2>/dev/null) | grep -q "^$LOCAL_BOX " && [ "$(cat "$(box_key_file)" 2>/dev/null)" = "$key" ]; then
     log "box $LOCAL_BOX is up to date ($key)"
     return 0
   fi
@@ -70,6 +70,11 @@ box_build() {
   cp "$VM_IMG/vmlinuz" "$VM_IMG/initrd.img" "$VM_IMG/id_ed25519" "$dir/"
   printf '{"provider":"libvirt","format":"qcow2","virtual_size":%s}\n' \
     "$(qemu-img info --output=json "$dir/box.img" | jq '."virtual-size" / 1073741824 | ceil')" >"$dir/metadata.json"
+  # Under TCG (libvirt domain type qemu) SeaBIOS hangs in System Management Mode before grub
+  # (the CPU stays at f000:fe11 or f000:ff53 with SMM=1); with SMM off the guest boots.
+  # vagrant-libvirt has no SMM setting, but writes each entry of `features` as an element.
+  local features='["acpi", "apic", "pae"]'
+  [ "$drv" = kvm ] || features='["acpi", "apic", "pae", "smm state='"'off'"'"]'
   cat >"$dir/Vagrantfile" <<EOF
 # Box built by overlay-agent's vm/vagrant.sh from Debian 12 packages (image $key).
 Vagrant.configure("2") do |config|
@@ -77,7 +82,7 @@ Vagrant.configure("2") do |config|
   config.ssh.private_key_path = File.join(File.dirname(__FILE__), "id_ed25519")
   config.vm.provider :libvirt do |lv|
     lv.driver = "$drv"
-    lv.machine_type = "q35"
+    lv.features = $features
     lv.disk_bus = "virtio"
     lv.nic_model_type = "virtio"
     lv.graphics_type = "none"
@@ -87,8 +92,9 @@ end
 EOF
   tar -C "$dir" -cf "$VM_CACHE/box.tar" metadata.json Vagrantfile box.img vmlinuz initrd.img id_ed25519
   rm -rf "$dir"
-  vagrant box remove --force --all "$LOCAL_BOX" >/dev/null 2>&1 || true
-  vagrant box add --force --name "$LOCAL_BOX" "$VM_CACHE/box.tar" >&2
+  # (in the cache: vagrant reads the Vagrantfile of the current directory or any above it)
+  (cd "$VM_CACHE" && { vagrant box remove --force --all "$LOCAL_BOX" >/dev/null 2>&1 || true; } &&
+    vagrant box add --force --name "$LOCAL_BOX" "$VM_CACHE/box.tar" >&2)
   rm -f "$VM_CACHE/box.tar"
   echo "$key" >"$(box_key_file)"
   log "box $LOCAL_BOX added in $((SECONDS - t0)) s"
