@@ -110,13 +110,23 @@ up() {
   if [ "$OVERLAY_BOX" = "$LOCAL_BOX" ]; then box_build; else log "box $OVERLAY_BOX (OVERLAY_BOX): not built here"; fi
   log "vagrant up --provider=libvirt: 3 VMs ($OVERLAY_VM_CPUS vCPU, $OVERLAY_VM_MEMORY MiB, $(vm_accel)), private network $OVERLAY_SUBNET.0/24"
   local rc=0
-  (cd "$DEMO_DIR" && vagrant up --provider=libvirt) 2>&1 | tee "$TARGET/vagrant-up.log" || rc=$?
+  # (without the box upload's progress meter: one "Progress: N%" per block, on one line)
+  (cd "$DEMO_DIR" && vagrant up --provider=libvirt) 2>&1 | sed -u 's/\x1b\[KProgress: [0-9]*%//g' |
+    tee "$TARGET/vagrant-up.log" || rc=$?
   log "vagrant up finished in $((SECONDS - t0)) s (exit status $rc; log: $TARGET/vagrant-up.log)"
   ((rc == 0)) || die "vagrant up failed: see above; make vagrant-down removes what it left"
-  grep -E '^ *node[0-9]+: +[0-9]+ passed, 0 failed' "$TARGET/vagrant-up.log" | tail -1 | grep -q . ||
-    die "vagrant up ended without the demo's passing check"
-  echo "demo check (last node): $(grep -E 'node[0-9]+: +[0-9]+ passed, [0-9]+ failed' "$TARGET/vagrant-up.log" | tail -1 | sed 's/^ *//')"
-  echo "vagrant-up: $((SECONDS - t0)) s"
+  # Every node's demo step ends with its check's count (the last node's waited for every node).
+  local counts nodes passed failed
+  counts=$(sed -n 's/^ *\(node[0-9]*\): *\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2 \3/p' "$TARGET/vagrant-up.log")
+  nodes=$(wc -l <<<"$counts"); passed=$(awk '{p += $2} END {print p + 0}' <<<"$counts")
+  failed=$(awk '{f += $3} END {print f + 0}' <<<"$counts")
+  if [ -z "$counts" ] || [ "$nodes" != 3 ]; then die "vagrant up ended without a demo check on each of the 3 nodes: $counts"; fi
+  echo "To run vagrant by hand here: cd vagrant && export OVERLAY_BOX=$OVERLAY_BOX OVERLAY_SUBNET=$OVERLAY_SUBNET" \
+    "OVERLAY_VM_CPUS=$OVERLAY_VM_CPUS OVERLAY_VM_MEMORY=$OVERLAY_VM_MEMORY OVERLAY_LIBVIRT_MGMT_NET=$OVERLAY_LIBVIRT_MGMT_NET" \
+    "OVERLAY_LIBVIRT_FORWARD=$OVERLAY_LIBVIRT_FORWARD"
+  echo "vagrant-up took $((SECONDS - t0)) s; the demo's checks: $(awk '{printf "%s%s %s/%s", (NR > 1 ? ", " : ""), $1, $2, $2 + $3}' <<<"$counts")"
+  echo "vagrant-demo: $passed passed, $failed failed"
+  [ "$failed" = 0 ]
 }
 
 down() {
