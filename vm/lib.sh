@@ -171,22 +171,21 @@ vm_net_up() {
 }
 
 vm_kill_all() {  # every guest of VM_RUN, its taps and the bridge; safe to call any time
-  local f pid n
+  local f pid n pids=()
   for f in "$VM_RUN"/ssh-*; do
     if [ -S "$f" ]; then ssh -o "ControlPath=$f" -O exit none >/dev/null 2>&1 || true; fi
   done
+  # qemu removes its pidfile as it exits: read them all first, and tolerate any gone meanwhile.
   for f in "$VM_RUN"/vm*.pid; do
-    [ -s "$f" ] || continue
-    pid=$(cat "$f")
-    if grep -qa qemu "/proc/$pid/cmdline" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
+    pid=$(cat "$f" 2>/dev/null) || continue
+    if grep -qa qemu "/proc/$pid/cmdline" 2>/dev/null; then pids+=("$pid"); fi
   done
-  for f in "$VM_RUN"/vm*.pid; do
-    [ -s "$f" ] || continue
-    pid=$(cat "$f")
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
     for _ in $(seq 50); do grep -qa qemu "/proc/$pid/cmdline" 2>/dev/null || break; sleep 0.1; done
     if grep -qa qemu "/proc/$pid/cmdline" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
-    rm -f "$f"
   done
+  rm -f "$VM_RUN"/vm*.pid
   for f in /sys/class/net/"$VM_TAP"*; do
     [ -e "$f" ] || continue
     n=${f##*/}

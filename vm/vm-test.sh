@@ -38,10 +38,14 @@ declare -A IP MTU PID
 
 cleanup() {  # cleanup [EXIT_STATUS]: a failed run keeps its logs first
   local rc=${1:-0}
+  local pid
   if [ -d "$VM_RUN" ]; then
     if [ "$rc" != 0 ]; then save_logs || true; fi
-    vm_kill_all
-    if [ -s "$VM_RUN/etcd.pid" ]; then kill "$(cat "$VM_RUN/etcd.pid")" 2>/dev/null || true; fi
+    vm_kill_all || log "warning: removing the guests, taps or bridge failed"
+    if pid=$(cat "$VM_RUN/etcd.pid" 2>/dev/null) && grep -qa etcd "/proc/$pid/cmdline" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    fi
     rm -rf "$VM_RUN"
   fi
 }
