@@ -119,8 +119,14 @@ vm_ssh() {  # vm_ssh I CMD...: run CMD as root in guest I
   local i=$1 opts
   shift
   mapfile -t opts < <(vm_ssh_opts)
-  # shellcheck disable=SC2029  # the command is meant to be expanded here, run there
-  ssh "${opts[@]}" "root@$(vm_ip "$i")" "$@"
+  # (the caller's lock, VM_LOCK_FD, must not outlive it in a persisting ssh master)
+  if [ -n "${VM_LOCK_FD:-}" ]; then
+    # shellcheck disable=SC2029  # the command is meant to be expanded here, run there
+    ssh "${opts[@]}" "root@$(vm_ip "$i")" "$@" {VM_LOCK_FD}>&-
+  else
+    # shellcheck disable=SC2029
+    ssh "${opts[@]}" "root@$(vm_ip "$i")" "$@"
+  fi
 }
 
 vm_alive() {  # guest I's qemu runs
@@ -141,7 +147,9 @@ vm_boot() {  # vm_boot I: start guest I (fresh copy-on-write overlay on the imag
   ip tuntap add dev "$tap" mode tap
   ip link set "$tap" master "$VM_BRIDGE" up
   qemu-img create -q -f qcow2 -F qcow2 -b "$VM_IMG/base.qcow2" "$VM_RUN/vm$i.qcow2"
-  qemu-system-x86_64 -name "ovvm$i" -machine q35 "${accel[@]}" -smp 1 -m "$VM_MEM" \
+  # The caller's lock (VM_LOCK_FD) stays with the caller: a guest must not hold it.
+  (if [ -n "${VM_LOCK_FD:-}" ]; then exec {VM_LOCK_FD}>&-; fi
+  exec qemu-system-x86_64 -name "ovvm$i" -machine q35 "${accel[@]}" -smp 1 -m "$VM_MEM" \
     -nodefaults -no-user-config -display none \
     -kernel "$VM_IMG/vmlinuz" -initrd "$VM_IMG/initrd.img" \
     -append "root=LABEL=ovvmroot rw console=ttyS0 net.ifnames=0 quiet ovvm.ip=$ip/24 ovvm.host=vm$i" \
@@ -151,7 +159,7 @@ vm_boot() {  # vm_boot I: start guest I (fresh copy-on-write overlay on the imag
     -virtfs "local,path=$VM_SHARE,mount_tag=host,security_model=none,readonly=on,id=host" \
     -device virtio-rng-pci \
     -serial "file:$VM_RUN/vm$i.console" \
-    -pidfile "$VM_RUN/vm$i.pid" -daemonize ||
+    -pidfile "$VM_RUN/vm$i.pid" -daemonize) ||
     die "qemu for vm$i did not start"
 }
 

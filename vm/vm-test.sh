@@ -68,8 +68,8 @@ save_logs() {
 preflight() {
   [ "$(id -u)" = 0 ] || die "vm-test needs root (qemu with taps, a bridge, etcd)"
   [ -x "$AGENT" ] || die "$AGENT is missing: cargo build --release -p overlay-agent (make vm-test does it)"
-  exec {LOCK}>/run/lock/overlay-vm-test.lock
-  flock -n "$LOCK" || die "another vm-test is running (lock /run/lock/overlay-vm-test.lock)"
+  exec {VM_LOCK_FD}>/run/lock/overlay-vm-test.lock
+  flock -n "$VM_LOCK_FD" || die "another vm-test is running (lock /run/lock/overlay-vm-test.lock)"
   # A run killed with -9 leaves its guests: remove them (this run dir is vm-test's alone).
   if [ -d "$VM_RUN" ]; then log "removing what an earlier run left in $VM_RUN"; cleanup; fi
 }
@@ -89,7 +89,7 @@ start_etcd() {
   etcd --name ovvm --data-dir "$VM_RUN/etcd" \
     --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
     --listen-peer-urls "http://$VM_NET.1:2380" --initial-advertise-peer-urls "http://$VM_NET.1:2380" \
-    --initial-cluster "ovvm=http://$VM_NET.1:2380" >"$VM_RUN/etcd.log" 2>&1 &
+    --initial-cluster "ovvm=http://$VM_NET.1:2380" >"$VM_RUN/etcd.log" 2>&1 {VM_LOCK_FD}>&- &
   echo $! >"$VM_RUN/etcd.pid"
   local deadline=$((SECONDS + 30))
   until ETCDCTL_API=3 etcdctl --endpoints "$ETCD" endpoint health >/dev/null 2>&1; do
