@@ -52,7 +52,7 @@ libvirt_up() {
   log "libvirtd started ($("${VIRSH[@]}" version | sed -n 's/^Running hypervisor: //p'))"
 }
 
-# The box: the vm-test image plus, beside it, its kernel and initrd and its ssh key. Its own
+# The box: the vm-test image plus, beside it, its ssh key. Its own
 # Vagrantfile (merged under the project's) carries what is particular to it and to this machine.
 box_key_file() { echo "$VM_CACHE/box.key"; }
 box_build() {
@@ -67,7 +67,7 @@ box_build() {
   [ "$(vm_accel)" = tcg ] && drv=qemu
   rm -rf "$dir"; mkdir -p "$dir"
   cp "$VM_IMG/base.qcow2" "$dir/box.img"
-  cp "$VM_IMG/vmlinuz" "$VM_IMG/initrd.img" "$VM_IMG/id_ed25519" "$dir/"
+  cp "$VM_IMG/id_ed25519" "$dir/"
   printf '{"provider":"libvirt","format":"qcow2","virtual_size":%s}\n' \
     "$(qemu-img info --output=json "$dir/box.img" | jq '."virtual-size" / 1073741824 | ceil')" >"$dir/metadata.json"
   # Under TCG (libvirt domain type qemu) SeaBIOS hangs in System Management Mode before grub
@@ -90,7 +90,7 @@ Vagrant.configure("2") do |config|
   end
 end
 EOF
-  tar -C "$dir" -cf "$VM_CACHE/box.tar" metadata.json Vagrantfile box.img vmlinuz initrd.img id_ed25519
+  tar -C "$dir" -cf "$VM_CACHE/box.tar" metadata.json Vagrantfile box.img id_ed25519
   rm -rf "$dir"
   # (in the cache: vagrant reads the Vagrantfile of the current directory or any above it)
   (cd "$VM_CACHE" && { vagrant box remove --force --all "$LOCAL_BOX" >/dev/null 2>&1 || true; } &&
