@@ -97,7 +97,6 @@ start_etcd() {
     sleep 0.2
   done
 }
-etcd_keys() { ETCDCTL_API=3 etcdctl --endpoints "$ETCD" get --prefix /overlay --keys-only | sed '/^$/d'; }
 
 provision() {  # provision I: the Vagrant demo's common.sh and agent.sh, as a node of it would run them
   local i=$1
@@ -122,7 +121,6 @@ plug() {  # plug I NAME TENANT [IP]: plugs with --pid; records IP, MTU and the c
   printf '  %-10s vm%s  %-5s %-16s mtu %s\n' "$c" "$i" "$t" "${IP[$c]}" "${MTU[$c]}"
 }
 
-HOST_OF() { local c=$1; echo "${c##*vm}"; }   # red-vm2 -> 2
 
 # ---- checks ----------------------------------------------------------------------------------
 PASSED=0
