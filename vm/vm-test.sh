@@ -121,7 +121,6 @@ plug() {  # plug I NAME TENANT [IP]: plugs with --pid; records IP, MTU and the c
   printf '  %-10s vm%s  %-5s %-16s mtu %s\n' "$c" "$i" "$t" "${IP[$c]}" "${MTU[$c]}"
 }
 
-
 # ---- checks ----------------------------------------------------------------------------------
 PASSED=0
 FAILED=0
