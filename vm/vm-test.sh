@@ -31,7 +31,7 @@ TARGET=${CARGO_TARGET_DIR:-$VM_TOP/target}
 AGENT=${AGENT:-$TARGET/release/overlay-agent}
 LOGS=$TARGET/vm-test
 ETCD=http://$VM_NET.1:2379
-BOOT_TIMEOUT=${OVERLAY_VM_BOOT_TIMEOUT:-600}
+BOOT_TIMEOUT=${OVERLAY_VM_BOOT_TIMEOUT:-900}
 declare -A IP MTU PID
 
 # ---- setup and teardown ----------------------------------------------------------------------
