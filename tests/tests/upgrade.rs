@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use overlay_tests::{plug, tunnels, AgentProc, Cluster, PingReport, Pinger};
+use overlay_tests::{ip_of, plug, tunnels, AgentProc, PingReport, Pinger};
 use serde_json::Value;
 use testbed::{wait_until, Container, Etcd, TestHost};
 
@@ -205,7 +205,7 @@ fn a_cluster_upgrades_host_by_host_under_traffic_and_keeps_every_container() {
     // A mixed cluster: a container plugged by the new agent and one plugged by the old reach
     // each other both ways, and the tenants stay apart on the shared CIDR.
     let r3 = Container::new("ur");
-    let r3_ip = plug(&new0, "up-r3", "red", &r3, &[])["ip"].as_str().expect("ip").to_owned();
+    let r3_ip = ip_of(&plug(&new0, "up-r3", "red", &r3, &[]));
     let r4 = Container::new("ur");
     let r4_ip = old[1].plug("up-r4", "red", &r4);
     wait_until(Duration::from_secs(20), "new and old hosts reach each other", || {
@@ -243,6 +243,6 @@ fn a_cluster_upgrades_host_by_host_under_traffic_and_keeps_every_container() {
     let r2_key = format!("{prefix}/ips/red/{r2_ip}");
     assert!(!records(&etcd).lines().any(|l| l == r2_key), "unplug left {r2_key}");
     assert!(!r2.ip(&["link"]).contains("eth0"), "unplug left the container's interface");
-    let cluster = Cluster::from_parts(vec![new0, new1], hosts, etcd, prefix, fabric);
-    cluster.wait_ping(&r4, &r1_ip);
+    assert!(ping_ok(&r4, &r1_ip), "after the unplug, the others still talk");
+    drop((new0, new1));
 }

@@ -143,7 +143,7 @@ fn reached_join(c: &Cluster, tenant: &str, at: JoinKill) {
             c.etcd_kvs(&format!("subnets/{tenant}/")).values().any(|l| l["host"] == c.hosts[1].name())
         }),
         JoinKill::Built => {
-            wait_until(WAIT, &what, || super::tunnel_pairs(&c.hosts[0]).iter().any(|(_, t)| t == tenant))
+            wait_until(WAIT, &what, || super::tunnel_pairs(c, &c.hosts[0]).iter().any(|(_, t)| t == tenant))
         }
     }
 }
