@@ -167,8 +167,10 @@ impl DataPlane {
 
     /// One pass: the bridges and ports in OVSDB, then the flows of both bridges.
     pub async fn pass(&self, memo: &mut Memo, input: PassInput<'_>) -> Result<PassOutcome, PassError> {
+        let started = std::time::Instant::now();
         let (desired, transactions, conflicts) = self.bridges_pass(&input).await?;
         memo.desired = Some(desired.clone());
+        let bridges_done = started.elapsed();
         let pipeline = {
             let cache = input.cluster.borrow();
             let recorded: std::collections::HashSet<&str> =
@@ -176,8 +178,19 @@ impl DataPlane {
             self.flows.forget_recorded(&recorded);
             inputs::pipeline_input(&desired, &cache, &input.ovs.replica(), &self.owner, &self.flows.pending())
         };
+        let input_done = started.elapsed();
         let flows = overlay::pipeline::desired_flows(&pipeline);
+        let computed = started.elapsed();
         let bundles = self.flows.apply(&mut memo.flows, &flows, input.full).await?;
+        let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+        tracing::debug!(
+            bridges_ms = ms(bridges_done),
+            flow_input_ms = ms(input_done - bridges_done),
+            flows_ms = ms(computed - input_done),
+            apply_ms = ms(started.elapsed() - computed),
+            flows = flows.tun.len() + flows.int.len(),
+            "pass timings"
+        );
         Ok(PassOutcome { transactions, bundles, report: report(&desired, &pipeline, &flows, conflicts) })
     }
 

@@ -221,7 +221,9 @@ pub(crate) fn bench_scale(r: &mut Report) {
     row("etcd written beforehand", format!("{} keys in {:.1} s", kvs.len() + 2 * n_tenants, populate.as_secs_f64()));
 
     // (a) The tenants joined one by one: each brings every peer's flows for that tenant.
-    let mut agent = AgentProc::spawn_with(&host, &etcd.endpoint(), &prefix, &[("--log-level", "info")], &[]);
+    // BENCH_SCALE_LOG=debug (and BENCH_TRACE_DIR to keep it) shows where a pass's time goes.
+    let level = std::env::var("BENCH_SCALE_LOG").unwrap_or_else(|_| "info".into());
+    let mut agent = AgentProc::spawn_with(&host, &etcd.endpoint(), &prefix, &[("--log-level", &level)], &[]);
     agent.wait_ready();
     let reader = StatusReader::new(&agent);
     let mut joins = Vec::new();
@@ -324,7 +326,9 @@ pub(crate) fn bench_scale(r: &mut Report) {
     row("plug on a host with no peers, same run", lat(&alone));
     drop(lone);
 
-    // (e) A restart against the full state: nothing to send.
+    // (e) A restart against the full state: nothing to send (once the last unplug's pass has
+    // taken its port's flows away: an unplug answers before that pass).
+    agent.wait_pass_after_now();
     agent.stop();
     let start = Instant::now();
     agent.launch(AGENT_READY);
@@ -343,6 +347,9 @@ pub(crate) fn bench_scale(r: &mut Report) {
             s["counters"]["openflow_bundles"]
         ),
     );
+    if let Some(dir) = std::env::var_os("BENCH_TRACE_DIR") {
+        std::fs::write(std::path::Path::new(&dir).join("scale-agent.log"), agent.logs()).expect("agent log copy");
+    }
     r.table(&["what", "value"], &rows);
     r.line("");
 }
