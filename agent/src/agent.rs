@@ -103,14 +103,14 @@ impl Agent {
         }
     }
 
-    /// One data plane pass under the plumbing lock; records what status shows. `full`
+    /// One data plane pass (it takes the plumbing lock for what must not race a plug); records
+    /// what status shows. `full`
     /// compares everything afresh. Returns whether it wrote anything.
     pub async fn pass(&self, full: bool) -> Result<bool, PassError> {
         self.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
         let outcome = {
-            let mut memo = self.plumbing.lock().await;
             let input = PassInput { ovs: &self.ovs, cluster: &self.cluster, own_leases: self.host.own_leases(), full };
-            self.dataplane.pass(&mut memo, input).await
+            self.dataplane.pass(&self.plumbing, input).await
         };
         let outcome = match outcome {
             Ok(o) => o,

@@ -19,14 +19,8 @@ fn ofport(replica: &Replica, name: &str) -> Option<u32> {
     row.get_as::<Option<i64>>("ofport").ok().flatten().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0)
 }
 
-/// The pipeline's input for this host (`owner`).
-pub(super) fn pipeline_input(
-    desired: &DesiredState,
-    cache: &ClusterCache,
-    replica: &Replica,
-    owner: &str,
-    pending: &BTreeMap<String, Pending>,
-) -> PipelineInput {
+/// br-tun's part of the pipeline's input for this host (`owner`): the tenants (no ports).
+pub(super) fn tun_input(desired: &DesiredState, cache: &ClusterCache, replica: &Replica, owner: &str) -> PipelineInput {
     let mut tenants = BTreeMap::new();
     for t in &desired.tunnels {
         let Some(tenant) = cache.tenants.get(&t.tenant) else { continue };
@@ -57,6 +51,17 @@ pub(super) fn pipeline_input(
             t.remote.push(RemoteEndpoint { mac: e.mac, ip: e.ip, host });
         }
     }
+    PipelineInput { tun_patch: ofport(replica, PATCH_TUN_TO_INT), tenants, ports: Vec::new() }
+}
+
+/// br-int's part: this host's container ports, from their records or, for plugs in progress,
+/// from what the plug has told.
+pub(super) fn port_inputs(
+    cache: &ClusterCache,
+    replica: &Replica,
+    owner: &str,
+    pending: &BTreeMap<String, Pending>,
+) -> Vec<PortInput> {
     let recorded: HashMap<&str, (overlay::model::MacAddr, IpAddr)> =
         cache.endpoints.of_host(owner).map(|(_, e)| (e.port.as_str(), (e.mac, e.ip))).collect();
     let mut ports: Vec<PortInput> = Vec::new();
@@ -75,5 +80,5 @@ pub(super) fn pipeline_input(
             ports.push(PortInput { ofport: q.ofport, endpoint: q.endpoint });
         }
     }
-    PipelineInput { tun_patch: ofport(replica, PATCH_TUN_TO_INT), tenants, ports }
+    ports
 }

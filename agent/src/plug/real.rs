@@ -135,7 +135,7 @@ impl OvsSwitch<'_> {
         let _ =
             tokio::time::timeout(Duration::from_secs(5), cluster.wait_for(|c| c.tenants.contains_key(tenant))).await;
         let input = PassInput { ovs: self.ovs, cluster: self.cluster, own_leases: self.host.own_leases(), full: false };
-        self.dataplane.pass(memo, input).await.map_err(step("computing the tenant's local VLAN"))?;
+        self.dataplane.pass_locked(memo, input).await.map_err(step("computing the tenant's local VLAN"))?;
         self.dataplane.tenant_vlan(memo, tenant).ok_or_else(|| PlugError::Plumbing {
             step: "finding the tenant's local VLAN",
             source: format!("no local VLAN for tenant '{tenant}': this host holds no lease in it").into(),

@@ -161,8 +161,12 @@ impl DesiredFlows {
 /// which etcd's address reservations prevent but a hand-written record can do), only the first
 /// in a fixed order is kept: a flow replaced by its twin at every pass would flap.
 pub fn desired_flows(input: &PipelineInput) -> DesiredFlows {
+    DesiredFlows { tun: tun_flows(input), int: int_flows(&input.ports) }
+}
+
+/// br-tun's flows: O(the tenants' members and remote containers). `input.ports` is not read.
+pub fn tun_flows(input: &PipelineInput) -> Vec<Entry> {
     let mut tun = Vec::new();
-    let mut int = vec![FlowSpec::Normal];
     tun.push(FlowSpec::Drop { table: tables::TUN_CLASSIFY });
     tun.push(FlowSpec::Drop { table: tables::TUN_FROM_INT });
     if let Some(patch) = input.tun_patch {
@@ -172,10 +176,16 @@ pub fn desired_flows(input: &PipelineInput) -> DesiredFlows {
             tenant_flows(&mut tun, t, tunnel_port, patch);
         }
     }
-    for p in &input.ports {
+    with_cookies(tun)
+}
+
+/// br-int's flows: O(this host's container ports), whatever the size of the cluster.
+pub fn int_flows(ports: &[PortInput]) -> Vec<Entry> {
+    let mut int = vec![FlowSpec::Normal];
+    for p in ports {
         port_flows_into(&mut int, p);
     }
-    DesiredFlows { tun: with_cookies(tun), int: with_cookies(int) }
+    with_cookies(int)
 }
 
 fn tenant_flows(out: &mut Vec<FlowSpec>, t: &TenantInput, tunnel_port: u32, patch: u32) {
