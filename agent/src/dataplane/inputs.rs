@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use overlay::desired::DesiredState;
 use overlay::naming::PATCH_TUN_TO_INT;
-use overlay::pipeline::{PipelineInput, PortInput, RemoteEndpoint, TenantInput};
+use overlay::pipeline::{GatewayPortInput, PipelineInput, PortInput, RemoteEndpoint, TenantInput};
 use ovsdb_client::{Atom, Replica};
 
 use super::flows::Pending;
@@ -40,6 +40,7 @@ pub(super) fn pipeline_input(
                 remote: Vec::new(),
                 local: Vec::new(),
                 gateway: tenant.gateway(),
+                gateway_mac: has_gateway(tenant, desired).then(|| overlay::gateway::gateway_mac(tenant.vni())),
             },
         );
     }
@@ -75,5 +76,21 @@ pub(super) fn pipeline_input(
             ports.push(PortInput { ofport: q.ofport, endpoint: q.endpoint });
         }
     }
-    PipelineInput { tun_patch: ofport(replica, PATCH_TUN_TO_INT), tenants, ports }
+    // The br-int ends of the routers, once ovs-vswitchd has them.
+    let gateway_ports = desired
+        .tunnels
+        .iter()
+        .filter_map(|t| {
+            let tenant = cache.tenants.get(&t.tenant).filter(|tenant| has_gateway(tenant, desired))?;
+            let ofport = ofport(replica, &overlay::gateway::gateway_port_name(tenant.vni()))?;
+            Some(GatewayPortInput { ofport, mac: overlay::gateway::gateway_mac(tenant.vni()) })
+        })
+        .collect();
+    PipelineInput { tun_patch: ofport(replica, PATCH_TUN_TO_INT), tenants, ports, gateway_ports }
+}
+
+/// Whether this host has a router for `tenant` (an IPv4 tenant over an IPv4 underlay): the
+/// gateway plan gives every such tenant one.
+fn has_gateway(tenant: &overlay::model::Tenant, desired: &DesiredState) -> bool {
+    !tenant.is_ipv6() && desired.tunnels.first().is_none_or(|t| t.local_ip.is_ipv4())
 }

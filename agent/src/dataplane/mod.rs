@@ -68,6 +68,12 @@ pub enum PassError {
         #[source]
         source: openflow_client::ClientError,
     },
+    /// The gateway (router namespaces, nft tables) could not be made to match.
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
+    /// The host namespace's addresses (protected from containers) could not be read.
+    #[error("reading the host namespace's addresses")]
+    HostAddresses(#[source] crate::netlink::NetlinkError),
     /// A flow the pipeline computed is not valid OpenFlow: a bug of the agent.
     #[error("the flow pipeline built an invalid flow ({spec}); please report this")]
     InvalidFlow {

@@ -226,7 +226,10 @@ fn the_gateway_stays_on_its_host_both_ways() {
     // and above the tunnel ingress (100).
     assert_eq!(tun.len(), 11 + 6, "{}", tun.join("\n"));
     let int = rendered(&d.int);
-    assert!(int.contains(&"table=0, priority=100,in_port=7,eth_src=02:4f:56:00:00:64 actions=NORMAL".to_owned()), "{int:#?}");
+    assert!(
+        int.contains(&"table=0, priority=100,in_port=7,eth_src=02:4f:56:00:00:64 actions=NORMAL".to_owned()),
+        "{int:#?}"
+    );
     assert!(int.contains(&"table=0, priority=90,in_port=7 actions=drop".to_owned()), "{int:#?}");
     let (by_vlan, _) = d.counts();
     assert_eq!(by_vlan[&1], 8 + 3, "the local drops count for the tenant");
