@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use testbed::{Container, Etcd, TestHost};
 
+pub mod gateway;
 mod pinger;
 
 pub use pinger::{PingReport, Pinger};
