@@ -360,10 +360,16 @@ impl HostAgent {
 impl Drop for HostAgent {
     fn drop(&mut self) {
         self.kill();
-        // Router namespaces outlive agents by design; the test's go with it.
-        for name in self.pinned() {
-            let _ = Command::new("umount").arg("-l").arg(self.netns_dir().join(name)).status();
-        }
+        unpin_all(&self.netns_dir());
+    }
+}
+
+/// Unmounts the router namespaces an agent pinned in `dir`: they outlive agents by design,
+/// and a test's go with it.
+pub fn unpin_all(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let _ = Command::new("umount").arg("-l").arg(e.path()).stderr(Stdio::null()).status();
     }
 }
 

@@ -266,6 +266,7 @@ impl AgentProc {
 impl Drop for AgentProc {
     fn drop(&mut self) {
         self.kill();
+        gateway::unpin_all(&self.dir.path().join("state").join("netns"));
     }
 }
 
