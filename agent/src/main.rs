@@ -148,8 +148,8 @@ fn init_logging(config: &overlay_config::AgentConfig) {
 
 fn print_tenants(tenants: &[TenantInfo]) {
     println!(
-        "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16} {:<6} {}",
-        "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY", "EGRESS", "ALLOW"
+        "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16} {:<6} ALLOW",
+        "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY", "EGRESS"
     );
     for t in tenants {
         println!(
@@ -168,8 +168,8 @@ fn print_tenants(tenants: &[TenantInfo]) {
 
 fn print_endpoints(eps: &[EndpointInfo]) {
     println!(
-        "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15} {}",
-        "CONTAINER", "IFNAME", "TENANT", "IP", "MAC", "PORT", "PUBLISHED"
+        "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15} PUBLISHED",
+        "CONTAINER", "IFNAME", "TENANT", "IP", "MAC", "PORT"
     );
     for e in eps {
         let published = if e.publish.is_empty() { "-".to_owned() } else { e.publish.join(",") };

@@ -254,7 +254,8 @@ fn published_ports_reach_containers_refuse_taken_ports_and_go_with_unplug_and_te
     let status = a[0].status();
     assert!(status["endpoints"][0]["publish"].as_array().is_some_and(|p| p.len() == 2), "{status}");
     let gw = &status["gateways"][0];
-    assert!(gw["published"].as_array().unwrap().iter().any(|p| p == &format!("8080/tcp -> {ip}:80").as_str()), "{gw}");
+    let forward = format!("8080/tcp -> {ip}:80");
+    assert!(gw["published"].as_array().unwrap().iter().any(|p| p.as_str() == Some(forward.as_str())), "{gw}");
 
     // The same host port again: refused, and nothing of the second plug is left.
     let table_before = host_table(&lab.hosts[0]);
