@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::names::unique_name;
 use crate::netns::Netns;
-use crate::ovs::{OvsdbServer, Vswitchd};
 use crate::require::require_ovs;
 use crate::sweep::{claims_dir, Claim};
+use crate::{OvsdbServer, Vswitchd};
 
 /// Prefix length of the underlay subnet.
 pub const UNDERLAY_PREFIX_LEN: u8 = 24;

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use overlay_tests::{flows_on, plug, Cluster, Pinger};
+use overlay_tests::{flows_on, ip_of, plug, Cluster, Pinger};
 use serde_json::Value;
 use testbed::{wait_for, wait_until, Container, Netns};
 
@@ -58,10 +58,6 @@ impl Drop for Capture {
     }
 }
 
-fn ip_of(v: &Value) -> String {
-    v["ip"].as_str().expect("plug answers an ip").to_owned()
-}
-
 /// The MAC `ns` has for `ip` in its neighbour table, if any.
 fn neighbour(ns: &Netns, ip: &str) -> Option<String> {
     let v = ns.ip_json(&["neigh", "show", ip]);
@@ -76,8 +72,8 @@ fn a_pair_talks_without_touching_the_third_host_and_arp_is_answered_at_home() {
     let ips: Vec<String> =
         (0..3).map(|i| ip_of(&plug(&c.agents[i], &format!("p-{i}"), "red", &ctrs[i], &[]))).collect();
     // Every host takes part, so every host is a member the flood reaches.
-    for i in 1..3 {
-        c.wait_ping(&ctrs[0], &ips[i]);
+    for ip in &ips[1..] {
+        c.wait_ping(&ctrs[0], ip);
     }
     let mac2 = ctrs[1].mac("eth0");
     for ctr in &ctrs {
