@@ -313,6 +313,15 @@ impl HostAgent {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Plugs container `c` into `tenant` (with `extra` flags); the plug's JSON answer.
+    #[track_caller]
+    pub fn plug(&self, id: &str, tenant: &str, c: &testbed::Container, extra: &[&str]) -> Value {
+        let path = c.path().display().to_string();
+        let mut args = vec!["plug", id, "--tenant", tenant, "--netns", path.as_str()];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&self.cli_ok(&args)).expect("plug prints JSON")
+    }
+
     /// `status --json`.
     pub fn status(&self) -> Value {
         serde_json::from_str(&self.cli_ok(&["status", "--json"])).expect("status JSON")

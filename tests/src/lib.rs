@@ -6,8 +6,8 @@
 //! [`IperfServer`].
 
 mod agent;
-pub mod gateway;
 mod cluster;
+pub mod gateway;
 mod ovs_rows;
 mod pass;
 mod pinger;

@@ -18,10 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const ASK: Duration = Duration::from_secs(2);
 
 fn plug(agent: &HostAgent, id: &str, tenant: &str, c: &Container, extra: &[&str]) -> Value {
-    let path = c.path().display().to_string();
-    let mut args = vec!["plug", id, "--tenant", tenant, "--netns", path.as_str()];
-    args.extend_from_slice(extra);
-    serde_json::from_str(&agent.cli_ok(&args)).expect("plug prints JSON")
+    agent.plug(id, tenant, c, extra)
 }
 
 /// The gateway MAC of a VNI, as the agent derives it (02:4f:56 + the VNI's 24 bits).

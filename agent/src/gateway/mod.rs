@@ -79,6 +79,9 @@ pub struct GatewayMemo {
     handles: BTreeMap<Vni, Netns>,
     host_table: Option<u64>,
     forwarding: bool,
+    /// A pass went through: the first looks at everything (start-up recovery: what a crash or
+    /// a tenant deleted while the agent was down left).
+    started: bool,
 }
 
 /// The gateway of this host.
@@ -130,8 +133,9 @@ impl GatewayPlane {
             netdev: self.netdev,
         };
         let plan = input.plan;
+        let full = input.full || !memo.started;
         let mut changed = false;
-        if !plan.routers.is_empty() && (input.full || !memo.forwarding) {
+        if !plan.routers.is_empty() && (full || !memo.forwarding) {
             let settings: Vec<(String, &'static str)> =
                 HOST_SETTINGS.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
             let set = sysctl::ensure(input.host_netns, &settings)
@@ -143,7 +147,7 @@ impl GatewayPlane {
             memo.forwarding = true;
         }
         for (vni, spec) in &plan.routers {
-            if !input.full && memo.routers.get(vni) == Some(spec) {
+            if !full && memo.routers.get(vni) == Some(spec) {
                 continue;
             }
             let table = plan.router_table(spec);
@@ -159,11 +163,11 @@ impl GatewayPlane {
             memo.routers.insert(*vni, spec.clone());
             memo.handles.insert(*vni, netns);
         }
-        changed |= self.remove_stale(memo, &host, plan, input.full).await?;
+        changed |= self.remove_stale(memo, &host, plan, full).await?;
         match plan.host_table() {
             Some(table) if !plan.routers.is_empty() => {
                 let fp = table.fingerprint();
-                if input.full || memo.host_table != Some(fp) {
+                if full || memo.host_table != Some(fp) {
                     let wrote = crate::nft::apply(input.host_netns, &table)
                         .await
                         .map_err(|e| GatewayError::host("programming the host's nft table", e))?;
@@ -175,7 +179,7 @@ impl GatewayPlane {
                 }
             }
             _ => {
-                if input.full || memo.host_table.is_some() {
+                if full || memo.host_table.is_some() {
                     crate::nft::remove(input.host_netns, overlay::gateway::ruleset::TABLE)
                         .await
                         .map_err(|e| GatewayError::host("removing the host's nft table", e))?;
@@ -186,6 +190,7 @@ impl GatewayPlane {
                 }
             }
         }
+        memo.started = true;
         Ok(changed)
     }
 
