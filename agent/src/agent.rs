@@ -133,8 +133,24 @@ impl Agent {
         self.metrics.transactions.fetch_add(outcome.transactions as u64, Ordering::Relaxed);
         self.metrics.bundles.fetch_add(outcome.bundles as u64, Ordering::Relaxed);
         let report = outcome.report;
-        let gateway = self.gateway_pass(&report.tenant_vlans, full).await;
-        let (plan, gateway_wrote) = match gateway {
+        let vlans = report.tenant_vlans.clone();
+        self.metrics.peers.store(report.peers as u64, Ordering::Relaxed);
+        self.metrics.tunnels.store(report.tunnels.len() as u64, Ordering::Relaxed);
+        self.metrics.flows.store((report.flows.0 + report.flows.1) as u64, Ordering::Relaxed);
+        {
+            // The data plane's part is in place: status shows it before the gateway's pass.
+            let mut last = self.last.lock().expect("last lock");
+            for c in report.conflicts.iter().filter(|c| !last.report.conflicts.contains(c)) {
+                tracing::error!(conflict = %c, "cannot build a port");
+            }
+            for s in report.skipped.iter().filter(|s| !last.report.skipped.contains(s)) {
+                tracing::warn!(peer = %s, "peer skipped");
+            }
+            last.at = Some(Instant::now());
+            last.report = report;
+            last.error = None;
+        }
+        let (plan, gateway_wrote) = match self.gateway_pass(&vlans, full).await {
             Ok(g) => g,
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -142,26 +158,12 @@ impl Agent {
                 return Err(e);
             }
         };
-        self.metrics.peers.store(report.peers as u64, Ordering::Relaxed);
-        self.metrics.tunnels.store(report.tunnels.len() as u64, Ordering::Relaxed);
-        self.metrics.flows.store((report.flows.0 + report.flows.1) as u64, Ordering::Relaxed);
         let mut last = self.last.lock().expect("last lock");
-        for c in report.conflicts.iter().filter(|c| !last.report.conflicts.contains(c)) {
-            tracing::error!(conflict = %c, "cannot build a port");
-        }
-        for s in report.skipped.iter().filter(|s| !last.report.skipped.contains(s)) {
-            tracing::warn!(peer = %s, "peer skipped");
-        }
         for s in plan.skipped.iter().filter(|s| !last.gateway_skipped.contains(s)) {
             tracing::warn!(what = %s, "left out of the gateway");
         }
-        *last = LastPass {
-            at: Some(Instant::now()),
-            report,
-            gateways: plan.routers.into_values().collect(),
-            gateway_skipped: plan.skipped,
-            error: None,
-        };
+        last.gateways = plan.routers.into_values().collect();
+        last.gateway_skipped = plan.skipped;
         Ok(outcome.transactions + outcome.bundles > 0 || gateway_wrote)
     }
 

@@ -435,6 +435,27 @@ impl GatewayLab {
         GatewayLab { agents, hosts, outside, relay, etcd, fabric, prefix }
     }
 
+    /// Adds host `index` with its agent (after the others: a host joining the cluster).
+    pub fn add_host(&mut self, index: u8) {
+        let h = self.fabric.add_host(index);
+        let router = Ipv4Addr::new(198, 18, self.fabric.subnet_octet(), 254);
+        h.netns().ip(&["route", "add", "default", "via", &router.to_string()]);
+        let endpoint = format!("http://{}", self.relay.listen);
+        self.agents.push(HostAgent::start(&h, &endpoint, &self.prefix));
+        self.hosts.push(h);
+    }
+
+    /// The agent's table in the router namespace of `vni` on host `i`, as nft lists it.
+    pub fn router_table(&self, i: usize, vni: u32) -> String {
+        let pin = self.agents[i].netns_dir().join(format!("gw-{vni}"));
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", pin.display()))
+            .args(["nft", "list", "table", "ip", "overlay_agent"])
+            .output()
+            .expect("nsenter nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// etcd's address as the agents use it.
     pub fn etcd_address(&self) -> SocketAddrV4 {
         self.relay.listen

@@ -169,7 +169,7 @@ fn reaches(c: &Container, to: SocketAddrV4) -> bool {
 
 #[test]
 fn tenants_reach_neither_each_other_nor_the_control_plane_unless_allowed() {
-    let lab = GatewayLab::start(2);
+    let mut lab = GatewayLab::start(2);
     let a = &lab.agents;
     let x = lab.fabric.subnet_octet();
     a[0].cli_ok(&["tenant", "create", "red", "--vni", "4300", "--cidr", "198.19.0.0/16"]);
@@ -223,6 +223,13 @@ fn tenants_reach_neither_each_other_nor_the_control_plane_unless_allowed() {
     }
     // Egress off: the gateway answers, nothing leaves.
     assert!(!reaches(&closed, server.tcp), "a tenant with egress off reached the outside");
+    // A host joining later is protected from then on, in the routers as in the host.
+    lab.add_host(3);
+    let h3 = lab.hosts[2].underlay_ip().to_string();
+    wait_until(WAIT, "host 3's address in red's router on host 1", || lab.router_table(0, 4300).contains(&h3));
+    let s3 = host_service(&lab.hosts[2]);
+    assert!(tcp_ask(&lab.outside.path(), s3.tcp, ASK).is_ok(), "the outside reaches host 3's service");
+    assert!(!reaches(&red, s3.tcp), "red reached the service of a host that joined later");
     // The drops were counted where the routers and the host keep them.
     let table = host_table(&lab.hosts[0]);
     assert!(table.contains("ip daddr @protected counter"), "{table}");

@@ -75,6 +75,8 @@ const HOST_SETTINGS: [(&str, &str); 1] = [("net/ipv4/ip_forward", "1")];
 #[derive(Default)]
 pub struct GatewayMemo {
     routers: BTreeMap<Vni, RouterSpec>,
+    /// The fingerprints of the routers' tables.
+    router_tables: BTreeMap<Vni, u64>,
     /// Handles of the router namespaces (opening one costs a thread).
     handles: BTreeMap<Vni, Netns>,
     host_table: Option<u64>,
@@ -147,11 +149,23 @@ impl GatewayPlane {
             memo.forwarding = true;
         }
         for (vni, spec) in &plan.routers {
-            if !full && memo.routers.get(vni) == Some(spec) {
+            let table = plan.router_table(spec);
+            let fp = table.fingerprint();
+            let same_spec = memo.routers.get(vni) == Some(spec);
+            if !full && same_spec && memo.router_tables.get(vni) == Some(&fp) {
                 continue;
             }
-            let table = plan.router_table(spec);
+            if let (false, true, Some(netns)) = (full, same_spec, memo.handles.get(vni)) {
+                // Only the table changed (a host joined or left: the protected addresses).
+                crate::nft::apply(netns, &table)
+                    .await
+                    .map_err(|e| GatewayError::step(&spec.tenant, "programming the router's nft table", e))?;
+                memo.router_tables.insert(*vni, fp);
+                changed = true;
+                continue;
+            }
             let netns = router::ensure(&host, spec, &self.netns_path(*vni), &table).await?;
+            memo.router_tables.insert(*vni, fp);
             if memo.routers.get(vni) != Some(spec) {
                 tracing::info!(
                     tenant = %spec.tenant, vni = vni.get(), gateway = %spec.gateway, mac = %spec.mac,
@@ -218,6 +232,7 @@ impl GatewayPlane {
             router::remove(host, *vni, &self.netns_path(*vni)).await?;
             let was = memo.routers.remove(vni);
             memo.handles.remove(vni);
+            memo.router_tables.remove(vni);
             tracing::info!(
                 vni = vni.get(),
                 tenant = was.as_ref().map(|r| r.tenant.as_str()).unwrap_or("(found at start)"),

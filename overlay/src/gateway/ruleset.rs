@@ -167,7 +167,10 @@ impl Table {
     /// A content hash of the table, the same on every run: a table with this fingerprint needs
     /// no rewrite.
     pub fn fingerprint(&self) -> u64 {
-        crate::fnv::hash(self.to_string().as_bytes())
+        use std::hash::{Hash, Hasher};
+        let mut h = crate::fnv::FnvHasher::default();
+        self.hash(&mut h);
+        h.finish()
     }
 }
 
