@@ -178,8 +178,14 @@ impl Agent {
         protected.extend(cache.hosts.values().map(|h| h.underlay_ip));
         protected.insert(self.host.me.underlay_ip);
         protected.extend(own.into_iter().filter(|a| !matches!(a, std::net::IpAddr::V4(v4) if transit.contains(v4))));
+        let endpoints: Vec<&overlay::model::Endpoint> =
+            cache.endpoints.of_host(&self.host.me.hostname).map(|(_, e)| e).collect();
+        // A router for each tenant with containers here: a host that only holds a lease (a
+        // `tenant join`, the last container gone) needs none, and adding its port to br-int
+        // would make the userspace datapath reload its queues for nothing.
         let tenants = vlans
             .iter()
+            .filter(|(name, _)| endpoints.iter().any(|e| &e.tenant == *name))
             .filter_map(|(name, &vlan)| {
                 let tenant = cache.tenants.get(name)?;
                 let mtu = overlay::mtu::container_mtu(
@@ -196,7 +202,7 @@ impl Agent {
             underlay_ip: self.host.me.underlay_ip,
             transit: self.gateway.transit,
             tenants,
-            endpoints: cache.endpoints.of_host(&self.host.me.hostname).map(|(_, e)| e).collect(),
+            endpoints,
             protected,
         };
         Ok(overlay::gateway::plan(&input))
