@@ -123,6 +123,7 @@ fn pipeline_input(view: &ClusterView, desired: &DesiredState, local_ports: usize
                 remote,
                 local,
                 gateway: view.tenants[&t.tenant].gateway(),
+                gateway_mac: Some(overlay::gateway::gateway_mac(view.tenants[&t.tenant].vni())),
             },
         );
     }
@@ -135,7 +136,7 @@ fn pipeline_input(view: &ClusterView, desired: &DesiredState, local_ports: usize
             }
         })
         .collect();
-    PipelineInput { tun_patch: Some(1), tenants, ports }
+    PipelineInput { tun_patch: Some(1), tenants, ports, gateway_ports: Vec::new() }
 }
 
 /// What a switch holding `flows` has, by cookie, per bridge.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use overlay::desired::DesiredState;
 use overlay::naming::PATCH_TUN_TO_INT;
-use overlay::pipeline::{PipelineInput, PortInput, RemoteEndpoint, TenantInput};
+use overlay::pipeline::{GatewayPortInput, PipelineInput, PortInput, RemoteEndpoint, TenantInput};
 use ovsdb_client::{Atom, Replica};
 
 use super::flows::Pending;
@@ -34,6 +34,7 @@ pub(super) fn tun_input(desired: &DesiredState, cache: &ClusterCache, replica: &
                 remote: Vec::new(),
                 local: Vec::new(),
                 gateway: tenant.gateway(),
+                gateway_mac: has_gateway(tenant, desired).then(|| overlay::gateway::gateway_mac(tenant.vni())),
             },
         );
     }
@@ -51,7 +52,12 @@ pub(super) fn tun_input(desired: &DesiredState, cache: &ClusterCache, replica: &
             t.remote.push(RemoteEndpoint { mac: e.mac, ip: e.ip, host });
         }
     }
-    PipelineInput { tun_patch: ofport(replica, PATCH_TUN_TO_INT), tenants, ports: Vec::new() }
+    PipelineInput {
+        tun_patch: ofport(replica, PATCH_TUN_TO_INT),
+        tenants,
+        ports: Vec::new(),
+        gateway_ports: Vec::new(),
+    }
 }
 
 /// br-int's part: this host's container ports, from their records or, for plugs in progress,
@@ -81,4 +87,27 @@ pub(super) fn port_inputs(
         }
     }
     ports
+}
+
+/// The br-int ends of this host's routers, once ovs-vswitchd has them.
+pub(super) fn gateway_port_inputs(
+    desired: &DesiredState,
+    cache: &ClusterCache,
+    replica: &Replica,
+) -> Vec<GatewayPortInput> {
+    desired
+        .tunnels
+        .iter()
+        .filter_map(|t| {
+            let tenant = cache.tenants.get(&t.tenant).filter(|tenant| has_gateway(tenant, desired))?;
+            let ofport = ofport(replica, &overlay::gateway::gateway_port_name(tenant.vni()))?;
+            Some(GatewayPortInput { ofport, mac: overlay::gateway::gateway_mac(tenant.vni()) })
+        })
+        .collect()
+}
+
+/// Whether this host has a router for `tenant` (an IPv4 tenant over an IPv4 underlay): the
+/// gateway plan gives every such tenant one.
+fn has_gateway(tenant: &overlay::model::Tenant, desired: &DesiredState) -> bool {
+    !tenant.is_ipv6() && desired.tunnels.first().is_none_or(|t| t.local_ip.is_ipv4())
 }

@@ -68,6 +68,12 @@ pub enum PassError {
         #[source]
         source: openflow_client::ClientError,
     },
+    /// The gateway (router namespaces, nft tables) could not be made to match.
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
+    /// The host namespace's addresses (protected from containers) could not be read.
+    #[error("reading the host namespace's addresses")]
+    HostAddresses(#[source] crate::netlink::NetlinkError),
     /// A flow the pipeline computed is not valid OpenFlow: a bug of the agent.
     #[error("the flow pipeline built an invalid flow ({spec}); please report this")]
     InvalidFlow {
@@ -226,9 +232,11 @@ impl DataPlane {
             let recorded: std::collections::HashSet<&str> =
                 cache.endpoints.of_host(&self.owner).map(|(_, e)| e.port.as_str()).collect();
             self.flows.forget_recorded(&recorded);
-            inputs::port_inputs(&cache, &input.ovs.replica(), &self.owner, &self.flows.pending())
+            let replica = input.ovs.replica();
+            let ports = inputs::port_inputs(&cache, &replica, &self.owner, &self.flows.pending());
+            (ports, inputs::gateway_port_inputs(desired, &cache, &replica))
         };
-        let int_flows = overlay::pipeline::int_flows(&ports);
+        let int_flows = overlay::pipeline::int_flows(&ports.0, &ports.1);
         let bundles = self.flows.apply_int(&mut memo.int, &int_flows, input.full).await?;
         Ok((transactions, conflicts, int_flows.len(), bundles))
     }
