@@ -1,4 +1,4 @@
-//! Section 5, instruction counts of the pure reconcile path (the `reconcile_cost` example
+//! Section "callgrind": instruction counts of the pure reconcile path (the `reconcile_cost` example
 //! under callgrind) and its native wall time.
 
 use std::path::Path;
@@ -14,7 +14,9 @@ pub(crate) fn bench_callgrind(r: &mut Report) {
         "{} is missing: cargo build --release -p overlay --example reconcile_cost",
         example.display()
     );
-    r.line("### 5. Pure reconcile path, 1,000 peers x 20 tenants, one container each (callgrind instruction counts)");
+    r.line(
+        "### `callgrind`: the pure reconcile path, 1,000 peers x 20 tenants, one container each (instruction counts)",
+    );
     r.line("");
     let dir = tempfile::tempdir().expect("tempdir");
     let outfile = dir.path().join("callgrind.out");
