@@ -34,14 +34,14 @@ pub(crate) fn bench_callgrind(r: &mut Report) {
             })
             .and_then(|l| l.split_whitespace().next())
             .and_then(|n| n.replace(',', "").parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no inclusive count for {f} in callgrind_annotate's output:\n{ann}"))
     };
     let total: u64 = ann
         .lines()
         .find(|l| l.contains("PROGRAM TOTALS"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.replace(',', "").parse().ok())
-        .unwrap_or(0);
+        .unwrap_or_else(|| panic!("no PROGRAM TOTALS in callgrind_annotate's output:\n{ann}"));
     // Native wall time, median of 5 runs.
     let mut native: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for _ in 0..5 {
@@ -69,7 +69,8 @@ pub(crate) fn bench_callgrind(r: &mut Report) {
         .iter()
         .map(|(f, what)| {
             let ir = ir_of(f);
-            let wall = native.get(*f).map(|v| stats(v).p50).unwrap_or(0.0);
+            let wall =
+                native.get(*f).map(|v| stats(v).p50).unwrap_or_else(|| panic!("the example printed no time for {f}"));
             vec![format!("`{f}`: {what}"), format!("{:.1} M", ir as f64 / 1e6), format!("{wall:.1} ms")]
         })
         .collect();
