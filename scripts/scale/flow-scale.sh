@@ -4,18 +4,20 @@
 # PEERS ARP responders and one flood flow, loaded with ovs-ofctl. Times: loading the flows,
 # one peer joining (20 unicast flows in one bundle), one more port on br-int (a plug);
 # ovs-vswitchd's RSS. docs/benchmarks.md cites its figures. Needs root and OVS; its own netns
-# and OVS in /tmp.
+# and OVS in a temporary directory.
 #   scripts/scale/flow-scale.sh [PEERS (1000)] [TENANTS (20)]
 set -euo pipefail
-NS=fs; D=/tmp/flow-scale; PEERS=${1:-1000}; TEN=${2:-20}
+PEERS=${1:-1000}; TEN=${2:-20}
+# Names of this run only: another run (or a copy of this script) may be going on.
+NS=flow-scale-$$; D=$(mktemp -d /tmp/flow-scale.XXXXXX)
 cleanup() {
-  for p in vs ovsdb; do [ -f "$D/$p.pid" ] && { kill "$(cat "$D/$p.pid")" 2>/dev/null || true; }; done
+  for p in vs ovsdb; do
+    if [ -f "$D/$p.pid" ]; then kill "$(cat "$D/$p.pid")" 2>/dev/null || true; fi
+  done
   ip netns del "$NS" 2>/dev/null || true
   rm -rf "$D"
 }
-cleanup
 trap cleanup EXIT
-mkdir -p "$D"
 ip netns add "$NS"; ip -n "$NS" link set lo up
 ovsdb-tool create "$D/conf.db" /usr/share/openvswitch/vswitch.ovsschema
 ip netns exec "$NS" ovsdb-server "$D/conf.db" --remote="punix:$D/db.sock" --pidfile="$D/ovsdb.pid" \

@@ -3,19 +3,21 @@
 # bridge (as the agent made them: protected, a remote_ip each, 20 keys), added with ovs-vsctl
 # in chunks of 2,000; then the time of ONE more port (ovs-vsctl waits for cur_cfg, i.e. for
 # ovs-vswitchd to apply it), of removing one, ovs-vswitchd's RSS and its idle CPU.
-# docs/benchmarks.md cites its figures. Needs root and OVS; its own netns and OVS in /tmp.
+# docs/benchmarks.md cites its figures. Needs root and OVS; its own netns and OVS in a
+# temporary directory.
 #   scripts/scale/vswitchd-ports.sh [N (1000)] [vxlan|gre]
 set -euo pipefail
-N=${1:-1000}; T=${2:-vxlan}; NS=scale-vs; D=/tmp/scale-vs
+N=${1:-1000}; T=${2:-vxlan}
+# Names of this run only: another run (or a copy of this script) may be going on.
+NS=scale-vs-$$; D=$(mktemp -d /tmp/scale-vs.XXXXXX)
 cleanup() {
-  [ -f "$D/vs.ctl" ] && { ovs-appctl -t "$D/vs.ctl" exit 2>/dev/null || true; }
-  [ -f "$D/ovsdb.pid" ] && { kill "$(cat "$D/ovsdb.pid")" 2>/dev/null || true; }
+  for p in vs ovsdb; do
+    if [ -f "$D/$p.pid" ]; then kill "$(cat "$D/$p.pid")" 2>/dev/null || true; fi
+  done
   ip netns del "$NS" 2>/dev/null || true
   rm -rf "$D"
 }
-cleanup
 trap cleanup EXIT
-mkdir -p "$D"
 ip netns add "$NS"; ip -n "$NS" link set lo up
 ip -n "$NS" link add d0 type veth peer name d1
 ip -n "$NS" addr add 198.18.0.1/16 dev d0; ip -n "$NS" link set d0 up; ip -n "$NS" link set d1 up
@@ -56,4 +58,4 @@ for k in 1 2 3 4 5; do
   ts+=($(( (b-a)/1000000 )))
 done
 c=$(date +%s%N); "${V[@]}" del-port br-tun x1; d=$(date +%s%N)
-echo "N=$N type=$T batch_apply_s=$(( (t1-t0)/1000000 ))ms vswitchd_rss=${rss}kB idle_ticks_5s=$((u1-u0)) one_more_port_ms=${ts[*]} del_port_ms=$(( (d-c)/1000000 ))"
+echo "N=$N type=$T batch_apply_ms=$(( (t1-t0)/1000000 )) vswitchd_rss=${rss}kB idle_ticks_5s=$((u1-u0)) one_more_port_ms=${ts[*]} del_port_ms=$(( (d-c)/1000000 ))"
