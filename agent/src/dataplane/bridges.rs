@@ -19,12 +19,21 @@ impl DataPlane {
         let mut hosts = cache.hosts.clone();
         hosts.insert(self.me.hostname.clone(), self.me.clone());
         let mut leases = cache.valid_leases();
-        for own in own_leases.values() {
-            let known = leases.iter().any(|l| l.tenant == own.tenant && l.host == own.host);
-            if !known && cache.tenants.contains_key(&own.tenant) {
-                leases.push(own.clone());
-            }
-        }
+        let missing: Vec<SubnetLease> = {
+            let hosts: std::collections::HashSet<&str> = own_leases.values().map(|l| l.host.as_str()).collect();
+            let known: std::collections::HashSet<(&str, &str)> = leases
+                .iter()
+                .filter(|l| hosts.contains(l.host.as_str()))
+                .map(|l| (l.tenant.as_str(), l.host.as_str()))
+                .collect();
+            own_leases
+                .values()
+                .filter(|own| !known.contains(&(own.tenant.as_str(), own.host.as_str())))
+                .filter(|own| cache.tenants.contains_key(&own.tenant))
+                .cloned()
+                .collect()
+        };
+        leases.extend(missing);
         ClusterView {
             local: self.me.clone(),
             hosts,

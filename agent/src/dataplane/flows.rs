@@ -6,7 +6,7 @@
 //! ovs-vswitchd restart empties its tables; an agent restart finds them full) and at every full
 //! pass; in between, what the last successful bundle left is trusted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +47,7 @@ pub struct Held {
     /// The connection epoch the cookies were read or written in.
     epoch: Option<u64>,
     /// Cookie -> the container port (in_port) the flow is about, if it is a port flow.
-    cookies: HashMap<u64, Option<u32>>,
+    cookies: pipeline::CookieMap<Option<u32>>,
 }
 
 /// The flows of the two bridges.
