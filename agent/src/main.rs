@@ -57,7 +57,8 @@ enum Command {
         /// A fixed address instead of the next free one of this host's subnet.
         #[arg(long)]
         ip: Option<String>,
-        /// A fixed MAC instead of one derived from the container id.
+        /// A fixed MAC instead of one derived from the tenant and the address (so an address keeps
+        /// its MAC from one container to the next).
         #[arg(long)]
         mac: Option<String>,
     },
