@@ -93,7 +93,10 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Host-registration lease TTL: flannel keeps its leases 24 h, so a host that is down for a
 /// while (reboot, upgrade) keeps its registration and subnets.
 pub const DEFAULT_HOST_TTL_SECS: u64 = 86_400;
-/// Liveness lease TTL: short, because it only feeds status output.
+/// Liveness lease TTL. The key says the agent runs: status shows peers alive by it, and a
+/// registration waits for it to expire (up to twice the TTL) when its holder may be this
+/// machine's own previous boot or older agent, and is refused while a live holder keeps it.
+/// Short, so that wait is short.
 pub const DEFAULT_LIVENESS_TTL_SECS: u64 = 10;
 /// Full reconcile period, a safety net under the event-driven reconcile.
 pub const DEFAULT_RESYNC_INTERVAL_SECS: u64 = 60;
