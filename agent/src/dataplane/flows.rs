@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use openflow_client::{ClientError, FlowMod, FlowStatsRequest, Switch, SwitchOptions, SwitchState, Target, OFPTT_ALL};
 use overlay::model::MacAddr;
 use overlay::pipeline::{self, DesiredFlows, Entry, PortInput, COOKIE_MASK, COOKIE_PREFIX};
-use ovsdb_client::{Atom, Client};
+use ovsdb_client::Atom;
 use tokio::sync::watch;
 
 use super::PassError;
+use crate::ovs::Ovsdb;
 
 /// The lowest ofport a plug requests for a container port: below it, ovs-vswitchd numbers the
 /// ports the agent does not plan (patch, tunnel, other tools').
@@ -64,8 +65,8 @@ pub struct FlowPlane {
     int_name: String,
     tun_name: String,
     pending: Mutex<BTreeMap<String, Pending>>,
-    /// OpenFlow bundles sent.
-    pub bundles: AtomicU64,
+    /// Bundles sent, by passes and plugs alike: every one goes out through [`FlowPlane::send`].
+    bundles: AtomicU64,
 }
 
 impl FlowPlane {
@@ -93,6 +94,11 @@ impl FlowPlane {
     /// back and put its flows in again.
     pub fn states(&self) -> (watch::Receiver<SwitchState>, watch::Receiver<SwitchState>) {
         (self.int.state(), self.tun.state())
+    }
+
+    /// OpenFlow bundles sent since the agent started.
+    pub fn bundles_sent(&self) -> u64 {
+        self.bundles.load(Ordering::Relaxed)
     }
 
     /// The plugs in progress.
@@ -148,12 +154,15 @@ impl FlowPlane {
         let deletes = delete.iter().copied().map(delete_exactly);
         let adds = Rendered { entries: add.iter(), invalid: &invalid };
         let sent = switch.bundle_iter(deletes.chain(adds)).await;
+        // Counted like OVSDB transactions: once it went out, whatever the answer.
+        if !matches!(sent, Err(ClientError::NotConnected { .. })) {
+            self.bundles.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(source) = sent {
             // Whatever happened to the bridge, read it back before trusting `held` again.
             held.epoch = None;
             return Err(PassError::OpenFlow { bridge: name.to_owned(), source });
         }
-        self.bundles.fetch_add(1, Ordering::Relaxed);
         for c in delete {
             held.cookies.remove(c);
         }
@@ -181,7 +190,7 @@ impl FlowPlane {
     pub(super) async fn reserve_port(
         &self,
         installed: &mut Installed,
-        ovs: &Client,
+        ovs: &Ovsdb,
         int_bridge: &str,
         port: &str,
     ) -> Result<u32, PassError> {
@@ -219,7 +228,7 @@ impl FlowPlane {
     pub(super) async fn allow_port(
         &self,
         installed: &mut Installed,
-        ovs: &Client,
+        ovs: &Ovsdb,
         port: &str,
         endpoint: (MacAddr, IpAddr),
     ) -> Result<(), PassError> {
@@ -312,7 +321,7 @@ async fn read_back(switch: &Switch, held: &mut Held, epoch: u64) -> Result<(), C
 }
 
 /// The ofports and requested ofports of every interface in the replica.
-fn used_ofports(ovs: &Client, _bridge: &str) -> HashSet<u32> {
+fn used_ofports(ovs: &Ovsdb, _bridge: &str) -> HashSet<u32> {
     let r = ovs.replica();
     r.table("Interface")
         .rows()

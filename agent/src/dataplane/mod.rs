@@ -14,9 +14,9 @@ use std::sync::Arc;
 use overlay::desired::DesiredState;
 use overlay::model::{MacAddr, SubnetLease};
 use overlay_config::AgentConfig;
-use ovsdb_client::Client;
 use tokio::sync::watch;
 
+use crate::ovs::Ovsdb;
 use crate::registry::ClusterCache;
 
 mod bridges;
@@ -28,7 +28,7 @@ pub use flows::FlowPlane;
 /// What a pass works from.
 pub struct PassInput<'a> {
     /// OVSDB.
-    pub ovs: &'a Client,
+    pub ovs: &'a Ovsdb,
     /// The cluster as watched.
     pub cluster: &'a watch::Receiver<ClusterCache>,
     /// Leases this agent took that the watch may not show yet.
@@ -184,7 +184,7 @@ impl DataPlane {
     /// Registers a container port a plug is making, before its row exists: its ofport is
     /// requested, and until the plug knows the container's address, everything from it is
     /// dropped. Returns the ofport to request.
-    pub async fn reserve_port(&self, memo: &mut Memo, ovs: &Client, port: &str) -> Result<u32, PassError> {
+    pub async fn reserve_port(&self, memo: &mut Memo, ovs: &Ovsdb, port: &str) -> Result<u32, PassError> {
         self.flows.reserve_port(&mut memo.flows, ovs, &self.int_bridge, port).await
     }
 
@@ -192,7 +192,7 @@ impl DataPlane {
     pub async fn allow_port(
         &self,
         memo: &mut Memo,
-        ovs: &Client,
+        ovs: &Ovsdb,
         port: &str,
         endpoint: (MacAddr, IpAddr),
     ) -> Result<(), PassError> {

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use overlay::model::{Endpoint, IpClaim, MacAddr, SubnetLease, Tenant};
-use ovsdb_client::Client;
 use tokio::sync::watch;
 
 use super::{step, HostFacts, Links, PlugError, Records, Switch};
@@ -15,7 +14,7 @@ use crate::dataplane::{DataPlane, Memo, PassInput};
 use crate::host::HostState;
 use crate::netlink::{InterfaceConfig, NetlinkError, Netns, VethSetup};
 use crate::ovs::container_port::{self, ContainerPort, FoundPort};
-use crate::ovs::vswitchd;
+use crate::ovs::{vswitchd, Ovsdb};
 use crate::registry::{ClusterCache, Registry, RegistryError};
 
 /// How long a plug waits for the watched cache to show this agent's own writes.
@@ -108,7 +107,7 @@ impl Records for EtcdRecords<'_> {
 /// [`Switch`] over OVSDB and the data plane.
 pub struct OvsSwitch<'a> {
     /// OVSDB.
-    pub ovs: &'a Client,
+    pub ovs: &'a Ovsdb,
     /// The data plane (local VLANs).
     pub dataplane: &'a DataPlane,
     /// The lock every data plane pass holds, with what passes remember.
