@@ -1,13 +1,51 @@
 //! The bridges and tunnel ports of the data plane in OVSDB: how replica rows become the domain's
-//! [`overlay::diff::Observed`], and how a [`Plan`] becomes OVSDB transactions: one, unless it
-//! creates more than [`CREATES_PER_TRANSACTION`] ports.
+//! [`overlay::diff::Observed`], and how a [`Plan`] becomes OVSDB transactions (one, unless it
+//! creates more than [`CREATES_PER_TRANSACTION`] ports) that [`apply`] sends.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use overlay::diff::{BridgeView, Observed, Plan, PortSpec, PortView};
-use ovsdb_client::{Atom, Condition, Mutation, NamedUuid, Replica, Row, TransactOutcome, Transaction, Uuid, Value};
+use ovsdb_client::{
+    Atom, Condition, Mutation, NamedUuid, Replica, Row, TransactError, TransactOutcome, Transaction, Uuid, Value,
+};
+
+use super::Ovsdb;
+
+/// Writes `plan` to OVSDB (`root_uuid` is the `Open_vSwitch` row new bridges join): its
+/// transactions one after the other, then a wait (5 s at most) until the replica shows them,
+/// so what is computed from the replica next (the flows, the next plan) sees the commit.
+/// Returns how many transactions it sent.
+pub async fn apply(ovs: &Ovsdb, mut plan: Plan, root_uuid: Uuid) -> Result<usize, TransactError> {
+    let started = Instant::now();
+    let creates = std::mem::take(&mut plan.create_ports);
+    let created = creates.len();
+    let mut planned = PlannedTransactions::new(&plan, creates.into_iter(), root_uuid);
+    let mut commit = Commit::new(&plan);
+    let mut transactions = 0;
+    while let Some((tx, inserted)) = planned.next(ovs.transaction()).map(PlannedTransaction::into_parts) {
+        let outcome = ovs.transact_owned(tx).await?;
+        commit.record(&inserted, &outcome);
+        transactions += 1;
+    }
+    tracing::info!(
+        bridges = plan.create_bridges.len(),
+        created,
+        updated = plan.update_ports.len(),
+        deleted = plan.delete_ports.len(),
+        took_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        "OVSDB updated"
+    );
+    for u in &plan.update_ports {
+        tracing::info!(port = %u.name, changes = ?u.changes, "port updated");
+    }
+    // The new ports' ofports come with ovs-vswitchd's next update; a timeout is no error (the
+    // next pass finds whatever is missing).
+    let _ = ovs.wait_until(Duration::from_secs(5), |r| commit.visible_in(r)).await;
+    Ok(transactions)
+}
 
 /// One port of the replica as the diff reads it: references into the Port and Interface rows,
 /// nothing copied. The columns are found once, when the port is read: a pass reads some of
@@ -241,23 +279,23 @@ fn port_rows(tx: &mut Transaction, spec: &PortSpec) -> NamedUuid {
 /// 40,000 new rows (the message and its decoded rows), each at once: VmHWM 85 MiB, against
 /// 55 MiB once settled. An event stays one transaction: a peer brings one port per tenant, a
 /// tenant join one per peer.
-pub const CREATES_PER_TRANSACTION: usize = 2_000;
+const CREATES_PER_TRANSACTION: usize = 2_000;
 
 /// One transaction of a plan, with the rows it inserts (to find them after the commit).
-pub struct PlannedTransaction {
+struct PlannedTransaction {
     /// The transaction to send.
-    pub tx: Transaction,
+    tx: Transaction,
     /// The Port and Bridge rows it inserts.
     inserted: Inserted,
 }
 
 /// The Port and Bridge rows a [`PlannedTransaction`] inserts: table and name in the transaction.
-pub struct Inserted(Vec<(&'static str, NamedUuid)>);
+struct Inserted(Vec<(&'static str, NamedUuid)>);
 
 impl PlannedTransaction {
-    /// The transaction, to send with [`ovsdb_client::Client::transact_owned`], and what
-    /// [`Commit::record`] needs of it afterwards.
-    pub fn into_parts(self) -> (Transaction, Inserted) {
+    /// The transaction, to send with [`Ovsdb::transact_owned`], and what [`Commit::record`]
+    /// needs of it afterwards.
+    fn into_parts(self) -> (Transaction, Inserted) {
         (self.tx, self.inserted)
     }
 }
@@ -266,7 +304,7 @@ impl PlannedTransaction {
 /// its first [`CREATES_PER_TRANSACTION`] port creations, each next one as many more. Send each
 /// only once the one before committed: ports in later ones go onto bridges the first creates.
 /// A port's row is made when its transaction is, and its spec dropped then.
-pub struct PlannedTransactions<'p, I: Iterator<Item = PortSpec>> {
+struct PlannedTransactions<'p, I: Iterator<Item = PortSpec>> {
     plan: &'p Plan,
     /// The plan's port creations (taken out of it) not yet in a transaction.
     creates: std::iter::Peekable<I>,
@@ -277,12 +315,12 @@ pub struct PlannedTransactions<'p, I: Iterator<Item = PortSpec>> {
 impl<'p, I: Iterator<Item = PortSpec>> PlannedTransactions<'p, I> {
     /// The transactions for `plan`, whose `create_ports` were taken out
     /// of it and are `creates`.
-    pub fn new(plan: &'p Plan, creates: I, root_uuid: Uuid) -> Self {
+    fn new(plan: &'p Plan, creates: I, root_uuid: Uuid) -> Self {
         PlannedTransactions { plan, creates: creates.peekable(), root_uuid, first: true }
     }
 
     /// The next transaction, built on `tx`; `None` once everything is in one.
-    pub fn next(&mut self, tx: Transaction) -> Option<PlannedTransaction> {
+    fn next(&mut self, tx: Transaction) -> Option<PlannedTransaction> {
         if !self.first && self.creates.peek().is_none() {
             return None;
         }
@@ -428,7 +466,7 @@ fn carries<'a>(row: &Row, column: &str, written: impl IntoIterator<Item = (&'a S
 /// What the replica shows once a plan's transactions are committed, to wait for it without
 /// diffing every port again on every replica change (at 20,000 ports that wait used to cost
 /// several full diffs per event).
-pub struct Commit<'p> {
+struct Commit<'p> {
     plan: &'p Plan,
     /// Table and real UUID of every row inserted.
     inserted: Vec<(&'static str, Uuid)>,
@@ -436,12 +474,12 @@ pub struct Commit<'p> {
 
 impl<'p> Commit<'p> {
     /// The commit of `plan`'s transactions, once [`Commit::record`] has seen each.
-    pub fn new(plan: &'p Plan) -> Self {
+    fn new(plan: &'p Plan) -> Self {
         Commit { plan, inserted: Vec::new() }
     }
 
     /// Notes the rows `planned` (one of the plan's transactions) inserted, as `outcome` reports.
-    pub fn record(&mut self, planned: &Inserted, outcome: &TransactOutcome) {
+    fn record(&mut self, planned: &Inserted, outcome: &TransactOutcome) {
         self.inserted.extend(planned.0.iter().filter_map(|(t, n)| Some((*t, outcome.uuid(n)?.clone()))));
     }
 
@@ -450,7 +488,7 @@ impl<'p> Commit<'p> {
     /// someone else removed since counts as shown: there is nothing left to wait for, and the
     /// next pass sees it. Keys other tools may have added to an updated row are not looked
     /// at, so such a change arriving with ours cannot hold the wait up.
-    pub fn visible_in(&self, replica: &Replica) -> bool {
+    fn visible_in(&self, replica: &Replica) -> bool {
         let inserted = self.inserted.iter().all(|(table, u)| replica.get(table, u).is_some());
         let deleted =
             self.plan.delete_ports.iter().filter_map(|d| uuid(&d.port_uuid)).all(|u| replica.get("Port", &u).is_none());
