@@ -170,6 +170,9 @@ fn print_status(s: &Status) {
     if let Some(why) = &h.identity_conflict {
         println!("NOT REGISTERED: {why}");
     }
+    if let Some(what) = &h.waiting_to_register {
+        println!("not registered yet: {what}");
+    }
     println!("peers:");
     for p in &s.peers {
         println!(

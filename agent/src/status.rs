@@ -98,6 +98,7 @@ pub fn status_json(agent: &Agent) -> String {
             ovsdb_connected: agent.ovs.is_connected(),
             registered: agent.host.registration().is_some() && agent.host.conflict().is_none(),
             identity_conflict: agent.host.conflict(),
+            waiting_to_register: agent.host.waiting(),
         },
         peers: Peers(&cache, &me.hostname, &last.report.peer_flows),
         tenants,
