@@ -314,3 +314,32 @@ fn what_plugs_and_unplugs_send_is_counted_like_what_passes_send() {
     assert!(text.contains(&format!("overlay_ovsdb_transactions_total {tx}\n")), "{tx}:\n{text}");
     assert!(text.contains(&format!("overlay_openflow_bundles_total {bundles}\n")), "{bundles}:\n{text}");
 }
+
+#[test]
+fn the_cli_ends_quietly_when_its_reader_goes_away() {
+    use std::process::{Command, Stdio};
+    let c = Cluster::start(1, &[]);
+    let a = &c.agents[0];
+    a.cli_ok(&["tenant", "create", "red", "--vni", "14", "--cidr", "198.19.0.0/16"]);
+    for args in [&["status"][..], &["status", "--json"], &["tenant", "list"], &["endpoints"]] {
+        // `overlay-agent status | head -0`: the reader has gone before the first line is written.
+        let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().expect("true");
+        let pipe = reader.stdin.take().expect("the reader's stdin");
+        assert!(reader.wait().expect("true").success());
+        let out = Command::new(overlay_tests::agent_binary())
+            .arg("--api-socket")
+            .arg(a.api_socket())
+            .args(args)
+            .stdout(pipe)
+            .output()
+            .expect("overlay-agent CLI");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stderr.is_empty(), "{args:?} into a closed pipe: {:?}\n{stderr}", out.status);
+    }
+    // Any other failure still fails.
+    let out = Command::new(overlay_tests::agent_binary())
+        .args(["--api-socket", "/nonexistent/overlay.sock", "status"])
+        .output()
+        .expect("overlay-agent CLI");
+    assert!(!out.status.success(), "{out:?}");
+}
