@@ -343,3 +343,21 @@ fn the_cli_ends_quietly_when_its_reader_goes_away() {
         .expect("overlay-agent CLI");
     assert!(!out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_wrong_ovs_rundir_is_named_in_the_pass_error_with_what_to_check() {
+    let mut c = Cluster::start(1, &[]);
+    let wrong = tempfile::tempdir().expect("tempdir");
+    let a = &mut c.agents[0];
+    a.stop();
+    a.set_arg("--ovs-rundir", &wrong.path().display().to_string());
+    a.restart();
+    let socket = format!("unix:{}", wrong.path().join("br-tun.mgmt").display());
+    a.wait_answering(
+        |s| s["last_error"].as_str().is_some_and(|e| e.contains(&socket)),
+        "a pass error naming the socket it looked for",
+    );
+    let error = a.status()["last_error"].as_str().unwrap().to_owned();
+    assert!(error.contains("No such file or directory") && error.contains("--ovs-rundir"), "{error}");
+    assert!(a.cli_ok(&["status"]).contains(&format!("last reconcile error: cannot reach ovs-vswitchd for the flows of br-tun: no OpenFlow session with the switch at {socket}")));
+}

@@ -124,7 +124,7 @@ impl FlowPlane {
             (&self.int, &self.int_name, &mut installed.int, &desired.int),
         ] {
             let err = |source| PassError::OpenFlow { bridge: name.clone(), source };
-            let epoch = switch.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+            let epoch = connected(switch, name).await?;
             if full || held.epoch != Some(epoch) {
                 read_back(switch, held, epoch).await.map_err(err)?;
             }
@@ -195,7 +195,7 @@ impl FlowPlane {
         port: &str,
     ) -> Result<u32, PassError> {
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
-        let epoch = self.int.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+        let epoch = connected(&self.int, &self.int_name).await?;
         let held = &mut installed.int;
         if held.epoch != Some(epoch) {
             read_back(&self.int, held, epoch).await.map_err(err)?;
@@ -250,7 +250,7 @@ impl FlowPlane {
             p.ofport
         };
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
-        let epoch = self.int.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+        let epoch = connected(&self.int, &self.int_name).await?;
         let held = &mut installed.int;
         if held.epoch != Some(epoch) {
             read_back(&self.int, held, epoch).await.map_err(err)?;
@@ -274,6 +274,14 @@ impl FlowPlane {
             pending.remove(port);
         }
     }
+}
+
+/// The epoch of `switch`'s session (bridge `name`), once it is up ([`CONNECT_WITHIN`] at most).
+async fn connected(switch: &Switch, name: &str) -> Result<u64, PassError> {
+    switch
+        .wait_connected(CONNECT_WITHIN)
+        .await
+        .map_err(|source| PassError::SwitchUnreachable { bridge: name.to_owned(), source })
 }
 
 /// The flow_mod that deletes the flow of `cookie`, in whichever table.

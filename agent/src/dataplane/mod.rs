@@ -57,10 +57,23 @@ pub enum PassError {
     #[error(transparent)]
     Desired(#[from] overlay::DesiredError),
     /// OVSDB refused or lost a transaction.
-    #[error("applying the bridges and ports to OVSDB")]
+    #[error("applying the bridges and ports to OVSDB: {0}")]
     Transact(#[source] ovsdb_client::TransactError),
+    /// No OpenFlow session with a bridge came up: its management socket is not where the agent
+    /// looks, or ovs-vswitchd does not run or lacks the bridge.
+    #[error(
+        "cannot reach ovs-vswitchd for the flows of {bridge}: {source}; check that ovs-vswitchd runs and has the \
+         bridge, and that --ovs-rundir (ovs.rundir) is the directory it runs in (its OVS_RUNDIR)"
+    )]
+    SwitchUnreachable {
+        /// The bridge.
+        bridge: String,
+        /// The session that did not come up (it names the socket).
+        #[source]
+        source: openflow_client::ClientError,
+    },
     /// A bridge's flows could not be read or changed.
-    #[error("programming the flows of {bridge}")]
+    #[error("programming the flows of {bridge}: {source}")]
     OpenFlow {
         /// The bridge.
         bridge: String,
