@@ -227,9 +227,9 @@ impl<'r> Observed for ObservedRows<'r> {
     }
 }
 
-/// Reads the two bridges the agent manages from the replica. Nothing is copied: this used to
-/// build an `ObservedState` of every port (some 25 strings each) on every pass, which at
-/// 20,000 tunnel ports cost more than the diff itself.
+/// Reads the two bridges the agent manages from the replica. Nothing is copied: a copy of every
+/// port (some 25 strings each) on every pass would cost more than the diff itself at 20,000
+/// tunnel ports.
 pub fn observe<'r>(replica: &'r Replica, bridges: &[&'r str], owner: &str) -> ObservedRows<'r> {
     let bridges = bridges
         .iter()
@@ -464,8 +464,8 @@ fn carries<'a>(row: &Row, column: &str, written: impl IntoIterator<Item = (&'a S
 }
 
 /// What the replica shows once a plan's transactions are committed, to wait for it without
-/// diffing every port again on every replica change (at 20,000 ports that wait used to cost
-/// several full diffs per event).
+/// diffing every port again on every replica change (at 20,000 ports that would cost several
+/// full diffs per event).
 struct Commit<'p> {
     plan: &'p Plan,
     /// Table and real UUID of every row inserted.
@@ -525,7 +525,7 @@ mod tests {
 
     const OWNER: &str = "me";
 
-    /// The first observe: every port copied into an `ObservedState`. The oracle for the rows
+    /// Every port copied into an `ObservedState`: the plain reading, the oracle for the rows
     /// read in place.
     fn observe_copying(replica: &Replica, bridges: &[&str], owner: &str) -> ObservedState {
         let string_map =
