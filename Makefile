@@ -47,8 +47,10 @@ old-agent: deps
 	  echo "building the old agent ($(OLD_AGENT_COMMIT)) into $(OLD_AGENT_DIR)"; \
 	  rm -rf $(OLD_AGENT_DIR)/src && mkdir -p $(OLD_AGENT_DIR)/src && \
 	  git archive $(OLD_AGENT_COMMIT) | tar -x -C $(OLD_AGENT_DIR)/src && \
-	  (cd $(OLD_AGENT_DIR)/src && CARGO_TARGET_DIR=$(OLD_AGENT_DIR)/target $(CARGO) build --quiet -p overlay-agent --bin overlay-agent) && \
-	  cp $(OLD_AGENT_DIR)/target/debug/overlay-agent $(OLD_AGENT) && echo $(OLD_AGENT_COMMIT) > $(OLD_AGENT_DIR)/commit; \
+	  (cd $(OLD_AGENT_DIR)/src && CARGO_TARGET_DIR=$(OLD_AGENT_DIR)/target CARGO_INCREMENTAL=0 \
+	    CARGO_PROFILE_DEV_DEBUG=0 $(CARGO) build --quiet -p overlay-agent --bin overlay-agent) && \
+	  cp $(OLD_AGENT_DIR)/target/debug/overlay-agent $(OLD_AGENT) && echo $(OLD_AGENT_COMMIT) > $(OLD_AGENT_DIR)/commit && \
+	  rm -rf $(OLD_AGENT_DIR)/target $(OLD_AGENT_DIR)/src; \
 	fi
 
 # Every test: unit tests, real ovsdb-server/ovs-vswitchd/etcd integration tests, multi-host

@@ -82,7 +82,9 @@ impl HostState {
         let Some(host_lease) = self.registration().map(|r| r.host_lease) else {
             return Err(RegistryError::Conflict(
                 self.conflict()
-                    .or_else(|| self.waiting().map(|w| format!("the agent is not registered in etcd yet ({w}); try again")))
+                    .or_else(|| {
+                        self.waiting().map(|w| format!("the agent is not registered in etcd yet ({w}); try again"))
+                    })
                     .unwrap_or_else(|| "the agent is not registered in etcd yet; try again".into()),
             ));
         };

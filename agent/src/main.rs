@@ -62,6 +62,10 @@ enum Command {
         /// its MAC from one container to the next).
         #[arg(long)]
         mac: Option<String>,
+        /// Publish a port on this host's underlay address: HOST_PORT:CONTAINER_PORT[/tcp|/udp]
+        /// (repeatable).
+        #[arg(long, value_name = "HOST:CONTAINER[/PROTO]")]
+        publish: Vec<String>,
     },
     /// Unplug a container: its port, veth, address and endpoint record go.
     Unplug {
@@ -103,6 +107,13 @@ enum TenantCommand {
         /// Length of the per-host subnet leases (default 24 for IPv4).
         #[arg(long)]
         subnet_len: Option<u8>,
+        /// Whether containers reach beyond the tenant (SNAT through their host's gateway).
+        #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+        egress: String,
+        /// A control-plane network (etcd, the hosts' underlay addresses) the tenant's
+        /// containers may reach all the same (repeatable; default: none).
+        #[arg(long = "allow", value_name = "CIDR")]
+        allow: Vec<String>,
     },
     /// List tenants.
     List {
@@ -138,28 +149,39 @@ fn init_logging(config: &overlay_config::AgentConfig) {
 }
 
 fn print_tenants(out: &mut impl Write, tenants: &[TenantInfo]) -> io::Result<()> {
-    writeln!(out, "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16}", "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY")?;
+    writeln!(
+        out,
+        "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16} {:<6} ALLOW",
+        "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY", "EGRESS"
+    )?;
     for t in tenants {
         writeln!(
             out,
-            "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16}",
+            "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16} {:<6} {}",
             t.name,
             t.vni,
             t.cidr,
             t.tunnel,
             format!("/{}", t.subnet_len),
-            t.gateway
+            t.gateway,
+            if t.egress { "on" } else { "off" },
+            if t.control_plane_allow.is_empty() { "-".to_owned() } else { t.control_plane_allow.join(",") }
         )?;
     }
     Ok(())
 }
 
 fn print_endpoints(out: &mut impl Write, eps: &[EndpointInfo]) -> io::Result<()> {
-    writeln!(out, "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15}", "CONTAINER", "IFNAME", "TENANT", "IP", "MAC", "PORT")?;
+    writeln!(
+        out,
+        "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15} PUBLISHED",
+        "CONTAINER", "IFNAME", "TENANT", "IP", "MAC", "PORT"
+    )?;
     for e in eps {
+        let published = if e.publish.is_empty() { "-".to_owned() } else { e.publish.join(",") };
         writeln!(
             out,
-            "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15}",
+            "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15} {published}",
             e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port
         )?;
     }
@@ -228,9 +250,32 @@ fn print_status(out: &mut impl Write, s: &Status) -> io::Result<()> {
         s.flows.int,
         if s.flows.pending { " (changes not applied yet: see last reconcile error)" } else { "" }
     )?;
+    writeln!(out, "gateways:")?;
+    for g in &s.gateways {
+        writeln!(
+            out,
+            "  {:<20} vni {:<8} {:<16} mac {} transit {:<16} egress {:<3} published [{}]",
+            g.tenant,
+            g.vni,
+            g.address,
+            g.mac,
+            g.transit,
+            if g.egress { "on" } else { "off" },
+            g.published.join(", ")
+        )?;
+    }
+    for x in &s.gateway_skipped {
+        writeln!(out, "  left out: {x}")?;
+    }
     writeln!(out, "endpoints:")?;
     for e in &s.endpoints {
-        writeln!(out, "  {:<24} {:<6} {:<12} {:<18} {} {}", e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port)?;
+        let published =
+            if e.publish.is_empty() { String::new() } else { format!(" published {}", e.publish.join(",")) };
+        writeln!(
+            out,
+            "  {:<24} {:<6} {:<12} {:<18} {} {}{published}",
+            e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port
+        )?;
     }
     for x in &s.skipped_peers {
         writeln!(out, "skipped peer: {x}")?;
@@ -276,9 +321,29 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             daemon::run(config, take_over).await
         }
         Command::Tenant { command } => match command {
-            TenantCommand::Create { name, vni, cidr, tunnel, subnet_len } => {
-                let t = api.create_tenant(&CreateTenant { name, vni, cidr, tunnel: Some(tunnel), subnet_len }).await?;
-                emit(|o| writeln!(o, "tenant {} created: vni {} {} {} gateway {}", t.name, t.vni, t.tunnel, t.cidr, t.gateway))?;
+            TenantCommand::Create { name, vni, cidr, tunnel, subnet_len, egress, allow } => {
+                let request = CreateTenant {
+                    name,
+                    vni,
+                    cidr,
+                    tunnel: Some(tunnel),
+                    subnet_len,
+                    egress: Some(egress == "on"),
+                    control_plane_allow: allow,
+                };
+                let t = api.create_tenant(&request).await?;
+                emit(|o| {
+                    writeln!(
+                        o,
+                        "tenant {} created: vni {} {} {} gateway {} egress {}",
+                        t.name,
+                        t.vni,
+                        t.tunnel,
+                        t.cidr,
+                        t.gateway,
+                        if t.egress { "on" } else { "off" }
+                    )
+                })?;
                 Ok(())
             }
             TenantCommand::List { json } => {
@@ -296,13 +361,13 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Plug { container_id, tenant, pid, netns, ifname, ip, mac } => {
+        Command::Plug { container_id, tenant, pid, netns, ifname, ip, mac, publish } => {
             let netns = match (pid, netns) {
                 (Some(p), _) => NetnsRef::Pid(p),
                 (None, Some(path)) => NetnsRef::Path(path),
                 (None, None) => anyhow::bail!("give --pid PID or --netns PATH"),
             };
-            let r = api.plug(&PlugRequest { container_id, tenant, netns, ifname, ip, mac }).await?;
+            let r = api.plug(&PlugRequest { container_id, tenant, netns, ifname, ip, mac, publish }).await?;
             emit(|o| {
                 serde_json::to_writer(&mut *o, &r)?;
                 writeln!(o)

@@ -166,7 +166,9 @@ impl ClientError {
     pub fn is_connection_lost(&self) -> bool {
         matches!(
             self,
-            ClientError::Disconnected { .. } | ClientError::NotConnected { .. } | ClientError::NotConnectedWithin { .. }
+            ClientError::Disconnected { .. }
+                | ClientError::NotConnected { .. }
+                | ClientError::NotConnectedWithin { .. }
         )
     }
 }

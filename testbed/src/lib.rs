@@ -57,7 +57,7 @@ mod wait;
 
 pub use cleanup::Cleanup;
 pub use etcd::Etcd;
-pub use fabric::{Fabric, TestHost, UNDERLAY_PREFIX_LEN};
+pub use fabric::{Fabric, TestHost, OUTSIDE_OCTET, UNDERLAY_PREFIX_LEN};
 pub use names::{free_port_on, private_loopback_ip, unique_name};
 pub use netns::{ping, wait_ping, Container, Netns};
 pub use ovsdb_server::OvsdbServer;

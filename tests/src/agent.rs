@@ -315,6 +315,7 @@ impl AgentProc {
 impl Drop for AgentProc {
     fn drop(&mut self) {
         self.kill();
+        crate::gateway::unpin_all(&self.dir.path().join("state").join("netns"));
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod agent;
 mod cluster;
+pub mod gateway;
 mod ovs_rows;
 mod pass;
 mod pinger;

@@ -235,15 +235,7 @@ fn foreign_ports_flows_and_keys_are_left_alone_and_what_is_ours_comes_back() {
     expect_tenants(&c, 0, &[("red", "vxlan", 11, &[1])]);
     // One of our flows deleted by hand comes back at the next full pass.
     let ours = flows_on(h, "br-tun").into_iter().find(|f| f.contains("tun_src=")).unwrap();
-    let spec = ours
-        .split(" actions=")
-        .next()
-        .unwrap()
-        .split(", ")
-        .filter(|p| !p.starts_with("cookie="))
-        .collect::<Vec<_>>()
-        .join(",");
-    h.vswitchd().ofctl(&["-O", "OpenFlow13", "del-flows", "--strict", "{mgmt:br-tun}", &spec]);
+    h.vswitchd().ofctl(&["-O", "OpenFlow13", "del-flows", "--strict", "{mgmt:br-tun}", &strict_spec(&ours)]);
     assert!(!flows_on(h, "br-tun").contains(&ours));
     wait_until(WAIT, "the deleted flow back", || flows_on(h, "br-tun").contains(&ours));
     assert!(ports_on(h, "br-tun").contains_key("operator-port"), "the agent removed a port it does not own");
@@ -251,6 +243,69 @@ fn foreign_ports_flows_and_keys_are_left_alone_and_what_is_ours_comes_back() {
         flows_on(h, "br-tun").iter().any(|f| f.contains("cookie=0x1234") && f.contains("nw_dst=198.18.100.9")),
         "the agent removed a flow it does not own"
     );
+}
+
+/// The spec of flow `f` (as `flows_on` prints it) for `ovs-ofctl del-flows --strict`.
+fn strict_spec(f: &str) -> String {
+    let matching = f.split(" actions=").next().unwrap();
+    matching.split(", ").filter(|p| !p.starts_with("cookie=")).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn the_full_resync_runs_on_time_under_a_steady_stream_of_etcd_events() {
+    let interval = Duration::from_secs(3);
+    let c = Cluster::start(2, &["--resync-interval", "3"]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "13", "--cidr", "198.19.0.0/16"]);
+    for a in &c.agents {
+        a.cli_ok(&["tenant", "join", "red"]);
+    }
+    expect_tenants(&c, 0, &[("red", "vxlan", 13, &[1])]);
+    let h = &c.hosts[0];
+    // Events every 200 ms, each one a tenant the agents must take in (so each wakes a pass):
+    // faster than the interval, as on a busy cluster where every plug anywhere writes etcd.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streamer = {
+        let (stop, etcd, prefix) = (stop.clone(), c.etcd.endpoint(), c.prefix.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("stream-{n}");
+                let tenant = format!(
+                    r#"{{"name":"{name}","vni":{},"cidr":"198.19.0.0/16","tunnel":"vxlan","subnet_len":24}}"#,
+                    20_000 + n
+                );
+                let out = std::process::Command::new("etcdctl")
+                    .args(["--endpoints", &etcd, "put", &format!("{prefix}/tenants/{name}"), &tenant])
+                    .output()
+                    .expect("etcdctl");
+                assert!(out.status.success(), "etcdctl put: {}", String::from_utf8_lossy(&out.stderr));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            n
+        })
+    };
+    // Let the stream run past one interval, then take a flow away behind the agent's back: no
+    // event says so, only the full pass reads the flows back.
+    let passes = || c.agents[0].status()["counters"]["reconciles"].as_u64().unwrap();
+    let before = passes();
+    let streaming = std::time::Instant::now();
+    wait_until(WAIT, "the stream to run for an interval", || streaming.elapsed() > interval);
+    let ours = flows_on(h, "br-tun").into_iter().find(|f| f.contains("tun_src=")).unwrap();
+    h.vswitchd().ofctl(&["-O", "OpenFlow13", "del-flows", "--strict", "{mgmt:br-tun}", &strict_spec(&ours)]);
+    let gone = std::time::Instant::now();
+    wait_until(WAIT, "the deleted flow back", || flows_on(h, "br-tun").contains(&ours));
+    let back_after = gone.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let events = streamer.join().expect("streamer");
+    let woken = passes() - before;
+    // The stream did wake the loop (a pass per event or so): the resync was not the only pass.
+    assert!(woken >= u64::from(events) / 2, "{events} events woke only {woken} passes: the stream proves nothing");
+    assert!(
+        back_after <= interval + Duration::from_millis(1500),
+        "the deleted flow came back after {back_after:?} with a {interval:?} resync interval and {events} events streaming"
+    );
+    eprintln!("deleted flow back after {back_after:?}; {events} events, {woken} passes");
 }
 
 #[test]

@@ -222,7 +222,8 @@ fn while_a_predecessors_liveness_key_lives_status_says_what_registering_waits_fo
     let lease = c.etcd.etcdctl(&["lease", "grant", "8"]);
     let lease = lease.split_whitespace().nth(1).expect("etcdctl lease grant: lease ID granted ...").to_owned();
     let key = format!("{}/alive/{}", c.prefix, c.hosts[0].name());
-    let previous = serde_json::json!({"machine_id": machine, "boot_id": "a-previous-boot", "pid": 1, "underlay_ip": underlay});
+    let previous =
+        serde_json::json!({"machine_id": machine, "boot_id": "a-previous-boot", "pid": 1, "underlay_ip": underlay});
     c.etcd.etcdctl(&["put", &format!("--lease={lease}"), &key, &previous.to_string()]);
     let a = &mut c.agents[0];
     // A wait of 2 x 10 + 1 s: the key's 8 s run out within it.
@@ -232,7 +233,10 @@ fn while_a_predecessors_liveness_key_lives_status_says_what_registering_waits_fo
     let status = a.status();
     let waiting = status["host"]["waiting_to_register"].as_str().unwrap();
     assert!(waiting.contains(&format!("liveness key of machine {machine}")) && waiting.contains("21 s"), "{waiting}");
-    assert_eq!((&status["host"]["registered"], &status["host"]["identity_conflict"]), (&Value::Bool(false), &Value::Null));
+    assert_eq!(
+        (&status["host"]["registered"], &status["host"]["identity_conflict"]),
+        (&Value::Bool(false), &Value::Null)
+    );
     let text = a.cli_ok(&["status"]);
     assert!(text.contains("not registered yet: waiting up to 21 s for the liveness key"), "{text}");
     // The key expires: the agent registers and says so.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use openflow_client::{ClientError, FlowMod, FlowStatsRequest, Switch, SwitchOptions, SwitchState, Target, OFPTT_ALL};
 use overlay::model::MacAddr;
-use overlay::pipeline::{self, DesiredFlows, Entry, PortInput, COOKIE_MASK, COOKIE_PREFIX};
+use overlay::pipeline::{self, Entry, PortInput, COOKIE_MASK, COOKIE_PREFIX};
 use ovsdb_client::Atom;
 use tokio::sync::watch;
 
@@ -44,18 +44,11 @@ pub struct Pending {
 
 /// What the agent knows one bridge holds.
 #[derive(Default)]
-struct Held {
+pub struct Held {
     /// The connection epoch the cookies were read or written in.
     epoch: Option<u64>,
     /// Cookie -> the container port (in_port) the flow is about, if it is a port flow.
     cookies: HashMap<u64, Option<u32>>,
-}
-
-/// What the agent knows both bridges hold.
-#[derive(Default)]
-pub struct Installed {
-    tun: Held,
-    int: Held,
 }
 
 /// The flows of the two bridges.
@@ -65,6 +58,9 @@ pub struct FlowPlane {
     int_name: String,
     tun_name: String,
     pending: Mutex<BTreeMap<String, Pending>>,
+    /// What br-tun holds. Its own lock, which only passes take: br-tun's flows are the
+    /// cluster-sized part of a pass, and a plug never waits for them (it changes br-int only).
+    tun_held: tokio::sync::Mutex<Held>,
     /// Bundles sent, by passes and plugs alike: every one goes out through [`FlowPlane::send`].
     bundles: AtomicU64,
 }
@@ -86,6 +82,7 @@ impl FlowPlane {
             int_name: int_bridge.to_owned(),
             tun_name: tun_bridge.to_owned(),
             pending: Mutex::new(BTreeMap::new()),
+            tun_held: tokio::sync::Mutex::default(),
             bundles: AtomicU64::new(0),
         }
     }
@@ -111,31 +108,37 @@ impl FlowPlane {
         self.pending.lock().expect("pending lock").retain(|port, p| !(p.done && recorded.contains(port.as_str())));
     }
 
-    /// Makes both bridges hold `desired`; returns how many bundles it sent.
-    pub(super) async fn apply(
+    /// Makes br-int hold `desired` (`held` is br-int's, under the plumbing lock); returns how
+    /// many bundles it sent.
+    pub(super) async fn apply_int(&self, held: &mut Held, desired: &[Entry], full: bool) -> Result<usize, PassError> {
+        self.apply(&self.int, &self.int_name, held, desired, full).await
+    }
+
+    /// Makes br-tun hold `desired`, under br-tun's own lock; returns how many bundles it sent.
+    pub(super) async fn apply_tun(&self, desired: &[Entry], full: bool) -> Result<usize, PassError> {
+        let mut held = self.tun_held.lock().await;
+        self.apply(&self.tun, &self.tun_name, &mut held, desired, full).await
+    }
+
+    async fn apply(
         &self,
-        installed: &mut Installed,
-        desired: &DesiredFlows,
+        switch: &Switch,
+        name: &str,
+        held: &mut Held,
+        desired: &[Entry],
         full: bool,
     ) -> Result<usize, PassError> {
-        let mut bundles = 0;
-        for (switch, name, held, entries) in [
-            (&self.tun, &self.tun_name, &mut installed.tun, &desired.tun),
-            (&self.int, &self.int_name, &mut installed.int, &desired.int),
-        ] {
-            let err = |source| PassError::OpenFlow { bridge: name.clone(), source };
-            let epoch = connected(switch, name).await?;
-            if full || held.epoch != Some(epoch) {
-                read_back(switch, held, epoch).await.map_err(err)?;
-            }
-            let (add, delete) = pipeline::changes(entries, &held.cookies);
-            if add.is_empty() && delete.is_empty() {
-                continue;
-            }
-            self.send(switch, name, held, &add, &delete).await?;
-            bundles += 1;
+        let err = |source| PassError::OpenFlow { bridge: name.to_owned(), source };
+        let epoch = connected(switch, name).await?;
+        if full || held.epoch != Some(epoch) {
+            read_back(switch, held, epoch).await.map_err(err)?;
         }
-        Ok(bundles)
+        let (add, delete) = pipeline::changes(desired, &held.cookies);
+        if add.is_empty() && delete.is_empty() {
+            return Ok(0);
+        }
+        self.send(switch, name, held, &add, &delete).await?;
+        Ok(1)
     }
 
     /// One bundle: `delete` by exact cookie, then `add`; what `held` records follows. The adds
@@ -189,14 +192,13 @@ impl FlowPlane {
     /// See [`super::DataPlane::reserve_port`].
     pub(super) async fn reserve_port(
         &self,
-        installed: &mut Installed,
+        held: &mut Held,
         ovs: &Ovsdb,
         int_bridge: &str,
         port: &str,
     ) -> Result<u32, PassError> {
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
         let epoch = connected(&self.int, &self.int_name).await?;
-        let held = &mut installed.int;
         if held.epoch != Some(epoch) {
             read_back(&self.int, held, epoch).await.map_err(err)?;
         }
@@ -227,7 +229,7 @@ impl FlowPlane {
     /// See [`super::DataPlane::allow_port`].
     pub(super) async fn allow_port(
         &self,
-        installed: &mut Installed,
+        held: &mut Held,
         ovs: &Ovsdb,
         port: &str,
         endpoint: (MacAddr, IpAddr),
@@ -251,7 +253,6 @@ impl FlowPlane {
         };
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
         let epoch = connected(&self.int, &self.int_name).await?;
-        let held = &mut installed.int;
         if held.epoch != Some(epoch) {
             read_back(&self.int, held, epoch).await.map_err(err)?;
         }

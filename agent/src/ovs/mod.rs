@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::backoff::Backoff;
 
 pub mod container_port;
+pub mod gateway_port;
 pub mod plan;
 pub mod vswitchd;
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use overlay::model::{iface_id, validate_container_id, Endpoint, IpClaim, MacAddr, SubnetLease, Tenant};
 use overlay::naming::{container_port_name, is_valid_ifname};
+use overlay::publish::Publish;
 
 use super::{
     interface_key, step, timed, Links, NetnsRef, PlugError, PlugRequest, PlugResult, Plugger, Records, Steps, Switch,
@@ -24,6 +25,8 @@ pub(super) struct Checked {
     pub(super) mac: Option<MacAddr>,
     pub(super) port: String,
     pub(super) netns: PathBuf,
+    /// The ports to publish, checked for form.
+    pub(super) publish: Vec<Publish>,
 }
 
 impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
@@ -42,6 +45,11 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             Some(m) => {
                 let mac: MacAddr = m.parse().map_err(|e: overlay::error::ModelError| bad(e.to_string()))?;
                 mac.validate_unicast().map_err(|e| bad(e.to_string()))?;
+                if overlay::gateway::is_gateway_mac(&mac) {
+                    return Err(bad(format!(
+                        "MAC {mac} is in the range of tenant gateways (02:4f:56:..): choose another"
+                    )));
+                }
                 Some(mac)
             }
             None => None,
@@ -68,8 +76,9 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
                 Some(ip)
             }
         };
+        let publish = self.check_publish(&req, &tenant)?;
         let port = container_port_name(&req.container_id, &req.ifname);
-        Ok(Checked { req, tenant, ip, mac, port, netns })
+        Ok(Checked { req, tenant, ip, mac, port, netns, publish })
     }
 
     fn container_mtu(&self, tenant: &Tenant) -> Result<u32, PlugError> {
@@ -87,6 +96,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             port: c.port.clone(),
             tenant: c.tenant.name().to_owned(),
             ifname: c.req.ifname.clone(),
+            publish: c.publish.iter().map(ToString::to_string).collect(),
         })
     }
 
@@ -114,6 +124,8 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             }
         }
         steps.end("existing");
+        // Published ports are taken before anything changes: a refusal leaves nothing.
+        let _published = self.reserve_publish(&c, &held).await?;
         // Whatever a crashed or failed attempt left is removed before starting afresh.
         self.remove_interface(&c.req.container_id, &c.req.ifname, &held).await?;
         steps.end("cleanup");
@@ -153,11 +165,18 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
     async fn plugged_already(&self, c: &Checked, existing: &Endpoint) -> Result<Option<PlugResult>, PlugError> {
         let same = existing.tenant == c.req.tenant
             && c.ip.is_none_or(|ip| ip == existing.ip)
-            && c.mac.is_none_or(|mac| mac == existing.mac);
+            && c.mac.is_none_or(|mac| mac == existing.mac)
+            && sorted(&c.publish) == sorted(&existing.publish);
         if !same {
             return Err(PlugError::Conflict(format!(
-                "container '{}' interface {} is already plugged (tenant {}, ip {}, mac {}): unplug it first to change that",
-                existing.container_id, existing.ifname, existing.tenant, existing.ip, existing.mac
+                "container '{}' interface {} is already plugged (tenant {}, ip {}, mac {}, published [{}]): unplug it first to \
+                 change that",
+                existing.container_id,
+                existing.ifname,
+                existing.tenant,
+                existing.ip,
+                existing.mac,
+                existing.publish.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             )));
         }
         let complete = self.switch.find_port(&c.port).is_some_and(|p| p.ofport.is_some())
@@ -290,6 +309,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             mac,
             iface_id: iface_id(&c.req.container_id, &c.req.ifname),
             port: c.port.clone(),
+            publish: c.publish.clone(),
         };
         let configured_then_recorded = async {
             self.links
@@ -396,6 +416,12 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
 /// its MAC.
 pub(super) fn mac_for(tenant: &Tenant, ip: IpAddr) -> MacAddr {
     MacAddr::locally_administered_from(format!("{}/{ip}", tenant.name()).as_bytes())
+}
+
+fn sorted(p: &[Publish]) -> Vec<Publish> {
+    let mut v = p.to_vec();
+    v.sort_unstable();
+    v
 }
 
 /// The container end's settings for `result`.

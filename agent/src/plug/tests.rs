@@ -17,6 +17,8 @@ use crate::netlink::{InterfaceConfig, NetlinkError, VethSetup};
 use crate::ovs::container_port::{ContainerPort, FoundPort};
 use crate::registry::RegistryError;
 
+mod publish_tests;
+
 const ME: &str = "m-self";
 const HOST: &str = "h1";
 
@@ -212,6 +214,8 @@ struct Kernel {
     /// Host end -> (namespace, interface inside).
     peers: BTreeMap<String, (PathBuf, String)>,
     configured: BTreeMap<(PathBuf, String), InterfaceConfig>,
+    /// Host ports something of the host listens on.
+    listening: BTreeSet<(u16, overlay::publish::Protocol)>,
 }
 
 #[derive(Default)]
@@ -265,6 +269,12 @@ impl Links for FakeLinks {
     async fn veth_names(&self) -> Result<Vec<String>, NetlinkError> {
         Ok(self.0.lock().unwrap().host.iter().cloned().collect())
     }
+    async fn host_ports_free(&self, ports: Vec<(u16, overlay::publish::Protocol)>) -> Result<(), PlugError> {
+        match ports.iter().find(|p| self.0.lock().unwrap().listening.contains(p)) {
+            Some((port, proto)) => Err(PlugError::Conflict(format!("host port {port}/{proto} is in use on this host"))),
+            None => Ok(()),
+        }
+    }
 }
 
 fn red() -> Tenant {
@@ -304,6 +314,7 @@ impl World {
             ifname: ifname.into(),
             ip: ip.map(Into::into),
             mac: None,
+            publish: vec![],
         }
     }
 }
@@ -398,6 +409,9 @@ impl<T: Links + Sync> Links for &T {
     async fn veth_names(&self) -> Result<Vec<String>, NetlinkError> {
         (**self).veth_names().await
     }
+    async fn host_ports_free(&self, ports: Vec<(u16, overlay::publish::Protocol)>) -> Result<(), PlugError> {
+        (**self).host_ports_free(ports).await
+    }
 }
 
 #[tokio::test]
@@ -481,6 +495,7 @@ fn endpoint(container: &str, machine: &str, ip: &str) -> Endpoint {
         mac: "02:00:00:00:00:01".parse().unwrap(),
         iface_id: container.into(),
         port: container_port_name(container, "eth0"),
+        publish: vec![],
     }
 }
 

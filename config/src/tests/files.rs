@@ -99,6 +99,7 @@ fn example_documents_every_key() {
         log: LogFile { format, level },
         timers: TimersFile { host_ttl_secs, liveness_ttl_secs, resync_interval_secs },
         tenants: TenantsFile { default_subnet_len },
+        gateway: GatewayFile { transit_cidr },
     } = file.clone();
     let present = [
         hostname.is_some(),
@@ -129,6 +130,7 @@ fn example_documents_every_key() {
         liveness_ttl_secs.is_some(),
         resync_interval_secs.is_some(),
         default_subnet_len.is_some(),
+        transit_cidr.is_some(),
     ];
     assert!(present.iter().all(|p| *p), "{present:?}");
     assert_eq!(present.len() + 1, keys::ALL.len(), "every key but --config");

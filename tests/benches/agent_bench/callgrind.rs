@@ -14,7 +14,7 @@ pub(crate) fn bench_callgrind(r: &mut Report) {
         "{} is missing: cargo build --release -p overlay --example reconcile_cost",
         example.display()
     );
-    r.line("### 5. Pure reconcile path, 1,000 peers x 20 tenants (callgrind instruction counts)");
+    r.line("### 5. Pure reconcile path, 1,000 peers x 20 tenants, one container each (callgrind instruction counts)");
     r.line("");
     let dir = tempfile::tempdir().expect("tempdir");
     let outfile = dir.path().join("callgrind.out");
@@ -54,13 +54,14 @@ pub(crate) fn bench_callgrind(r: &mut Report) {
     let phases = [
         ("phase_build_view", "build the ClusterView (1,001 hosts, 20 tenants, 20,020 leases)"),
         ("phase_desired", "desired_state, first start (no VLANs yet)"),
-        ("phase_diff_cold", "diff against empty bridges (20,002 ports to create)"),
-        ("phase_steady", "existing_vlans_from + desired_state + diff, nothing to change (an idle pass)"),
-        ("phase_peer_join", "the same with one more peer (20 ports to create)"),
         (
-            "phase_peer_join_since",
-            "the agent's pass for that join while OVSDB is unchanged: desired_state + diff_since (changed tunnels only)",
+            "phase_bridges_steady",
+            "existing_vlans_from + desired_state + diff, nothing to change (OVSDB half of an idle pass)",
         ),
+        ("phase_flows", "desired_flows for the whole pipeline (a cold start's 60,000 flows)"),
+        ("phase_flows_steady", "desired_flows + changes against a switch holding them (OpenFlow half of an idle pass)"),
+        ("phase_peer_join", "both halves with one more peer in every tenant"),
+        ("phase_local_plug", "both halves after a container is plugged here"),
     ];
     let rows: Vec<Vec<String>> = phases
         .iter()

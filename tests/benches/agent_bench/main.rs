@@ -7,7 +7,7 @@
 //! `cargo build --release -p overlay --example reconcile_cost`:
 //!
 //! ```sh
-//! cargo bench -p overlay-tests --bench agent_bench -- [--out FILE] [plug] [convergence] [scale] [dataplane] [callgrind]
+//! cargo bench -p overlay-tests --bench agent_bench -- [--out FILE] [plug] [plugload] [convergence] [scale] [dataplane] [callgrind]
 //! ```
 //!
 //! No section named: all of them. The report is markdown, on stdout and in `--out FILE`.
@@ -34,6 +34,7 @@ mod callgrind;
 mod convergence;
 mod dataplane;
 mod plug;
+mod plug_load;
 mod procfs;
 mod report;
 mod scale;
@@ -66,7 +67,7 @@ fn main() {
             }
         }
     }
-    let all = ["plug", "convergence", "scale", "dataplane", "callgrind"];
+    let all = ["plug", "plugload", "convergence", "scale", "dataplane", "callgrind"];
     if let Some(bad) = sections.iter().find(|s| !all.contains(&s.as_str())) {
         panic!("unknown section {bad:?}: choose from {all:?}");
     }
@@ -82,6 +83,7 @@ fn main() {
         }
     };
     timed("plug", &mut r, &mut plug::bench_plug);
+    timed("plugload", &mut r, &mut plug_load::bench_plug_load);
     timed("convergence", &mut r, &mut |r: &mut Report| {
         let trials = env_num("BENCH_CONV_TRIALS", 20);
         r.line(format!("### 2. Convergence ({trials} trials per cluster size)"));
