@@ -407,12 +407,13 @@ fn a_wrong_ovs_rundir_is_named_in_the_pass_error_with_what_to_check() {
     a.stop();
     a.set_arg("--ovs-rundir", &wrong.path().display().to_string());
     a.restart();
-    let socket = format!("unix:{}", wrong.path().join("br-tun.mgmt").display());
+    // A pass programs br-int (under the plumbing lock) before br-tun: br-int's is the error.
+    let socket = format!("unix:{}", wrong.path().join("br-int.mgmt").display());
     a.wait_answering(
         |s| s["last_error"].as_str().is_some_and(|e| e.contains(&socket)),
         "a pass error naming the socket it looked for",
     );
     let error = a.status()["last_error"].as_str().unwrap().to_owned();
     assert!(error.contains("No such file or directory") && error.contains("--ovs-rundir"), "{error}");
-    assert!(a.cli_ok(&["status"]).contains(&format!("last reconcile error: cannot reach ovs-vswitchd for the flows of br-tun: no OpenFlow session with the switch at {socket}")));
+    assert!(a.cli_ok(&["status"]).contains(&format!("last reconcile error: cannot reach ovs-vswitchd for the flows of br-int: no OpenFlow session with the switch at {socket}")));
 }
