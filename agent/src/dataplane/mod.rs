@@ -254,12 +254,38 @@ impl DataPlane {
         Ok((transactions, conflicts, int_flows.len(), bundles))
     }
 
-    /// The OVSDB half and br-int's flows of a pass, for a plug that holds the plumbing lock
-    /// (`memo`) and needs its tenant's VLAN: br-tun's flows follow in the reconcile loop's
-    /// next pass.
-    pub async fn pass_locked(&self, memo: &mut Memo, input: PassInput<'_>) -> Result<(), PassError> {
-        let desired = self.desired_bridges(&input)?;
-        self.apply_locked(memo, &input, &desired).await.map(|_| ())
+    /// The plumbing lock, held, with `tenant`'s local VLAN, for a plug (`None` if the tenant
+    /// has none even after a pass). When no pass has given the tenant a VLAN yet (this host has
+    /// just joined it), the OVSDB half of a pass gives it one: the watched cache is waited for
+    /// (at most `wait`: a tenant created a moment ago may not be in it yet) and the desired
+    /// bridges computed before the lock is taken; under the lock they are only written, with
+    /// br-int's flows. br-tun's flows follow in the reconcile loop's next pass.
+    pub async fn lock_with_vlan<'m>(
+        &self,
+        plumbing: &'m tokio::sync::Mutex<Memo>,
+        input: PassInput<'_>,
+        tenant: &str,
+        wait: std::time::Duration,
+    ) -> Result<(tokio::sync::MutexGuard<'m, Memo>, Option<u16>), PassError> {
+        let seen = {
+            let memo = plumbing.lock().await;
+            if let Some(vlan) = self.tenant_vlan(&memo, tenant) {
+                return Ok((memo, Some(vlan)));
+            }
+            memo.generation
+        };
+        let mut cluster = input.cluster.clone();
+        let _ = tokio::time::timeout(wait, cluster.wait_for(|c| c.tenants.contains_key(tenant))).await;
+        let computed = self.desired_bridges(&input)?;
+        let mut memo = plumbing.lock().await;
+        if let Some(vlan) = self.tenant_vlan(&memo, tenant) {
+            // A pass (or another plug) ran meanwhile and gave the tenant its VLAN.
+            return Ok((memo, Some(vlan)));
+        }
+        let desired = if memo.generation == seen { computed } else { self.desired_bridges(&input)? };
+        self.apply_locked(&mut memo, &input, &desired).await?;
+        let vlan = self.tenant_vlan(&memo, tenant);
+        Ok((memo, vlan))
     }
 
     /// Registers a container port a plug is making, before its row exists: its ofport is
