@@ -66,10 +66,12 @@ mod tests;
 pub use error::{ConfigError, Origin};
 pub use file::{ApiFile, EtcdFile, FileConfig, GatewayFile, LogFile, MetricsFile, OvsFile, TenantsFile, TimersFile};
 pub use flags::RunFlags;
+/// Where the agent reaches ovsdb-server: OVSDB's own remote type, so its syntax has one parser.
+pub use ovsdb_client::Remote as OvsdbRemote;
 pub use resolve::{
     system_hostname, AgentConfig, ClientIdentity, EtcdAuth, EtcdConfig, EtcdTls, LogConfig, OvsConfig, OvsdbTls, Timers,
 };
-pub use types::{DatapathType, LogFormat, OvsdbRemote, Secret};
+pub use types::{DatapathType, LogFormat, Secret};
 
 /// Where the agent looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/overlay-agent/agent.toml";
@@ -80,7 +82,7 @@ pub const DEFAULT_ETCD_PREFIX: &str = "/overlay";
 /// The OVSDB socket of a stock Open vSwitch install.
 pub const DEFAULT_OVSDB_REMOTE: &str = "unix:/var/run/openvswitch/db.sock";
 /// Port used for `tcp:`/`ssl:` OVSDB remotes that omit one (the IANA OVSDB port).
-pub const DEFAULT_OVSDB_PORT: u16 = 6640;
+pub const DEFAULT_OVSDB_PORT: u16 = ovsdb_client::DEFAULT_PORT;
 /// Name of the bridge containers are plugged into.
 pub const DEFAULT_INT_BRIDGE: &str = "br-int";
 /// Name of the bridge holding the tunnel ports.
