@@ -56,7 +56,7 @@ async fn underlay_mtu(config: &AgentConfig, host_netns: &crate::netlink::Netns) 
 /// Runs the daemon until SIGTERM or SIGINT. `take_over` names the machine identity of a dead
 /// machine whose hostname this one may take (`--take-over`).
 pub async fn run(config: AgentConfig, take_over: Option<String>) -> anyhow::Result<()> {
-    let remote: ovsdb_client::Remote = config.ovs.remote.to_string().parse()?;
+    let remote = config.ovs.remote.clone();
     let tls = config.ovs.tls.as_ref().map(|t| ovsdb_client::TlsSettings {
         ca_cert: t.ca_cert.clone(),
         certificate: t.certificate.clone(),

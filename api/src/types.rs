@@ -246,6 +246,10 @@ pub struct HostStatus {
     /// Why this agent does not hold its hostname, while it does not.
     #[serde(default)]
     pub identity_conflict: Option<String>,
+    /// What this agent waits for before it registers, while it waits (the liveness key of a
+    /// holder that may be going away), and for how long at most.
+    #[serde(default)]
+    pub waiting_to_register: Option<String>,
 }
 
 /// A peer in [`Status`].

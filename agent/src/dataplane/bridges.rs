@@ -1,10 +1,9 @@
 //! The OVSDB layer of the data plane: the two bridges, the patch link and one tunnel port per
-//! tenant ([`overlay::desired`]), diffed against the replica ([`overlay::diff`]) and written in
-//! one transaction when anything differs.
+//! tenant ([`overlay::desired`]), diffed against the replica ([`overlay::diff`]) and written by
+//! [`crate::ovs::plan::apply`] when anything differs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, existing_vlans_from};
@@ -55,7 +54,7 @@ impl DataPlane {
     }
 
     /// Makes OVSDB hold `desired` (the caller holds the plumbing lock): diffed against the
-    /// replica as it is now, written in one transaction when anything differs. Returns the
+    /// replica as it is now, written by [`ovs::apply`] when anything differs. Returns the
     /// number of transactions sent and the conflicts (rows in the way that are not the
     /// agent's).
     pub(super) async fn apply_bridges(
@@ -63,9 +62,8 @@ impl DataPlane {
         input: &PassInput<'_>,
         desired: &DesiredState,
     ) -> Result<(usize, Vec<String>), PassError> {
-        let started = Instant::now();
         let bridges = [self.int_bridge.as_str(), self.tun_bridge.as_str()];
-        let (root_uuid, mut plan) = {
+        let (root_uuid, plan) = {
             let r = input.ovs.replica();
             let observed = ovs::observe(&r, &bridges, &self.owner);
             let (root_uuid, _) = crate::ovs::root(&r).ok_or(PassError::NoRootRow)?;
@@ -75,31 +73,7 @@ impl DataPlane {
         if plan.is_empty() {
             return Ok((0, conflicts));
         }
-        let creates = std::mem::take(&mut plan.create_ports);
-        let created = creates.len();
-        let mut planned = ovs::PlannedTransactions::new(&plan, creates.into_iter(), root_uuid);
-        let mut commit = ovs::Commit::new(&plan);
-        let mut transactions = 0;
-        while let Some((tx, inserted)) = planned.next(input.ovs.transaction()).map(|p| p.into_parts()) {
-            let o = input.ovs.transact_owned(tx).await.map_err(PassError::Transact)?;
-            commit.record(&inserted, &o);
-            transactions += 1;
-        }
-        tracing::info!(
-            bridges = plan.create_bridges.len(),
-            created,
-            updated = plan.update_ports.len(),
-            deleted = plan.delete_ports.len(),
-            took_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
-            "OVSDB updated"
-        );
-        for u in &plan.update_ports {
-            tracing::info!(port = %u.name, changes = ?u.changes, "port updated");
-        }
-        // Wait for the replica to show our own commit, so the flows are computed from it (the
-        // new ports' ofports come with ovs-vswitchd's next update) and the next pass does not
-        // plan the same change again.
-        let _ = input.ovs.wait_until(Duration::from_secs(5), |r| commit.visible_in(r)).await;
+        let transactions = ovs::apply(input.ovs, plan, root_uuid).await.map_err(PassError::Transact)?;
         Ok((transactions, conflicts))
     }
 }

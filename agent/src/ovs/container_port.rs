@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use overlay::external_ids as ids;
-use ovsdb_client::{Atom, Client, Condition, Mutation, Replica, Row, TransactError, Uuid, Value};
+use ovsdb_client::{Atom, Condition, Mutation, Replica, Row, TransactError, Uuid, Value};
+
+use super::Ovsdb;
 
 /// A container port as the plug path writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +37,7 @@ impl ContainerPort {
     /// Adds the Port and Interface rows to `bridge` in one transaction. The Interface carries the
     /// keys Neutron and nova-docker use (`iface-id`, `iface-status`, `attached-mac`,
     /// `vm-uuid`), so existing OVS tooling recognises the port.
-    pub async fn insert(&self, ovs: &Client, bridge: &str) -> Result<(), TransactError> {
+    pub async fn insert(&self, ovs: &Ovsdb, bridge: &str) -> Result<(), TransactError> {
         let iface_ids = BTreeMap::from([
             ("iface-id".to_owned(), self.iface_id.clone()),
             ("iface-status".to_owned(), "active".to_owned()),

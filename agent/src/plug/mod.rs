@@ -238,7 +238,8 @@ pub struct PlugState {
     /// concurrent plugs pick different ones. `None` while the plug runs; once its record is
     /// written, the revision of that write (the cache shows it from there on).
     in_flight: Mutex<BTreeMap<String, BTreeMap<IpAddr, Option<i64>>>>,
-    /// Container interfaces unplugged by the agent because their link went away.
+    /// Container interfaces unplugged by the agent because their link went away (seen going, or
+    /// found gone by the start-up recovery).
     pub reaped: AtomicU64,
     /// Host ports plugs in flight publish, with the container publishing each.
     publishing: Mutex<BTreeMap<(u16, overlay::publish::Protocol), String>>,

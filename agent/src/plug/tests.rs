@@ -511,7 +511,10 @@ async fn recovery_removes_only_what_is_provably_this_machines() {
     p.plug(w.request("half", "eth0", None)).await.unwrap();
     let key = records.0.lock().unwrap().endpoints.keys().find(|k| k.contains("/half/")).cloned().unwrap();
     records.0.lock().unwrap().endpoints.remove(&key);
-    // A container of this machine that died while the agent was down: record, no port.
+    // Containers of this machine that died while the agent was down: one whose port stayed
+    // (its veth went with its namespace), one with a record and no port.
+    p.plug(w.request("died", "eth0", None)).await.unwrap();
+    links.kill(&container_port_name("died", "eth0"));
     records.put_raw("endpoints/red/gone/eth0", endpoint("gone", ME, "198.19.1.50"));
     // Records under this hostname by another machine and by an agent before machine ids,
     // with no port here: not provably ours.
@@ -522,20 +525,22 @@ async fn recovery_removes_only_what_is_provably_this_machines() {
     links.add_host_link(&ghost);
     links.add_host_link("tap1a2b3c4d-5e");
 
-    assert_eq!(p.recover().await.unwrap(), 2, "the half plug and the gone container");
+    assert_eq!(p.recover().await.unwrap(), 3, "the half plug and the two dead containers");
+    assert_eq!(w.state.reaped.load(Ordering::Relaxed), 2, "the dead containers count as reaped, the half plug not");
     let left: BTreeSet<String> = records.endpoints().into_iter().map(|e| e.container_id).collect();
     assert_eq!(left, BTreeSet::from(["healthy".into(), "theirs".into(), "legacy".into()]));
     let claimed: BTreeSet<String> = records.claims().into_iter().map(|(_, c)| c.container).collect();
     assert_eq!(claimed, left, "the interrupted plug's address and the gone one's are released");
-    assert!(
-        !links.has(&container_port_name("half", "eth0"))
-            && switch.find_port(&container_port_name("half", "eth0")).is_none()
-    );
+    for gone in ["half", "died"] {
+        let port = container_port_name(gone, "eth0");
+        assert!(!links.has(&port) && switch.find_port(&port).is_none(), "{gone}");
+    }
     assert!(!links.has(&ghost), "the interrupted plug's lone veth is removed");
     assert!(links.has("tap1a2b3c4d-5e"), "another tool's veth stays");
     assert!(links.has(&container_port_name("healthy", "eth0")));
     // Nothing more to do the second time.
     assert_eq!(p.recover().await.unwrap(), 0);
+    assert_eq!(w.state.reaped.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test]
