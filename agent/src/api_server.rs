@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use overlay_api::{
-    CreateTenant, EndpointInfo, ErrorBody, JoinResult, PlugRequest, PlugResult, TenantInfo, UnplugResult,
+    CreateTenant, EndpointInfo, ErrorBody, JoinResult, PlugRequest, PlugResult, ReleaseResult, Reservation,
+    ReserveAddress, TenantInfo, UnplugResult,
 };
 
 use crate::agent::Agent;
@@ -46,6 +47,7 @@ impl From<PlugError> for ApiError {
         match e {
             PlugError::BadRequest(m) => ApiError(StatusCode::BAD_REQUEST, m),
             PlugError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            PlugError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
             PlugError::Unavailable(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, m),
             PlugError::Registry(r) => r.into(),
             e @ (PlugError::Plumbing { .. } | PlugError::RollbackFailed { .. }) => {
@@ -131,6 +133,70 @@ async fn plug(State(agent): State<Arc<Agent>>, Json(req): Json<PlugRequest>) -> 
     Ok(Json(agent.plugger().plug(req).await?))
 }
 
+async fn check_plugged(
+    State(agent): State<Arc<Agent>>,
+    Json(req): Json<PlugRequest>,
+) -> Result<Json<PlugResult>, ApiError> {
+    Ok(Json(agent.plugger().check_plugged(req).await?))
+}
+
+async fn reserve_address(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+    Json(req): Json<ReserveAddress>,
+) -> Result<(StatusCode, Json<Reservation>), ApiError> {
+    overlay::model::validate_tenant_name(&name).map_err(bad_request)?;
+    registered(&agent)?;
+    let tenant = agent.registry.get_tenant(&name).await?;
+    let ip = match &req.ip {
+        None => None,
+        Some(s) => {
+            let ip: std::net::IpAddr =
+                s.parse().map_err(|_| bad_request(format!("'{s}' is not an IP address: give one like 198.19.0.10")))?;
+            overlay::ipam::check_requested_address(ip, &tenant).map_err(bad_request)?;
+            Some(ip)
+        }
+    };
+    let lease = agent.host.join_tenant(&agent.registry, &tenant).await?;
+    let me = &agent.host.me;
+    let held: std::collections::BTreeSet<_> = agent
+        .cluster
+        .borrow()
+        .endpoints
+        .of_host(&me.hostname)
+        .filter(|(_, e)| e.tenant == name)
+        .map(|(_, e)| e.ip)
+        .collect();
+    let ip = agent.registry.reserve_address(&tenant, &lease, ip, (&me.hostname, &me.machine_id), &held).await?;
+    tracing::info!(tenant = %name, %ip, "address reserved for a plug to come");
+    Ok((
+        StatusCode::CREATED,
+        Json(Reservation {
+            tenant: name,
+            ip,
+            prefix: tenant.cidr().prefix_len(),
+            gateway: tenant.gateway(),
+            expires_in_secs: crate::registry::RESERVATION_TTL.as_secs(),
+        }),
+    ))
+}
+
+async fn release_address(
+    State(agent): State<Arc<Agent>>,
+    UrlPath((name, ip)): UrlPath<(String, String)>,
+) -> Result<Json<ReleaseResult>, ApiError> {
+    overlay::model::validate_tenant_name(&name).map_err(bad_request)?;
+    let ip: std::net::IpAddr =
+        ip.parse().map_err(|_| bad_request(format!("'{ip}' is not an IP address: give one like 198.19.0.10")))?;
+    registered(&agent)?;
+    let me = &agent.host.me;
+    let released = agent.registry.release_reservation(&name, ip, (&me.hostname, &me.machine_id)).await?;
+    if released {
+        tracing::info!(tenant = %name, %ip, "address reservation released");
+    }
+    Ok(Json(ReleaseResult { released }))
+}
+
 #[derive(serde::Deserialize)]
 struct UnplugQuery {
     ifname: Option<String>,
@@ -186,6 +252,9 @@ pub async fn serve(agent: Arc<Agent>, path: PathBuf) -> anyhow::Result<tokio::ta
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
         .route("/v1/tenants/{name}", axum::routing::delete(delete_tenant))
         .route("/v1/tenants/{name}/join", post(join_tenant))
+        .route("/v1/tenants/{name}/addresses", post(reserve_address))
+        .route("/v1/tenants/{name}/addresses/{ip}", axum::routing::delete(release_address))
+        .route("/v1/endpoints/check", post(check_plugged))
         .route("/v1/endpoints", get(endpoints).post(plug))
         .route("/v1/endpoints/{id}", axum::routing::delete(unplug))
         .with_state(agent);

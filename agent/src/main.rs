@@ -272,7 +272,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(path)) => NetnsRef::Path(path),
                 (None, None) => anyhow::bail!("give --pid PID or --netns PATH"),
             };
-            let r = api.plug(&PlugRequest { container_id, tenant, netns, ifname, ip, mac }).await?;
+            let r = api.plug(&PlugRequest { ifname, ip, mac, ..PlugRequest::new(container_id, tenant, netns) }).await?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }

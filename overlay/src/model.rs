@@ -136,6 +136,18 @@ pub fn validate_container_id(id: &str) -> Result<(), ModelError> {
     }
 }
 
+/// Checks an endpoint's owner label: 1 to 200 characters of `[A-Za-z0-9_.:/-]`.
+pub fn validate_owner(owner: &str) -> Result<(), ModelError> {
+    let ok = !owner.is_empty()
+        && owner.len() <= 200
+        && owner.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'/' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidOwner { owner: owner.to_owned() })
+    }
+}
+
 /// Checks a hostname, RFC 1123 style: letters, digits, `-` and `.`, at most 253 characters,
 /// starting and ending with a letter or digit, no empty label (`..`).
 pub fn validate_hostname(name: &str) -> Result<(), ModelError> {
@@ -444,6 +456,10 @@ pub struct Endpoint {
     pub iface_id: String,
     /// The host end of the veth, on br-int.
     pub port: String,
+    /// Who plugged it: a runtime plugin's label (`docker:<network id>`, `cni:<network>`);
+    /// none for a plug from the CLI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Endpoint {
@@ -462,6 +478,9 @@ impl Endpoint {
         }
         if !naming::is_valid_ifname(&self.port) {
             return Err(ModelError::InvalidInterfaceName { name: self.port.clone() });
+        }
+        if let Some(owner) = &self.owner {
+            validate_owner(owner)?;
         }
         Ok(())
     }
@@ -521,6 +540,22 @@ impl IpClaim {
     /// The JSON written to etcd.
     pub fn to_json(&self) -> Vec<u8> {
         encode(self)
+    }
+
+    /// A reservation made before its plug (`container` is a unique token, no interface): what a
+    /// plug of the same address on the same host and machine may take over.
+    pub fn reservation(host: &str, machine_id: &str, token: &str) -> Self {
+        IpClaim {
+            container: format!("reserved-{token}"),
+            host: host.to_owned(),
+            ifname: String::new(),
+            machine_id: machine_id.to_owned(),
+        }
+    }
+
+    /// Whether this is a [`IpClaim::reservation`].
+    pub fn is_reservation(&self) -> bool {
+        self.ifname.is_empty()
     }
 
     /// Whether this claim is the one `other` made: same container interface on the same host
@@ -965,8 +1000,16 @@ mod tests {
             port: naming::container_port_name("c1", DEFAULT_IFNAME),
             ifname: DEFAULT_IFNAME.into(),
             machine_id: "m-1".into(),
+            owner: None,
         };
         assert_eq!(Endpoint::from_json(&e.to_json()).unwrap(), e);
+        // No owner, no key: records stay as older agents read them.
+        assert!(!String::from_utf8(e.to_json()).unwrap().contains("owner"));
+        let mut owned = e.clone();
+        owned.owner = Some("docker:0123abcd".into());
+        assert_eq!(Endpoint::from_json(&owned.to_json()).unwrap(), owned);
+        owned.owner = Some("docker 1".into());
+        assert!(matches!(owned.validate(), Err(ModelError::InvalidOwner { .. })));
         // Records of agents before interfaces and machine ids existed still decode.
         let old = br#"{"tenant":"blue","container_id":"c1","host":"node1","ip":"10.1.0.5",
                       "mac":"02:00:00:00:00:01","iface_id":"c1","port":"tap0123456789ab"}"#;

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use overlay::model::{Endpoint, IpClaim, MacAddr, SubnetLease, Tenant};
 
-use crate::netlink::{InterfaceConfig, NetlinkError, VethSetup};
+use crate::netlink::{InterfaceConfig, InterfaceState, NetlinkError, VethSetup};
 use crate::ovs::container_port::{ContainerPort, FoundPort};
 use crate::registry::RegistryError;
 
 mod attach;
+mod check;
 pub mod real;
 mod recover;
 #[cfg(test)]
@@ -39,9 +40,13 @@ pub enum PlugError {
     /// The request itself is wrong; nothing was changed.
     #[error("{0}")]
     BadRequest(String),
-    /// The container interface is plugged already with other arguments.
+    /// The container interface is plugged already with other arguments (or, for a check, is not
+    /// as it should be).
     #[error("{0}")]
     Conflict(String),
+    /// Nothing is plugged for that container interface (a check).
+    #[error("{0}")]
+    NotFound(String),
     /// The agent cannot plug now (it does not hold its hostname).
     #[error("{0}")]
     Unavailable(String),
@@ -102,6 +107,14 @@ pub trait Records {
         claim: &IpClaim,
         held_here: &BTreeSet<IpAddr>,
     ) -> impl Future<Output = Result<IpAddr, RegistryError>> + Send;
+    /// Reserves exactly `ip` for `claim`, taking over a reservation this machine made for it
+    /// on this host before the plug ([`crate::registry::Registry::reserve_address`]).
+    fn take_over_ip(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        claim: &IpClaim,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
     /// Releases `ip` if `claim` holds it.
     fn release_ip(
         &self,
@@ -151,6 +164,9 @@ pub trait Links {
     type Netns: Send + Sync;
     /// Opens a container's namespace by file.
     fn open(&self, path: &Path) -> impl Future<Output = Result<Self::Netns, NetlinkError>> + Send;
+    /// The host namespace, where the host ends are (and the container end of a hand-off plug
+    /// waits for its runtime).
+    fn host(&self) -> Self::Netns;
     /// Creates the veth pair: `port` on the host, `ifname` inside `netns`.
     fn create_veth(
         &self,
@@ -167,6 +183,16 @@ pub trait Links {
         ifname: &str,
         cfg: &InterfaceConfig,
     ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+    /// Readies the container end `name` of a hand-off plug, still in the host namespace, for
+    /// the runtime to move (TX checksum offload off where the datapath needs it: a device
+    /// setting, it moves with the link).
+    fn hand_off(&self, name: &str) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+    /// What link `ifname` in `netns` looks like now, if it exists.
+    fn state(
+        &self,
+        netns: &Self::Netns,
+        ifname: &str,
+    ) -> impl Future<Output = Result<Option<InterfaceState>, NetlinkError>> + Send;
     /// Whether a link of the host namespace exists.
     fn exists(&self, name: &str) -> impl Future<Output = Result<bool, NetlinkError>> + Send;
     /// Deletes a link of the host namespace; whether it was there.
