@@ -10,9 +10,18 @@ use std::time::Duration;
 use serde_json::Value;
 use testbed::{Container, Etcd, TestHost};
 
+pub mod docker;
+pub mod leftovers;
 mod pinger;
 
 pub use pinger::{PingReport, Pinger};
+
+/// The last `n` lines of everything `agent` logged.
+pub fn log_tail(agent: &AgentProc, n: usize) -> String {
+    let logs = agent.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.contains("reconcile pass")).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
 
 /// Plugs container `c` into `tenant` through `agent` (by its namespace file, with `extra`
 /// flags); returns the plug's JSON answer.

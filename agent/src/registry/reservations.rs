@@ -16,9 +16,11 @@ use overlay::model::{IpClaim, SubnetLease, Tenant};
 use super::{etcd, Registry, RegistryError};
 
 /// How long a reservation lives without a plug taking it over: far longer than a runtime
-/// takes from asking for an address to plugging it (milliseconds), short enough that one a
-/// crashed runtime or plugin abandoned is not held for long.
-pub const RESERVATION_TTL: Duration = Duration::from_secs(120);
+/// takes from asking for an address to plugging it (Docker asks its IPAM driver and then its
+/// network driver in one step, milliseconds apart), short enough that one a plugin killed
+/// between the two leaves behind is gone soon. A plug that comes later still gets the address
+/// if nobody took it meanwhile.
+pub const RESERVATION_TTL: Duration = Duration::from_secs(15);
 
 /// A token no other reservation of this process has (the key is per host and machine already).
 fn token() -> String {

