@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::plug::Switch;
 use anyhow::Context;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
@@ -12,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use overlay_api::{
     CreateTenant, EndpointInfo, ErrorBody, JoinResult, PlugRequest, PlugResult, ReleaseResult, Reservation,
-    ReserveAddress, TenantInfo, UnplugResult,
+    ReserveAddress, SetVmUuid, TenantInfo, UnplugResult,
 };
 
 use crate::agent::Agent;
@@ -55,6 +56,17 @@ impl From<PlugError> for ApiError {
             }
         }
     }
+}
+
+/// Runs `work` to its end even if the client goes away: hyper drops the handler of a closed
+/// connection, and a plug stopped between two steps would leave its port and veth behind until
+/// the agent's next start (a runtime plugin killed mid-call does exactly that).
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the request failed inside the agent: {e}")))
+    })
 }
 
 fn bad_request(e: impl std::fmt::Display) -> ApiError {
@@ -130,7 +142,7 @@ async fn join_tenant(
 
 async fn plug(State(agent): State<Arc<Agent>>, Json(req): Json<PlugRequest>) -> Result<Json<PlugResult>, ApiError> {
     registered(&agent)?;
-    Ok(Json(agent.plugger().plug(req).await?))
+    to_the_end(async move { Ok(Json(agent.plugger().plug(req).await?)) }).await
 }
 
 async fn check_plugged(
@@ -167,7 +179,15 @@ async fn reserve_address(
         .filter(|(_, e)| e.tenant == name)
         .map(|(_, e)| e.ip)
         .collect();
-    let ip = agent.registry.reserve_address(&tenant, &lease, ip, (&me.hostname, &me.machine_id), &held).await?;
+    let reserve = {
+        let agent = agent.clone();
+        let tenant = tenant.clone();
+        async move {
+            let me = &agent.host.me;
+            Ok(agent.registry.reserve_address(&tenant, &lease, ip, (&me.hostname, &me.machine_id), &held).await?)
+        }
+    };
+    let ip = to_the_end(reserve).await?;
     tracing::info!(tenant = %name, %ip, "address reserved for a plug to come");
     Ok((
         StatusCode::CREATED,
@@ -208,8 +228,38 @@ async fn unplug(
     Query(q): Query<UnplugQuery>,
 ) -> Result<Json<UnplugResult>, ApiError> {
     registered(&agent)?;
-    let was_plugged = agent.plugger().unplug(&id, q.ifname.as_deref()).await?;
-    Ok(Json(UnplugResult { container_id: id, ifname: q.ifname, was_plugged }))
+    to_the_end(async move {
+        let was_plugged = agent.plugger().unplug(&id, q.ifname.as_deref()).await?;
+        Ok(Json(UnplugResult { container_id: id, ifname: q.ifname, was_plugged }))
+    })
+    .await
+}
+
+async fn set_vm_uuid(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<UnplugQuery>,
+    Json(req): Json<SetVmUuid>,
+) -> Result<StatusCode, ApiError> {
+    overlay::model::validate_container_id(&req.vm_uuid).map_err(|_| {
+        bad_request(format!("vm-uuid '{}' is not valid: [A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}", req.vm_uuid))
+    })?;
+    registered(&agent)?;
+    let ifname = q.ifname.unwrap_or_else(|| overlay::model::DEFAULT_IFNAME.to_owned());
+    let port = overlay::naming::container_port_name(&id, &ifname);
+    if agent.plugger().switch.find_port(&port).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("container '{id}' interface {ifname} is not plugged on this host"),
+        ));
+    }
+    let changed = crate::ovs::container_port::set_vm_uuid(&agent.ovs, &port, &req.vm_uuid)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("setting vm-uuid on port {port}: {e}")))?;
+    if changed {
+        tracing::info!(container = %id, %ifname, %port, vm_uuid = %req.vm_uuid, "port labelled with its container");
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn endpoints(State(agent): State<Arc<Agent>>) -> Json<Vec<EndpointInfo>> {
@@ -257,6 +307,7 @@ pub async fn serve(agent: Arc<Agent>, path: PathBuf) -> anyhow::Result<tokio::ta
         .route("/v1/endpoints/check", post(check_plugged))
         .route("/v1/endpoints", get(endpoints).post(plug))
         .route("/v1/endpoints/{id}", axum::routing::delete(unplug))
+        .route("/v1/endpoints/{id}/vm-uuid", axum::routing::put(set_vm_uuid))
         .with_state(agent);
     tracing::info!(socket = %path.display(), "local API listening");
     Ok(tokio::spawn(async move {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::types::{
     CreateTenant, EndpointInfo, ErrorBody, JoinResult, PlugRequest, PlugResult, ReleaseResult, Reservation,
-    ReserveAddress, Status, TenantInfo, UnplugResult,
+    ReserveAddress, SetVmUuid, Status, TenantInfo, UnplugResult,
 };
 
 /// Why a call to the agent failed.
@@ -154,6 +154,20 @@ impl Client {
     /// Answers what a plug answered; a refusal says what differs (404: nothing is plugged).
     pub async fn check(&self, req: &PlugRequest) -> Result<PlugResult, ClientError> {
         self.call("POST", "/v1/endpoints/check", Some(req)).await
+    }
+
+    /// Sets the `vm-uuid` of a plugged interface's port (`ifname` default: eth0).
+    pub async fn set_vm_uuid(
+        &self,
+        container_id: &str,
+        ifname: Option<&str>,
+        vm_uuid: &str,
+    ) -> Result<(), ClientError> {
+        let mut path = format!("/v1/endpoints/{}/vm-uuid", path_segment(container_id));
+        if let Some(i) = ifname {
+            path.push_str(&format!("?ifname={}", path_segment(i)));
+        }
+        self.exchange("PUT", &path, Some(&SetVmUuid { vm_uuid: vm_uuid.to_owned() })).await.map(drop)
     }
 
     /// Reserves an address of `tenant` on this host for a plug to take over

@@ -207,6 +207,15 @@ pub struct ReleaseResult {
     pub released: bool,
 }
 
+/// The body of `PUT /v1/endpoints/{container}/vm-uuid[?ifname=I]`: the port's
+/// `external_ids:vm-uuid` (the container id by default; a runtime that learns the container's
+/// id after the plug sets it then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetVmUuid {
+    /// The new value: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`.
+    pub vm_uuid: String,
+}
+
 /// What `DELETE /v1/endpoints/{container}[?ifname=I]` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnplugResult {
