@@ -98,6 +98,10 @@ enum Command {
         /// How long a call of Docker's waits for an agent that is not answering (restarting).
         #[arg(long, default_value_t = 20, value_name = "SECONDS")]
         agent_wait: u64,
+        /// How often the plugin compares the agent's endpoints with Docker's: labels ports with
+        /// their container id, and unplugs an endpoint Docker lost (missing that long).
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        reconcile_interval: u64,
         /// Log filter (RUST_LOG syntax).
         #[arg(long, env = "OVERLAY_LOG_LEVEL", default_value = "info")]
         log_level: String,
@@ -319,10 +323,15 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        Command::DockerPlugin { socket, name, docker_host, agent_wait, log_level } => {
+        Command::DockerPlugin { socket, name, docker_host, agent_wait, reconcile_interval, log_level } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log_level));
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
             let name = name.unwrap_or_else(|| {
                 socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "overlay-agent".into())
             });
@@ -332,6 +341,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 agent_socket: cli.api_socket.clone(),
                 docker_host,
                 agent_wait: std::time::Duration::from_secs(agent_wait),
+                reconcile_interval: std::time::Duration::from_secs(reconcile_interval.max(1)),
             };
             overlay_docker_plugin::serve(config, shutdown_signal()).await?;
             Ok(())

@@ -51,6 +51,13 @@ pub enum DockerError {
     },
 }
 
+impl DockerError {
+    /// Whether dockerd said the thing asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DockerError::Refused { status: 404, .. })
+    }
+}
+
 /// A network as `GET /networks/{id}` shows it (the fields this driver reads).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -60,6 +67,17 @@ pub struct Network {
     /// Its IPAM driver and that driver's options (`--ipam-opt`).
     #[serde(rename = "IPAM")]
     pub ipam: Ipam,
+    /// The containers on it (by container id) with their endpoints.
+    pub containers: Option<BTreeMap<String, Attached>>,
+}
+
+/// A container attached to a network, as the network shows it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Attached {
+    /// The container's endpoint on the network.
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
 }
 
 /// A network's IPAM settings.

@@ -134,6 +134,8 @@ impl Plugin {
         };
         let src = handoff_name(&req.endpoint_id, DEFAULT_IFNAME);
         tracing::info!(endpoint = %req.endpoint_id, sandbox = %req.sandbox_key, interface = %src, "joined");
+        // The port gets its container's id once Docker shows who joined.
+        self.nudge();
         let answer = JoinResponse {
             interface_name: InterfaceName { src_name: src, dst_prefix: "eth".into() },
             gateway: tenant.gateway,

@@ -22,6 +22,7 @@
 mod docker;
 mod driver;
 mod ipam;
+mod reconcile;
 mod server;
 mod wire;
 
@@ -52,6 +53,9 @@ pub struct Config {
     pub docker_host: String,
     /// How long a call waits for an agent that is not answering (restarting) before it fails.
     pub agent_wait: Duration,
+    /// How often the agent's endpoints are compared with Docker's (labels, endpoints Docker
+    /// lost); an endpoint Docker does not show for this long is unplugged.
+    pub reconcile_interval: Duration,
 }
 
 /// What a call of Docker's failed with: the message Docker shows (it prefixes the call name).
@@ -65,6 +69,8 @@ pub(crate) struct Plugin {
     pub(crate) docker: Docker,
     pub(crate) name: String,
     pub(crate) agent_wait: Duration,
+    /// Set once serving: nudged after each join.
+    pub(crate) reconciler: std::sync::OnceLock<std::sync::Weak<reconcile::Reconciler>>,
 }
 
 impl Plugin {
@@ -74,6 +80,19 @@ impl Plugin {
             docker: Docker::new(&config.docker_host),
             name: config.name.clone(),
             agent_wait: config.agent_wait,
+            reconciler: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Seconds between background passes, for messages.
+    pub(crate) fn reconcile_secs(&self) -> u64 {
+        self.reconciler.get().and_then(std::sync::Weak::upgrade).map(|r| r.interval().as_secs() * 2).unwrap_or(0)
+    }
+
+    /// Asks the background pass to compare endpoints with Docker soon.
+    pub(crate) fn nudge(&self) {
+        if let Some(r) = self.reconciler.get().and_then(std::sync::Weak::upgrade) {
+            r.nudge();
         }
     }
 

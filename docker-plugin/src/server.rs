@@ -53,6 +53,24 @@ fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, DriverError> 
 
 async fn dispatch(State(plugin): State<Arc<Plugin>>, uri: Uri, body: Bytes) -> Response {
     let method = uri.path().trim_start_matches('/').to_owned();
+    tracing::debug!(call = %method, bytes = body.len(), "call");
+    let bodiless = [
+        "Plugin.Activate",
+        "NetworkDriver.GetCapabilities",
+        "IpamDriver.GetCapabilities",
+        "IpamDriver.GetDefaultAddressSpaces",
+    ];
+    if body.is_empty() && !bodiless.contains(&method.as_str()) {
+        // Docker 20.10 repeats a call that failed on a dead plugin with the body already
+        // consumed: whatever it asked is lost.
+        let e = DriverError(format!(
+            "Docker sent {method} without its request, as it does when it repeats a call after the plugin \
+             restarted: the call is lost; run the command again (what its first attempt left is removed within {} s)",
+            plugin.reconcile_secs()
+        ));
+        tracing::warn!(call = %method, "repeated call without a body refused");
+        return answer(StatusCode::INTERNAL_SERVER_ERROR, &json!({"Err": e.0}));
+    }
     let outcome: Result<Value, DriverError> = async {
         let p = &plugin;
         Ok(match method.as_str() {
@@ -114,12 +132,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     // Root only, as the agent's own socket: the plugin plugs and unplugs containers.
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(err("restricting"))?;
     let plugin = Arc::new(Plugin::new(&config));
+    let reconciler = crate::reconcile::Reconciler::new(plugin.clone(), config.reconcile_interval);
+    let _ = plugin.reconciler.set(Arc::downgrade(&reconciler));
+    let background = tokio::spawn(reconciler.run());
     tracing::info!(
         socket = %socket.display(), name = %config.name, agent = %config.agent_socket.display(),
         docker = %plugin.docker.socket().display(), "Docker network and IPAM plugin listening"
     );
     let app = axum::Router::new().fallback(dispatch).with_state(plugin);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    background.abort();
     let _ = std::fs::remove_file(&socket);
     served.map_err(err("serving"))?;
     tracing::info!(socket = %socket.display(), "plugin stopped");

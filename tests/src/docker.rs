@@ -38,6 +38,9 @@ impl DockerPlugin {
             dockerd.host(),
             "--log-level".into(),
             "info,overlay_docker_plugin=debug".into(),
+            // Quick, so a test sees labels and lost endpoints settle within seconds.
+            "--reconcile-interval".into(),
+            "1".into(),
         ];
         dockerd.add_plugin_spec(&name, &socket);
         let mut p = DockerPlugin { child: None, args, logs: dockerd.dir().join("plugin"), starts: 0, name };
@@ -72,6 +75,11 @@ impl DockerPlugin {
         (1..=self.starts)
             .map(|n| std::fs::read_to_string(self.logs.with_extension(format!("{n}.log"))).unwrap_or_default())
             .collect()
+    }
+
+    /// The plugin's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL (a crash): its socket stays, as a crashed plugin's does.

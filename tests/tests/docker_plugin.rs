@@ -27,7 +27,7 @@ fn docker_networks_are_tenants_across_two_hosts() {
     let tenants = c.agents[0].cli_ok(&["tenant", "list"]);
     assert!(tenants.contains("4101") && tenants.contains("4102") && tenants.contains("gre"), "{tenants}");
 
-    d[0].run("r1", "red", &[]);
+    let r1 = d[0].run("r1", "red", &[]);
     d[1].run("r2", "red", &[]);
     // Blue containers at fixed addresses no red container has: reaching one from red would be
     // a leak, not a red container answering.
@@ -45,12 +45,15 @@ fn docker_networks_are_tenants_across_two_hosts() {
     let records = endpoint_records(&c, 0);
     let rec = records.values().find(|e| e["container_id"] == eid.as_str()).expect("an endpoint record for r1");
     assert_eq!((rec["ip"].as_str(), rec["mac"].as_str()), (ep["IPAddress"].as_str(), ep["MacAddress"].as_str()));
-    let port = &ports_on(&c.hosts[0], "br-int")[rec["port"].as_str().unwrap()];
-    let ids = &port.iface_external_ids;
+    let port_name = rec["port"].as_str().unwrap().to_owned();
+    let ids = ports_on(&c.hosts[0], "br-int")[&port_name].iface_external_ids.clone();
     assert_eq!(ids["iface-id"], eid);
     assert_eq!(ids["attached-mac"], ep["MacAddress"].as_str().unwrap());
     assert_eq!(ids["iface-status"], "active");
-    assert!(ids.contains_key("vm-uuid"), "{ids:?}");
+    // vm-uuid: the container, once Docker shows which container joined (a driver is never told).
+    testbed::wait_until(Duration::from_secs(10), "the port's vm-uuid to be r1's container id", || {
+        ports_on(&c.hosts[0], "br-int")[&port_name].iface_external_ids.get("vm-uuid") == Some(&r1)
+    });
     // Inside: eth0 with the tenant's prefix, MTU and default route.
     let inside =
         String::from_utf8_lossy(&d[0].docker(&["exec", "r1", "ip", "addr", "show", "eth0"]).stdout).into_owned();
@@ -120,4 +123,143 @@ fn docker_networks_are_tenants_across_two_hosts() {
         }
     }
     eprintln!("docker test done in {:?}", started.elapsed());
+}
+
+/// Waits (60 s at most) for a `docker` CLI started in the background; whether it succeeded,
+/// and its stderr.
+fn finish(mut child: std::process::Child) -> (bool, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "docker run did not finish within 60 s of its plugin or agent coming back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("docker run output");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_plugin_or_agent_killed_mid_docker_run_leaves_nothing_once_back() {
+    let started = Instant::now();
+    let mut c = Cluster::start(1, &[]);
+    let mut d = DockerHost::start(&c, 0);
+    d.network("red", "red", &["vni=4111"], &["--subnet", "198.19.0.0/16"]);
+    // A container that stays, plugged before the kills: the kills must not touch it.
+    d.run("stays", "red", &[]);
+    let stays_ip = d.ip("stays", "red");
+    let t = Instant::now();
+    d.run("probe", "red", &[]);
+    let run_time = t.elapsed();
+    d.ok(&["rm", "-f", "probe"]);
+    eprintln!("a docker run takes {run_time:?}");
+
+    // Where each round kills: a victim stopped (SIGSTOP) before the run, killed while Docker
+    // or the plugin waits on it; or the plugin or agent killed a few milliseconds after the
+    // agent reserved the container's address, inside the plug that follows.
+    // "agent-paused": the agent stopped right after the reservation, so the plugin's plug call
+    // hangs in it; the plugin is killed there and the agent resumed: the agent finishes the plug
+    // for a caller that is gone, Docker's repeated call fails, and the plugin must find and
+    // unplug the endpoint Docker never got.
+    let rounds: [(&str, &str, u64); 10] = [
+        ("plugin", "agent-paused", 0),
+        ("plugin", "agent-paused", 0),
+        ("plugin", "stopped", 0),
+        ("agent", "stopped", 0),
+        ("agent", "reserved", 0),
+        ("agent", "reserved", 10),
+        ("agent", "reserved", 30),
+        ("plugin", "reserved", 0),
+        ("plugin", "reserved", 15),
+        ("plugin", "reserved", 40),
+    ];
+    let mut outcomes = Vec::new();
+    for (round, (victim, when, delay_ms)) in rounds.into_iter().enumerate() {
+        let name = format!("v{round}");
+        let pid = if victim == "plugin" { d.plugin.pid() } else { c.agents[0].pid() }.expect("victim pid");
+        let signal = |sig: &str| {
+            assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success())
+        };
+        let reserved = |c: &Cluster| c.agents[0].logs().matches("address reserved for a plug to come").count();
+        let before = reserved(&c);
+        if when == "stopped" {
+            signal("-STOP");
+        }
+        let child = d
+            .dockerd
+            .command(&["run", "-d", "--name", &name, "--network", "red", d.image, "sleep", "3600"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker run");
+        match when {
+            "stopped" => std::thread::sleep(run_time),
+            "agent-paused" => {}
+            _ => {
+                testbed::wait_until(Duration::from_secs(20), "the agent to reserve the address", || {
+                    reserved(&c) > before
+                });
+                std::thread::sleep(Duration::from_millis(delay_ms));
+            }
+        }
+        let agent_pid = c.agents[0].pid().expect("agent pid").to_string();
+        let agent_signal =
+            |sig: &str| assert!(std::process::Command::new("kill").args([sig, &agent_pid]).status().unwrap().success());
+        if when == "agent-paused" {
+            // Paused once the plugin has its address (the reservation's answer is in), so the
+            // plug that follows waits in the agent.
+            let count = |d: &DockerHost, what: &str| d.plugin.logs().matches(what).count();
+            let reserved_before = count(&d, "address reserved");
+            let calls_before = count(&d, "call=NetworkDriver.CreateEndpoint");
+            testbed::wait_until(Duration::from_secs(20), "the plugin to get its address", || {
+                count(&d, "address reserved") > reserved_before
+            });
+            agent_signal("-STOP");
+            testbed::wait_until(Duration::from_secs(20), "Docker's CreateEndpoint to reach the plugin", || {
+                count(&d, "call=NetworkDriver.CreateEndpoint") > calls_before
+            });
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if victim == "plugin" {
+            d.plugin.kill();
+            d.plugin.restart();
+            if when == "agent-paused" {
+                agent_signal("-CONT");
+            }
+        } else {
+            c.agents[0].kill();
+            c.agents[0].restart();
+        }
+        let (ok, stderr) = finish(child);
+        let context = format!(
+            "round {round}: {victim} killed ({when}, +{delay_ms} ms), docker run {}",
+            if ok { "succeeded" } else { "failed" }
+        );
+        if ok {
+            // Plugged for real: it reaches the container that stayed.
+            d.wait_ping(&name, &stays_ip);
+        } else {
+            eprintln!("{context}: {stderr}");
+        }
+        outcomes.push(format!("{victim}/{when}+{delay_ms}:{}", if ok { "ran" } else { "failed" }));
+        d.ok(&["rm", "-f", &name]);
+        wait_clean(&c, 0, &context);
+        d.wait_ping("stays", &stays_ip);
+    }
+    // Evidence that the kills landed inside calls: plugs the agent rolled back at a start,
+    // calls the plugin repeated while the agent was down, calls Docker repeated to a new plugin.
+    let agent_log = c.agents[0].logs();
+    let rolled_back = agent_log.matches("removing a container interface at start").count()
+        + agent_log.matches("address of an interrupted plug released").count();
+    let plugin_log = d.plugin.logs();
+    let waited = plugin_log.matches("the agent cannot answer now").count();
+    let lost = plugin_log.matches("endpoint Docker does not know").count();
+    eprintln!(
+        "outcomes: {outcomes:?}; agent rolled back {rolled_back} interrupted plug(s), plugin waited for the agent \
+         {waited} time(s), unplugged {lost} endpoint(s) Docker lost"
+    );
+    assert!(lost >= 2, "the endpoints plugged for a killed plugin were not found and unplugged");
+    // The container that stayed is still plugged, and nothing else is.
+    let records = endpoint_records(&c, 0);
+    assert_eq!(records.len(), 1, "{records:?}");
+    check_host(&c, 0, false).unwrap();
+    eprintln!("kill test done in {:?}", started.elapsed());
 }
