@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use testbed::{Container, Etcd, TestHost};
 
+pub mod cni;
 pub mod docker;
 pub mod leftovers;
 mod pinger;
@@ -30,6 +31,20 @@ pub fn plug(agent: &AgentProc, id: &str, tenant: &str, c: &Container, extra: &[&
     let mut args = vec!["plug", id, "--tenant", tenant, "--netns", path.as_str()];
     args.extend_from_slice(extra);
     serde_json::from_str(&agent.cli_ok(&args)).expect("plug prints JSON")
+}
+
+/// A binary of this workspace built by cargo (`overlay-cni`, ...), from the directory the
+/// test binaries run from.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --workspace --bins` (make test does)",
+        bin.display()
+    );
+    bin
 }
 
 /// The `overlay-agent` binary built by cargo for this workspace.
