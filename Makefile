@@ -4,14 +4,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # Where cargo puts its output (CARGO_TARGET_DIR is honoured, as cargo does).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
-APT_PACKAGES := openvswitch-switch etcd-server etcd-client iproute2 iperf3 ethtool \
+APT_PACKAGES := openvswitch-switch etcd-server etcd-client iproute2 iperf3 ethtool tcpdump iputils-arping \
                 protobuf-compiler iputils-ping procps openssl
 # The container runtimes the plugin tests run for real (Docker 20.10, podman 4.3 with CNI) and
 # the static busybox their image is made of; installed without recommends (no apparmor, no
 # default configuration beyond what the tests bring).
 RUNTIME_PACKAGES := docker.io podman containernetworking-plugins busybox-static util-linux tar
 
-.PHONY: all deps build test fmt-check clippy unit demo demo-down clean fuzz fuzz-smoke
+.PHONY: all deps build test fmt-check clippy unit demo demo-down clean fuzz fuzz-smoke old-agent
 
 all: build
 
@@ -46,13 +46,32 @@ fmt-check:
 clippy: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The agent that upgrade tests start from: the last release of the port-per-peer design, built
+# from this repository's history into its own target dir (its dependencies are not this tree's).
+OLD_AGENT_COMMIT := bbfa8b3
+OLD_AGENT_DIR := $(abspath $(TARGET_DIR))/old-agent
+OLD_AGENT := $(OLD_AGENT_DIR)/overlay-agent
+
+old-agent: deps
+	@git -C . cat-file -e $(OLD_AGENT_COMMIT)^{commit} 2>/dev/null || { \
+	  echo "error: commit $(OLD_AGENT_COMMIT) (the old agent for the upgrade tests) is not in this clone: run 'git fetch --unshallow'" >&2; exit 1; }
+	@if [ "$$(cat $(OLD_AGENT_DIR)/commit 2>/dev/null)" != $(OLD_AGENT_COMMIT) ] || [ ! -x $(OLD_AGENT) ]; then \
+	  echo "building the old agent ($(OLD_AGENT_COMMIT)) into $(OLD_AGENT_DIR)"; \
+	  rm -rf $(OLD_AGENT_DIR)/src && mkdir -p $(OLD_AGENT_DIR)/src && \
+	  git archive $(OLD_AGENT_COMMIT) | tar -x -C $(OLD_AGENT_DIR)/src && \
+	  (cd $(OLD_AGENT_DIR)/src && CARGO_TARGET_DIR=$(OLD_AGENT_DIR)/target CARGO_INCREMENTAL=0 \
+	    CARGO_PROFILE_DEV_DEBUG=0 $(CARGO) build --quiet -p overlay-agent --bin overlay-agent) && \
+	  cp $(OLD_AGENT_DIR)/target/debug/overlay-agent $(OLD_AGENT) && echo $(OLD_AGENT_COMMIT) > $(OLD_AGENT_DIR)/commit && \
+	  rm -rf $(OLD_AGENT_DIR)/target $(OLD_AGENT_DIR)/src; \
+	fi
+
 # Every test: unit tests, real ovsdb-server/ovs-vswitchd/etcd integration tests, multi-host
 # tests in network namespaces. Needs root (namespaces, veths); fails loudly without it.
-test: deps fmt-check clippy lint-scripts vagrant-validate packaging-check fuzz-smoke
+test: deps fmt-check clippy lint-scripts vagrant-validate packaging-check fuzz-smoke old-agent
 	@[ "$$(id -u)" = 0 ] || { echo "error: make test needs root (network namespaces, OVS)" >&2; exit 1; }
 	# The multi-host tests run the overlay-agent binary itself: build it first.
 	$(CARGO) build --workspace --bins
-	mkdir -p target; set -o pipefail; { $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee target/test.log
+	mkdir -p target; set -o pipefail; { OVERLAY_OLD_AGENT=$(OLD_AGENT) $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee target/test.log
 	@# The demo is part of the test: it must come up, pass its own live check, and go away.
 	bash scripts/demo.sh up > target/demo.log 2>&1 || { bash scripts/demo.sh down; cat target/demo.log; exit 1; }
 	bash scripts/demo.sh down
@@ -108,7 +127,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 PKG_DOCDIR := $(PREFIX)/share/doc/overlay-agent
 PKG_CONFDIR := /etc/overlay-agent
 # Every *.sh under these directories (a missing directory is skipped).
-LINT_SCRIPT_DIRS := vagrant packaging scripts
+LINT_SCRIPT_DIRS := vagrant packaging scripts vm
 
 # $(call pkg-ensure,COMMAND,PACKAGE): installs PACKAGE with apt-get when COMMAND is missing.
 define pkg-ensure
@@ -259,3 +278,25 @@ provision-check: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: make provision-check needs root (network namespaces, OVS)" >&2; exit 1; }
 	$(CARGO) build -p overlay-agent
 	bash scripts/provision-check.sh
+
+# ---- Real kernels: qemu guests with OVS's kernel datapath, and the Vagrant demo for real -------
+# make vm-test: three Debian 12 guests (image built from Debian packages with mmdebstrap, cached in
+# /var/cache/overlay-agent-vm keyed on its inputs; KVM where /dev/kvm is real KVM, else TCG), the
+# release agent in each on datapath_type=system, etcd on the host, Docker containers plugged with
+# --pid; prints `ok`/`FAIL` per check and `N passed, M failed`. Needs root. See vm/vm-test.sh.
+# make vagrant-up / vagrant-down: `vagrant up --provider=libvirt` of vagrant/ on a box built here
+# from the same image (no download), through the demo's live check; down leaves no domain,
+# network or volume. See vm/vagrant.sh.
+.PHONY: vm-test vagrant-up vagrant-down
+vm-test: deps
+	@[ "$$(id -u)" = 0 ] || { echo "error: make vm-test needs root (qemu, taps, a bridge)" >&2; exit 1; }
+	$(CARGO) build --release -p overlay-agent
+	bash vm/vm-test.sh
+
+vagrant-up: deps
+	@[ "$$(id -u)" = 0 ] || { echo "error: make vagrant-up needs root (libvirt)" >&2; exit 1; }
+	$(CARGO) build --release -p overlay-agent
+	bash vm/vagrant.sh up
+
+vagrant-down:
+	bash vm/vagrant.sh down

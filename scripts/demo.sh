@@ -2,7 +2,9 @@
 # The one-machine demo: etcd, three "hosts" (network namespaces, each with its own ovsdb-server
 # and ovs-vswitchd on the userspace datapath) and an overlay-agent per host, two tenants with the
 # SAME CIDR (red over VXLAN, blue over GRE), containers plugged on every host, then a live check
-# of same-tenant connectivity and cross-tenant isolation.
+# of same-tenant connectivity, cross-tenant isolation and egress: every container reaches an
+# "outside" server (198.18.100.1, routed by the underlay bridge) through its host's gateway,
+# seen from there with its host's underlay address.
 #   scripts/demo.sh up      build it (removes an earlier demo first)
 #   scripts/demo.sh hosts   only etcd and the three hosts with their agents (no tenants, no
 #                           containers; removes an earlier demo first): for scripts/provision-check.sh
@@ -30,6 +32,11 @@ down() {
       if [ -f "$f" ]; then kill -s "$sig" "$(cat "$f")" 2>/dev/null || true; fi
     done
     if [ "$sig" = TERM ]; then sleep 0.3; fi
+  done
+  # The agents' router namespaces are pinned by bind mounts: they outlive the agents by design.
+  local pin
+  for pin in "$RUN"/h*/state/netns/*; do
+    if [ -e "$pin" ]; then umount -l "$pin" 2>/dev/null || true; fi
   done
   local ns
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns"; done
@@ -75,6 +82,7 @@ start_host() {
   vs "$i" add-br br-phy -- set bridge br-phy datapath_type=netdev \
     other_config:hwaddr="$(ip netns exec "$H" cat /sys/class/net/eth1/address)" -- add-port br-phy eth1
   ip -n "$H" addr add "198.18.0.$i/24" dev br-phy; ip -n "$H" link set br-phy up
+  ip -n "$H" route add default via 198.18.0.254
   "$AGENT" run --hostname "demo-h$i" --underlay-ip "198.18.0.$i" --etcd-endpoints "$ETCD" \
     --etcd-prefix "$PREFIX" --ovsdb "unix:$D/db.sock" --datapath-type netdev \
     --host-netns "/var/run/netns/$H" --api-socket "$D/api.sock" --state-dir "$D/state" --ovs-rundir "$D" --config /dev/null \
@@ -94,8 +102,20 @@ hosts() {  # etcd, the underlay and the three hosts with their agents: no tenant
   mkdir -p "$RUN"
   say "etcd on $ETCD"
   start_etcd
-  say "three hosts: netns $P-h1..3 on an underlay bridge (198.18.0.0/24), each with its own OVS and agent"
+  say "three hosts: netns $P-h1..3 on an underlay bridge (198.18.0.0/24), each with its own OVS and agent;"
+  echo "   the bridge routes to an outside network: netns $P-out, 198.18.100.1, an iperf3 server"
   ip netns add "$P-fab"; ip -n "$P-fab" link add br0 type bridge; ip -n "$P-fab" link set br0 up
+  # The underlay bridge routes (198.18.0.254) to the outside network.
+  ip -n "$P-fab" addr add 198.18.0.254/24 dev br0
+  ip netns exec "$P-fab" sysctl -q -w net.ipv4.ip_forward=1
+  ip netns add "$P-out"; ip -n "$P-out" link set lo up
+  ip link add "$P-o0" type veth peer name "$P-o1"
+  ip link set "$P-o0" netns "$P-fab"; ip link set "$P-o1" netns "$P-out"
+  ip -n "$P-fab" addr add 198.18.100.254/24 dev "$P-o0"; ip -n "$P-fab" link set "$P-o0" up
+  ip -n "$P-out" link set "$P-o1" name eth0; ip -n "$P-out" addr add 198.18.100.1/24 dev eth0
+  ip -n "$P-out" link set eth0 up; ip -n "$P-out" route add default via 198.18.100.254
+  ip netns exec "$P-out" iperf3 -s -D -B 198.18.100.1 --pidfile "$RUN/outside-iperf.pid" \
+    --logfile "$RUN/outside-iperf.log"
   for i in "${HOSTS[@]}"; do start_host "$i"; done
   for i in "${HOSTS[@]}"; do wait_for 20 "agent on host $i" cli "$i" status; done
 }
@@ -148,12 +168,31 @@ up() {
   else
     echo "  ok    red1 cannot reach blue-only ${IP[blueonly]} (isolation)"; ok=$((ok + 1))
   fi
+  # Egress: each container to the outside server, which must see its host's underlay address.
+  local seen
+  for t in red blue; do
+    for i in "${HOSTS[@]}"; do
+      if wait_for 20 "$t$i's gateway" ip netns exec "$P-$t$i" iperf3 -c 198.18.100.1 -t 1; then
+        seen=$(grep -o 'Accepted connection from [0-9.]*' "$RUN/outside-iperf.log" | tail -1 | awk '{print $4}')
+        if [ "$seen" = "198.18.0.$i" ]; then
+          echo "  ok    $t$i -> outside 198.18.100.1 over TCP, seen there as its host demo-h$i ($seen)"
+          ok=$((ok + 1))
+        else
+          echo "  FAIL  $t$i -> outside: the server saw $seen, not demo-h$i's 198.18.0.$i"; bad=$((bad + 1))
+        fi
+      else
+        echo "  FAIL  $t$i cannot reach the outside server 198.18.100.1"; bad=$((bad + 1))
+      fi
+    done
+  done
   echo "  $ok passed, $bad failed"
 
   say "poke at it"
   cat <<EOF
   ip netns exec $P-red1 ping ${IP[red2]}                # red1 -> red2 across hosts (VXLAN)
   ip netns exec $P-blue1 ping ${IP[blue3]}              # blue1 -> blue3 across hosts (GRE)
+  ip netns exec $P-red2 iperf3 -c 198.18.100.1         # red2 -> the outside, through demo-h2's gateway
+  ip netns exec $P-h1 nft list table ip overlay_agent   # demo-h1's NAT and guard rules
   $AGENT --api-socket $RUN/h1/api.sock status
   $AGENT --api-socket $RUN/h1/api.sock endpoints
   ovs-vsctl --db=unix:$RUN/h1/db.sock show

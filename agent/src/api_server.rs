@@ -107,9 +107,22 @@ async fn create_tenant(
             overlay::model::default_subnet_len(&cidr)
         }
     });
-    let tenant = overlay::model::Tenant::new(&req.name, vni, cidr, tunnel, subnet_len).map_err(bad_request)?;
+    let mut allow = Vec::with_capacity(req.control_plane_allow.len());
+    for a in &req.control_plane_allow {
+        allow.push(a.parse::<ipnet::IpNet>().map_err(|_| {
+            bad_request(format!("allow-list entry '{a}' is not a CIDR: use ADDRESS/LEN, e.g. 198.18.0.0/24"))
+        })?);
+    }
+    let tenant = overlay::model::Tenant::new(&req.name, vni, cidr, tunnel, subnet_len)
+        .map_err(bad_request)?
+        .with_egress(req.egress.unwrap_or(true))
+        .with_control_plane_allow(allow)
+        .map_err(bad_request)?;
     agent.registry.create_tenant(&tenant).await?;
-    tracing::info!(tenant = tenant.name(), vni = vni.get(), %cidr, %tunnel, "tenant created");
+    tracing::info!(
+        tenant = tenant.name(), vni = vni.get(), %cidr, %tunnel, egress = tenant.egress(),
+        allow = ?tenant.control_plane_allow(), "tenant created"
+    );
     Ok((StatusCode::CREATED, Json(tenant_info(&tenant))))
 }
 

@@ -92,6 +92,13 @@ pub async fn run(config: AgentConfig, take_over: Option<String>) -> anyhow::Resu
     tracing::info!(underlay_mtu, "underlay MTU");
     let (cluster_tx, cluster_rx) = watch::channel(ClusterCache::default());
     let dataplane = DataPlane::new(me.clone(), &config);
+    let transit = overlay::gateway::TransitRange::new(config.gateway_transit_cidr).context("gateway_transit_cidr")?;
+    let gateway = crate::gateway::GatewayPlane::new(
+        &config.state_dir,
+        transit,
+        crate::gateway::endpoint_addresses(&config.etcd.endpoints),
+        config.ovs.datapath_type == overlay_config::DatapathType::Netdev,
+    );
     let agent = Arc::new(Agent {
         facts: HostFacts {
             hostname: me.hostname.clone(),
@@ -107,6 +114,8 @@ pub async fn run(config: AgentConfig, take_over: Option<String>) -> anyhow::Resu
         host_netns,
         dataplane,
         plumbing: tokio::sync::Mutex::default(),
+        gateway,
+        gateway_memo: tokio::sync::Mutex::default(),
         plugs: PlugState::default(),
         metrics: Metrics::default(),
         last: Mutex::new(LastPass::default()),

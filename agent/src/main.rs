@@ -60,6 +60,10 @@ enum Command {
         /// A fixed MAC instead of one derived from the container id.
         #[arg(long)]
         mac: Option<String>,
+        /// Publish a port on this host's underlay address: HOST_PORT:CONTAINER_PORT[/tcp|/udp]
+        /// (repeatable).
+        #[arg(long, value_name = "HOST:CONTAINER[/PROTO]")]
+        publish: Vec<String>,
     },
     /// Unplug a container: its port, veth, address and endpoint record go.
     Unplug {
@@ -126,6 +130,13 @@ enum TenantCommand {
         /// Length of the per-host subnet leases (default 24 for IPv4).
         #[arg(long)]
         subnet_len: Option<u8>,
+        /// Whether containers reach beyond the tenant (SNAT through their host's gateway).
+        #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+        egress: String,
+        /// A control-plane network (etcd, the hosts' underlay addresses) the tenant's
+        /// containers may reach all the same (repeatable; default: none).
+        #[arg(long = "allow", value_name = "CIDR")]
+        allow: Vec<String>,
     },
     /// List tenants.
     List {
@@ -161,24 +172,36 @@ fn init_logging(config: &overlay_config::AgentConfig) {
 }
 
 fn print_tenants(tenants: &[TenantInfo]) {
-    println!("{:<20} {:>9} {:<20} {:<6} {:>6} {:<16}", "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY");
+    println!(
+        "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16} {:<6} ALLOW",
+        "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY", "EGRESS"
+    );
     for t in tenants {
         println!(
-            "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16}",
+            "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16} {:<6} {}",
             t.name,
             t.vni,
             t.cidr,
             t.tunnel,
             format!("/{}", t.subnet_len),
-            t.gateway
+            t.gateway,
+            if t.egress { "on" } else { "off" },
+            if t.control_plane_allow.is_empty() { "-".to_owned() } else { t.control_plane_allow.join(",") }
         );
     }
 }
 
 fn print_endpoints(eps: &[EndpointInfo]) {
-    println!("{:<28} {:<8} {:<16} {:<18} {:<18} {:<15}", "CONTAINER", "IFNAME", "TENANT", "IP", "MAC", "PORT");
+    println!(
+        "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15} PUBLISHED",
+        "CONTAINER", "IFNAME", "TENANT", "IP", "MAC", "PORT"
+    );
     for e in eps {
-        println!("{:<28} {:<8} {:<16} {:<18} {:<18} {:<15}", e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port);
+        let published = if e.publish.is_empty() { "-".to_owned() } else { e.publish.join(",") };
+        println!(
+            "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15} {published}",
+            e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port
+        );
     }
 }
 
@@ -236,9 +259,30 @@ fn print_status(s: &Status) {
         s.flows.int,
         if s.flows.pending { " (changes not applied yet: see last reconcile error)" } else { "" }
     );
+    println!("gateways:");
+    for g in &s.gateways {
+        println!(
+            "  {:<20} vni {:<8} {:<16} mac {} transit {:<16} egress {:<3} published [{}]",
+            g.tenant,
+            g.vni,
+            g.address,
+            g.mac,
+            g.transit,
+            if g.egress { "on" } else { "off" },
+            g.published.join(", ")
+        );
+    }
+    for x in &s.gateway_skipped {
+        println!("  left out: {x}");
+    }
     println!("endpoints:");
     for e in &s.endpoints {
-        println!("  {:<24} {:<6} {:<12} {:<18} {} {}", e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port);
+        let published =
+            if e.publish.is_empty() { String::new() } else { format!(" published {}", e.publish.join(",")) };
+        println!(
+            "  {:<24} {:<6} {:<12} {:<18} {} {}{published}",
+            e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port
+        );
     }
     for x in &s.skipped_peers {
         println!("skipped peer: {x}");
@@ -266,9 +310,26 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             daemon::run(config, take_over).await
         }
         Command::Tenant { command } => match command {
-            TenantCommand::Create { name, vni, cidr, tunnel, subnet_len } => {
-                let t = api.create_tenant(&CreateTenant { name, vni, cidr, tunnel: Some(tunnel), subnet_len }).await?;
-                println!("tenant {} created: vni {} {} {} gateway {}", t.name, t.vni, t.tunnel, t.cidr, t.gateway);
+            TenantCommand::Create { name, vni, cidr, tunnel, subnet_len, egress, allow } => {
+                let request = CreateTenant {
+                    name,
+                    vni,
+                    cidr,
+                    tunnel: Some(tunnel),
+                    subnet_len,
+                    egress: Some(egress == "on"),
+                    control_plane_allow: allow,
+                };
+                let t = api.create_tenant(&request).await?;
+                println!(
+                    "tenant {} created: vni {} {} {} gateway {} egress {}",
+                    t.name,
+                    t.vni,
+                    t.tunnel,
+                    t.cidr,
+                    t.gateway,
+                    if t.egress { "on" } else { "off" }
+                );
                 Ok(())
             }
             TenantCommand::List { json } => {
@@ -291,13 +352,15 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Plug { container_id, tenant, pid, netns, ifname, ip, mac } => {
+        Command::Plug { container_id, tenant, pid, netns, ifname, ip, mac, publish } => {
             let netns = match (pid, netns) {
                 (Some(p), _) => NetnsRef::Pid(p),
                 (None, Some(path)) => NetnsRef::Path(path),
                 (None, None) => anyhow::bail!("give --pid PID or --netns PATH"),
             };
-            let r = api.plug(&PlugRequest { ifname, ip, mac, ..PlugRequest::new(container_id, tenant, netns) }).await?;
+            let r = api
+                .plug(&PlugRequest { ifname, ip, mac, publish, ..PlugRequest::new(container_id, tenant, netns) })
+                .await?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }

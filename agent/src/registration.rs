@@ -47,12 +47,14 @@ pub async fn register(registry: &Registry, host: &HostState, opts: &RegisterOpti
                 return r;
             }
             Err(RegistryError::WaitForLiveness(c)) => {
-                // Our identity alive on another boot: the previous boot's key outliving a quick
-                // reboot, or a clone that copied the state directory. Only the TTL tells.
+                // A holder that may be on its way out: our identity on another boot (the previous
+                // boot's key outliving a quick reboot, or a clone that copied the state
+                // directory), or an older agent of this machine killed for an upgrade. Only the
+                // TTL tells.
                 let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() < opts.liveness_ttl * 2 + Duration::from_secs(1) {
                     if reported.is_none() {
-                        tracing::info!(holder_ip = %c.holder_ip, "this machine's identity is alive on another boot; waiting for its liveness key to expire");
+                        tracing::info!(holder = %c.holder, holder_ip = %c.holder_ip, "the holder of this hostname may be going away; waiting for its liveness key to expire");
                         reported = Some(String::new());
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;

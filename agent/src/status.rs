@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use overlay::model::{HostRecord, Tenant};
-use overlay_api::{Counters, EndpointInfo, FlowsStatus, HostStatus, TenantInfo, TenantStatus, TunnelStatus};
+use overlay_api::{
+    Counters, EndpointInfo, FlowsStatus, GatewayStatus, HostStatus, TenantInfo, TenantStatus, TunnelStatus,
+};
 
 use crate::agent::Agent;
 use crate::registry::ClusterCache;
@@ -17,6 +19,25 @@ pub fn tenant_info(t: &Tenant) -> TenantInfo {
         tunnel: t.tunnel().as_str().to_owned(),
         subnet_len: t.subnet_len(),
         gateway: t.gateway().to_string(),
+        egress: t.egress(),
+        control_plane_allow: t.control_plane_allow().iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A router namespace as the API shows it.
+pub fn gateway_status(r: &overlay::gateway::RouterSpec) -> GatewayStatus {
+    GatewayStatus {
+        tenant: r.tenant.clone(),
+        vni: r.vni.get(),
+        address: format!("{}/{}", r.gateway, r.prefix),
+        mac: r.mac.to_string(),
+        transit: r.transit.router.to_string(),
+        egress: r.egress,
+        published: r
+            .forwards
+            .iter()
+            .map(|f| format!("{}/{} -> {}:{}", f.host_port, f.protocol, f.container, f.port))
+            .collect(),
     }
 }
 
@@ -31,6 +52,7 @@ pub fn endpoint_info(e: &overlay::model::Endpoint) -> EndpointInfo {
         port: e.port.clone(),
         iface_id: e.iface_id.clone(),
         owner: e.owner.clone(),
+        publish: e.publish.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -69,6 +91,8 @@ pub fn status_json(agent: &Agent) -> String {
         tunnels: Vec<TunnelStatus>,
         flows: FlowsStatus,
         endpoints: Vec<EndpointInfo>,
+        gateways: Vec<GatewayStatus>,
+        gateway_skipped: &'a [String],
         skipped_peers: &'a [String],
         conflicts: &'a [String],
         last_error: &'a Option<String>,
@@ -118,6 +142,8 @@ pub fn status_json(agent: &Agent) -> String {
             .collect(),
         flows: FlowsStatus { tun: last.report.flows.0, int: last.report.flows.1, pending: last.error.is_some() },
         endpoints: cache.endpoints.of_host(&me.hostname).map(|(_, e)| endpoint_info(e)).collect(),
+        gateways: last.gateways.iter().map(gateway_status).collect(),
+        gateway_skipped: &last.gateway_skipped,
         skipped_peers: &last.report.skipped,
         conflicts: &last.report.conflicts,
         last_error: &last.error,

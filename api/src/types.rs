@@ -27,6 +27,13 @@ pub struct CreateTenant {
     /// Length of the per-host subnet leases.
     #[serde(default)]
     pub subnet_len: Option<u8>,
+    /// Whether containers reach beyond the tenant through their host's gateway (default on).
+    #[serde(default)]
+    pub egress: Option<bool>,
+    /// Control-plane networks (CIDRs) the tenant's containers may reach all the same through
+    /// the gateway: etcd, the hosts' underlay addresses (default: none).
+    #[serde(default)]
+    pub control_plane_allow: Vec<String>,
 }
 
 /// A tenant as the API shows it.
@@ -44,6 +51,16 @@ pub struct TenantInfo {
     pub subnet_len: u8,
     /// The gateway address containers get as their default route.
     pub gateway: String,
+    /// Whether containers reach beyond the tenant through their host's gateway.
+    #[serde(default = "yes")]
+    pub egress: bool,
+    /// Control-plane networks the tenant's containers may reach all the same.
+    #[serde(default)]
+    pub control_plane_allow: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What `POST /v1/tenants/{name}/join` answers.
@@ -124,6 +141,9 @@ pub struct PlugRequest {
     /// characters of `[A-Za-z0-9_.:/-]`.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Ports of the host's underlay address that reach the container: `HOST:CONTAINER[/tcp|/udp]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 impl PlugRequest {
@@ -138,6 +158,7 @@ impl PlugRequest {
             mac: None,
             reserved: false,
             owner: None,
+            publish: vec![],
         }
     }
 }
@@ -170,6 +191,9 @@ pub struct PlugResult {
     /// ([`handoff_name`]), for the runtime to move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,
+    /// Its published ports (`HOST:CONTAINER/PROTO`), reached on the host's underlay address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
 }
 
 /// The body of `POST /v1/tenants/{name}/addresses`: an address reserved on this host before
@@ -249,6 +273,9 @@ pub struct EndpointInfo {
     /// Who plugged it ([`PlugRequest::owner`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Its published ports (`HOST:CONTAINER/PROTO`), reached on the host's underlay address.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// The body of every error answer.
@@ -274,6 +301,12 @@ pub struct Status {
     pub flows: FlowsStatus,
     /// This host's endpoints.
     pub endpoints: Vec<EndpointInfo>,
+    /// The gateways (router namespaces) of this host: one per IPv4 tenant it takes part in.
+    #[serde(default)]
+    pub gateways: Vec<GatewayStatus>,
+    /// Tenants and published ports the gateway leaves out, and why.
+    #[serde(default)]
+    pub gateway_skipped: Vec<String>,
     /// Peers the data plane leaves out, and why.
     #[serde(default)]
     pub skipped_peers: Vec<String>,
@@ -363,6 +396,26 @@ pub struct TunnelStatus {
     /// The hosts it reaches (those holding a lease in the tenant).
     #[serde(default)]
     pub peers: usize,
+}
+
+/// A tenant's gateway on this host, in [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    /// The tenant.
+    pub tenant: String,
+    /// Its VNI.
+    pub vni: u32,
+    /// The gateway address.
+    pub address: String,
+    /// The gateway MAC (the same on every host).
+    pub mac: String,
+    /// The router's transit address (what its connections leave the router with).
+    pub transit: String,
+    /// Whether connections may leave.
+    pub egress: bool,
+    /// Published ports: `HOST_PORT/PROTO -> CONTAINER:PORT`.
+    #[serde(default)]
+    pub published: Vec<String>,
 }
 
 /// The flows of [`Status`].

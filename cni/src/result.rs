@@ -77,6 +77,7 @@ mod tests {
             tenant: "red".into(),
             ifname: "eth0".into(),
             handoff: None,
+            publish: vec![],
         }
     }
 

@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// `[tenants]`.
     #[serde(default)]
     pub tenants: TenantsFile,
+    /// `[gateway]`.
+    #[serde(default)]
+    pub gateway: GatewayFile,
 }
 
 /// `[etcd]`: where the cluster state lives and how to authenticate to it.
@@ -130,6 +133,14 @@ pub struct TimersFile {
 pub struct TenantsFile {
     /// `default_subnet_len`: prefix length of per-host subnet leases.
     pub default_subnet_len: Option<u8>,
+}
+
+/// `[gateway]`: the router namespace each host builds per tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// `transit_cidr`: where the /31 between each router and the host namespace is taken.
+    pub transit_cidr: Option<String>,
 }
 
 impl FileConfig {

@@ -137,4 +137,8 @@ pub struct RunFlags {
     /// Subnet lease length for tenants created without --subnet-len, 8..=30 [default: 24]
     #[arg(long, env = "OVERLAY_DEFAULT_SUBNET_LEN", value_name = "LEN")]
     pub default_subnet_len: Option<u8>,
+
+    /// IPv4 range (a /19 or larger) for the links between routers and the host namespace [default: 169.254.64.0/19]
+    #[arg(long, env = "OVERLAY_GATEWAY_TRANSIT_CIDR", value_name = "CIDR")]
+    pub gateway_transit_cidr: Option<String>,
 }

@@ -48,6 +48,9 @@
 //!
 //! [tenants]
 //! default_subnet_len = 24
+//!
+//! [gateway]
+//! transit_cidr = "169.254.64.0/19"
 //! ```
 #![warn(missing_docs)]
 
@@ -61,7 +64,7 @@ mod types;
 mod tests;
 
 pub use error::{ConfigError, Origin};
-pub use file::{ApiFile, EtcdFile, FileConfig, LogFile, MetricsFile, OvsFile, TenantsFile, TimersFile};
+pub use file::{ApiFile, EtcdFile, FileConfig, GatewayFile, LogFile, MetricsFile, OvsFile, TenantsFile, TimersFile};
 pub use flags::RunFlags;
 pub use resolve::{
     system_hostname, AgentConfig, ClientIdentity, EtcdAuth, EtcdConfig, EtcdTls, LogConfig, OvsConfig, OvsdbTls, Timers,
@@ -99,6 +102,8 @@ pub const DEFAULT_LIVENESS_TTL_SECS: u64 = 10;
 pub const DEFAULT_RESYNC_INTERVAL_SECS: u64 = 60;
 /// Length of a host's subnet lease for tenants created without `--subnet-len`.
 pub const DEFAULT_SUBNET_LEN: u8 = 24;
+/// Where the links between router namespaces and the host namespace take their addresses.
+pub const DEFAULT_GATEWAY_TRANSIT_CIDR: &str = "169.254.64.0/19";
 
 /// One configuration key: its dotted name in the file, its flag and its environment variable.
 /// Kept in one table so error messages and the tests agree with the clap definitions.
@@ -159,5 +164,6 @@ pub(crate) mod keys {
         LIVENESS_TTL = "timers.liveness_ttl_secs", "liveness-ttl", "OVERLAY_LIVENESS_TTL";
         RESYNC_INTERVAL = "timers.resync_interval_secs", "resync-interval", "OVERLAY_RESYNC_INTERVAL";
         DEFAULT_SUBNET_LEN = "tenants.default_subnet_len", "default-subnet-len", "OVERLAY_DEFAULT_SUBNET_LEN";
+        GATEWAY_TRANSIT_CIDR = "gateway.transit_cidr", "gateway-transit-cidr", "OVERLAY_GATEWAY_TRANSIT_CIDR";
     }
 }

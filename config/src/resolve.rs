@@ -8,9 +8,9 @@ use crate::keys;
 use crate::Key;
 use crate::{
     ConfigError, DatapathType, FileConfig, LogFormat, Origin, OvsdbRemote, RunFlags, Secret, DEFAULT_API_SOCKET,
-    DEFAULT_CONFIG_PATH, DEFAULT_ETCD_ENDPOINT, DEFAULT_ETCD_PREFIX, DEFAULT_HOST_TTL_SECS, DEFAULT_INT_BRIDGE,
-    DEFAULT_LIVENESS_TTL_SECS, DEFAULT_LOG_LEVEL, DEFAULT_OVSDB_REMOTE, DEFAULT_OVS_RUNDIR,
-    DEFAULT_RESYNC_INTERVAL_SECS, DEFAULT_STATE_DIR, DEFAULT_SUBNET_LEN, DEFAULT_TUN_BRIDGE,
+    DEFAULT_CONFIG_PATH, DEFAULT_ETCD_ENDPOINT, DEFAULT_ETCD_PREFIX, DEFAULT_GATEWAY_TRANSIT_CIDR,
+    DEFAULT_HOST_TTL_SECS, DEFAULT_INT_BRIDGE, DEFAULT_LIVENESS_TTL_SECS, DEFAULT_LOG_LEVEL, DEFAULT_OVSDB_REMOTE,
+    DEFAULT_OVS_RUNDIR, DEFAULT_RESYNC_INTERVAL_SECS, DEFAULT_STATE_DIR, DEFAULT_SUBNET_LEN, DEFAULT_TUN_BRIDGE,
 };
 
 /// The validated, fully resolved agent configuration.
@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub default_subnet_len: u8,
     /// Directory for runtime state.
     pub state_dir: PathBuf,
+    /// Where the /31 between each router namespace and the host namespace is taken.
+    pub gateway_transit_cidr: ipnet::IpNet,
 }
 
 /// etcd settings.
@@ -316,6 +318,23 @@ impl AgentConfig {
             return Err(invalid(keys::DEFAULT_SUBNET_LEN, default_subnet_len, origin, "is out of range: use 8..=30"));
         }
 
+        let (transit, origin) = r.or_default(
+            keys::GATEWAY_TRANSIT_CIDR,
+            f.gateway_transit_cidr.clone(),
+            file.gateway.transit_cidr.clone(),
+            DEFAULT_GATEWAY_TRANSIT_CIDR.to_owned(),
+        );
+        let gateway_transit_cidr =
+            match transit.parse::<ipnet::IpNet>() {
+                Ok(ipnet::IpNet::V4(v4)) if v4.prefix_len() <= 19 && v4.trunc() == v4 => ipnet::IpNet::V4(v4),
+                _ => return Err(invalid(
+                    keys::GATEWAY_TRANSIT_CIDR,
+                    &transit,
+                    origin,
+                    "must be an IPv4 network of /19 or larger (two addresses per tenant VLAN), e.g. 169.254.64.0/19",
+                )),
+            };
+
         let (state_dir, origin) = r.or_default(keys::STATE_DIR, f.state_dir, file.state_dir, DEFAULT_STATE_DIR.into());
         if state_dir.as_os_str().is_empty() {
             return Err(invalid(keys::STATE_DIR, "", origin, "is empty: give a directory"));
@@ -333,6 +352,7 @@ impl AgentConfig {
             log: LogConfig { format, level },
             timers,
             default_subnet_len,
+            gateway_transit_cidr,
             state_dir,
         })
     }

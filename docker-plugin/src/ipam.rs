@@ -112,12 +112,20 @@ impl Plugin {
             None => None,
             Some(l) => Some(l.parse().map_err(|_| DriverError(format!("subnet-len '{l}' is not a prefix length")))?),
         };
+        let egress = match opts.get("egress").map(String::as_str) {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(e) => return Err(DriverError(format!("egress '{e}' is not true or false"))),
+        };
         let req = CreateTenant {
             name: tenant.to_owned(),
             vni,
             cidr: cidr.to_owned(),
             tunnel: opts.get("tunnel").cloned(),
             subnet_len,
+            egress,
+            control_plane_allow: vec![],
         };
         match self.agent("creating the tenant", || self.agent.create_tenant(&req)).await {
             Ok(t) => {

@@ -290,3 +290,44 @@ pub enum DesiredError {
         tun: String,
     },
 }
+
+/// A published port (`--publish`) is malformed or twice in one request.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PublishError {
+    /// Not `HOST_PORT:CONTAINER_PORT[/tcp|/udp]` with ports 1..=65535.
+    #[error("published port {input:?} is malformed: use HOST_PORT:CONTAINER_PORT[/tcp|/udp], e.g. 8080:80/tcp")]
+    Malformed {
+        /// What was given.
+        input: String,
+    },
+    /// One request publishes one host port twice.
+    #[error("host port {host_port}/{protocol} is published twice in one request: give each host port once")]
+    Twice {
+        /// The port.
+        host_port: u16,
+        /// Its protocol.
+        protocol: crate::publish::Protocol,
+    },
+}
+
+/// A tenant's control-plane allow-list holds something that is not a network.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GatewayError {
+    /// An allow-list entry with host bits.
+    #[error("allow-list entry {cidr} has host bits set: use the network address {network}")]
+    AllowHostBits {
+        /// The entry.
+        cidr: IpNet,
+        /// What it should be.
+        network: IpNet,
+    },
+    /// The transit range cannot hold a pair for every local VLAN.
+    #[error(
+        "gateway transit range {cidr} is too small: it needs a /19 or larger IPv4 range (two addresses per \
+         tenant VLAN), e.g. 169.254.64.0/19"
+    )]
+    TransitTooSmall {
+        /// The range.
+        cidr: IpNet,
+    },
+}

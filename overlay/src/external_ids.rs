@@ -32,6 +32,8 @@ pub const KIND_PATCH: &str = "patch";
 pub const KIND_CONTAINER: &str = "container";
 /// A bridge the agent created.
 pub const KIND_BRIDGE: &str = "bridge";
+/// The br-int end of a tenant's router namespace (managed by the gateway, not by the diff).
+pub const KIND_GATEWAY: &str = "gateway";
 
 /// Whether a key is one the agent manages; others on our rows belong to other tools and are
 /// preserved on update.

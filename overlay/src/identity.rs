@@ -211,6 +211,17 @@ pub fn decide_registration(
             },
         };
     }
+    let older_agent_here = holder.machine_id.is_empty() && holder.system_id == me.record.system_id;
+    if alive && older_agent_here {
+        // An agent from before machine ids, on this machine: killed just now (its liveness key
+        // outlives it by a TTL) during an upgrade, or still running beside this one.
+        return Registration::WaitForLiveness {
+            if_still_held: conflict(
+                "an agent of an older version holds this name from this machine (same OVS system-id): stop it                  first"
+                    .into(),
+            ),
+        };
+    }
     if alive {
         return Registration::Refuse(conflict(
             "a live host cannot be taken over. If this machine was cloned from that host's image or given its \
@@ -218,7 +229,7 @@ pub fn decide_registration(
                 .into(),
         ));
     }
-    if holder.machine_id.is_empty() && holder.system_id == me.record.system_id {
+    if older_agent_here {
         return Registration::Adopt;
     }
     if !holder.machine_id.is_empty() && me.take_over == Some(holder.machine_id.as_str()) {
@@ -320,11 +331,14 @@ mod tests {
     }
 
     #[test]
-    fn a_record_of_an_older_agent_of_this_machine_is_adopted_when_that_agent_is_gone() {
+    fn a_record_of_an_older_agent_of_this_machine_is_adopted_once_that_agent_is_gone() {
         let me = record("m1", "sys-1", "198.18.0.1");
         let old = || Some(record("", "sys-1", "198.18.0.1"));
         assert_eq!(decide(&me, None, Found { record: old(), liveness: None }), Registration::Adopt);
-        assert!(matches!(decide(&me, None, Found { record: old(), liveness: Some(None) }), Registration::Refuse(_)));
+        assert!(matches!(
+            decide(&me, None, Found { record: old(), liveness: Some(None) }),
+            Registration::WaitForLiveness { .. }
+        ));
         let other = Some(record("", "sys-2", "198.18.0.3"));
         assert!(matches!(decide(&me, None, Found { record: other, liveness: None }), Registration::Refuse(_)));
     }

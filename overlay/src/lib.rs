@@ -15,17 +15,19 @@ pub mod diff;
 pub mod error;
 pub mod external_ids;
 mod fnv;
+pub mod gateway;
 pub mod identity;
 pub mod ipam;
 pub mod model;
 pub mod mtu;
 pub mod naming;
 pub mod pipeline;
+pub mod publish;
 mod text;
 pub mod vlan;
 
 #[cfg(test)]
 mod fixtures;
 
-pub use error::{DesiredError, IpamError, ModelError, MtuError, VlanError};
+pub use error::{DesiredError, GatewayError, IpamError, ModelError, MtuError, PublishError, VlanError};
 pub use model::{Endpoint, HostRecord, IpClaim, Liveness, MacAddr, SubnetLease, Tenant, TunnelType, Vni};

@@ -199,10 +199,27 @@ pub struct Tenant {
     tunnel: TunnelType,
     subnet_len: u8,
     gateway: IpAddr,
+    /// Whether containers reach beyond the tenant through their host's gateway. Written only
+    /// when off, so records of tenants with the default keep the shape older agents wrote.
+    #[serde(skip_serializing_if = "is_true")]
+    egress: bool,
+    /// Networks of the control plane (etcd, the hosts' own addresses) the tenant's containers
+    /// may reach all the same through the gateway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    control_plane_allow: Vec<IpNet>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The JSON shape of a tenant before validation. The gateway is optional on input because it
-/// is derived; when present it must match.
+/// is derived; when present it must match. Records of agents before the gateway have neither
+/// `egress` nor `control_plane_allow`: egress on, nothing allowed.
 #[derive(Deserialize)]
 struct TenantRecord {
     name: String,
@@ -212,12 +229,19 @@ struct TenantRecord {
     subnet_len: u8,
     #[serde(default)]
     gateway: Option<IpAddr>,
+    #[serde(default = "yes")]
+    egress: bool,
+    #[serde(default)]
+    control_plane_allow: Vec<IpNet>,
 }
 
 impl TryFrom<TenantRecord> for Tenant {
     type Error = ModelError;
     fn try_from(r: TenantRecord) -> Result<Self, ModelError> {
-        let t = Tenant::new(&r.name, r.vni, r.cidr, r.tunnel, r.subnet_len)?;
+        let t = Tenant::new(&r.name, r.vni, r.cidr, r.tunnel, r.subnet_len)?
+            .with_egress(r.egress)
+            .with_control_plane_allow(r.control_plane_allow)
+            .map_err(|e| ModelError::Json { what: "tenant", message: e.to_string() })?;
         match r.gateway {
             Some(stored) if stored != t.gateway => {
                 Err(ModelError::GatewayMismatch { tenant: t.name, stored, expected: t.gateway })
@@ -244,7 +268,45 @@ impl Tenant {
         // prefix_len <= subnet_len <= max - 2, so network + 1 is inside the CIDR and is
         // neither its network nor its broadcast address.
         let gateway = addr_from_u128(addr_to_u128(cidr.network()) + 1, cidr.network());
-        Ok(Self { name: name.to_owned(), vni, cidr, tunnel, subnet_len, gateway })
+        Ok(Self {
+            name: name.to_owned(),
+            vni,
+            cidr,
+            tunnel,
+            subnet_len,
+            gateway,
+            egress: true,
+            control_plane_allow: Vec::new(),
+        })
+    }
+
+    /// The tenant with egress on or off.
+    pub fn with_egress(mut self, egress: bool) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    /// The tenant with a control-plane allow-list: networks, sorted and without duplicates.
+    pub fn with_control_plane_allow(mut self, mut allow: Vec<IpNet>) -> Result<Self, crate::error::GatewayError> {
+        for cidr in &allow {
+            if cidr.trunc() != *cidr {
+                return Err(crate::error::GatewayError::AllowHostBits { cidr: *cidr, network: cidr.trunc() });
+            }
+        }
+        allow.sort_unstable();
+        allow.dedup();
+        self.control_plane_allow = allow;
+        Ok(self)
+    }
+
+    /// Whether containers reach beyond the tenant through their host's gateway.
+    pub fn egress(&self) -> bool {
+        self.egress
+    }
+
+    /// Control-plane networks the tenant's containers may reach all the same.
+    pub fn control_plane_allow(&self) -> &[IpNet] {
+        &self.control_plane_allow
     }
 
     /// Decodes and validates a tenant record from etcd.
@@ -460,6 +522,10 @@ pub struct Endpoint {
     /// none for a plug from the CLI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Ports of the host's underlay address that reach this interface. Left out when empty,
+    /// so records without any keep the shape older agents wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::publish::Publish>,
 }
 
 impl Endpoint {
@@ -482,6 +548,8 @@ impl Endpoint {
         if let Some(owner) = &self.owner {
             validate_owner(owner)?;
         }
+        crate::publish::validate_list(&self.publish)
+            .map_err(|e| ModelError::Json { what: "endpoint", message: e.to_string() })?;
         Ok(())
     }
 
@@ -815,6 +883,27 @@ mod tests {
     }
 
     #[test]
+    fn tenant_gateway_settings_default_on_and_round_trip() {
+        let old = br#"{"name":"b","vni":3,"cidr":"10.0.0.0/24","tunnel":"gre","subnet_len":26}"#;
+        let t = Tenant::from_json(old).unwrap();
+        assert!(t.egress() && t.control_plane_allow().is_empty(), "records before the gateway: egress on");
+        let t = t.with_egress(false).with_control_plane_allow(vec![net("10.9.0.0/16"), net("10.8.0.0/16")]).unwrap();
+        let json = String::from_utf8(t.to_json()).unwrap();
+        assert!(
+            json.contains(r#""egress":false"#)
+                && json.contains(r#""control_plane_allow":["10.8.0.0/16","10.9.0.0/16"]"#),
+            "{json}"
+        );
+        assert_eq!(Tenant::from_json(json.as_bytes()).unwrap(), t);
+        let host_bits = Tenant::new("b", vni(3), net("10.0.0.0/24"), TunnelType::Gre, 26)
+            .unwrap()
+            .with_control_plane_allow(vec![net("10.9.0.1/16")]);
+        assert!(host_bits.unwrap_err().to_string().contains("10.9.0.0/16"));
+        let bad = br#"{"name":"b","vni":3,"cidr":"10.0.0.0/24","tunnel":"gre","subnet_len":26,"control_plane_allow":["10.9.0.1/16"]}"#;
+        assert!(Tenant::from_json(bad).is_err());
+    }
+
+    #[test]
     fn tenant_from_json_revalidates() {
         let no_gw = br#"{"name":"b","vni":3,"cidr":"10.0.0.0/24","tunnel":"gre","subnet_len":26}"#;
         assert_eq!(Tenant::from_json(no_gw).unwrap().gateway(), "10.0.0.1".parse::<IpAddr>().unwrap());
@@ -1001,6 +1090,7 @@ mod tests {
             ifname: DEFAULT_IFNAME.into(),
             machine_id: "m-1".into(),
             owner: None,
+            publish: vec![],
         };
         assert_eq!(Endpoint::from_json(&e.to_json()).unwrap(), e);
         // No owner, no key: records stay as older agents read them.
@@ -1010,6 +1100,12 @@ mod tests {
         assert_eq!(Endpoint::from_json(&owned.to_json()).unwrap(), owned);
         owned.owner = Some("docker 1".into());
         assert!(matches!(owned.validate(), Err(ModelError::InvalidOwner { .. })));
+        assert!(!String::from_utf8(e.to_json()).unwrap().contains("publish"), "left out when empty");
+        let mut published = e.clone();
+        published.publish = vec!["8080:80/tcp".parse().unwrap(), "53:53/udp".parse().unwrap()];
+        assert_eq!(Endpoint::from_json(&published.to_json()).unwrap(), published);
+        published.publish.push("8080:81/tcp".parse().unwrap());
+        assert!(Endpoint::from_json(&published.to_json()).is_err(), "one host port twice");
         // Records of agents before interfaces and machine ids existed still decode.
         let old = br#"{"tenant":"blue","container_id":"c1","host":"node1","ip":"10.1.0.5",
                       "mac":"02:00:00:00:00:01","iface_id":"c1","port":"tap0123456789ab"}"#;

@@ -32,6 +32,12 @@ fn quiet_options() -> ConnectionOptions {
     ConnectionOptions { request_timeout: Duration::from_secs(5), inactivity_probe: None, ..Default::default() }
 }
 
+/// An inactivity probe of `probe`, and a request timeout (30 s) far longer, so that only the
+/// probe can end a session that stops answering.
+fn probing(probe: Duration) -> ConnectionOptions {
+    ConnectionOptions { request_timeout: Duration::from_secs(30), inactivity_probe: Some(probe), ..Default::default() }
+}
+
 /// The server end of a connection: reads whole JSON messages, writes raw bytes.
 struct Peer {
     stream: UnixStream,
@@ -104,6 +110,27 @@ fn call(conn: &Connection, method: &str, params: Json) -> tokio::task::JoinHandl
 
 async fn finish<T>(h: tokio::task::JoinHandle<T>, what: &str) -> T {
     within(PROMPT, what, h).await.expect("the call task panicked")
+}
+
+/// Asserts that the session still works: a `list_dbs` the fake server answers gets its answer.
+async fn assert_session_works(conn: &Connection, peer: &mut Peer) {
+    let pending = call(conn, "list_dbs", json!([]));
+    let id = peer.expect_request("list_dbs").await;
+    peer.reply(&id, json!(["Open_vSwitch"])).await;
+    assert_eq!(finish(pending, "list_dbs").await.unwrap(), json!(["Open_vSwitch"]));
+}
+
+/// Opens a `monitor_cond` of `requests` through `conn`, answered by `peer` with no initial
+/// rows; returns the request the fake server saw and the monitor.
+async fn open_monitor(conn: &Connection, peer: &mut Peer, requests: MonitorRequests) -> (Json, ovsdb_client::Monitor) {
+    let c = conn.clone();
+    let monitor = tokio::spawn(async move { c.monitor_cond("Open_vSwitch", &requests).await });
+    let req = within(PROMPT, "monitor_cond", peer.recv()).await;
+    assert_eq!(req["method"], "monitor_cond");
+    peer.reply(&req["id"], json!({})).await;
+    let (initial, monitor) = finish(monitor, "monitor_cond").await.unwrap();
+    assert!(initial.is_empty());
+    (req, monitor)
 }
 
 fn disconnected_reason(r: Result<Json, RpcError>) -> String {
@@ -248,10 +275,7 @@ async fn fifty_megabyte_reply_is_delivered_intact() {
     assert!(s.bytes().all(|b| b == b'x'));
     let mut peer = within(PROMPT, "the writer", writer).await.unwrap();
     // The session goes on after the big message.
-    let pending = call(&conn, "list_dbs", json!([]));
-    let id = peer.expect_request("list_dbs").await;
-    peer.reply(&id, json!(["Open_vSwitch"])).await;
-    assert_eq!(finish(pending, "list_dbs").await.unwrap(), json!(["Open_vSwitch"]));
+    assert_session_works(&conn, &mut peer).await;
 }
 
 #[tokio::test]
@@ -275,23 +299,15 @@ async fn fifty_megabyte_reply_over_the_limit_is_an_error() {
 async fn close_in_the_middle_of_a_large_message_ends_requests_and_monitors() {
     let (conn, mut peer, _dir) = connect(quiet_options()).await;
     // A monitor, so that its stream must end too.
-    let c = conn.clone();
-    let monitor = tokio::spawn(async move {
-        c.monitor_cond("Open_vSwitch", &MonitorRequests::new().table::<&str>("Bridge", [])).await
-    });
-    let req = within(PROMPT, "monitor_cond", peer.recv()).await;
-    assert_eq!(req["method"], "monitor_cond");
-    peer.reply(&req["id"], json!({})).await;
-    let (initial, mut monitor) = finish(monitor, "monitor_cond").await.unwrap();
-    assert!(initial.is_empty());
+    let (_, mut monitor) = open_monitor(&conn, &mut peer, MonitorRequests::new().table::<&str>("Bridge", [])).await;
 
     let pending = call(&conn, "echo", json!([]));
     let id = peer.expect_request("echo").await;
     let msg = big_reply(&id, 4 << 20);
-    // Half of it, in several writes with pauses, then hang up.
+    // Half of it, in several writes, then hang up. Each write is larger than the socket's
+    // buffer, so it returns only once the client has read most of it.
     for chunk in msg[..msg.len() / 2].chunks(256 * 1024) {
         peer.write(chunk).await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     drop(peer);
     let reason = disconnected_reason(finish(pending, "echo").await);
@@ -326,11 +342,7 @@ async fn silent_server_times_out_and_a_late_reply_is_dropped() {
 #[tokio::test]
 async fn inactivity_probe_closes_a_server_that_stopped_answering() {
     let probe = Duration::from_millis(200);
-    let options = ConnectionOptions {
-        request_timeout: Duration::from_secs(30),
-        inactivity_probe: Some(probe),
-        ..Default::default()
-    };
+    let options = probing(probe);
     let (conn, mut peer, _dir) = connect(options).await;
     let started = Instant::now();
     // A request the server reads and never answers; the probe must fail it long before its
@@ -353,11 +365,7 @@ async fn inactivity_probe_closes_a_server_that_stopped_answering() {
 #[tokio::test]
 async fn inactivity_probe_closes_a_server_that_stopped_reading() {
     let probe = Duration::from_millis(200);
-    let options = ConnectionOptions {
-        request_timeout: Duration::from_secs(30),
-        inactivity_probe: Some(probe),
-        ..Default::default()
-    };
+    let options = probing(probe);
     let (conn, peer, _dir) = connect(options).await;
     // 32 MB does not fit in the socket buffers: the client's writer blocks on a server that
     // never reads, and the probe echo queues behind it.
@@ -379,21 +387,23 @@ async fn inactivity_probe_keeps_a_session_that_answers_echo() {
     let probe = Duration::from_millis(100);
     let options = ConnectionOptions { inactivity_probe: Some(probe), ..quiet_options() };
     let (conn, mut peer, _dir) = connect(options).await;
+    let (count, mut echoes) = tokio::sync::watch::channel(0u32);
     let answered = tokio::spawn(async move {
-        let mut echoes = 0;
         while let Some(m) = peer.try_recv().await {
             if m["method"] == "echo" {
                 peer.reply(&m["id"], m["params"].clone()).await;
-                echoes += 1;
+                count.send_modify(|n| *n += 1);
             }
         }
-        echoes
     });
-    tokio::time::sleep(probe * 10).await;
+    // Five probes answered: the session stayed idle for five probe intervals and more, and the
+    // client never gave up on it.
+    let started = Instant::now();
+    within(PROMPT, "five probes answered", echoes.wait_for(|n| *n >= 5)).await.expect("the fake server runs");
     assert!(!conn.is_closed(), "closed although the server answered: {:?}", conn.closed().await);
+    assert!(started.elapsed() >= probe * 4, "five probes in {:?}, faster than one per {probe:?}", started.elapsed());
     conn.close();
-    let echoes = within(PROMPT, "the fake server to see EOF", answered).await.unwrap();
-    assert!(echoes >= 2, "only {echoes} probes in {:?}", probe * 10);
+    within(PROMPT, "the fake server to see EOF", answered).await.unwrap();
 }
 
 #[tokio::test]
@@ -416,16 +426,8 @@ async fn server_echo_request_gets_a_proper_reply() {
 #[tokio::test]
 async fn notifications_for_unknown_monitors_are_ignored() {
     let (conn, mut peer, _dir) = connect(quiet_options()).await;
-    let c = conn.clone();
-    let monitor =
-        tokio::spawn(
-            async move { c.monitor_cond("Open_vSwitch", &MonitorRequests::new().table("Bridge", ["name"])).await },
-        );
-    let req = within(PROMPT, "monitor_cond", peer.recv()).await;
-    assert_eq!(req["method"], "monitor_cond");
+    let (req, mut monitor) = open_monitor(&conn, &mut peer, MonitorRequests::new().table("Bridge", ["name"])).await;
     let mid = req["params"][1].clone();
-    peer.reply(&req["id"], json!({})).await;
-    let (_, mut monitor) = finish(monitor, "monitor_cond").await.unwrap();
     assert_eq!(json!(monitor.id()), mid);
 
     let u1 = "11111111-1111-1111-1111-111111111111";
@@ -448,10 +450,7 @@ async fn notifications_for_unknown_monitors_are_ignored() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0.to_string(), u2);
     // The session is still fine.
-    let pending = call(&conn, "list_dbs", json!([]));
-    let id = peer.expect_request("list_dbs").await;
-    peer.reply(&id, json!(["Open_vSwitch"])).await;
-    assert_eq!(finish(pending, "list_dbs").await.unwrap(), json!(["Open_vSwitch"]));
+    assert_session_works(&conn, &mut peer).await;
 }
 
 #[tokio::test]
@@ -491,6 +490,9 @@ async fn one_message_split_across_many_writes_with_delays() {
     let text = serde_json::to_vec(&json!({"id": id, "result": result, "error": null})).unwrap();
     for chunk in text.chunks(3) {
         peer.write(chunk).await;
+        // Spacing the writes is the input under test, not a wait for anything: it lets the
+        // client read the message a few bytes at a time. Nothing asserted depends on how the
+        // reads fall.
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(finish(pending, "echo").await.unwrap(), result);

@@ -4,19 +4,11 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ovsdb_client::{Connection, ConnectionOptions, RpcError, TlsSettings};
-use testbed::{make_ca, make_cert};
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use testbed::{make_ca, make_cert, ChildGuard};
 
 fn settings(d: &Path, ca: &str, me: &str) -> TlsSettings {
     TlsSettings {
@@ -48,7 +40,7 @@ async fn ssl_remote_with_client_certificates() {
     assert!(st.success());
     let ip = testbed::private_loopback_ip();
     let port = testbed::free_port_on(ip);
-    let _server = Server(
+    let _server = ChildGuard(
         Command::new("ovsdb-server")
             .arg(&db)
             .arg(format!("--remote=pssl:{port}:{ip}"))
@@ -61,12 +53,9 @@ async fn ssl_remote_with_client_certificates() {
             .spawn()
             .expect("ovsdb-server"),
     );
-    // Wait until it listens.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect((ip, port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "ovsdb-server did not listen on pssl:{port}:{ip}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testbed::wait_until(Duration::from_secs(10), &format!("ovsdb-server to listen on pssl:{port}:{ip}"), || {
+        std::net::TcpStream::connect((ip, port)).is_ok()
+    });
     let dbs = connect(ip, port, settings(d, "ca", "client")).await.expect("ssl with the right CA and certificate");
     assert!(dbs.contains(&"Open_vSwitch".to_owned()), "{dbs:?}");
 

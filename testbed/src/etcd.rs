@@ -2,14 +2,12 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use tempfile::TempDir;
-
-use crate::process::{run, tail, Daemon};
+use crate::process::{deref_to_process, run, tail, Process};
 use crate::require::{bin, require_etcd};
 use crate::sweep;
 use crate::wait::try_wait_for;
@@ -26,14 +24,14 @@ const RESTART_PATIENCE: Duration = Duration::from_secs(10);
 /// `<dir>/etcd.log`. Short raft timers (heartbeat 50 ms, election 500 ms) so it is ready fast.
 ///
 /// [`Etcd::stop`] / [`Etcd::start_again`] give an outage on the same data and ports.
-/// Drop kills it and removes the temp dir.
+/// Drop kills it and removes the temp dir. Derefs to its [`Process`] (pid, temp dir with the
+/// data dir and the log).
 pub struct Etcd {
-    daemon: Daemon,
+    process: Process,
     name: String,
     ip: Ipv4Addr,
     client_port: AtomicU16,
     peer_port: AtomicU16,
-    dir: TempDir,
 }
 
 impl Etcd {
@@ -42,14 +40,12 @@ impl Etcd {
     pub fn start() -> Self {
         require_etcd();
         sweep::sweep_once();
-        let dir = sweep::temp_dir("etcd");
         let etcd = Etcd {
-            daemon: Daemon::new("etcd", dir.path()),
+            process: Process::new("etcd", sweep::temp_dir("etcd")),
             name: crate::unique_name("etcd"),
             ip: crate::private_loopback_ip(),
             client_port: AtomicU16::new(0),
             peer_port: AtomicU16::new(0),
-            dir,
         };
         let mut errors = Vec::new();
         for _ in 0..START_ATTEMPTS {
@@ -83,16 +79,16 @@ impl Etcd {
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap", "--log-outputs"])
             .arg(self.log_path());
-        self.daemon.spawn(cmd);
+        self.process.daemon.spawn(cmd);
         let what = format!("etcd at {client} to be healthy");
         try_wait_for(START_TIMEOUT, &what, || {
-            if let Some(e) = self.daemon.exited() {
+            if let Some(e) = self.process.daemon.exited() {
                 return Some(Err(format!("{e}\nlog:\n{}", tail(&self.log_path(), 10))));
             }
             self.healthy().then_some(Ok(()))
         })
         .and_then(|r| r)
-        .inspect_err(|_| self.daemon.kill())
+        .inspect_err(|_| self.kill())
     }
 
     /// Whether `GET /health` answers `"health":"true"`.
@@ -103,14 +99,14 @@ impl Etcd {
 
     /// SIGKILL (an outage or crash); data dir and ports are kept.
     pub fn stop(&self) {
-        self.daemon.kill();
+        self.kill();
     }
 
     /// Starts etcd again on the same data dir and ports (retrying while a port is still taken);
     /// waits until healthy.
     #[track_caller]
     pub fn start_again(&self) {
-        self.daemon.kill();
+        self.kill();
         let start = std::time::Instant::now();
         loop {
             match self.launch() {
@@ -121,16 +117,6 @@ impl Etcd {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
-    }
-
-    /// Whether the etcd process is running.
-    pub fn is_running(&self) -> bool {
-        self.daemon.pid().is_some()
-    }
-
-    /// Pid, if running.
-    pub fn pid(&self) -> Option<u32> {
-        self.daemon.pid()
     }
 
     /// `http://<its loopback address>:<client port>`.
@@ -151,11 +137,6 @@ impl Etcd {
     /// The member name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The temp dir (data dir, logs).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// The data dir.
@@ -184,6 +165,8 @@ impl Etcd {
         self.try_etcdctl(args).unwrap_or_else(|e| panic!("testbed: {e}"))
     }
 }
+
+deref_to_process!(Etcd);
 
 /// Two distinct ports of `ip` that were free a moment ago (bound with port 0, then released).
 fn two_free_ports(ip: Ipv4Addr) -> (u16, u16) {

@@ -7,12 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use crate::names::unique_name;
 use crate::netns::Netns;
-use crate::ovs::{OvsdbServer, Vswitchd};
 use crate::require::require_ovs;
 use crate::sweep::{claims_dir, Claim};
+use crate::{OvsdbServer, Vswitchd};
 
 /// Prefix length of the underlay subnet.
 pub const UNDERLAY_PREFIX_LEN: u8 = 24;
+
+/// X of 198.18.X.0/24, never an underlay: the "outside" network (beyond every underlay and
+/// tenant range) that tests route through a fabric.
+pub const OUTSIDE_OCTET: u8 = 100;
 
 /// The third octet X of an underlay subnet 198.18.X.0/24, unique on this machine while held.
 struct SubnetClaim {
@@ -25,6 +29,10 @@ impl SubnetClaim {
         let start = (u64::from(std::process::id()) * 31 + crate::names::next_counter()) % 254;
         for i in 0..254u64 {
             let octet = ((start + i) % 254 + 1) as u8;
+            // 198.18.100.0/24 is the "outside" network tests route through a fabric.
+            if octet == OUTSIDE_OCTET {
+                continue;
+            }
             if let Some(claim) = Claim::try_acquire(&format!("subnet-198.18.{octet}")) {
                 return SubnetClaim { octet, _claim: claim };
             }

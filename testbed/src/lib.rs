@@ -51,26 +51,29 @@ mod fabric;
 mod mounts;
 mod names;
 mod netns;
-mod ovs;
+mod ovsdb_server;
 mod pki;
 mod podman;
 mod process;
 mod require;
 mod sweep;
+mod vswitchd;
 mod wait;
 
 pub use busybox::busybox_rootfs;
 pub use cleanup::Cleanup;
 pub use docker::{plugin_name, Dockerd, DOCKER_CLI, PLUGIN_SPEC_DIR};
 pub use etcd::Etcd;
-pub use fabric::{Fabric, TestHost, UNDERLAY_PREFIX_LEN};
+pub use fabric::{Fabric, TestHost, OUTSIDE_OCTET, UNDERLAY_PREFIX_LEN};
 pub use names::{free_port_on, private_loopback_ip, unique_name};
 pub use netns::{ping, wait_ping, Container, Netns};
-pub use ovs::{OvsdbServer, Vswitchd};
+pub use ovsdb_server::OvsdbServer;
 pub use pki::{make_ca, make_cert};
 pub use podman::Podman;
+pub use process::{signal, ChildGuard, Process};
 pub use require::{
     require_binary, require_etcd, require_file, require_netns, require_ovs, require_root, VSWITCH_SCHEMA,
 };
 pub use sweep::sweep_stale;
-pub use wait::{try_wait_for, wait_for, wait_until};
+pub use vswitchd::Vswitchd;
+pub use wait::{hold_for, try_wait_for, wait_for, wait_until};

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 
+use tempfile::TempDir;
+
 /// A command line, for error messages.
 pub(crate) fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
@@ -72,9 +74,88 @@ pub(crate) fn kill_pid(pid: u32) {
         .status();
 }
 
+/// Sends `sig` (as `kill` takes it: `-STOP`, `-CONT`, `-TERM`...) to process `pid`; panics if
+/// `kill` fails (e.g. no such process).
+#[track_caller]
+pub fn signal(pid: u32, sig: &str) {
+    let out = output(Command::new("kill").args([sig, &pid.to_string()])).unwrap_or_else(|e| panic!("testbed: {e}"));
+    assert!(out.status.success(), "testbed: kill {sig} {pid} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Whether a process with this pid exists (zombies included).
 pub(crate) fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `ovs-appctl --timeout=10 -t <ctl> ARGS`; stdout or `Err` with stderr.
+pub(crate) fn appctl(ctl: &Path, args: &[&str]) -> Result<String, String> {
+    run(Command::new(crate::require::bin("ovs-appctl")).arg("--timeout=10").arg("-t").arg(ctl).args(args))
+}
+
+/// A daemon a fixture runs as its child (never `--detach`), with a temp dir of its own for its
+/// files. The daemon fixtures ([`crate::OvsdbServer`], [`crate::Vswitchd`], [`crate::Etcd`])
+/// deref to it. Drop kills the process, then removes the dir.
+pub struct Process {
+    pub(crate) daemon: Daemon,
+    dir: TempDir,
+}
+
+impl Process {
+    /// A process named `what` (in error messages) logging to `dir`.
+    pub(crate) fn new(what: &str, dir: TempDir) -> Self {
+        Process { daemon: Daemon::new(what, dir.path()), dir }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.daemon.pid().is_some()
+    }
+
+    /// Pid, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
+    }
+
+    /// SIGKILL (a crash: the process cleans nothing up); its files stay.
+    pub fn kill(&self) {
+        self.daemon.kill();
+    }
+
+    /// The temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Makes fixture `$t`, which keeps its [`Process`] in a field `process`, deref to it.
+macro_rules! deref_to_process {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = $crate::Process;
+            fn deref(&self) -> &$crate::Process {
+                &self.process
+            }
+        }
+    };
+}
+pub(crate) use deref_to_process;
+
+/// A child process a test started itself (a server with options no fixture offers, an agent
+/// run by hand): killed and reaped on drop, also when the test panics.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A daemon run as a child process (never `--detach`), its stdout/stderr appended to files.

@@ -45,6 +45,24 @@ pub fn wait_until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
     wait_for(deadline, what, || f().then_some(()))
 }
 
+/// Checks `f` for `duration`, every `every` (and once more at the end): the condition must
+/// hold the whole time. Panics with `<what> stopped holding after <t>: <error>` at the first
+/// check that fails.
+#[track_caller]
+pub fn hold_for(duration: Duration, every: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        if let Err(e) = f() {
+            panic!("{what} stopped holding after {:?}: {e}", start.elapsed());
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            return;
+        }
+        std::thread::sleep(every.min(duration - elapsed));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +81,30 @@ mod tests {
     fn times_out_with_message() {
         let err = try_wait_for::<()>(Duration::from_millis(30), "nothing", || None).unwrap_err();
         assert!(err.contains("timed out after 30ms waiting for nothing"), "{err}");
+    }
+
+    #[test]
+    fn hold_for_checks_until_the_end() {
+        let mut n = 0;
+        hold_for(Duration::from_millis(30), Duration::from_millis(5), "n", || {
+            n += 1;
+            Ok(())
+        });
+        assert!(n >= 3, "checked {n} times");
+    }
+
+    #[test]
+    #[should_panic(expected = "n stopped holding after")]
+    fn hold_for_panics_at_the_first_failure() {
+        let mut n = 0;
+        hold_for(Duration::from_secs(10), Duration::from_millis(1), "n", || {
+            n += 1;
+            if n < 3 {
+                Ok(())
+            } else {
+                Err("n is 3".into())
+            }
+        });
     }
 
     #[test]

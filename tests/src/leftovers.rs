@@ -49,7 +49,8 @@ pub fn check_host(c: &Cluster, i: usize, pending_ok: bool) -> Result<(), String>
         let ip = key.rsplit('/').next().unwrap_or_default();
         let reservation = claim["ifname"] == "";
         let held = endpoints.values().any(|e| e["container_id"] == claim["container"] && e["ip"] == ip);
-        if !held && !(reservation && pending_ok) {
+        let allowed_pending = reservation && pending_ok;
+        if !(held || allowed_pending) {
             return Err(format!("on {me}: address {key} ({claim}) has no endpoint"));
         }
     }
@@ -77,6 +78,6 @@ pub fn wait_clean(c: &Cluster, i: usize, context: &str) {
         testbed::try_wait_for(std::time::Duration::from_secs(30), "a clean host", || check_host(c, i, false).ok())
     {
         let last = check_host(c, i, false).err().unwrap_or_default();
-        panic!("{context}: {e}: {last}\n--- agent log (end) ---\n{}", crate::log_tail(&c.agents[i], 40));
+        panic!("{context}: {e}: {last}\n--- agent log (end) ---\n{}", c.agents[i].log_tail(40));
     }
 }

@@ -4,20 +4,33 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use testbed::Container;
 
-/// The shortest run of a [`Pinger`]: 40 echoes at 0.05 s.
-const PING_AT_LEAST: Duration = Duration::from_secs(2);
+/// The fewest echoes a [`Pinger`] sends before it stops: 2 s of them at 0.05 s.
+const ECHOES_AT_LEAST: u64 = 40;
+/// How long [`Pinger::stop`] waits for them: a ping stuck this long is a failure of its own
+/// ("ping hardly ran").
+const ECHOES_WITHIN: Duration = Duration::from_secs(10);
+
+/// What ping has said so far.
+#[derive(Default)]
+struct Progress {
+    lines: Vec<String>,
+    /// The highest sequence number ping has reported, answered or not.
+    sent: u64,
+    replies: u64,
+}
 
 /// A continuous `ping -i 0.05` from a container, stopped with SIGINT; every echo is accounted.
 pub struct Pinger {
     child: Option<Child>,
-    lines: Option<JoinHandle<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+    progress: Arc<Mutex<Progress>>,
     what: String,
-    started: Instant,
 }
 
 /// What a [`Pinger`] saw.
@@ -71,22 +84,47 @@ impl PingReport {
 impl Pinger {
     pub fn start(from: &Container, ip: &str) -> Pinger {
         // `ip netns exec` execs ping, so the child's pid is ping's (SIGINT makes it report).
+        // -O: an echo still unanswered when the next goes is reported ("no answer yet for
+        // icmp_seq=N"), so the echoes sent can be counted while ping runs.
         let mut child = from
-            .command(&["ping", "-n", "-D", "-i", "0.05", "-W", "1", ip])
+            .command(&["ping", "-n", "-D", "-O", "-i", "0.05", "-W", "1", ip])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning ping");
         let out = child.stdout.take().expect("ping stdout");
-        let lines = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let reader = {
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let mut p = progress.lock().expect("ping progress");
+                    if let Some(seq) = seq_of(&line) {
+                        p.sent = p.sent.max(seq);
+                        p.replies += u64::from(line.contains("bytes from"));
+                    }
+                    p.lines.push(line);
+                }
+            })
+        };
         let what = format!("ping {ip} from {}", from.name());
-        Pinger { child: Some(child), lines: Some(lines), what, started: Instant::now() }
+        Pinger { child: Some(child), reader: Some(reader), progress, what }
     }
 
-    /// Stops ping, after it has run for [`PING_AT_LEAST`]: a phase of a test that ends sooner
-    /// still gets enough echoes to judge ("ping hardly ran" means ping itself was stuck).
+    /// Waits until `n` echoes have been answered (traffic flows); panics after 20 s.
+    #[track_caller]
+    pub fn wait_replies(&self, n: u64) {
+        testbed::wait_until(Duration::from_secs(20), &format!("{n} replies to {}", self.what), || {
+            self.progress.lock().expect("ping progress").replies >= n
+        });
+    }
+
+    /// Stops ping once it has sent [`ECHOES_AT_LEAST`] echoes (or after [`ECHOES_WITHIN`]): a
+    /// phase of a test that ends sooner still gets enough echoes to judge.
     pub fn stop(mut self) -> PingReport {
-        std::thread::sleep(PING_AT_LEAST.saturating_sub(self.started.elapsed()));
+        let _ = testbed::try_wait_for(ECHOES_WITHIN, "echoes", || {
+            (self.progress.lock().expect("ping progress").sent >= ECHOES_AT_LEAST).then_some(())
+        });
         let mut child = self.child.take().expect("running");
         let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -96,12 +134,12 @@ impl Pinger {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let lines = self.lines.take().expect("reader").join().expect("ping reader");
-        let seq = |l: &str| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok();
+        self.reader.take().expect("reader").join().expect("ping reader");
+        let lines = std::mem::take(&mut self.progress.lock().expect("ping progress").lines);
         let stamps: BTreeMap<u64, String> = lines
             .iter()
             .filter(|l| l.contains("bytes from"))
-            .filter_map(|l| Some((seq(l)?, l.split(']').next()?.trim_start_matches('[').to_owned())))
+            .filter_map(|l| Some((seq_of(l)?, l.split(']').next()?.trim_start_matches('[').to_owned())))
             .collect();
         let replies = stamps.keys().copied().collect();
         let transmitted = lines
@@ -112,6 +150,11 @@ impl Pinger {
         let text = lines.iter().rev().take(4).cloned().collect::<Vec<_>>().join("\n");
         PingReport { transmitted, replies, stamps, text }
     }
+}
+
+/// The `icmp_seq=` of a line of ping's output.
+fn seq_of(line: &str) -> Option<u64> {
+    line.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok()
 }
 
 impl Drop for Pinger {

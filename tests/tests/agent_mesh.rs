@@ -5,14 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use overlay_tests::{flows_on, ofport_of, ports_on, tunnel_sources, tunnels, AgentProc, Cluster};
+use overlay_tests::{
+    flows_on, get_metrics, metrics_address, ofport_of, ports_on, tunnel_sources, tunnels, AgentProc, Cluster,
+};
 use testbed::{wait_for, wait_until, TestHost};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn cluster(n: u8, extra: &[&str]) -> Cluster {
-    Cluster::start(n, extra)
-}
 
 /// Checks host `host`'s tenant tunnel ports: exactly `want` (tenant, type, vni), one per
 /// tenant, each `remote_ip=flow` with key = VNI, and its flows accepting frames from exactly
@@ -65,7 +63,7 @@ fn bridges_and_patches(h: &TestHost) {
 
 #[test]
 fn one_tunnel_port_per_tenant_and_flows_per_member_with_vxlan_and_gre() {
-    let c = cluster(3, &[]);
+    let c = Cluster::start(3, &[]);
     for h in &c.hosts {
         wait_until(WAIT, "bridges", || ports_on(h, "br-tun").contains_key("patch-int"));
         bridges_and_patches(h);
@@ -73,8 +71,9 @@ fn one_tunnel_port_per_tenant_and_flows_per_member_with_vxlan_and_gre() {
     let a = &c.agents;
     a[0].cli_ok(&["tenant", "create", "red", "--vni", "1001", "--cidr", "198.19.0.0/16", "--tunnel", "vxlan"]);
     a[0].cli_ok(&["tenant", "create", "blue", "--vni", "1002", "--cidr", "198.19.0.0/16", "--tunnel", "gre"]);
-    // No host takes part yet: no tunnel ports anywhere.
-    for h in &c.hosts {
+    // No host takes part yet: no tunnel ports anywhere, after a pass that saw both tenants.
+    for (h, agent) in c.hosts.iter().zip(a) {
+        agent.wait_pass_after_now();
         assert!(tunnels(h).is_empty());
     }
     for (i, t) in [(0, "red"), (1, "red"), (2, "red"), (0, "blue"), (2, "blue")] {
@@ -100,12 +99,17 @@ fn one_tunnel_port_per_tenant_and_flows_per_member_with_vxlan_and_gre() {
     assert!(s["tunnels"].as_array().unwrap().iter().all(|t| t["peers"] == 2 && t["ofport"].is_u64()), "{s:#}");
     assert_eq!(s["peers"].as_array().unwrap().len(), 2, "{s:#}");
     assert!(s["peers"].as_array().unwrap().iter().all(|p| p["flows"].as_u64() >= Some(2)), "{s:#}");
-    assert!(s["tenants"].as_array().unwrap().iter().all(|t| t["flows"].as_u64() >= Some(3)), "{s:#}");
+    let ours: Vec<&serde_json::Value> =
+        s["tenants"].as_array().unwrap().iter().filter(|t| t["name"] == "red" || t["name"] == "blue").collect();
+    assert!(ours.len() == 2 && ours.iter().all(|t| t["flows"].as_u64() >= Some(3)), "{s:#}");
     assert_eq!(s["flows"]["tun"].as_u64(), Some(flows_on(&c.hosts[0], "br-tun").len() as u64), "{s:#}");
     let text = a[0].cli_ok(&["status"]);
     assert!(text.contains("remote_ip=flow") && text.contains("flows:"), "{text}");
     let list: serde_json::Value = serde_json::from_str(&a[2].cli_ok(&["tenant", "list", "--json"])).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    // (Less the tenants wait_pass_after_now made.)
+    let mut names: Vec<&str> = list.as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    names.retain(|n| !n.starts_with("nudge-"));
+    assert_eq!(names, ["blue", "red"]);
 
     // A tenant deleted: its port and its flows go everywhere.
     let blue_port = ofport_of(&c.hosts[0], "tun-gr-1002").unwrap();
@@ -118,7 +122,7 @@ fn one_tunnel_port_per_tenant_and_flows_per_member_with_vxlan_and_gre() {
 #[test]
 fn peer_that_leaves_loses_its_flows_only_when_its_lease_expires() {
     // A short host lease so expiry fits in a test; liveness is shorter still.
-    let mut c = cluster(3, &["--host-ttl", "10"]);
+    let mut c = Cluster::start(3, &["--host-ttl", "10"]);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "7", "--cidr", "198.19.0.0/16"]);
     for a in &c.agents {
         a.cli_ok(&["tenant", "join", "red"]);
@@ -134,6 +138,7 @@ fn peer_that_leaves_loses_its_flows_only_when_its_lease_expires() {
             .iter()
             .any(|p| p["host"] == gone.as_str() && p["alive"] == false)
     });
+    c.agents[0].wait_pass_after_now();
     let port = ofport_of(&c.hosts[0], "tun-vx-7").unwrap();
     assert_eq!(tunnel_sources(&c.hosts[0], port).len(), 2, "a dead agent's flows stay until its lease expires");
     // Then the host lease (10 s) expires and its flows go.
@@ -146,7 +151,7 @@ fn peer_that_leaves_loses_its_flows_only_when_its_lease_expires() {
 
 #[test]
 fn restarting_an_agent_changes_no_ovsdb_row_and_no_flow() {
-    let mut c = cluster(2, &[]);
+    let mut c = Cluster::start(2, &[]);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "9", "--cidr", "198.19.0.0/16"]);
     for a in &c.agents {
         a.cli_ok(&["tenant", "join", "red"]);
@@ -162,9 +167,9 @@ fn restarting_an_agent_changes_no_ovsdb_row_and_no_flow() {
         }
         c.agents[0].restart();
         // The restarted agent re-attached to its registration, read both bridges back and
-        // found nothing to change: a pass ended and it had sent nothing.
-        wait_until(WAIT, "a pass after the restart", || c.agents[0].status()["last_reconcile_ms_ago"].is_u64());
-        let s = c.agents[0].status();
+        // found nothing to change: a whole pass that began after it was up ended, and it had
+        // sent nothing.
+        let s = c.agents[0].wait_pass_after_now();
         assert_eq!(s["counters"]["ovsdb_transactions"], 0, "restart sent a transaction: {s:#}");
         assert_eq!(s["counters"]["openflow_bundles"], 0, "restart changed flows: {s:#}");
         let after = (ports_on(h, "br-int"), ports_on(h, "br-tun"), flows_on(h, "br-int"), flows_on(h, "br-tun"));
@@ -177,7 +182,7 @@ fn restarting_an_agent_changes_no_ovsdb_row_and_no_flow() {
 
 #[test]
 fn second_agent_with_same_hostname_or_underlay_ip_is_refused() {
-    let c = cluster(2, &[]);
+    let c = Cluster::start(2, &[]);
     let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
     let before = c.etcd.etcdctl(&["get", "--prefix", &c.prefix]);
     // Host 2's machine claiming host 1's underlay IP: refused, it stays up and says why.
@@ -206,7 +211,7 @@ fn second_agent_with_same_hostname_or_underlay_ip_is_refused() {
 
 #[test]
 fn foreign_ports_flows_and_keys_are_left_alone_and_what_is_ours_comes_back() {
-    let c = cluster(2, &["--resync-interval", "2"]);
+    let c = Cluster::start(2, &["--resync-interval", "2"]);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "11", "--cidr", "198.19.0.0/16"]);
     for a in &c.agents {
         a.cli_ok(&["tenant", "join", "red"]);
@@ -230,15 +235,7 @@ fn foreign_ports_flows_and_keys_are_left_alone_and_what_is_ours_comes_back() {
     expect_tenants(&c, 0, &[("red", "vxlan", 11, &[1])]);
     // One of our flows deleted by hand comes back at the next full pass.
     let ours = flows_on(h, "br-tun").into_iter().find(|f| f.contains("tun_src=")).unwrap();
-    let spec = ours
-        .split(" actions=")
-        .next()
-        .unwrap()
-        .split(", ")
-        .filter(|p| !p.starts_with("cookie="))
-        .collect::<Vec<_>>()
-        .join(",");
-    h.vswitchd().ofctl(&["-O", "OpenFlow13", "del-flows", "--strict", "{mgmt:br-tun}", &spec]);
+    h.vswitchd().ofctl(&["-O", "OpenFlow13", "del-flows", "--strict", "{mgmt:br-tun}", &strict_spec(&ours)]);
     assert!(!flows_on(h, "br-tun").contains(&ours));
     wait_until(WAIT, "the deleted flow back", || flows_on(h, "br-tun").contains(&ours));
     assert!(ports_on(h, "br-tun").contains_key("operator-port"), "the agent removed a port it does not own");
@@ -248,20 +245,75 @@ fn foreign_ports_flows_and_keys_are_left_alone_and_what_is_ours_comes_back() {
     );
 }
 
+/// The spec of flow `f` (as `flows_on` prints it) for `ovs-ofctl del-flows --strict`.
+fn strict_spec(f: &str) -> String {
+    let matching = f.split(" actions=").next().unwrap();
+    matching.split(", ").filter(|p| !p.starts_with("cookie=")).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn the_full_resync_runs_on_time_under_a_steady_stream_of_etcd_events() {
+    let interval = Duration::from_secs(3);
+    let c = Cluster::start(2, &["--resync-interval", "3"]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "13", "--cidr", "198.19.0.0/16"]);
+    for a in &c.agents {
+        a.cli_ok(&["tenant", "join", "red"]);
+    }
+    expect_tenants(&c, 0, &[("red", "vxlan", 13, &[1])]);
+    let h = &c.hosts[0];
+    // Events every 200 ms, each one a tenant the agents must take in (so each wakes a pass):
+    // faster than the interval, as on a busy cluster where every plug anywhere writes etcd.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streamer = {
+        let (stop, etcd, prefix) = (stop.clone(), c.etcd.endpoint(), c.prefix.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("stream-{n}");
+                let tenant = format!(
+                    r#"{{"name":"{name}","vni":{},"cidr":"198.19.0.0/16","tunnel":"vxlan","subnet_len":24}}"#,
+                    20_000 + n
+                );
+                let out = std::process::Command::new("etcdctl")
+                    .args(["--endpoints", &etcd, "put", &format!("{prefix}/tenants/{name}"), &tenant])
+                    .output()
+                    .expect("etcdctl");
+                assert!(out.status.success(), "etcdctl put: {}", String::from_utf8_lossy(&out.stderr));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            n
+        })
+    };
+    // Let the stream run past one interval, then take a flow away behind the agent's back: no
+    // event says so, only the full pass reads the flows back.
+    let passes = || c.agents[0].status()["counters"]["reconciles"].as_u64().unwrap();
+    let before = passes();
+    let streaming = std::time::Instant::now();
+    wait_until(WAIT, "the stream to run for an interval", || streaming.elapsed() > interval);
+    let ours = flows_on(h, "br-tun").into_iter().find(|f| f.contains("tun_src=")).unwrap();
+    h.vswitchd().ofctl(&["-O", "OpenFlow13", "del-flows", "--strict", "{mgmt:br-tun}", &strict_spec(&ours)]);
+    let gone = std::time::Instant::now();
+    wait_until(WAIT, "the deleted flow back", || flows_on(h, "br-tun").contains(&ours));
+    let back_after = gone.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let events = streamer.join().expect("streamer");
+    let woken = passes() - before;
+    // The stream did wake the loop (a pass per event or so): the resync was not the only pass.
+    assert!(woken >= u64::from(events) / 2, "{events} events woke only {woken} passes: the stream proves nothing");
+    assert!(
+        back_after <= interval + Duration::from_millis(1500),
+        "the deleted flow came back after {back_after:?} with a {interval:?} resync interval and {events} events streaming"
+    );
+    eprintln!("deleted flow back after {back_after:?}; {events} events, {woken} passes");
+}
+
 #[test]
 fn metrics_endpoint_serves_prometheus_text() {
-    let ip = testbed::private_loopback_ip();
-    let addr = format!("{ip}:{}", testbed::free_port_on(ip));
-    let c = cluster(1, &["--metrics-address", &addr]);
+    let addr = metrics_address();
+    let c = Cluster::start(1, &["--metrics-address", &addr]);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "12", "--cidr", "198.19.0.0/16"]);
-    let get = || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
+    let get = || get_metrics(&addr);
     wait_until(WAIT, "metrics after a reconcile", || get().contains("overlay_reconciles_total "));
     let text = get();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");

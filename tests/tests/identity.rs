@@ -4,35 +4,27 @@
 
 use std::time::Duration;
 
-use overlay_tests::{plug, ports_on, AgentProc, Cluster, Pinger};
+use overlay_tests::{get_metrics, metrics_address, plug, ports_on, AgentProc, Cluster, Pinger};
 use serde_json::Value;
-use testbed::{wait_until, Container, Etcd, TestHost};
+use testbed::{wait_until, Container, TestHost};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// `n` hosts whose OVS databases all carry one `system-id`, as machines built from one image do.
 fn cloned_cluster(n: u8) -> Cluster {
-    let etcd = Etcd::start();
-    let fabric = testbed::Fabric::new();
-    let prefix = format!("/{}", testbed::unique_name("id"));
-    let hosts: Vec<TestHost> = (1..=n).map(|i| fabric.add_host(i)).collect();
-    for h in &hosts {
+    Cluster::start_prepared(n, &[], |h| {
         h.vsctl(&["set", "Open_vSwitch", ".", "external_ids:system-id=one-image"]);
-    }
-    let agents = hosts.iter().map(|h| AgentProc::start(h, &etcd, &prefix, &[])).collect();
-    Cluster::from_parts(agents, hosts, etcd, prefix, fabric)
+    })
 }
 
-/// Every key and value under the cluster's prefix, except the liveness keys (their leases are
-/// renewed, their values are not).
+/// Every key and value under `<prefix>/<sub>`, as etcdctl prints them.
 fn records(c: &Cluster, sub: &str) -> String {
     c.etcd.etcdctl(&["get", "--prefix", &format!("{}/{sub}", c.prefix)])
 }
 
 #[test]
 fn a_clone_started_under_a_live_hosts_name_is_refused_and_changes_nothing() {
-    let ip = testbed::private_loopback_ip();
-    let metrics = format!("{ip}:{}", testbed::free_port_on(ip));
+    let metrics = metrics_address();
     let mut c = cloned_cluster(3);
     c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "31", "--cidr", "198.19.0.0/16"]);
     let (c1, c3) = (Container::new("ic"), Container::new("ic"));
@@ -62,7 +54,7 @@ fn a_clone_started_under_a_live_hosts_name_is_refused_and_changes_nothing() {
     let status = clone.status();
     assert_eq!(status["host"]["registered"], false, "{status}");
     assert_ne!(status["host"]["machine_id"], holder_machine.as_str(), "a clone gets its own identity");
-    let scrape = http_get(&metrics);
+    let scrape = get_metrics(&metrics);
     assert!(scrape.contains("overlay_identity_conflict 1"), "{scrape}");
     assert!(clone.logs().contains("refusing to register"), "{}", clone.logs());
     // Plugging through it is refused too.
@@ -84,7 +76,8 @@ fn a_clone_started_under_a_live_hosts_name_is_refused_and_changes_nothing() {
     c.agents[0].kill();
     c.agents[0].restart();
     assert!(c.agents[0].logs().contains("reattached=true"), "{}", c.agents[0].logs());
-    wait_until(WAIT, "a pass after the restart", || c.agents[0].status()["last_reconcile_ms_ago"].is_u64());
+    // A whole pass that began once the restarted agent was up found everything in place.
+    c.agents[0].wait_pass_after_now();
     pinger.stop().assert_no_loss("h3 -> h1 across a kill -9 of h1's agent");
     assert_eq!(port_rows(&c.hosts[0]), ports_before, "the restart recreated or rewrote a port");
     assert_eq!(snapshot(&c), before);
@@ -94,15 +87,6 @@ fn a_clone_started_under_a_live_hosts_name_is_refused_and_changes_nothing() {
 /// (ovs-vswitchd itself rewrites interface rows: statistics, link state).
 fn port_rows(h: &TestHost) -> Vec<(String, String, String, String)> {
     ports_on(h, "br-int").into_values().map(|p| (p.name, p.uuid, p.version, p.iface_uuid)).collect()
-}
-
-fn http_get(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
 }
 
 #[test]

@@ -4,10 +4,11 @@
 //! under a running ping.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use overlay_tests::{plug, ports_on, AgentProc, Cluster};
+use overlay_tests::{plug, ports_on, AgentProc, Cluster, IperfServer};
 use serde_json::Value;
 use testbed::{ping, wait_ping, wait_until, Container, TestHost};
 
@@ -41,7 +42,9 @@ fn traces(c: &Cluster, h: usize) -> Traces {
         .collect();
     veths.sort();
     Traces {
-        int_ports: ports_on(host, "br-int").into_keys().collect(),
+        // A tenant's gateway port stays while the host takes part in the tenant (it holds a
+        // lease), plugged containers or not: not a trace of a plug.
+        int_ports: ports_on(host, "br-int").into_keys().filter(|p| !p.starts_with("ovg-")).collect(),
         veths,
         ips: c.etcd_keys("ips/"),
         endpoints: c.etcd_keys("endpoints/"),
@@ -77,18 +80,11 @@ fn default_gw(c: &Container) -> String {
 }
 
 fn iperf(server: &Container, client: &Container, ip: &str) {
-    let mut srv = server
-        .command(&["iperf3", "-s", "-1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("iperf3 (apt-get install iperf3)");
-    std::thread::sleep(Duration::from_millis(300));
+    let srv = IperfServer::start(server, 5201);
     // 16 MiB sent; the receiver's count must pass 10 MB (its final report can lag the sender's
     // by what is still in flight).
     let out = client.exec(&["timeout", "60", "iperf3", "-c", ip, "-n", "16M", "-J"]);
-    let _ = srv.kill();
-    let _ = srv.wait();
+    drop(srv);
     assert!(out.status.success(), "iperf3 to {ip} failed: {}", String::from_utf8_lossy(&out.stdout));
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     let bytes = j["end"]["sum_received"]["bytes"].as_u64().unwrap();
@@ -350,24 +346,26 @@ fn agent_restart_under_ping_loses_nothing_and_recreates_no_port() {
     wait_ping(&c1, &ip, WAIT);
     let before: BTreeMap<_, _> =
         ports_on(&c.hosts[0], "br-int").into_iter().map(|(n, p)| (n, (p.uuid, p.version))).collect();
-    // 300 pings, 20 ms apart (6 s), while both agents restart.
-    let pinger = c1
+    // 300 pings, 20 ms apart (6 s), while both agents restart: the restarts begin once the
+    // first reply is in.
+    let mut pinger = c1
         .command(&["ping", "-c", "300", "-i", "0.02", "-W", "1", &ip])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut lines = BufReader::new(pinger.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let mut text: Vec<String> = lines.by_ref().take_while(|l| !l.contains("bytes from")).collect();
+    assert!(!text.iter().any(|l| l.contains("packets transmitted")), "no reply before the restarts: {text:?}");
     c.agents[0].stop();
     c.agents[0].restart();
     c.agents[1].kill();
     c.agents[1].restart();
-    let out = pinger.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    text.extend(lines);
+    assert!(pinger.wait().unwrap().success(), "{text:?}");
+    let text = text.join("\n");
     assert!(text.contains("300 received") && text.contains(" 0% packet loss"), "{text}");
-    wait_until(WAIT, "a reconcile after restart", || {
-        c.agents[0].status()["counters"]["reconciles"].as_u64() >= Some(1)
-    });
+    c.agents[0].wait_pass_after_now();
     let after: BTreeMap<_, _> =
         ports_on(&c.hosts[0], "br-int").into_iter().map(|(n, p)| (n, (p.uuid, p.version))).collect();
     assert_eq!(before, after, "a restart recreated or rewrote a port");

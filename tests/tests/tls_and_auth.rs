@@ -3,41 +3,37 @@
 //! throwaway CA made with openssl.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use overlay_tests::AgentProc;
-use testbed::{free_port_on, make_ca, make_cert, private_loopback_ip, unique_name, wait_until, Etcd, Fabric};
+use tempfile::TempDir;
+use testbed::{
+    free_port_on, make_ca, make_cert, private_loopback_ip, unique_name, wait_until, ChildGuard, Etcd, Fabric,
+};
 
-/// A CA, a server certificate for `server_ip` and a client certificate.
-fn make_pki(dir: &Path, server_ip: Ipv4Addr) {
-    make_ca(dir, "ca");
-    make_cert(dir, "server", "ca", &[&format!("subjectAltName=IP:{server_ip}"), "extendedKeyUsage=serverAuth"]);
-    make_cert(dir, "client", "ca", &["extendedKeyUsage=clientAuth"]);
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A temp dir with a CA, a server certificate for a private loopback address (returned) and a
+/// client certificate.
+fn pki() -> (TempDir, Ipv4Addr) {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = private_loopback_ip();
+    make_ca(dir.path(), "ca");
+    make_cert(dir.path(), "server", "ca", &[&format!("subjectAltName=IP:{ip}"), "extendedKeyUsage=serverAuth"]);
+    make_cert(dir.path(), "client", "ca", &["extendedKeyUsage=clientAuth"]);
+    (dir, ip)
 }
 
 #[test]
 fn agent_uses_etcd_over_tls_with_a_client_certificate() {
     testbed::require_etcd();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, ip) = pki();
     let d = dir.path();
-    let ip = private_loopback_ip();
-    make_pki(d, ip);
     let (cport, pport) = (free_port_on(ip), free_port_on(ip));
     let url = format!("https://{ip}:{cport}");
     let peer = format!("http://{ip}:{pport}");
     let name = unique_name("tls");
     let log = std::fs::File::create(d.join("etcd.log")).unwrap();
-    let _etcd = Kill(
+    let _etcd = ChildGuard(
         Command::new("etcd")
             .args(["--name", &name, "--data-dir", &d.join("data").display().to_string()])
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
@@ -83,18 +79,20 @@ fn agent_uses_etcd_over_tls_with_a_client_certificate() {
     // Without the client certificate the server refuses the agent: it never registers.
     let host2 = fabric.add_host(2);
     let refused = AgentProc::run_args_for(&host2, &url, "/tls", &d.join("b.sock"));
-    let mut child = Command::new(overlay_tests::agent_binary())
-        .args(&refused)
-        .args(["--etcd-ca", &ca])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot register in etcd yet"), "{err}");
+    let log = d.join("refused.log");
+    let child = ChildGuard(
+        Command::new(overlay_tests::agent_binary())
+            .args(&refused)
+            .args(["--etcd-ca", &ca])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(20), "the agent without a client certificate to say it cannot register", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("cannot register in etcd yet")
+    });
+    drop(child);
     let keys = String::from_utf8(etcdctl(&["get", "--prefix", "--keys-only", "/tls/hosts/"]).stdout).unwrap();
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 1, "{keys}");
 }
@@ -117,15 +115,13 @@ fn agent_authenticates_to_etcd_with_username_and_password() {
 #[test]
 fn agent_talks_to_ovsdb_over_ssl_with_certificates() {
     testbed::require_ovs();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, ip) = pki();
     let d = dir.path();
-    let ip = private_loopback_ip();
-    make_pki(d, ip);
     let db = d.join("conf.db");
     assert!(Command::new("ovsdb-tool").arg("create").arg(&db).arg(testbed::VSWITCH_SCHEMA).status().unwrap().success());
     let port = free_port_on(ip);
     let sock = d.join("db.sock");
-    let _server = Kill(
+    let _server = ChildGuard(
         Command::new("ovsdb-server")
             .arg(&db)
             .arg(format!("--remote=pssl:{port}:{ip}"))
@@ -170,14 +166,14 @@ fn agent_talks_to_ovsdb_over_ssl_with_certificates() {
             .spawn()
             .unwrap()
     };
-    let _agent = Kill(run(&p("ca.crt"), "agent.log"));
+    let _agent = ChildGuard(run(&p("ca.crt"), "agent.log"));
     wait_until(Duration::from_secs(20), "bridges built over ssl:", || {
         let brs = vsctl(&["list-br"]);
         brs.contains("br-int") && brs.contains("br-tun")
     });
     // Trusting the wrong CA, the agent refuses the server and says why.
     make_ca(d, "rogue");
-    let _bad = Kill(run(&p("rogue.crt"), "bad.log"));
+    let _bad = ChildGuard(run(&p("rogue.crt"), "bad.log"));
     wait_until(Duration::from_secs(20), "TLS refusal logged", || {
         std::fs::read_to_string(d.join("bad.log")).unwrap_or_default().contains("TLS handshake failed")
     });

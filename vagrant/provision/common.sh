@@ -64,8 +64,10 @@ else
   log "OVS system-id $id"
 fi
 
-# The underlay: the agent's tunnels run between the nodes' private addresses.
-if ! ip -o addr show | grep -qF " $NODE_IP/"; then
+# The underlay: the agent's tunnels run between the nodes' private addresses. grep reads all of
+# ip's output: with -q it would stop at the match and, under pipefail, ip's SIGPIPE would fail
+# the test on a host with many interfaces.
+if ! ip -o addr show | grep -F " $NODE_IP/" >/dev/null; then
   echo "error: $NODE_IP is not on any interface: check the Vagrantfile's private_network" >&2
   ip -br addr >&2
   exit 1

@@ -36,26 +36,35 @@ impl DataPlane {
         }
     }
 
-    /// Makes OVSDB hold the desired bridges and ports. Returns the desired state, the number of
-    /// transactions sent, and the conflicts (rows in the way that are not the agent's).
-    pub(super) async fn bridges_pass(
-        &self,
-        input: &PassInput<'_>,
-    ) -> Result<(Arc<DesiredState>, usize, Vec<String>), PassError> {
-        let started = Instant::now();
+    /// The bridges and ports this host should have, for the cluster as watched: the
+    /// cluster-sized part of the OVSDB half of a pass, computed without the plumbing lock.
+    pub(super) fn desired_bridges(&self, input: &PassInput<'_>) -> Result<Arc<DesiredState>, overlay::DesiredError> {
         let view = self.view(&input.cluster.borrow(), &input.own_leases);
         let bridges = [self.int_bridge.as_str(), self.tun_bridge.as_str()];
-        let (root_uuid, desired, mut plan) = {
+        let vlans = existing_vlans_from(&ovs::observe(&input.ovs.replica(), &bridges, &self.owner));
+        Ok(Arc::new(desired_state(&view, &vlans)?))
+    }
+
+    /// Makes OVSDB hold `desired` (the caller holds the plumbing lock): diffed against the
+    /// replica as it is now, written in one transaction when anything differs. Returns the
+    /// number of transactions sent and the conflicts (rows in the way that are not the
+    /// agent's).
+    pub(super) async fn apply_bridges(
+        &self,
+        input: &PassInput<'_>,
+        desired: &DesiredState,
+    ) -> Result<(usize, Vec<String>), PassError> {
+        let started = Instant::now();
+        let bridges = [self.int_bridge.as_str(), self.tun_bridge.as_str()];
+        let (root_uuid, mut plan) = {
             let r = input.ovs.replica();
             let observed = ovs::observe(&r, &bridges, &self.owner);
             let (root_uuid, _) = crate::ovs::root(&r).ok_or(PassError::NoRootRow)?;
-            let desired = desired_state(&view, &existing_vlans_from(&observed))?;
-            let plan = diff(&desired, &observed, &self.owner);
-            (root_uuid, Arc::new(desired), plan)
+            (root_uuid, diff(desired, &observed, &self.owner))
         };
         let conflicts: Vec<String> = plan.conflicts.iter().map(|c| c.to_string()).collect();
         if plan.is_empty() {
-            return Ok((desired, 0, conflicts));
+            return Ok((0, conflicts));
         }
         let creates = std::mem::take(&mut plan.create_ports);
         let created = creates.len();
@@ -82,6 +91,6 @@ impl DataPlane {
         // new ports' ofports come with ovs-vswitchd's next update) and the next pass does not
         // plan the same change again.
         let _ = input.ovs.wait_until(Duration::from_secs(5), |r| commit.visible_in(r)).await;
-        Ok((desired, transactions, conflicts))
+        Ok((transactions, conflicts))
     }
 }

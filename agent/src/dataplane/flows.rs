@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use openflow_client::{ClientError, FlowMod, FlowStatsRequest, Switch, SwitchOptions, SwitchState, Target, OFPTT_ALL};
 use overlay::model::MacAddr;
-use overlay::pipeline::{self, DesiredFlows, Entry, PortInput, COOKIE_MASK, COOKIE_PREFIX};
+use overlay::pipeline::{self, Entry, PortInput, COOKIE_MASK, COOKIE_PREFIX};
 use ovsdb_client::{Atom, Client};
 use tokio::sync::watch;
 
@@ -43,18 +43,11 @@ pub struct Pending {
 
 /// What the agent knows one bridge holds.
 #[derive(Default)]
-struct Held {
+pub struct Held {
     /// The connection epoch the cookies were read or written in.
     epoch: Option<u64>,
     /// Cookie -> the container port (in_port) the flow is about, if it is a port flow.
     cookies: HashMap<u64, Option<u32>>,
-}
-
-/// What the agent knows both bridges hold.
-#[derive(Default)]
-pub struct Installed {
-    tun: Held,
-    int: Held,
 }
 
 /// The flows of the two bridges.
@@ -64,6 +57,9 @@ pub struct FlowPlane {
     int_name: String,
     tun_name: String,
     pending: Mutex<BTreeMap<String, Pending>>,
+    /// What br-tun holds. Its own lock, which only passes take: br-tun's flows are the
+    /// cluster-sized part of a pass, and a plug never waits for them (it changes br-int only).
+    tun_held: tokio::sync::Mutex<Held>,
     /// OpenFlow bundles sent.
     pub bundles: AtomicU64,
 }
@@ -85,6 +81,7 @@ impl FlowPlane {
             int_name: int_bridge.to_owned(),
             tun_name: tun_bridge.to_owned(),
             pending: Mutex::new(BTreeMap::new()),
+            tun_held: tokio::sync::Mutex::default(),
             bundles: AtomicU64::new(0),
         }
     }
@@ -105,34 +102,42 @@ impl FlowPlane {
         self.pending.lock().expect("pending lock").retain(|port, p| !(p.done && recorded.contains(port.as_str())));
     }
 
-    /// Makes both bridges hold `desired`; returns how many bundles it sent.
-    pub(super) async fn apply(
-        &self,
-        installed: &mut Installed,
-        desired: &DesiredFlows,
-        full: bool,
-    ) -> Result<usize, PassError> {
-        let mut bundles = 0;
-        for (switch, name, held, entries) in [
-            (&self.tun, &self.tun_name, &mut installed.tun, &desired.tun),
-            (&self.int, &self.int_name, &mut installed.int, &desired.int),
-        ] {
-            let err = |source| PassError::OpenFlow { bridge: name.clone(), source };
-            let epoch = switch.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
-            if full || held.epoch != Some(epoch) {
-                read_back(switch, held, epoch).await.map_err(err)?;
-            }
-            let (add, delete) = pipeline::changes(entries, &held.cookies);
-            if add.is_empty() && delete.is_empty() {
-                continue;
-            }
-            self.send(switch, name, held, &add, &delete).await?;
-            bundles += 1;
-        }
-        Ok(bundles)
+    /// Makes br-int hold `desired` (`held` is br-int's, under the plumbing lock); returns how
+    /// many bundles it sent.
+    pub(super) async fn apply_int(&self, held: &mut Held, desired: &[Entry], full: bool) -> Result<usize, PassError> {
+        self.apply(&self.int, &self.int_name, held, desired, full).await
     }
 
-    /// One bundle: `delete` by exact cookie, then `add`; what `held` records follows.
+    /// Makes br-tun hold `desired`, under br-tun's own lock; returns how many bundles it sent.
+    pub(super) async fn apply_tun(&self, desired: &[Entry], full: bool) -> Result<usize, PassError> {
+        let mut held = self.tun_held.lock().await;
+        self.apply(&self.tun, &self.tun_name, &mut held, desired, full).await
+    }
+
+    async fn apply(
+        &self,
+        switch: &Switch,
+        name: &str,
+        held: &mut Held,
+        desired: &[Entry],
+        full: bool,
+    ) -> Result<usize, PassError> {
+        let err = |source| PassError::OpenFlow { bridge: name.to_owned(), source };
+        let epoch = switch.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+        if full || held.epoch != Some(epoch) {
+            read_back(switch, held, epoch).await.map_err(err)?;
+        }
+        let (add, delete) = pipeline::changes(desired, &held.cookies);
+        if add.is_empty() && delete.is_empty() {
+            return Ok(0);
+        }
+        self.send(switch, name, held, &add, &delete).await?;
+        Ok(1)
+    }
+
+    /// One bundle: `delete` by exact cookie, then `add`; what `held` records follows. The adds
+    /// are rendered as the bundle streams out, so a cold start's tens of thousands of flows are
+    /// never all in memory as OpenFlow values at once.
     async fn send(
         &self,
         switch: &Switch,
@@ -142,16 +147,11 @@ impl FlowPlane {
         delete: &[u64],
     ) -> Result<(), PassError> {
         let started = Instant::now();
-        let mut mods = Vec::with_capacity(add.len() + delete.len());
-        mods.extend(delete.iter().map(|&c| FlowMod::delete_by_cookie(OFPTT_ALL, c, u64::MAX)));
-        for e in add {
-            let flow = e
-                .spec
-                .render(e.cookie)
-                .map_err(|source| PassError::InvalidFlow { spec: format!("{:?}", e.spec), source })?;
-            mods.push(FlowMod::add(flow));
-        }
-        if let Err(source) = switch.bundle(&mods).await {
+        let invalid: Mutex<Option<PassError>> = Mutex::new(None);
+        let deletes = delete.iter().copied().map(delete_exactly);
+        let adds = Rendered { entries: add.iter(), invalid: &invalid };
+        let sent = switch.bundle_iter(deletes.chain(adds)).await;
+        if let Err(source) = sent {
             // Whatever happened to the bridge, read it back before trusting `held` again.
             held.epoch = None;
             return Err(PassError::OpenFlow { bridge: name.to_owned(), source });
@@ -160,8 +160,14 @@ impl FlowPlane {
         for c in delete {
             held.cookies.remove(c);
         }
+        let invalid = invalid.into_inner().expect("invalid lock");
         for e in add {
             held.cookies.insert(e.cookie, e.spec.in_port());
+        }
+        if let Some(e) = invalid {
+            // The invalid flow was left out of the bundle: read back what the bridge holds.
+            held.epoch = None;
+            return Err(e);
         }
         tracing::info!(
             bridge = name,
@@ -177,14 +183,13 @@ impl FlowPlane {
     /// See [`super::DataPlane::reserve_port`].
     pub(super) async fn reserve_port(
         &self,
-        installed: &mut Installed,
+        held: &mut Held,
         ovs: &Client,
         int_bridge: &str,
         port: &str,
     ) -> Result<u32, PassError> {
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
         let epoch = self.int.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
-        let held = &mut installed.int;
         if held.epoch != Some(epoch) {
             read_back(&self.int, held, epoch).await.map_err(err)?;
         }
@@ -215,7 +220,7 @@ impl FlowPlane {
     /// See [`super::DataPlane::allow_port`].
     pub(super) async fn allow_port(
         &self,
-        installed: &mut Installed,
+        held: &mut Held,
         ovs: &Client,
         port: &str,
         endpoint: (MacAddr, IpAddr),
@@ -239,7 +244,6 @@ impl FlowPlane {
         };
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
         let epoch = self.int.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
-        let held = &mut installed.int;
         if held.epoch != Some(epoch) {
             read_back(&self.int, held, epoch).await.map_err(err)?;
         }
@@ -264,10 +268,39 @@ impl FlowPlane {
     }
 }
 
+/// The flow_mod that deletes the flow of `cookie`, in whichever table.
+fn delete_exactly(cookie: u64) -> FlowMod {
+    FlowMod::delete_by_cookie(OFPTT_ALL, cookie, u64::MAX)
+}
+
+/// The adds of a bundle, rendered one by one as the bundle is sent; a spec that does not
+/// render is left out and kept in `invalid` (a bug of the pipeline, reported after).
+struct Rendered<'a> {
+    entries: std::slice::Iter<'a, &'a Entry>,
+    invalid: &'a Mutex<Option<PassError>>,
+}
+
+impl Iterator for Rendered<'_> {
+    type Item = FlowMod;
+
+    fn next(&mut self) -> Option<FlowMod> {
+        for e in self.entries.by_ref() {
+            match e.spec.render(e.cookie) {
+                Ok(flow) => return Some(FlowMod::add(flow)),
+                Err(source) => {
+                    let spec = format!("{:?}", e.spec);
+                    self.invalid.lock().expect("invalid lock").get_or_insert(PassError::InvalidFlow { spec, source });
+                }
+            }
+        }
+        None
+    }
+}
+
 /// Reads back the cookies of the agent's flows on a bridge (connection `epoch`).
 async fn read_back(switch: &Switch, held: &mut Held, epoch: u64) -> Result<(), ClientError> {
     let started = Instant::now();
-    let flows = switch.flows(&FlowStatsRequest::all().cookie(COOKIE_PREFIX, COOKIE_MASK)).await?;
+    let flows = switch.dump_cookies(&FlowStatsRequest::all().cookie(COOKIE_PREFIX, COOKIE_MASK)).await?;
     let known = std::mem::take(&mut held.cookies);
     held.cookies = flows.iter().map(|f| (f.cookie, known.get(&f.cookie).copied().flatten())).collect();
     held.epoch = Some(epoch);

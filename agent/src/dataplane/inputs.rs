@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use overlay::desired::DesiredState;
 use overlay::naming::PATCH_TUN_TO_INT;
-use overlay::pipeline::{PipelineInput, PortInput, RemoteEndpoint, TenantInput};
+use overlay::pipeline::{GatewayPortInput, PipelineInput, PortInput, RemoteEndpoint, TenantInput};
 use ovsdb_client::{Atom, Replica};
 
 use super::flows::Pending;
@@ -19,14 +19,8 @@ fn ofport(replica: &Replica, name: &str) -> Option<u32> {
     row.get_as::<Option<i64>>("ofport").ok().flatten().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0)
 }
 
-/// The pipeline's input for this host (`owner`).
-pub(super) fn pipeline_input(
-    desired: &DesiredState,
-    cache: &ClusterCache,
-    replica: &Replica,
-    owner: &str,
-    pending: &BTreeMap<String, Pending>,
-) -> PipelineInput {
+/// br-tun's part of the pipeline's input for this host (`owner`): the tenants (no ports).
+pub(super) fn tun_input(desired: &DesiredState, cache: &ClusterCache, replica: &Replica, owner: &str) -> PipelineInput {
     let mut tenants = BTreeMap::new();
     for t in &desired.tunnels {
         let Some(tenant) = cache.tenants.get(&t.tenant) else { continue };
@@ -40,6 +34,7 @@ pub(super) fn pipeline_input(
                 remote: Vec::new(),
                 local: Vec::new(),
                 gateway: tenant.gateway(),
+                gateway_mac: has_gateway(tenant, desired).then(|| overlay::gateway::gateway_mac(tenant.vni())),
             },
         );
     }
@@ -57,6 +52,22 @@ pub(super) fn pipeline_input(
             t.remote.push(RemoteEndpoint { mac: e.mac, ip: e.ip, host });
         }
     }
+    PipelineInput {
+        tun_patch: ofport(replica, PATCH_TUN_TO_INT),
+        tenants,
+        ports: Vec::new(),
+        gateway_ports: Vec::new(),
+    }
+}
+
+/// br-int's part: this host's container ports, from their records or, for plugs in progress,
+/// from what the plug has told.
+pub(super) fn port_inputs(
+    cache: &ClusterCache,
+    replica: &Replica,
+    owner: &str,
+    pending: &BTreeMap<String, Pending>,
+) -> Vec<PortInput> {
     let recorded: HashMap<&str, (overlay::model::MacAddr, IpAddr)> =
         cache.endpoints.of_host(owner).map(|(_, e)| (e.port.as_str(), (e.mac, e.ip))).collect();
     let mut ports: Vec<PortInput> = Vec::new();
@@ -75,5 +86,28 @@ pub(super) fn pipeline_input(
             ports.push(PortInput { ofport: q.ofport, endpoint: q.endpoint });
         }
     }
-    PipelineInput { tun_patch: ofport(replica, PATCH_TUN_TO_INT), tenants, ports }
+    ports
+}
+
+/// The br-int ends of this host's routers, once ovs-vswitchd has them.
+pub(super) fn gateway_port_inputs(
+    desired: &DesiredState,
+    cache: &ClusterCache,
+    replica: &Replica,
+) -> Vec<GatewayPortInput> {
+    desired
+        .tunnels
+        .iter()
+        .filter_map(|t| {
+            let tenant = cache.tenants.get(&t.tenant).filter(|tenant| has_gateway(tenant, desired))?;
+            let ofport = ofport(replica, &overlay::gateway::gateway_port_name(tenant.vni()))?;
+            Some(GatewayPortInput { ofport, mac: overlay::gateway::gateway_mac(tenant.vni()) })
+        })
+        .collect()
+}
+
+/// Whether this host has a router for `tenant` (an IPv4 tenant over an IPv4 underlay): the
+/// gateway plan gives every such tenant one.
+fn has_gateway(tenant: &overlay::model::Tenant, desired: &DesiredState) -> bool {
+    !tenant.is_ipv6() && desired.tunnels.first().is_none_or(|t| t.local_ip.is_ipv4())
 }

@@ -68,6 +68,12 @@ pub enum PassError {
         #[source]
         source: openflow_client::ClientError,
     },
+    /// The gateway (router namespaces, nft tables) could not be made to match.
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
+    /// The host namespace's addresses (protected from containers) could not be read.
+    #[error("reading the host namespace's addresses")]
+    HostAddresses(#[source] crate::netlink::NetlinkError),
     /// A flow the pipeline computed is not valid OpenFlow: a bug of the agent.
     #[error("the flow pipeline built an invalid flow ({spec}); please report this")]
     InvalidFlow {
@@ -119,14 +125,20 @@ pub struct Report {
     pub peers: usize,
 }
 
-/// What passes remember between them; lives inside the plumbing lock, which every pass and
-/// every change of a container port's flows hold.
+/// What passes remember between them; lives inside the plumbing lock, which a pass holds while
+/// it writes OVSDB and br-int, and every change of a container port holds. What is
+/// cluster-sized (the desired state, br-tun's flows) is computed and applied outside it, so a
+/// plug never waits for it.
 #[derive(Default)]
 pub struct Memo {
-    /// The last desired state (local VLANs for plugs).
+    /// The last desired state applied (local VLANs for plugs).
     desired: Option<Arc<DesiredState>>,
-    /// What the flow plane knows the switches hold.
-    flows: flows::Installed,
+    /// Bumped whenever a pass applies a desired state: a state computed outside the lock
+    /// before another pass applied its own may miss what that one allocated (a VLAN a plug
+    /// pinned), and is computed again.
+    generation: u64,
+    /// What the agent knows br-int holds.
+    int: flows::Held,
 }
 
 /// The data plane of this host.
@@ -165,27 +177,83 @@ impl DataPlane {
         memo.desired.as_ref().and_then(|d| d.tenant_vlans.get(tenant).copied())
     }
 
-    /// One pass: the bridges and ports in OVSDB, then the flows of both bridges.
-    pub async fn pass(&self, memo: &mut Memo, input: PassInput<'_>) -> Result<PassOutcome, PassError> {
-        let (desired, transactions, conflicts) = self.bridges_pass(&input).await?;
+    /// One pass: the bridges and ports in OVSDB and br-int's flows under the plumbing lock,
+    /// then br-tun's flows under br-tun's own lock.
+    pub async fn pass(
+        &self,
+        plumbing: &tokio::sync::Mutex<Memo>,
+        input: PassInput<'_>,
+    ) -> Result<PassOutcome, PassError> {
+        let started = std::time::Instant::now();
+        let seen = plumbing.lock().await.generation;
+        let computed = self.desired_bridges(&input)?;
+        let computed_in = started.elapsed();
+        let (desired, transactions, conflicts, int_flows, int_bundles) = {
+            let mut memo = plumbing.lock().await;
+            let desired = if memo.generation == seen { computed } else { self.desired_bridges(&input)? };
+            let (transactions, conflicts, int_flows, bundles) = self.apply_locked(&mut memo, &input, &desired).await?;
+            (desired, transactions, conflicts, int_flows, bundles)
+        };
+        let locked_in = started.elapsed() - computed_in;
+        let tun_input = {
+            let cache = input.cluster.borrow();
+            inputs::tun_input(&desired, &cache, &input.ovs.replica(), &self.owner)
+        };
+        let tun_flows = overlay::pipeline::tun_flows(&tun_input);
+        let tun_bundles = self.flows.apply_tun(&tun_flows, input.full).await?;
+        let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+        tracing::debug!(
+            desired_ms = ms(computed_in),
+            locked_ms = ms(locked_in),
+            tun_ms = ms(started.elapsed() - computed_in - locked_in),
+            flows = tun_flows.len() + int_flows,
+            "pass timings"
+        );
+        let flows = overlay::pipeline::DesiredFlows { tun: tun_flows, int: Vec::new() };
+        let mut report = report(&desired, &tun_input, &flows, conflicts);
+        report.flows.1 = int_flows;
+        Ok(PassOutcome { transactions, bundles: int_bundles + tun_bundles, report })
+    }
+
+    /// What a pass does under the plumbing lock: `desired` into OVSDB, then br-int's flows
+    /// (this host's ports only). Returns the transactions, the conflicts, br-int's flow count
+    /// and its bundles.
+    async fn apply_locked(
+        &self,
+        memo: &mut Memo,
+        input: &PassInput<'_>,
+        desired: &Arc<DesiredState>,
+    ) -> Result<(usize, Vec<String>, usize, usize), PassError> {
+        let (transactions, conflicts) = self.apply_bridges(input, desired).await?;
         memo.desired = Some(desired.clone());
-        let pipeline = {
+        memo.generation += 1;
+        let ports = {
             let cache = input.cluster.borrow();
             let recorded: std::collections::HashSet<&str> =
                 cache.endpoints.of_host(&self.owner).map(|(_, e)| e.port.as_str()).collect();
             self.flows.forget_recorded(&recorded);
-            inputs::pipeline_input(&desired, &cache, &input.ovs.replica(), &self.owner, &self.flows.pending())
+            let replica = input.ovs.replica();
+            let ports = inputs::port_inputs(&cache, &replica, &self.owner, &self.flows.pending());
+            (ports, inputs::gateway_port_inputs(desired, &cache, &replica))
         };
-        let flows = overlay::pipeline::desired_flows(&pipeline);
-        let bundles = self.flows.apply(&mut memo.flows, &flows, input.full).await?;
-        Ok(PassOutcome { transactions, bundles, report: report(&desired, &pipeline, &flows, conflicts) })
+        let int_flows = overlay::pipeline::int_flows(&ports.0, &ports.1);
+        let bundles = self.flows.apply_int(&mut memo.int, &int_flows, input.full).await?;
+        Ok((transactions, conflicts, int_flows.len(), bundles))
+    }
+
+    /// The OVSDB half and br-int's flows of a pass, for a plug that holds the plumbing lock
+    /// (`memo`) and needs its tenant's VLAN: br-tun's flows follow in the reconcile loop's
+    /// next pass.
+    pub async fn pass_locked(&self, memo: &mut Memo, input: PassInput<'_>) -> Result<(), PassError> {
+        let desired = self.desired_bridges(&input)?;
+        self.apply_locked(memo, &input, &desired).await.map(|_| ())
     }
 
     /// Registers a container port a plug is making, before its row exists: its ofport is
     /// requested, and until the plug knows the container's address, everything from it is
     /// dropped. Returns the ofport to request.
     pub async fn reserve_port(&self, memo: &mut Memo, ovs: &Client, port: &str) -> Result<u32, PassError> {
-        self.flows.reserve_port(&mut memo.flows, ovs, &self.int_bridge, port).await
+        self.flows.reserve_port(&mut memo.int, ovs, &self.int_bridge, port).await
     }
 
     /// The plug of `port` knows its container's MAC and address: its flows let that through.
@@ -196,7 +264,7 @@ impl DataPlane {
         port: &str,
         endpoint: (MacAddr, IpAddr),
     ) -> Result<(), PassError> {
-        self.flows.allow_port(&mut memo.flows, ovs, port, endpoint).await
+        self.flows.allow_port(&mut memo.int, ovs, port, endpoint).await
     }
 
     /// The plug of `port` is over: once the watched cache shows its record (or at once if it

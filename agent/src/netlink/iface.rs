@@ -181,6 +181,19 @@ impl Netns {
         Ok(gateways)
     }
 
+    /// Every address of this namespace, on any link.
+    pub async fn all_addresses(&self) -> Result<Vec<IpAddr>, NetlinkError> {
+        let all: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.request_error("list addresses", "*", e))?;
+        Ok(all.iter().filter_map(address_of).map(|(a, _)| a).collect())
+    }
+
     /// The MTU of the link that holds address `ip` (None when no link has it): the underlay
     /// MTU when `ip` is the tunnel endpoint.
     pub async fn mtu_of_address(&self, ip: IpAddr) -> Result<Option<u32>, NetlinkError> {

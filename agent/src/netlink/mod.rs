@@ -217,6 +217,16 @@ impl Netns {
         Netns { handle, ns: Arc::new(ns) }
     }
 
+    /// Runs `f` on a short-lived thread inside this namespace (sockets it opens stay bound to
+    /// it; files under /proc/sys/net it opens are this namespace's), and returns its result.
+    pub async fn run_inside<T, F>(&self, f: F) -> Result<T, NetlinkError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        in_netns(&self.ns, f).await
+    }
+
     /// The namespace file this handle was opened from; None for [`Netns::current`].
     pub fn path(&self) -> Option<&Path> {
         self.ns.path.as_deref()

@@ -60,8 +60,18 @@ impl ContainerPort {
                 .with("tag", Value::set([i64::from(self.tag)]))
                 .with("external_ids", Value::map(port_ids)),
         );
-        tx.mutate("Bridge", vec![Condition::eq("name", bridge)], vec![Mutation::insert("ports", Value::set([port]))]);
-        ovs.transact(&tx).await.map(drop)
+        tx.mutate(
+            "Bridge",
+            vec![Condition::eq("name", bridge)],
+            vec![Mutation::insert("ports", Value::set([port.clone()]))],
+        );
+        let outcome = ovs.transact(&tx).await?;
+        // Until the replica shows the row, a rollback or an unplug looking it up would miss it
+        // and leave it behind.
+        if let Some(uuid) = outcome.uuid(&port).cloned() {
+            let _ = ovs.wait_until(std::time::Duration::from_secs(5), |r| r.get("Port", &uuid).is_some()).await;
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use ovsdb_client::{Client, ClientOptions, MonitorRequests, Remote, Replica, Row,
 use crate::backoff::Backoff;
 
 pub mod container_port;
+pub mod gateway_port;
 pub mod plan;
 pub mod vswitchd;
 

@@ -9,6 +9,7 @@ use overlay::model::{
     iface_id, validate_container_id, validate_owner, Endpoint, IpClaim, MacAddr, SubnetLease, Tenant,
 };
 use overlay::naming::{container_port_name, is_valid_ifname};
+use overlay::publish::Publish;
 use overlay_api::handoff_name;
 
 use super::{
@@ -28,6 +29,8 @@ pub(super) struct Checked {
     pub(super) port: String,
     /// The container's namespace; `None` for a hand-off plug ([`NetnsRef::Handoff`]).
     pub(super) netns: Option<PathBuf>,
+    /// The ports to publish, checked for form.
+    pub(super) publish: Vec<Publish>,
 }
 
 impl Checked {
@@ -57,6 +60,11 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             Some(m) => {
                 let mac: MacAddr = m.parse().map_err(|e: overlay::error::ModelError| bad(e.to_string()))?;
                 mac.validate_unicast().map_err(|e| bad(e.to_string()))?;
+                if overlay::gateway::is_gateway_mac(&mac) {
+                    return Err(bad(format!(
+                        "MAC {mac} is in the range of tenant gateways (02:4f:56:..): choose another"
+                    )));
+                }
                 Some(mac)
             }
             None => None,
@@ -89,8 +97,9 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
                 Some(ip)
             }
         };
+        let publish = self.check_publish(&req, &tenant)?;
         let port = container_port_name(&req.container_id, &req.ifname);
-        Ok(Checked { req, tenant, ip, mac, port, netns })
+        Ok(Checked { req, tenant, ip, mac, port, netns, publish })
     }
 
     fn container_mtu(&self, tenant: &Tenant) -> Result<u32, PlugError> {
@@ -109,6 +118,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             tenant: c.tenant.name().to_owned(),
             ifname: c.req.ifname.clone(),
             handoff: c.netns.is_none().then(|| c.peer_name()),
+            publish: c.publish.iter().map(ToString::to_string).collect(),
         })
     }
 
@@ -136,6 +146,8 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             }
         }
         steps.end("existing");
+        // Published ports are taken before anything changes: a refusal leaves nothing.
+        let _published = self.reserve_publish(&c, &held).await?;
         // Whatever a crashed or failed attempt left is removed before starting afresh.
         self.remove_interface(&c.req.container_id, &c.req.ifname, &held).await?;
         steps.end("cleanup");
@@ -175,11 +187,18 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
     async fn plugged_already(&self, c: &Checked, existing: &Endpoint) -> Result<Option<PlugResult>, PlugError> {
         let same = existing.tenant == c.req.tenant
             && c.ip.is_none_or(|ip| ip == existing.ip)
-            && c.mac.is_none_or(|mac| mac == existing.mac);
+            && c.mac.is_none_or(|mac| mac == existing.mac)
+            && sorted(&c.publish) == sorted(&existing.publish);
         if !same {
             return Err(PlugError::Conflict(format!(
-                "container '{}' interface {} is already plugged (tenant {}, ip {}, mac {}): unplug it first to change that",
-                existing.container_id, existing.ifname, existing.tenant, existing.ip, existing.mac
+                "container '{}' interface {} is already plugged (tenant {}, ip {}, mac {}, published [{}]): unplug it first to \
+                 change that",
+                existing.container_id,
+                existing.ifname,
+                existing.tenant,
+                existing.ip,
+                existing.mac,
+                existing.publish.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             )));
         }
         let complete = self.switch.find_port(&c.port).is_some_and(|p| p.ofport.is_some())
@@ -324,6 +343,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             iface_id: iface_id(&c.req.container_id, &c.req.ifname),
             port: c.port.clone(),
             owner: c.req.owner.clone(),
+            publish: c.publish.clone(),
         };
         let configured_then_recorded = async {
             let configured = match c.netns {
@@ -434,6 +454,12 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
 /// its MAC.
 pub(super) fn mac_for(tenant: &Tenant, ip: IpAddr) -> MacAddr {
     MacAddr::locally_administered_from(format!("{}/{ip}", tenant.name()).as_bytes())
+}
+
+fn sorted(p: &[Publish]) -> Vec<Publish> {
+    let mut v = p.to_vec();
+    v.sort_unstable();
+    v
 }
 
 /// The container end's settings for `result`.

@@ -26,6 +26,7 @@ use crate::registry::RegistryError;
 
 mod attach;
 mod check;
+mod publish;
 pub mod real;
 mod recover;
 #[cfg(test)]
@@ -199,6 +200,12 @@ pub trait Links {
     fn delete(&self, name: &str) -> impl Future<Output = Result<bool, NetlinkError>> + Send;
     /// The names of the veths of the host namespace.
     fn veth_names(&self) -> impl Future<Output = Result<Vec<String>, NetlinkError>> + Send;
+    /// Whether nothing of the host listens on these ports (a published port would hide it);
+    /// refused with what to do when something does.
+    fn host_ports_free(
+        &self,
+        ports: Vec<(u16, overlay::publish::Protocol)>,
+    ) -> impl Future<Output = Result<(), PlugError>> + Send;
 }
 
 /// What a plug needs to know of this host.
@@ -259,6 +266,8 @@ pub struct PlugState {
     in_flight: Mutex<BTreeMap<String, BTreeMap<IpAddr, Option<i64>>>>,
     /// Container interfaces unplugged by the agent because their link went away.
     pub reaped: AtomicU64,
+    /// Host ports plugs in flight publish, with the container publishing each.
+    publishing: Mutex<BTreeMap<(u16, overlay::publish::Protocol), String>>,
 }
 
 /// The plug logic over one set of [`Records`], [`Switch`] and [`Links`].

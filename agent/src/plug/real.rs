@@ -139,7 +139,7 @@ impl OvsSwitch<'_> {
         let _ =
             tokio::time::timeout(Duration::from_secs(5), cluster.wait_for(|c| c.tenants.contains_key(tenant))).await;
         let input = PassInput { ovs: self.ovs, cluster: self.cluster, own_leases: self.host.own_leases(), full: false };
-        self.dataplane.pass(memo, input).await.map_err(step("computing the tenant's local VLAN"))?;
+        self.dataplane.pass_locked(memo, input).await.map_err(step("computing the tenant's local VLAN"))?;
         self.dataplane.tenant_vlan(memo, tenant).ok_or_else(|| PlugError::Plumbing {
             step: "finding the tenant's local VLAN",
             source: format!("no local VLAN for tenant '{tenant}': this host holds no lease in it").into(),
@@ -206,6 +206,8 @@ impl Switch for OvsSwitch<'_> {
 pub struct NetlinkLinks<'a> {
     /// The host namespace.
     pub host_netns: &'a Netns,
+    /// The underlay address, where published ports are (IPv4 only).
+    pub underlay: Option<std::net::Ipv4Addr>,
     /// Whether the datapath is the userspace one (which needs TX checksum offload off in the
     /// container: it does not fill in checksums the kernel left to offload, and TCP over the
     /// tunnel stalls while ping works).
@@ -262,5 +264,16 @@ impl Links for NetlinkLinks<'_> {
 
     async fn veth_names(&self) -> Result<Vec<String>, NetlinkError> {
         self.host_netns.veth_names().await
+    }
+
+    async fn host_ports_free(&self, ports: Vec<(u16, overlay::publish::Protocol)>) -> Result<(), PlugError> {
+        let Some(underlay) = self.underlay else {
+            return Err(PlugError::BadRequest("published ports need an IPv4 underlay".into()));
+        };
+        match crate::gateway::ports::check_free(self.host_netns, underlay, ports).await {
+            Ok(()) => Ok(()),
+            Err(e @ crate::gateway::ports::PortCheckError::InUse { .. }) => Err(PlugError::Conflict(e.to_string())),
+            Err(e) => Err(step("checking the published ports")(e)),
+        }
     }
 }

@@ -17,6 +17,8 @@ use crate::netlink::{InterfaceConfig, InterfaceState, NetlinkError, VethSetup};
 use crate::ovs::container_port::{ContainerPort, FoundPort};
 use crate::registry::RegistryError;
 
+mod publish_tests;
+
 const ME: &str = "m-self";
 const HOST: &str = "h1";
 
@@ -225,6 +227,8 @@ struct Kernel {
     configured: BTreeMap<(PathBuf, String), InterfaceConfig>,
     /// Container ends readied for their runtime in the host namespace.
     handed_off: BTreeSet<String>,
+    /// Host ports something of the host listens on.
+    listening: BTreeSet<(u16, overlay::publish::Protocol)>,
 }
 
 /// What [`FakeLinks::host`] calls the host namespace.
@@ -300,6 +304,12 @@ impl Links for FakeLinks {
     async fn veth_names(&self) -> Result<Vec<String>, NetlinkError> {
         Ok(self.0.lock().unwrap().host.iter().cloned().collect())
     }
+    async fn host_ports_free(&self, ports: Vec<(u16, overlay::publish::Protocol)>) -> Result<(), PlugError> {
+        match ports.iter().find(|p| self.0.lock().unwrap().listening.contains(p)) {
+            Some((port, proto)) => Err(PlugError::Conflict(format!("host port {port}/{proto} is in use on this host"))),
+            None => Ok(()),
+        }
+    }
 }
 
 fn red() -> Tenant {
@@ -341,6 +351,7 @@ impl World {
             mac: None,
             reserved: false,
             owner: None,
+            publish: vec![],
         }
     }
 }
@@ -437,6 +448,9 @@ impl<T: Links + Sync> Links for &T {
     }
     async fn veth_names(&self) -> Result<Vec<String>, NetlinkError> {
         (**self).veth_names().await
+    }
+    async fn host_ports_free(&self, ports: Vec<(u16, overlay::publish::Protocol)>) -> Result<(), PlugError> {
+        (**self).host_ports_free(ports).await
     }
     fn host(&self) -> Self::Netns {
         (**self).host()
@@ -604,6 +618,7 @@ fn endpoint(container: &str, machine: &str, ip: &str) -> Endpoint {
         iface_id: container.into(),
         port: container_port_name(container, "eth0"),
         owner: None,
+        publish: vec![],
     }
 }
 

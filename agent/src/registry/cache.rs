@@ -339,6 +339,7 @@ mod tests {
             iface_id: c.into(),
             port: "tap0123456789ab".into(),
             owner: None,
+            publish: vec![],
         };
         cache.apply(&keys, "/overlay/endpoints/red/a/eth0", Some(&ep("a", "h1").to_json()));
         cache.apply(&keys, "/overlay/endpoints/red/b/eth0", Some(&ep("b", "h2").to_json()));

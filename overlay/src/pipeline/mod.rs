@@ -17,8 +17,12 @@
 //!
 //! br-int (fail_mode=secure), table 0: a container port sends only from its own MAC and
 //! address, and ARP only for its own address (100, IPv6 neighbour advertisements 110/105), the
-//! rest from it is dropped (90); everything else is switched by NORMAL (0), with the local
-//! VLAN tags of the ports.
+//! rest from it is dropped (90); a gateway port sends only from the gateway MAC (100, the rest
+//! 90); everything else is switched by NORMAL (0), with the local VLAN tags of the ports.
+//!
+//! The gateway is a local-only member of its tenant: frames from or to the gateway MAC, and
+//! ARP requests for the gateway address, are dropped towards the tunnels (br-tun table 1, 40)
+//! and from them (table 0, 110), so each host answers for the gateway itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -30,7 +34,7 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use spec::FlowSpec;
+pub use spec::{FlowSpec, MacField};
 
 /// What changes in how specs render: bumped whenever rendering changes, so every cookie
 /// changes and an upgraded agent replaces the flows of the one before.
@@ -90,6 +94,18 @@ pub struct TenantInput {
     pub local: Vec<IpAddr>,
     /// Its gateway address (never answered for a container).
     pub gateway: IpAddr,
+    /// The MAC of its gateway, when this host has one for it: frames from or to it, and ARP
+    /// for its address, stay on this host.
+    pub gateway_mac: Option<MacAddr>,
+}
+
+/// The br-int end of a tenant's router namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayPortInput {
+    /// Its ofport.
+    pub ofport: u32,
+    /// The gateway MAC: the only source it sends from.
+    pub mac: MacAddr,
 }
 
 /// A container port on br-int.
@@ -111,6 +127,8 @@ pub struct PipelineInput {
     pub tenants: BTreeMap<String, TenantInput>,
     /// The container ports of this host.
     pub ports: Vec<PortInput>,
+    /// The gateway ports of this host.
+    pub gateway_ports: Vec<GatewayPortInput>,
 }
 
 /// A flow with its cookie.
@@ -161,8 +179,13 @@ impl DesiredFlows {
 /// which etcd's address reservations prevent but a hand-written record can do), only the first
 /// in a fixed order is kept: a flow replaced by its twin at every pass would flap.
 pub fn desired_flows(input: &PipelineInput) -> DesiredFlows {
+    DesiredFlows { tun: tun_flows(input), int: int_flows(&input.ports, &input.gateway_ports) }
+}
+
+/// br-tun's flows: O(the tenants' members and remote containers). `input.ports` and
+/// `input.gateway_ports` are not read.
+pub fn tun_flows(input: &PipelineInput) -> Vec<Entry> {
     let mut tun = Vec::new();
-    let mut int = vec![FlowSpec::Normal];
     tun.push(FlowSpec::Drop { table: tables::TUN_CLASSIFY });
     tun.push(FlowSpec::Drop { table: tables::TUN_FROM_INT });
     if let Some(patch) = input.tun_patch {
@@ -172,10 +195,20 @@ pub fn desired_flows(input: &PipelineInput) -> DesiredFlows {
             tenant_flows(&mut tun, t, tunnel_port, patch);
         }
     }
-    for p in &input.ports {
+    with_cookies(tun)
+}
+
+/// br-int's flows: O(this host's container and gateway ports), whatever the size of the cluster.
+pub fn int_flows(ports: &[PortInput], gateway_ports: &[GatewayPortInput]) -> Vec<Entry> {
+    let mut int = vec![FlowSpec::Normal];
+    for p in ports {
         port_flows_into(&mut int, p);
     }
-    DesiredFlows { tun: with_cookies(tun), int: with_cookies(int) }
+    for g in gateway_ports {
+        int.push(FlowSpec::GatewayPort { ofport: g.ofport, mac: g.mac });
+        int.push(FlowSpec::PortDrop { ofport: g.ofport });
+    }
+    with_cookies(int)
 }
 
 fn tenant_flows(out: &mut Vec<FlowSpec>, t: &TenantInput, tunnel_port: u32, patch: u32) {
@@ -188,6 +221,18 @@ fn tenant_flows(out: &mut Vec<FlowSpec>, t: &TenantInput, tunnel_port: u32, patc
     }
     if !members.is_empty() {
         out.push(FlowSpec::Flood { vlan, tunnel_port, members: Arc::from(members.as_slice()) });
+    }
+    if let Some(mac) = t.gateway_mac {
+        // The gateway is local-only: every host answers for it on its own, so nothing from
+        // or to its MAC, and no ARP for its address, crosses a tunnel either way.
+        for field in [MacField::Source, MacField::Destination] {
+            out.push(FlowSpec::LocalGatewayMac { vlan, mac, field });
+            out.push(FlowSpec::TunnelGatewayMac { tunnel_port, mac, field });
+        }
+        if let IpAddr::V4(ip) = t.gateway {
+            out.push(FlowSpec::LocalGatewayArp { vlan, ip });
+            out.push(FlowSpec::TunnelGatewayArp { tunnel_port, ip });
+        }
     }
     let local: HashSet<IpAddr> = t.local.iter().copied().collect();
     for ip in &local {

@@ -11,6 +11,15 @@ use openflow_client::{port, Action, Field, Flow, FlowError, Mac, Match, MatchBui
 use super::{cookie_of, tables, Bridge};
 use crate::model::MacAddr;
 
+/// Which MAC field of a frame a flow matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacField {
+    /// `eth_src`.
+    Source,
+    /// `eth_dst`.
+    Destination,
+}
+
 /// A flow of the pipeline. Each variant says which table it lives in and what it does; the
 /// tables are documented in docs/pipeline.md.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,8 +85,48 @@ pub enum FlowSpec {
         /// The members' underlay addresses, sorted.
         members: Arc<[IpAddr]>,
     },
+    /// br-tun, table 1: a frame from or to the gateway MAC does not leave this host.
+    LocalGatewayMac {
+        /// The tenant's VLAN.
+        vlan: u16,
+        /// The gateway MAC.
+        mac: MacAddr,
+        /// Which field.
+        field: MacField,
+    },
+    /// br-tun, table 1: an ARP request for the gateway address is answered on this host.
+    LocalGatewayArp {
+        /// The tenant's VLAN.
+        vlan: u16,
+        /// The gateway address.
+        ip: Ipv4Addr,
+    },
+    /// br-tun, table 0: a frame from or to the gateway MAC from a tunnel is dropped (each host
+    /// has its own gateway).
+    TunnelGatewayMac {
+        /// The tenant's tunnel port.
+        tunnel_port: u32,
+        /// The gateway MAC.
+        mac: MacAddr,
+        /// Which field.
+        field: MacField,
+    },
+    /// br-tun, table 0: an ARP request for the gateway address from a tunnel is dropped.
+    TunnelGatewayArp {
+        /// The tenant's tunnel port.
+        tunnel_port: u32,
+        /// The gateway address.
+        ip: Ipv4Addr,
+    },
     /// br-int, table 0: what no other flow takes is switched as a learning switch would.
     Normal,
+    /// br-int, table 0: a gateway port sends from the gateway MAC only.
+    GatewayPort {
+        /// Its port.
+        ofport: u32,
+        /// The gateway MAC.
+        mac: MacAddr,
+    },
     /// br-int, table 0: a container sends IP only from its own MAC and address.
     PortIp {
         /// Its port.
@@ -146,6 +195,14 @@ fn mac(m: &MacAddr) -> Mac {
     Mac(m.0)
 }
 
+/// A match on the source or destination MAC.
+fn eth(m: MatchBuilder, field: MacField, value: &MacAddr) -> MatchBuilder {
+    match field {
+        MacField::Source => m.eth_src(mac(value)),
+        MacField::Destination => m.eth_dst(mac(value)),
+    }
+}
+
 /// `set_field` of a tunnel destination: IPv4 or IPv6 underlay.
 fn set_tun_dst(host: IpAddr) -> Action {
     match host {
@@ -172,7 +229,11 @@ impl FlowSpec {
             | FlowSpec::ArpResponder { .. }
             | FlowSpec::ArpLocal { .. }
             | FlowSpec::Unicast { .. }
-            | FlowSpec::Flood { .. } => Bridge::Tun,
+            | FlowSpec::Flood { .. }
+            | FlowSpec::LocalGatewayMac { .. }
+            | FlowSpec::LocalGatewayArp { .. }
+            | FlowSpec::TunnelGatewayMac { .. }
+            | FlowSpec::TunnelGatewayArp { .. } => Bridge::Tun,
             _ => Bridge::Int,
         }
     }
@@ -184,7 +245,9 @@ impl FlowSpec {
             | FlowSpec::ArpResponder { vlan, .. }
             | FlowSpec::ArpLocal { vlan, .. }
             | FlowSpec::Unicast { vlan, .. }
-            | FlowSpec::Flood { vlan, .. } => Some(*vlan),
+            | FlowSpec::Flood { vlan, .. }
+            | FlowSpec::LocalGatewayMac { vlan, .. }
+            | FlowSpec::LocalGatewayArp { vlan, .. } => Some(*vlan),
             _ => None,
         }
     }
@@ -207,7 +270,8 @@ impl FlowSpec {
             | FlowSpec::PortDad { ofport, .. }
             | FlowSpec::PortNeighbourAdvert { ofport, .. }
             | FlowSpec::PortDropNeighbourAdvert { ofport }
-            | FlowSpec::PortDrop { ofport } => Some(*ofport),
+            | FlowSpec::PortDrop { ofport }
+            | FlowSpec::GatewayPort { ofport, .. } => Some(*ofport),
             _ => None,
         }
     }
@@ -284,7 +348,26 @@ impl FlowSpec {
                 }
                 (TUN_FROM_INT, 5, m.vlan_vid(*vlan).build()?, actions, None)
             }
+            FlowSpec::LocalGatewayMac { vlan, mac: gw, field } => {
+                (TUN_FROM_INT, 40, eth(m.vlan_vid(*vlan), *field, gw).build()?, vec![], None)
+            }
+            FlowSpec::LocalGatewayArp { vlan, ip } => {
+                (TUN_FROM_INT, 40, m.vlan_vid(*vlan).arp().arp_op(1).arp_tpa(*ip).build()?, vec![], None)
+            }
+            FlowSpec::TunnelGatewayMac { tunnel_port, mac: gw, field } => {
+                (TUN_CLASSIFY, 110, eth(m.in_port(*tunnel_port), *field, gw).build()?, vec![], None)
+            }
+            FlowSpec::TunnelGatewayArp { tunnel_port, ip } => {
+                (TUN_CLASSIFY, 110, m.in_port(*tunnel_port).arp().arp_op(1).arp_tpa(*ip).build()?, vec![], None)
+            }
             FlowSpec::Normal => (INT_CLASSIFY, 0, m.build()?, vec![Action::output(port::NORMAL)], None),
+            FlowSpec::GatewayPort { ofport, mac: gw } => (
+                INT_CLASSIFY,
+                100,
+                m.in_port(*ofport).eth_src(mac(gw)).build()?,
+                vec![Action::output(port::NORMAL)],
+                None,
+            ),
             FlowSpec::PortIp { ofport, mac: src, ip } => {
                 let m = m.in_port(*ofport).eth_src(mac(src));
                 let m = match ip {

@@ -23,11 +23,13 @@ fn lab() -> PipelineInput {
         ],
         local: vec![ip("198.19.0.11")],
         gateway: ip("198.19.0.1"),
+        gateway_mac: None,
     };
     PipelineInput {
         tun_patch: Some(1),
         tenants: BTreeMap::from([("red".to_owned(), tenant)]),
         ports: vec![PortInput { ofport: 5, endpoint: Some((mac("02:00:00:00:01:01"), ip("198.19.0.11"))) }],
+        gateway_ports: vec![],
     }
 }
 
@@ -195,4 +197,46 @@ fn counts_per_tenant_vlan_and_peer() {
     assert_eq!(by_vlan[&1], 8, "2 ingress, flood, 2 unicast, 2 responders, 1 local ARP");
     assert_eq!(by_peer[&ip("198.18.0.2")], 2);
     assert_eq!(by_peer[&ip("198.18.0.3")], 2);
+}
+
+/// The lab with a gateway on this host: its port on br-int is ofport 7.
+fn lab_with_gateway() -> PipelineInput {
+    let mut input = lab();
+    let gw = mac("02:4f:56:00:00:64");
+    input.tenants.get_mut("red").unwrap().gateway_mac = Some(gw);
+    input.gateway_ports = vec![GatewayPortInput { ofport: 7, mac: gw }];
+    input
+}
+
+#[test]
+fn the_gateway_stays_on_its_host_both_ways() {
+    let d = desired_flows(&lab_with_gateway());
+    let tun = rendered(&d.tun);
+    for e in [
+        "table=0, priority=110,in_port=10,eth_src=02:4f:56:00:00:64 actions=drop",
+        "table=0, priority=110,in_port=10,eth_dst=02:4f:56:00:00:64 actions=drop",
+        "table=0, priority=110,in_port=10,eth_type=0x806,arp_op=1,arp_tpa=198.19.0.1 actions=drop",
+        "table=1, priority=40,eth_src=02:4f:56:00:00:64,vlan_vid=4097 actions=drop",
+        "table=1, priority=40,eth_dst=02:4f:56:00:00:64,vlan_vid=4097 actions=drop",
+        "table=1, priority=40,eth_type=0x806,vlan_vid=4097,arp_op=1,arp_tpa=198.19.0.1 actions=drop",
+    ] {
+        assert!(tun.iter().any(|t| t == e), "missing {e}\nhave:\n{}", tun.join("\n"));
+    }
+    // Above everything that would send a frame out: responders (30), unicast (20), flood (5),
+    // and above the tunnel ingress (100).
+    assert_eq!(tun.len(), 11 + 6, "{}", tun.join("\n"));
+    let int = rendered(&d.int);
+    assert!(
+        int.contains(&"table=0, priority=100,in_port=7,eth_src=02:4f:56:00:00:64 actions=NORMAL".to_owned()),
+        "{int:#?}"
+    );
+    assert!(int.contains(&"table=0, priority=90,in_port=7 actions=drop".to_owned()), "{int:#?}");
+    let (by_vlan, _) = d.counts();
+    assert_eq!(by_vlan[&1], 8 + 3, "the local drops count for the tenant");
+}
+
+#[test]
+fn without_a_gateway_nothing_of_it_is_there() {
+    let tun = rendered(&desired_flows(&lab()).tun);
+    assert!(!tun.iter().any(|t| t.contains("02:4f:56") || t.contains("arp_tpa=198.19.0.1 ")), "{tun:#?}");
 }
