@@ -191,6 +191,8 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (GC).
     pub valid_attachments: Vec<Attachment>,
+    /// `runtimeConfig.portMappings` as the agent's published ports (`HOST:CONTAINER/PROTO`).
+    pub publish: Vec<String>,
 }
 
 impl NetConf {
@@ -252,18 +254,11 @@ pub fn net_conf(conf: &Value) -> Result<NetConf, CniError> {
             ),
         ));
     }
-    let port_mappings = conf.pointer("/runtimeConfig/portMappings").and_then(Value::as_array);
-    if let Some(mappings) = port_mappings.filter(|m| !m.is_empty()) {
-        return Err(CniError::new(
-            Code::UnsupportedField,
-            "unsupported field in network configuration: runtimeConfig.portMappings",
-            format!(
-                "portMappings = {}: overlay-cni publishes no ports; drop the portMappings capability from the \
-                 configuration (or -p from the command)",
-                Value::Array(mappings.clone())
-            ),
-        ));
-    }
+    let publish = match conf.pointer("/runtimeConfig/portMappings") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(mappings)) => mappings.iter().map(port_mapping).collect::<Result<_, _>>()?,
+        Some(other) => return Err(invalid(&format!("runtimeConfig.portMappings = {other}: expected a list"))),
+    };
     let agent_socket = match conf.get("agentSocket") {
         None => PathBuf::from(DEFAULT_AGENT_SOCKET),
         Some(Value::String(s)) if !s.is_empty() => PathBuf::from(s),
@@ -289,7 +284,47 @@ pub fn net_conf(conf: &Value) -> Result<NetConf, CniError> {
         dns: conf.get("dns").cloned(),
         prev_result: conf.get("prevResult").cloned(),
         valid_attachments,
+        publish,
     })
+}
+
+/// One entry of the `portMappings` capability as a published port of the agent. The agent
+/// publishes on the host's underlay address, so a `hostIP` other than the wildcard is refused
+/// rather than published somewhere the runtime did not ask for.
+fn port_mapping(m: &Value) -> Result<String, CniError> {
+    let invalid = |why: String| CniError::new(Code::InvalidConfig, "invalid port mapping", why);
+    let port = |key: &str| {
+        m.get(key)
+            .and_then(Value::as_u64)
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| invalid(format!("portMappings entry {m}: \"{key}\" must be a port number 1-65535")))
+    };
+    let (host, container) = (port("hostPort")?, port("containerPort")?);
+    let protocol = match m.get("protocol").and_then(Value::as_str).unwrap_or("tcp").to_ascii_lowercase().as_str() {
+        "" | "tcp" => "tcp",
+        "udp" => "udp",
+        other => {
+            return Err(CniError::new(
+                Code::UnsupportedField,
+                "unsupported port mapping protocol",
+                format!("portMappings entry {m}: protocol {other}: the overlay publishes tcp and udp ports only"),
+            ))
+        }
+    };
+    match m.get("hostIP").and_then(Value::as_str).unwrap_or("") {
+        "" | "0.0.0.0" | "::" => {}
+        ip => {
+            return Err(CniError::new(
+                Code::UnsupportedField,
+                "unsupported port mapping hostIP",
+                format!(
+                    "portMappings entry {m}: hostIP {ip}: the overlay publishes ports on the host's underlay address \
+                     only; publish without an address (-p {host}:{container})"
+                ),
+            ))
+        }
+    }
+    Ok(format!("{host}:{container}/{protocol}"))
 }
 
 #[cfg(test)]
@@ -351,12 +386,28 @@ mod tests {
         assert_eq!(with("tenant", "".into()), Code::InvalidConfig);
         assert_eq!(with("ipam", serde_json::json!({"type": "host-local"})), Code::UnsupportedField);
         assert_eq!(with("agentSocket", 7.into()), Code::InvalidConfig);
-        let ports = serde_json::json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
-        assert_eq!(with("runtimeConfig", ports), Code::UnsupportedField);
+        let mapped = |m: Value| {
+            let mut c = ok.clone();
+            c["runtimeConfig"] = serde_json::json!({"portMappings": m});
+            net_conf(&c)
+        };
+        let ports = serde_json::json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""},
+                                        {"hostPort": 5353, "containerPort": 53, "protocol": "UDP"},
+                                        {"hostPort": 8443, "containerPort": 443}]);
+        assert_eq!(mapped(ports).unwrap().publish, ["8080:80/tcp", "5353:53/udp", "8443:443/tcp"]);
         // An empty list is what a runtime passes when nothing is published.
-        let mut c = ok.clone();
-        c["runtimeConfig"] = serde_json::json!({"portMappings": []});
-        assert!(net_conf(&c).is_ok());
+        assert!(mapped(serde_json::json!([])).unwrap().publish.is_empty());
+        let code = |m: Value| mapped(serde_json::json!([m])).map(drop).unwrap_err().code;
+        assert_eq!(
+            code(serde_json::json!({"hostPort": 8080, "containerPort": 80, "hostIP": "127.0.0.1"})),
+            Code::UnsupportedField
+        );
+        assert_eq!(
+            code(serde_json::json!({"hostPort": 8080, "containerPort": 80, "protocol": "sctp"})),
+            Code::UnsupportedField
+        );
+        assert_eq!(code(serde_json::json!({"hostPort": 0, "containerPort": 80})), Code::InvalidConfig);
+        assert_eq!(code(serde_json::json!({"hostPort": 8080, "containerPort": 70000})), Code::InvalidConfig);
         assert_eq!(decode(b"{nope").unwrap_err().code, Code::DecodingFailure);
     }
 }

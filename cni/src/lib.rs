@@ -143,6 +143,7 @@ fn request(conf: &NetConf, inv: &Invocation, netns: std::path::PathBuf) -> PlugR
         ip: inv.args.ip.clone(),
         mac: inv.args.mac.clone(),
         owner: Some(conf.owner()),
+        publish: conf.publish.clone(),
         ..PlugRequest::new(&inv.container_id, &conf.tenant, NetnsRef::Path(netns))
     }
 }

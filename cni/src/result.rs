@@ -63,6 +63,7 @@ mod tests {
             dns,
             prev_result: None,
             valid_attachments: vec![],
+            publish: vec![],
         }
     }
 

@@ -67,12 +67,7 @@ impl Plugin {
 
     pub(crate) async fn create_endpoint(&self, req: CreateEndpoint) -> Result<Value, DriverError> {
         let opts = req.options.unwrap_or_default();
-        if opts.get(PORT_MAP).and_then(Value::as_array).is_some_and(|p| !p.is_empty()) {
-            return Err(DriverError(format!(
-                "published ports (-p) are not supported by the {} driver: run the container without -p",
-                self.name
-            )));
-        }
+        let publish = crate::ports::publish_of(opts.get(PORT_MAP))?;
         let iface = req.interface.unwrap_or_default();
         if !iface.address_ipv6.is_empty() {
             return Err(DriverError("IPv6 is not supported by this driver".into()));
@@ -89,12 +84,13 @@ impl Plugin {
             mac: Some(iface.mac_address.clone()).filter(|m| !m.is_empty()),
             reserved: true,
             owner: Some(owner(&req.network_id)),
+            publish,
             ..PlugRequest::new(&req.endpoint_id, &tenant, NetnsRef::Handoff)
         };
         let r = self.agent("plugging the endpoint", || self.agent.plug(&plug)).await?;
         tracing::info!(
             network = %req.network_id, endpoint = %req.endpoint_id, %tenant, ip = %r.ip, port = %r.port,
-            "endpoint created"
+            published = ?r.publish, "endpoint created"
         );
         // Docker takes a MAC from the driver only when it has none itself (`--mac-address`).
         let answer = match iface.mac_address.is_empty() {

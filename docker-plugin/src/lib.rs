@@ -22,6 +22,7 @@
 mod docker;
 mod driver;
 mod ipam;
+mod ports;
 mod reconcile;
 mod server;
 mod wire;

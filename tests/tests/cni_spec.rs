@@ -60,9 +60,13 @@ fn the_cni_plugin_answers_every_required_case_with_the_specs_codes() {
         Case {
             stdin: with(
                 "runtimeConfig",
-                json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}),
+                json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "hostIP": "127.0.0.1"}]}),
             ),
-            ..case("published ports", "ADD", Some(2))
+            ..case("a port mapping on a host address", "ADD", Some(2))
+        },
+        Case {
+            stdin: with("runtimeConfig", json!({"portMappings": [{"hostPort": 0, "containerPort": 80}]})),
+            ..case("a port mapping without a host port", "ADD", Some(7))
         },
         Case {
             set: vec![("CNI_NETNS", "/var/run/netns/no-such-netns".into())],
@@ -170,7 +174,13 @@ fn the_cni_plugin_answers_every_required_case_with_the_specs_codes() {
     // GC (1.1.0): this network's attachments the runtime no longer lists go, the others stay.
     let (a, b) = (Container::new("cni"), Container::new("cni"));
     let (a_ns, b_ns) = (a.path().display().to_string(), b.path().display().to_string());
-    assert!(invoke(&env("ADD", "keep", &a_ns, "eth0", ""), &v11).ok);
+    // "keep" publishes a port (the portMappings capability): the agent records it.
+    let mut published = conf("1.1.0", "red", &socket);
+    published["runtimeConfig"] = json!({"portMappings": [{"hostPort": 18090, "containerPort": 80, "protocol": "tcp"}]});
+    let got = invoke(&env("ADD", "keep", &a_ns, "eth0", ""), &published.to_string());
+    assert!(got.ok, "ADD with a port mapping: {} {}", got.out, got.stderr);
+    let keep = endpoint_records(&c, 0).into_values().find(|e| e["container_id"] == "keep").expect("keep's record");
+    assert_eq!(keep["publish"], json!([{"host_port": 18090, "port": 80, "protocol": "tcp"}]));
     assert!(invoke(&env("ADD", "stale", &b_ns, "eth0", ""), &v11).ok);
     let mut gc = conf("1.1.0", "red", &socket);
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);

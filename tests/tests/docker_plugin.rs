@@ -4,9 +4,12 @@
 //! container connected to two networks reaches both, stop and disconnect leave nothing, and a
 //! plugin or agent killed in the middle of `docker run` leaves nothing once it is back.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use overlay_tests::docker::DockerHost;
+use overlay_tests::gateway::{tcp_ask, SourceServer};
 use overlay_tests::leftovers::{check_host, endpoint_records, etcd_records, wait_clean};
 use overlay_tests::{ports_on, Cluster};
 
@@ -92,11 +95,42 @@ fn docker_networks_are_tenants_across_two_hosts() {
     d[0].wait_ping("rg1", &ip_g2);
     assert_eq!(endpoint_records(&c, 0).values().filter(|e| e["owner"].as_str().is_some()).count(), 4);
 
-    // Refused: removing a network with containers on it, publishing ports.
+    // Refused: removing a network with containers on it.
     let err = d[0].fails(&["network", "rm", "red"]);
     assert!(err.contains("active endpoints"), "{err}");
-    let err = d[0].fails(&["run", "-d", "-p", "8080:80", "--network", "red", d[0].image, "sleep", "60"]);
-    assert!(err.contains("published ports"), "{err}");
+
+    // -p: a published port of the agent's gateway, on the host's underlay address. A client on
+    // the other host reaches the container, which sees the client's own address.
+    d[0].run("web", "red", &["-p", "18080:80"]);
+    let web_ip: Ipv4Addr = d[0].ip("web", "red").parse().expect("web's address");
+    let web_eid = d[0].on_network("web", "red")["EndpointID"].as_str().expect("EndpointID").to_owned();
+    let rec = endpoint_records(&c, 0).into_values().find(|e| e["container_id"] == web_eid.as_str()).expect("web");
+    assert_eq!(rec["publish"], serde_json::json!([{"host_port": 18080, "port": 80, "protocol": "tcp"}]));
+    let sandbox = d[0].inspect("web")["NetworkSettings"]["SandboxKey"].as_str().expect("SandboxKey").to_owned();
+    let server = SourceServer::start(Path::new(&sandbox), web_ip, 80, 0, "web");
+    let (u0, u1) = (c.hosts[0].underlay_ip(), c.hosts[1].underlay_ip());
+    let from = c.hosts[1].netns().path();
+    testbed::wait_until(Duration::from_secs(20), "host 2 to reach web through host 1's 18080", || {
+        tcp_ask(&from, SocketAddrV4::new(u0, 18080), Duration::from_secs(1)).is_ok_and(|a| a == format!("web {u1}"))
+    });
+    // What the gateway cannot publish is refused with what to do, and leaves nothing.
+    let err = d[0].fails(&["run", "-d", "-p", "127.0.0.1:18081:80", "--network", "red", d[0].image, "sleep", "60"]);
+    assert!(err.contains("underlay address"), "{err}");
+    let err = d[0].fails(&["run", "-d", "-p", "18080:81", "--network", "red", d[0].image, "sleep", "60"]);
+    assert!(err.contains("18080/tcp"), "the same host port twice: {err}");
+    d[0].ok(&["container", "prune", "-f"]);
+    // Stopped, its port is no longer published.
+    drop(server);
+    d[0].ok(&["stop", "-t", "1", "web"]);
+    testbed::wait_until(Duration::from_secs(20), "host 1's nft table to lose port 18080", || {
+        !c.hosts[0]
+            .netns()
+            .try_run(&["nft", "list", "table", "ip", "overlay_agent"])
+            .unwrap_or_default()
+            .contains("dport 18080")
+    });
+    assert!(tcp_ask(&from, SocketAddrV4::new(u0, 18080), Duration::from_millis(700)).is_err());
+    check_host(&c, 0, false).unwrap_or_else(|e| panic!("after stopping a container with -p: {e}"));
 
     // Disconnect, stop: the endpoint goes, port, veth, record and address with it.
     d[0].ok(&["network", "disconnect", "green", "rg1"]);

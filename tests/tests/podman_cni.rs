@@ -3,6 +3,7 @@
 //! across, a container connected to two networks reaches both, `podman stop` (CNI DEL) leaves
 //! nothing, a DEL repeated is fine, and an ADD that fails leaves nothing.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 use testbed::Podman;
 
 use overlay_tests::cni::{env, invoke};
+use overlay_tests::gateway::{tcp_ask, SourceServer};
 use overlay_tests::leftovers::{check_host, endpoint_records, wait_clean};
 use overlay_tests::{workspace_binary, Cluster};
 
@@ -19,7 +21,8 @@ fn podman_on(c: &Cluster, i: usize, tenants: &[&str]) -> Podman {
     let p = Podman::new(Some(c.hosts[i].netns()), &[plugin_dir.as_path()]);
     for t in tenants {
         let conflist = json!({"cniVersion": "1.0.0", "name": t, "plugins": [
-            {"type": "overlay-cni", "tenant": t, "agentSocket": c.agents[i].api_socket()}]});
+            {"type": "overlay-cni", "tenant": t, "agentSocket": c.agents[i].api_socket(),
+             "capabilities": {"portMappings": true}}]});
         std::fs::write(p.network_dir().join(format!("{t}.conflist")), conflist.to_string()).expect("conflist");
     }
     p
@@ -88,6 +91,21 @@ fn podman_networks_are_tenants_across_two_hosts() {
     p[0].podman_ok(&["network", "disconnect", "green", "rg1"]);
     assert!(!pings(&p[0], "rg1", &ip_g2, 1));
     check_host(&c, 0, false).unwrap_or_else(|e| panic!("after disconnect: {e}"));
+
+    // -p (the portMappings capability): published by the agent's gateway on the host's
+    // underlay address; a client on the other host reaches the container.
+    run(&p[0], image, "web", "red", &["-p", "18082:80"]);
+    let web_ip: Ipv4Addr = ip(&p[0], "web", "red").parse().expect("web's address");
+    let sandbox = p[0].podman_ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "web"]);
+    let server = SourceServer::start(Path::new(sandbox.trim()), web_ip, 80, 0, "web");
+    let (u0, u1) = (c.hosts[0].underlay_ip(), c.hosts[1].underlay_ip());
+    let from = c.hosts[1].netns().path();
+    testbed::wait_until(Duration::from_secs(20), "host 2 to reach web through host 1's 18082", || {
+        tcp_ask(&from, SocketAddrV4::new(u0, 18082), Duration::from_secs(1)).is_ok_and(|a| a == format!("web {u1}"))
+    });
+    drop(server);
+    p[0].podman_ok(&["rm", "-f", "-t", "1", "web"]);
+    check_host(&c, 0, false).unwrap_or_else(|e| panic!("after removing a container with -p: {e}"));
 
     // A failed ADD (the address is b2's, on the other host) leaves nothing; podman says why.
     let before = endpoint_records(&c, 0).len();
