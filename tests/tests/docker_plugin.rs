@@ -275,6 +275,11 @@ fn a_plugin_or_agent_killed_mid_docker_run_leaves_nothing_once_back() {
         }
         outcomes.push(format!("{victim}/{when}+{delay_ms}:{}", if ok { "ran" } else { "failed" }));
         d.ok(&["rm", "-f", &name]);
+        // Nothing of the round is left: an endpoint the killed plugin never handed to Docker
+        // is unplugged by the restarted plugin's background pass (1 s interval here).
+        testbed::wait_until(Duration::from_secs(10), &format!("{context}: only 'stays' to be plugged"), || {
+            endpoint_records(&c, 0).len() == 1
+        });
         wait_clean(&c, 0, &context);
         d.wait_ping("stays", &stays_ip);
     }
@@ -290,7 +295,16 @@ fn a_plugin_or_agent_killed_mid_docker_run_leaves_nothing_once_back() {
         "outcomes: {outcomes:?}; agent rolled back {rolled_back} interrupted plug(s), plugin waited for the agent \
          {waited} time(s), unplugged {lost} endpoint(s) Docker lost"
     );
-    assert!(lost >= 2, "the endpoints plugged for a killed plugin were not found and unplugged");
+    // Whether an endpoint plugged for a killed plugin is removed by Docker's own rollback
+    // (DeleteEndpoint after the failed call) or by the plugin's background pass depends on
+    // which reaches the agent first; either way each round above ended clean. What must hold:
+    // kills of the plugin made Docker's call fail (they landed inside it), and the plugin
+    // waited for a killed agent (that kill landed inside a call too).
+    assert!(
+        outcomes.iter().any(|o| o.starts_with("plugin/") && o.ends_with(":failed")),
+        "no plugin kill landed inside a docker run: {outcomes:?}"
+    );
+    assert!(waited >= 1, "the plugin never waited for a killed agent: the agent kills missed the runs");
     // The container that stayed is still plugged, and nothing else is.
     let records = endpoint_records(&c, 0);
     assert_eq!(records.len(), 1, "{records:?}");
