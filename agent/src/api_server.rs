@@ -69,6 +69,21 @@ async fn to_the_end<T: Send + 'static>(
     })
 }
 
+/// How long a plug, unplug or reservation waits for start-up recovery before it is refused.
+const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Registered, and start-up recovery done (waited for): what a changing request needs.
+async fn ready_to_change(agent: &Agent) -> Result<(), ApiError> {
+    registered(agent)?;
+    if agent.plugs.wait_recovered(RECOVERY_WAIT).await {
+        return Ok(());
+    }
+    Err(ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the agent is still repairing what its last stop left (start-up recovery); try again".into(),
+    ))
+}
+
 fn bad_request(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, e.to_string())
 }
@@ -154,7 +169,7 @@ async fn join_tenant(
 }
 
 async fn plug(State(agent): State<Arc<Agent>>, Json(req): Json<PlugRequest>) -> Result<Json<PlugResult>, ApiError> {
-    registered(&agent)?;
+    ready_to_change(&agent).await?;
     to_the_end(async move { Ok(Json(agent.plugger().plug(req).await?)) }).await
 }
 
@@ -171,7 +186,7 @@ async fn reserve_address(
     Json(req): Json<ReserveAddress>,
 ) -> Result<(StatusCode, Json<Reservation>), ApiError> {
     overlay::model::validate_tenant_name(&name).map_err(bad_request)?;
-    registered(&agent)?;
+    ready_to_change(&agent).await?;
     let tenant = agent.registry.get_tenant(&name).await?;
     let ip = match &req.ip {
         None => None,
@@ -221,7 +236,7 @@ async fn release_address(
     overlay::model::validate_tenant_name(&name).map_err(bad_request)?;
     let ip: std::net::IpAddr =
         ip.parse().map_err(|_| bad_request(format!("'{ip}' is not an IP address: give one like 198.19.0.10")))?;
-    registered(&agent)?;
+    ready_to_change(&agent).await?;
     let me = &agent.host.me;
     let released = agent.registry.release_reservation(&name, ip, (&me.hostname, &me.machine_id)).await?;
     if released {
@@ -240,7 +255,7 @@ async fn unplug(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<UnplugQuery>,
 ) -> Result<Json<UnplugResult>, ApiError> {
-    registered(&agent)?;
+    ready_to_change(&agent).await?;
     to_the_end(async move {
         let was_plugged = agent.plugger().unplug(&id, q.ifname.as_deref()).await?;
         Ok(Json(UnplugResult { container_id: id, ifname: q.ifname, was_plugged }))

@@ -268,6 +268,35 @@ pub struct PlugState {
     pub reaped: AtomicU64,
     /// Host ports plugs in flight publish, with the container publishing each.
     publishing: Mutex<BTreeMap<(u16, overlay::publish::Protocol), String>>,
+    /// Start-up recovery is done. Until then the API holds plugs, unplugs and reservations
+    /// back: recovery decides from what it listed first, and would take a plug made meanwhile
+    /// (a runtime retrying against a restarted agent) for the interrupted one it replaces.
+    recovered: std::sync::atomic::AtomicBool,
+    recovered_changed: tokio::sync::Notify,
+}
+
+impl PlugState {
+    /// Marks start-up recovery done and lets the waiting requests go.
+    pub fn set_recovered(&self) {
+        self.recovered.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.recovered_changed.notify_waiters();
+    }
+
+    /// Waits (up to `within`) for start-up recovery; whether it is done.
+    pub async fn wait_recovered(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.recovered_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.recovered.load(std::sync::atomic::Ordering::SeqCst) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.recovered.load(std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 /// The plug logic over one set of [`Records`], [`Switch`] and [`Links`].
