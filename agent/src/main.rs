@@ -87,6 +87,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve Docker's network and IPAM driver (a libnetwork remote plugin) for this host's agent:
+    /// `docker network create -d NAME --ipam-driver NAME --ipam-opt tenant=red red`.
+    DockerPlugin {
+        /// The plugin's socket; Docker finds /run/docker/plugins/NAME.sock as plugin NAME (or
+        /// through /etc/docker/plugins/NAME.spec holding unix://SOCKET).
+        #[arg(long, env = "OVERLAY_DOCKER_PLUGIN_SOCKET", default_value = overlay_docker_plugin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The driver's name as Docker knows it, for hints in errors (default: the socket's file
+        /// name without .sock).
+        #[arg(long)]
+        name: Option<String>,
+        /// dockerd's API, where the plugin reads a network's tenant back.
+        #[arg(long, env = "DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
+        docker_host: String,
+        /// How long a call of Docker's waits for an agent that is not answering (restarting).
+        #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+        agent_wait: u64,
+        /// How often the plugin compares the agent's endpoints with Docker's: labels ports with
+        /// their container id, and unplugs an endpoint Docker lost (missing that long).
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        reconcile_interval: u64,
+        /// Log filter (RUST_LOG syntax).
+        #[arg(long, env = "OVERLAY_LOG_LEVEL", default_value = "info")]
+        log_level: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -367,7 +392,9 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(path)) => NetnsRef::Path(path),
                 (None, None) => anyhow::bail!("give --pid PID or --netns PATH"),
             };
-            let r = api.plug(&PlugRequest { container_id, tenant, netns, ifname, ip, mac, publish }).await?;
+            let r = api
+                .plug(&PlugRequest { ifname, ip, mac, publish, ..PlugRequest::new(container_id, tenant, netns) })
+                .await?;
             emit(|o| {
                 serde_json::to_writer(&mut *o, &r)?;
                 writeln!(o)
@@ -391,10 +418,48 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let eps = api.endpoints().await?;
             Ok(emit(|o| if json { print_json(o, &eps) } else { print_endpoints(o, &eps) })?)
         }
+        Command::DockerPlugin { socket, name, docker_host, agent_wait, reconcile_interval, log_level } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log_level));
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            let name = name.unwrap_or_else(|| {
+                socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "overlay-agent".into())
+            });
+            let config = overlay_docker_plugin::Config {
+                socket,
+                name,
+                agent_socket: cli.api_socket.clone(),
+                docker_host,
+                agent_wait: std::time::Duration::from_secs(agent_wait),
+                reconcile_interval: std::time::Duration::from_secs(reconcile_interval.max(1)),
+            };
+            overlay_docker_plugin::serve(config, shutdown_signal()).await?;
+            Ok(())
+        }
         Command::Status { json } => {
             let s = api.status().await.context("asking the agent for its status")?;
             Ok(emit(|o| if json { print_json(o, &s) } else { print_status(o, &s) })?)
         }
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // No handlers: serve until killed.
+        _ => std::future::pending().await,
     }
 }
 

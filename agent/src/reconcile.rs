@@ -36,6 +36,7 @@ pub async fn reconcile_loop(agent: Arc<Agent>) {
                 if n > 0 {
                     tracing::info!(removed = n, "start-up recovery done");
                 }
+                agent.plugs.set_recovered();
                 break;
             }
             Err(e) => {

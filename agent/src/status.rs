@@ -51,6 +51,7 @@ pub fn endpoint_info(e: &overlay::model::Endpoint) -> EndpointInfo {
         mac: e.mac.to_string(),
         port: e.port.clone(),
         iface_id: e.iface_id.clone(),
+        owner: e.owner.clone(),
         publish: e.publish.iter().map(ToString::to_string).collect(),
     }
 }

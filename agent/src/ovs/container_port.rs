@@ -77,6 +77,34 @@ impl ContainerPort {
     }
 }
 
+/// Sets `external_ids:vm-uuid` of the container port `name`'s Interface (what nova-docker puts
+/// there: the instance, here the container). A runtime that learns the container's id only
+/// after the plug (Docker tells a network driver endpoint ids, not container ids) labels it
+/// afterwards. Nothing is sent when it has that value already.
+pub async fn set_vm_uuid(ovs: &Ovsdb, name: &str, vm_uuid: &str) -> Result<bool, TransactError> {
+    let current = ovs
+        .replica()
+        .table("Interface")
+        .find("name", &Atom::from(name))
+        .into_iter()
+        .find_map(|(_, row)| row.map_str("external_ids", "vm-uuid").map(str::to_owned));
+    if current.as_deref() == Some(vm_uuid) {
+        return Ok(false);
+    }
+    let mut tx = ovs.transaction();
+    tx.mutate(
+        "Interface",
+        vec![Condition::eq("name", name)],
+        // In order: the old key goes, then the new pair goes in (insert keeps an existing key).
+        vec![
+            Mutation::delete("external_ids", Value::set(["vm-uuid"])),
+            Mutation::insert("external_ids", Value::map(BTreeMap::from([("vm-uuid".to_owned(), vm_uuid.to_owned())]))),
+        ],
+    );
+    ovs.transact(&tx).await?;
+    Ok(true)
+}
+
 /// A container port of this host found in the replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundPort {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::{step, HostFacts, Links, PlugError, Records, Switch};
 use crate::dataplane::{DataPlane, Memo, PassInput};
 use crate::host::HostState;
-use crate::netlink::{InterfaceConfig, NetlinkError, Netns, VethSetup};
+use crate::netlink::{InterfaceConfig, InterfaceState, NetlinkError, Netns, VethSetup};
 use crate::ovs::container_port::{self, ContainerPort, FoundPort};
 use crate::ovs::{vswitchd, Ovsdb};
 use crate::registry::{ClusterCache, Registry, RegistryError};
@@ -85,6 +85,10 @@ impl Records for EtcdRecords<'_> {
         held_here: &BTreeSet<IpAddr>,
     ) -> Result<IpAddr, RegistryError> {
         self.registry.allocate_ip(tenant, lease, claim, held_here).await
+    }
+
+    async fn take_over_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        self.registry.take_over_ip(tenant, ip, claim).await
     }
 
     async fn release_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
@@ -200,6 +204,21 @@ impl Links for NetlinkLinks<'_> {
 
     async fn open(&self, path: &Path) -> Result<Netns, NetlinkError> {
         Netns::open(path).await
+    }
+
+    fn host(&self) -> Netns {
+        self.host_netns.clone()
+    }
+
+    async fn hand_off(&self, name: &str) -> Result<(), NetlinkError> {
+        if self.netdev {
+            self.host_netns.disable_tx_checksum(name).await?;
+        }
+        Ok(())
+    }
+
+    async fn state(&self, netns: &Netns, ifname: &str) -> Result<Option<InterfaceState>, NetlinkError> {
+        netns.interface_state(ifname).await
     }
 
     async fn create_veth(

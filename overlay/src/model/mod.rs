@@ -139,6 +139,18 @@ pub fn validate_container_id(id: &str) -> Result<(), ModelError> {
     }
 }
 
+/// Checks an endpoint's owner label: 1 to 200 characters of `[A-Za-z0-9_.:/-]`.
+pub fn validate_owner(owner: &str) -> Result<(), ModelError> {
+    let ok = !owner.is_empty()
+        && owner.len() <= 200
+        && owner.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'/' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidOwner { owner: owner.to_owned() })
+    }
+}
+
 /// Checks a hostname, RFC 1123 style: letters, digits, `-` and `.`, at most 253 characters,
 /// starting and ending with a letter or digit, no empty label (`..`).
 pub fn validate_hostname(name: &str) -> Result<(), ModelError> {
@@ -509,6 +521,10 @@ pub struct Endpoint {
     pub iface_id: String,
     /// The host end of the veth, on br-int.
     pub port: String,
+    /// Who plugged it: a runtime plugin's label (`docker:<network id>`, `cni:<network>`);
+    /// none for a plug from the CLI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Ports of the host's underlay address that reach this interface. Left out when empty,
     /// so records without any keep the shape older agents wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -531,6 +547,9 @@ impl Endpoint {
         }
         if !naming::is_valid_ifname(&self.port) {
             return Err(ModelError::InvalidInterfaceName { name: self.port.clone() });
+        }
+        if let Some(owner) = &self.owner {
+            validate_owner(owner)?;
         }
         crate::publish::validate_list(&self.publish)
             .map_err(|e| ModelError::Json { what: "endpoint", message: e.to_string() })?;
@@ -592,6 +611,22 @@ impl IpClaim {
     /// The JSON written to etcd.
     pub fn to_json(&self) -> Vec<u8> {
         encode(self)
+    }
+
+    /// A reservation made before its plug (`container` is a unique token, no interface): what a
+    /// plug of the same address on the same host and machine may take over.
+    pub fn reservation(host: &str, machine_id: &str, token: &str) -> Self {
+        IpClaim {
+            container: format!("reserved-{token}"),
+            host: host.to_owned(),
+            ifname: String::new(),
+            machine_id: machine_id.to_owned(),
+        }
+    }
+
+    /// Whether this is a [`IpClaim::reservation`].
+    pub fn is_reservation(&self) -> bool {
+        self.ifname.is_empty()
     }
 
     /// Whether this claim is the one `other` made: same container interface on the same host

@@ -339,9 +339,17 @@ fn endpoint_json_and_validation() {
         port: naming::container_port_name("c1", DEFAULT_IFNAME),
         ifname: DEFAULT_IFNAME.into(),
         machine_id: "m-1".into(),
+        owner: None,
         publish: vec![],
     };
     assert_eq!(Endpoint::from_json(&e.to_json()).unwrap(), e);
+    // No owner, no key: records stay as older agents read them.
+    assert!(!String::from_utf8(e.to_json()).unwrap().contains("owner"));
+    let mut owned = e.clone();
+    owned.owner = Some("docker:0123abcd".into());
+    assert_eq!(Endpoint::from_json(&owned.to_json()).unwrap(), owned);
+    owned.owner = Some("docker 1".into());
+    assert!(matches!(owned.validate(), Err(ModelError::InvalidOwner { .. })));
     assert!(!String::from_utf8(e.to_json()).unwrap().contains("publish"), "left out when empty");
     let mut published = e.clone();
     published.publish = vec!["8080:80/tcp".parse().unwrap(), "53:53/udp".parse().unwrap()];
