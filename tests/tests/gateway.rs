@@ -177,9 +177,14 @@ fn tenants_reach_neither_each_other_nor_the_control_plane_unless_allowed() {
     let allow = format!("198.18.{x}.0/24");
     a[0].cli_ok(&["tenant", "create", "ops", "--vni", "4500", "--cidr", "198.19.0.0/16", "--allow", &allow]);
     a[0].cli_ok(&["tenant", "create", "closed", "--vni", "4600", "--cidr", "198.19.0.0/16", "--egress", "off"]);
-    let list = a[1].cli_ok(&["tenant", "list"]);
-    assert!(list.lines().any(|l| l.starts_with("closed") && l.contains(" off ")), "{list}");
-    assert!(list.lines().any(|l| l.starts_with("ops") && l.contains(&allow)), "{list}");
+    // Another host lists tenants from its watch of etcd: they show up there within a moment.
+    let listed = |list: &str| {
+        list.lines().any(|l| l.starts_with("closed") && l.contains(" off "))
+            && list.lines().any(|l| l.starts_with("ops") && l.contains(&allow))
+    };
+    wait_until(WAIT, "host 2 to list the closed and ops tenants with their egress and allow-list", || {
+        listed(&a[1].cli_ok(&["tenant", "list"]))
+    });
 
     let server = SourceServer::start(&lab.outside.path(), OUTSIDE_IP, 0, 0, "outside");
     let (red, blue, ops, closed) =
