@@ -47,13 +47,13 @@ impl DataPlane {
 
     /// Makes OVSDB hold `desired` (the caller holds the plumbing lock): diffed against the
     /// replica as it is now, written in one transaction when anything differs. Returns the
-    /// number of transactions sent and the conflicts (rows in the way that are not the
-    /// agent's).
+    /// number of transactions sent, the conflicts (rows in the way that are not the agent's),
+    /// and the bridges whose flow tables ovs-vswitchd emptied meanwhile (see [`flushed`]).
     pub(super) async fn apply_bridges(
         &self,
         input: &PassInput<'_>,
         desired: &DesiredState,
-    ) -> Result<(usize, Vec<String>), PassError> {
+    ) -> Result<(usize, Vec<String>, Vec<String>), PassError> {
         let started = Instant::now();
         let bridges = [self.int_bridge.as_str(), self.tun_bridge.as_str()];
         let (root_uuid, mut plan) = {
@@ -64,8 +64,9 @@ impl DataPlane {
         };
         let conflicts: Vec<String> = plan.conflicts.iter().map(|c| c.to_string()).collect();
         if plan.is_empty() {
-            return Ok((0, conflicts));
+            return Ok((0, conflicts, Vec::new()));
         }
+        let flushed = flushed(&plan);
         let creates = std::mem::take(&mut plan.create_ports);
         let created = creates.len();
         let mut planned = ovs::PlannedTransactions::new(&plan, creates.into_iter(), root_uuid);
@@ -91,6 +92,38 @@ impl DataPlane {
         // new ports' ofports come with ovs-vswitchd's next update) and the next pass does not
         // plan the same change again.
         let _ = input.ovs.wait_until(Duration::from_secs(5), |r| commit.visible_in(r)).await;
-        Ok((transactions, conflicts))
+        if !flushed.is_empty() {
+            // Flows sent before ovs-vswitchd applies the change would be emptied with the rest
+            // while the agent counted them as installed: they go once it has. The tunnel ports
+            // made in the same reconfiguration have their ofports by then (or soon), so their
+            // tenants' flows go in this pass, shortening the time the emptied bridge drops. (Under
+            // the plumbing lock, at most 7 s, and only when a bridge's mode changes: an upgrade.)
+            tracing::info!(bridges = ?flushed, "fail_mode or datapath changed: ovs-vswitchd empties these bridges");
+            crate::ovs::vswitchd::reconfigured(input.ovs, "the bridges' new fail_mode or datapath").await;
+            let _ = input.ovs.wait_until(Duration::from_secs(2), |r| tunnels_numbered(r, desired)).await;
+        }
+        Ok((transactions, conflicts, flushed))
     }
+}
+
+/// The bridges whose flow tables ovs-vswitchd empties when it applies `plan`: one whose
+/// `fail_mode` changes while it has no controller (the agent programs flows through the
+/// management socket and sets none), which is how ovs-vswitchd treats a fail mode change, and
+/// one whose datapath changes, which it makes anew. A bridge an earlier release left standalone
+/// turns secure on the first pass after an upgrade.
+fn flushed(plan: &overlay::diff::Plan) -> Vec<String> {
+    let mut names: Vec<String> =
+        plan.set_bridge_fail_mode.iter().chain(&plan.set_bridge_datapath).map(|(b, _)| b.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Every tunnel port of `desired` has its ofport in the replica.
+fn tunnels_numbered(r: &ovsdb_client::Replica, desired: &DesiredState) -> bool {
+    desired.tunnels.iter().all(|t| {
+        r.table("Interface")
+            .find_one("name", &ovsdb_client::Atom::from(t.name.as_str()))
+            .is_some_and(|(_, row)| row.get_as::<Option<i64>>("ofport").ok().flatten().is_some_and(|p| p > 0))
+    })
 }
