@@ -244,10 +244,11 @@ vagrant-validate:
 	fi
 
 # ---- Benchmarks ------------------------------------------------------------------------------
-# make bench: every benchmark (ovsdb-client, agent plug/convergence/scale/data plane, callgrind on
-# the pure reconcile path); writes the tables into docs/benchmarks.md between the markers
-# (see scripts/bench.sh). Needs root; takes about 10 minutes. BENCH_SECTIONS="plug scale" to run
-# only some agent sections.
+# make bench: every benchmark (ovsdb-client, openflow-client, the agent's plug, plugload,
+# convergence, scale, dataplane and callgrind sections) of one run; writes the tables into
+# docs/benchmarks.md between the markers (see scripts/bench.sh). Needs root; takes about 15-20
+# minutes. BENCH_SECTIONS="plug scale" runs only those agent sections and leaves the doc alone
+# (the report is in target/bench/agent.md).
 .PHONY: bench
 bench: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: make bench needs root (network namespaces, OVS)" >&2; exit 1; }

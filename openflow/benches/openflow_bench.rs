@@ -75,6 +75,11 @@ fn main() {
     if let Ok(name) = std::env::var(memory::CHILD_ENV) {
         return memory::child(&name);
     }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("openflow_bench: benchmark not run (use `cargo bench -p openflow-client --bench openflow_bench`)");
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(run());
 }

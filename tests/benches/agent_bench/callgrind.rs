@@ -1,4 +1,4 @@
-//! Section 5, instruction counts of the pure reconcile path (the `reconcile_cost` example
+//! Section "callgrind": instruction counts of the pure reconcile path (the `reconcile_cost` example
 //! under callgrind) and its native wall time.
 
 use std::path::Path;
@@ -14,7 +14,9 @@ pub(crate) fn bench_callgrind(r: &mut Report) {
         "{} is missing: cargo build --release -p overlay --example reconcile_cost",
         example.display()
     );
-    r.line("### 5. Pure reconcile path, 1,000 peers x 20 tenants, one container each (callgrind instruction counts)");
+    r.line(
+        "### `callgrind`: the pure reconcile path, 1,000 peers x 20 tenants, one container each (instruction counts)",
+    );
     r.line("");
     let dir = tempfile::tempdir().expect("tempdir");
     let outfile = dir.path().join("callgrind.out");
@@ -32,14 +34,14 @@ pub(crate) fn bench_callgrind(r: &mut Report) {
             })
             .and_then(|l| l.split_whitespace().next())
             .and_then(|n| n.replace(',', "").parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no inclusive count for {f} in callgrind_annotate's output:\n{ann}"))
     };
     let total: u64 = ann
         .lines()
         .find(|l| l.contains("PROGRAM TOTALS"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.replace(',', "").parse().ok())
-        .unwrap_or(0);
+        .unwrap_or_else(|| panic!("no PROGRAM TOTALS in callgrind_annotate's output:\n{ann}"));
     // Native wall time, median of 5 runs.
     let mut native: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for _ in 0..5 {
@@ -67,7 +69,8 @@ pub(crate) fn bench_callgrind(r: &mut Report) {
         .iter()
         .map(|(f, what)| {
             let ir = ir_of(f);
-            let wall = native.get(*f).map(|v| stats(v).p50).unwrap_or(0.0);
+            let wall =
+                native.get(*f).map(|v| stats(v).p50).unwrap_or_else(|| panic!("the example printed no time for {f}"));
             vec![format!("`{f}`: {what}"), format!("{:.1} M", ir as f64 / 1e6), format!("{wall:.1} ms")]
         })
         .collect();

@@ -1,4 +1,4 @@
-//! Section 2, convergence: the first plug of a tenant on one host, until a container on
+//! Section "convergence": the first plug of a tenant on one host, until a container on
 //! another host reaches it.
 
 use std::io::{BufRead, BufReader};

@@ -1,4 +1,4 @@
-//! Section 4, the data plane: iperf3 through the agent's overlay, through the same overlay built
+//! Section "dataplane": iperf3 through the agent's overlay, through the same overlay built
 //! by hand on the same OVS, and over the bare underlay.
 
 use std::time::Duration;
@@ -106,7 +106,7 @@ fn hand_built(hosts: &[TestHost]) -> Vec<Container> {
 pub(crate) fn bench_dataplane(r: &mut Report) {
     let secs = env_num("BENCH_IPERF_SECS", 5);
     let runs = env_num("BENCH_IPERF_RUNS", 3);
-    r.line(format!("### 4. Data plane (iperf3, one TCP stream, {secs} s x {runs} runs each, interleaved)"));
+    r.line(format!("### `dataplane`: iperf3, one TCP stream, {secs} s x {runs} runs each, interleaved"));
     r.line("");
     let c = Cluster::start(2, &[]);
     c.agents[0].cli_ok(&["tenant", "create", "dp", "--vni", "7301", "--cidr", "198.19.0.0/17", "--tunnel", "vxlan"]);

@@ -1,6 +1,7 @@
-//! overlay-agent end to end: plug latency against the nova-docker shell recipe, convergence
-//! across hosts, the control plane at 1,000 peers x 20 tenants, the data plane against a
-//! hand-built datapath and the bare underlay, and instruction counts of the pure reconcile path.
+//! overlay-agent end to end: plug latency against the nova-docker shell recipe, plug cost
+//! against cluster size and concurrency, convergence across hosts, the flow data plane at
+//! 1,000 peers x 20 tenants with a real ovs-vswitchd, the data plane against a hand-built
+//! datapath and the bare underlay, and instruction counts of the pure reconcile path.
 //!
 //! `make bench` runs it (see `scripts/bench.sh`); by hand, after
 //! `cargo build --release -p overlay-agent` and
@@ -11,24 +12,28 @@
 //! ```
 //!
 //! No section named: all of them. The report is markdown, on stdout and in `--out FILE`.
-//! Environment: `BENCH_PLUG_N` (containers, default 100), `BENCH_CONV_TRIALS` (default 20),
-//! `BENCH_CONV_HOSTS` (default "3,10"), `BENCH_SCALE_PEERS` (default 1000),
-//! `BENCH_SCALE_TENANTS` (default 20), `BENCH_PLUG_ROUNDS` (default "ABC": which plug rounds
-//! to run, each letter once), `BENCH_IPERF_SECS` (default 5), `BENCH_IPERF_RUNS`
-//! (default 3), `BENCH_IDLE_SECS` (default 10); `BENCH_DEBUG=1` prints agent logs,
-//! `BENCH_AGENT_ENV="K=V,..."` adds environment to the scale benchmark's agent;
-//! `BENCH_TRACE_DIR=DIR` keeps each plug round's ovs-vswitchd log (with its main loop,
-//! `bridge`, `netdev_linux`, `route_table` and datapath modules at debug), agent log and etcd
-//! log in DIR (`scripts/plug-trace.py` reads them); `BENCH_SHELL_IPV6_OFF=1` (an experiment, never
-//! the baseline) adds two `sysctl` processes to the shell recipe that turn IPv6 off on its veth
-//! ends, as the agent does on its own, to measure what the shell's IPv6 costs the agent's plugs.
+//! Environment (defaults are what `make bench` publishes):
+//! - plug: `BENCH_PLUG_N` (containers per tool and round, 100), `BENCH_PLUG_ROUNDS` ("ABC":
+//!   which rounds, each letter once), `BENCH_DEBUG=1` (the agent's log tail after each round),
+//!   `BENCH_TRACE_DIR=DIR` (keeps each round's ovs-vswitchd log with its main loop, `bridge`,
+//!   `netdev_linux`, `route_table` and datapath modules at debug, the agent log and the etcd
+//!   log in DIR, for `scripts/plug-trace.py`), `BENCH_SHELL_IPV6_OFF=1` (an experiment, never
+//!   the baseline: two `sysctl` processes in the shell recipe turn IPv6 off on its veth ends,
+//!   as the agent does on its own);
+//! - plugload: `BENCH_PLUGLOAD_N` (plugs per phase, 30), `BENCH_PLUGLOAD_FOREIGN` (endpoints of
+//!   other hosts, 10,000), `BENCH_PLUGLOAD_BURST` (plugs at once, 20);
+//! - convergence: `BENCH_CONV_TRIALS` (20), `BENCH_CONV_HOSTS` ("3,10");
+//! - scale: `BENCH_SCALE_PEERS` (1000), `BENCH_SCALE_TENANTS` (20), `BENCH_SCALE_TRIALS` (peer
+//!   joins and leaves, 20), `BENCH_SCALE_PLUGS` (plugs at scale and alone, 10),
+//!   `BENCH_IDLE_SECS` (10), `BENCH_SCALE_LOG` (the agent's log level, "info"; "debug" times
+//!   each pass's phases), `BENCH_TRACE_DIR=DIR` (keeps the agent's log as DIR/scale-agent.log);
+//! - dataplane: `BENCH_IPERF_SECS` (5), `BENCH_IPERF_RUNS` (3).
 //!
 //! `cargo test --all-targets` runs this binary without `--bench`: it then returns at once.
-
 //!
-//! One module per section ([`plug`], [`convergence`], [`scale`], [`dataplane`], [`callgrind`]);
-//! [`report`] holds the statistics and the markdown report, [`procfs`] what is read of other
-//! processes.
+//! One module per section ([`plug`], [`plug_load`], [`convergence`], [`scale`], [`dataplane`],
+//! [`callgrind`]); [`report`] holds the statistics and the markdown report, [`procfs`] what is
+//! read of other processes.
 
 mod callgrind;
 mod convergence;
@@ -86,7 +91,7 @@ fn main() {
     timed("plugload", &mut r, &mut plug_load::bench_plug_load);
     timed("convergence", &mut r, &mut |r: &mut Report| {
         let trials = env_num("BENCH_CONV_TRIALS", 20);
-        r.line(format!("### 2. Convergence ({trials} trials per cluster size)"));
+        r.line(format!("### `convergence`: first plug of a tenant on one host to a ping from another ({trials} trials per cluster size)"));
         r.line("");
         let sizes = std::env::var("BENCH_CONV_HOSTS").unwrap_or_else(|_| "3,10".into());
         for n in sizes.split(',').filter_map(|s| s.trim().parse::<u8>().ok()) {

@@ -1,4 +1,4 @@
-//! Section 1, plug latency: `overlay-agent plug` against the nova-docker shell recipe, and
+//! Section "plug", plug latency: `overlay-agent plug` against the nova-docker shell recipe, and
 //! where each one's time goes.
 
 use std::time::{Duration, Instant};
@@ -86,7 +86,7 @@ fn step(steps: &mut Vec<(String, f64)>, name: &str, args: &[&str]) {
 
 pub(crate) fn bench_plug(r: &mut Report) {
     let n = env_num("BENCH_PLUG_N", 100);
-    r.line("### 1. Plug latency (one host, CLI process included)");
+    r.line("### `plug`: plug latency against the nova-docker shell recipe (one host, CLI process included)");
     r.line("");
     r.line(
         "ovs-vswitchd (userspace datapath) walks every port of the host whenever OVSDB changes \

@@ -105,7 +105,7 @@ pub(crate) fn bench_plug_load(r: &mut Report) {
     let n = env_num("BENCH_PLUGLOAD_N", 30);
     let per_host = env_num("BENCH_PLUGLOAD_FOREIGN", 10_000) / FOREIGN_HOSTS;
     let burst = env_num("BENCH_PLUGLOAD_BURST", 20);
-    r.line("### Plug cost against cluster size and concurrency");
+    r.line("### `plugload`: plug cost against cluster size and concurrency");
     r.line("");
     let c = Cluster::start(1, &[]);
     let agent = &c.agents[0];

@@ -1,4 +1,4 @@
-//! Section 3, the data plane's control at scale: one real host (ovsdb-server and ovs-vswitchd
+//! Section "scale", the data plane's control at scale: one real host (ovsdb-server and ovs-vswitchd
 //! on the netdev datapath, in a network namespace) whose agent sees 1,000 peers x 20 tenants,
 //! each peer with one container per tenant, written straight into etcd. The peers exist only
 //! as records: their underlay addresses are outside the host's subnet, so nothing is ever sent
@@ -194,7 +194,7 @@ pub(crate) fn bench_scale(r: &mut Report) {
     let trials = env_num("BENCH_SCALE_TRIALS", 20);
     let idle_secs = env_num("BENCH_IDLE_SECS", 10) as u64;
     r.line(format!(
-        "### 3. The flow data plane at scale ({peers} peers x {n_tenants} tenants, one container per peer and tenant, real ovs-vswitchd)"
+        "### `scale`: the flow data plane at scale ({peers} peers x {n_tenants} tenants, one container per peer and tenant, real ovs-vswitchd)"
     ));
     r.line("");
     let rt = tokio::runtime::Runtime::new().expect("tokio");
