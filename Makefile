@@ -6,6 +6,10 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 APT_PACKAGES := openvswitch-switch etcd-server etcd-client iproute2 iperf3 ethtool tcpdump iputils-arping \
                 protobuf-compiler iputils-ping procps openssl
+# The container runtimes the plugin tests run for real (Docker 20.10, podman 4.3 with CNI) and
+# the static busybox their image is made of; installed without recommends (no apparmor, no
+# default configuration beyond what the tests bring).
+RUNTIME_PACKAGES := docker.io podman containernetworking-plugins busybox-static util-linux tar
 
 .PHONY: all deps build test fmt-check clippy unit demo demo-down clean fuzz fuzz-smoke old-agent
 
@@ -20,6 +24,14 @@ deps:
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install:$$missing" >&2; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@missing=""; for p in $(RUNTIME_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
@@ -109,6 +121,9 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= /etc/systemd/system
 PKG_BIN := $(TARGET_DIR)/release/overlay-agent
+PKG_CNI := $(TARGET_DIR)/release/overlay-cni
+# Where CNI runtimes look for plugins (podman, containerd and CRI-O all search it).
+CNI_BIN_DIR ?= /opt/cni/bin
 PKG_DOCDIR := $(PREFIX)/share/doc/overlay-agent
 PKG_CONFDIR := /etc/overlay-agent
 PKG_STATEDIR := /var/lib/overlay-agent
@@ -130,16 +145,22 @@ install:
 	@if [ -z "$(NOBUILD)" ]; then \
 	  command -v $(CARGO) >/dev/null || { echo "error: $(CARGO) not found (under sudo?): run 'cargo build --release -p overlay-agent' as yourself, then 'sudo make install NOBUILD=1'" >&2; exit 1; }; \
 	  $(call pkg-ensure,protoc,protobuf-compiler); \
-	  echo "$(CARGO) build --release -p overlay-agent"; $(CARGO) build --release -p overlay-agent; \
+	  echo "$(CARGO) build --release -p overlay-agent -p overlay-cni"; $(CARGO) build --release -p overlay-agent -p overlay-cni; \
 	fi
 	@[ -x $(PKG_BIN) ] || { echo "error: $(PKG_BIN) is missing: build it or drop NOBUILD" >&2; exit 1; }
+	@[ -x $(PKG_CNI) ] || { echo "error: $(PKG_CNI) is missing: build it (cargo build --release -p overlay-cni) or drop NOBUILD" >&2; exit 1; }
 	install -D -m 0755 $(PKG_BIN) $(DESTDIR)$(PREFIX)/bin/overlay-agent
+	install -D -m 0755 $(PKG_CNI) $(DESTDIR)$(CNI_BIN_DIR)/overlay-cni
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PKG_DOCDIR)
 	sed -e 's|/usr/local/bin/overlay-agent|$(PREFIX)/bin/overlay-agent|' \
 	    -e 's|/usr/local/share/doc/overlay-agent|$(PKG_DOCDIR)|' \
 	    packaging/overlay-agent.service > $(DESTDIR)$(UNITDIR)/overlay-agent.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/overlay-agent.service
-	install -m 0644 README.md config/agent.example.toml $(DESTDIR)$(PKG_DOCDIR)/
+	sed -e 's|/usr/local/bin/overlay-agent|$(PREFIX)/bin/overlay-agent|' \
+	    -e 's|/usr/local/share/doc/overlay-agent|$(PKG_DOCDIR)|' \
+	    packaging/overlay-docker-plugin.service > $(DESTDIR)$(UNITDIR)/overlay-docker-plugin.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/overlay-docker-plugin.service
+	install -m 0644 README.md config/agent.example.toml packaging/cni/overlay-red.conflist $(DESTDIR)$(PKG_DOCDIR)/
 	install -m 0644 packaging/agent.toml $(DESTDIR)$(PKG_DOCDIR)/agent.default.toml
 	install -d -m 0755 $(DESTDIR)$(PKG_CONFDIR)
 	@# Never overwrite an operator's config: the new default goes to the doc dir to compare with.
@@ -168,13 +189,20 @@ install:
 	@echo "  3. systemctl daemon-reload && systemctl enable --now overlay-agent"
 	@echo "  4. overlay-agent status; journalctl -u overlay-agent -f"
 	@echo "  Upgrading? systemctl restart overlay-agent (SIGTERM leaves the data plane up)."
+	@echo "  Docker: systemctl enable --now overlay-docker-plugin, then"
+	@echo "    docker network create -d overlay-agent --ipam-driver overlay-agent --ipam-opt tenant=red red"
+	@echo "  CNI (podman, containerd, CRI-O): $(CNI_BIN_DIR)/overlay-cni; example network: $(PKG_DOCDIR)/overlay-red.conflist"
 
 uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl cat overlay-agent.service >/dev/null 2>&1; then \
 	  echo "systemctl disable --now overlay-agent (tunnels and container ports stay up)"; \
 	  systemctl disable --now overlay-agent.service || true; \
 	fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl cat overlay-docker-plugin.service >/dev/null 2>&1; then \
+	  echo "systemctl disable --now overlay-docker-plugin"; systemctl disable --now overlay-docker-plugin.service || true; \
+	fi
 	rm -f $(DESTDIR)$(PREFIX)/bin/overlay-agent $(DESTDIR)$(UNITDIR)/overlay-agent.service
+	rm -f $(DESTDIR)$(CNI_BIN_DIR)/overlay-cni $(DESTDIR)$(UNITDIR)/overlay-docker-plugin.service
 	rm -rf $(DESTDIR)$(PKG_DOCDIR)
 	@if [ -n "$(PURGE)" ]; then echo "rm -rf $(DESTDIR)$(PKG_CONFDIR)"; rm -rf $(DESTDIR)$(PKG_CONFDIR); \
 	else echo "kept $(DESTDIR)$(PKG_CONFDIR) (PURGE=1 removes it)"; fi
@@ -194,20 +222,31 @@ packaging-check:
 	@d=$$(mktemp -d); timeout 3 $(TARGET_DIR)/debug/overlay-agent run --config packaging/agent.toml --underlay-ip 192.0.2.1 \
 	  --ovsdb unix:$$d/none.sock --api-socket $$d/api.sock >$$d/log 2>&1; rc=$$?; \
 	  [ $$rc = 124 ] || { echo "error: the agent rejected packaging/agent.toml (rc $$rc):" >&2; cat $$d/log >&2; rm -rf $$d; exit 1; }; rm -rf $$d
-	@# The unit, with ExecStart pointing at the binary just built (verify wants it to exist).
+	@# The units, with ExecStart pointing at the binary just built (verify wants it to exist).
 	@if command -v systemd-analyze >/dev/null 2>&1; then \
-	  d=$$(mktemp -d); sed "s|^ExecStart=/usr/local/bin/overlay-agent|ExecStart=$(abspath $(TARGET_DIR))/debug/overlay-agent|" \
-	    packaging/overlay-agent.service > $$d/overlay-agent.service; \
-	  out=$$(systemd-analyze verify $$d/overlay-agent.service 2>&1); rc=$$?; rm -rf $$d; \
-	  if [ $$rc != 0 ] || [ -n "$$out" ]; then echo "error: systemd-analyze verify packaging/overlay-agent.service:" >&2; echo "$$out" >&2; exit 1; fi; \
-	  echo "systemd-analyze verify packaging/overlay-agent.service: ok"; \
-	else echo "packaging-check: no systemd-analyze here (apt-get install systemd): unit not verified"; fi
+	  for unit in overlay-agent overlay-docker-plugin; do \
+	    d=$$(mktemp -d); sed "s|^ExecStart=/usr/local/bin/overlay-agent|ExecStart=$(abspath $(TARGET_DIR))/debug/overlay-agent|" \
+	      packaging/$$unit.service > $$d/$$unit.service; \
+	    out=$$(systemd-analyze verify $$d/$$unit.service 2>&1); rc=$$?; rm -rf $$d; \
+	    if [ $$rc != 0 ] || [ -n "$$out" ]; then echo "error: systemd-analyze verify packaging/$$unit.service:" >&2; echo "$$out" >&2; exit 1; fi; \
+	    echo "systemd-analyze verify packaging/$$unit.service: ok"; \
+	  done; \
+	else echo "packaging-check: no systemd-analyze here (apt-get install systemd): units not verified"; fi
+	@# The example CNI network: valid JSON, and its plugin entry a configuration overlay-cni
+	@# accepts (STATUS gets as far as asking an agent, which is not there: code 50).
+	$(CARGO) build -p overlay-cni
+	@for f in packaging/cni/*.conflist; do \
+	  python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$$f" || { echo "error: $$f is not valid JSON" >&2; exit 1; }; \
+	  conf=$$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); p=dict(c["plugins"][0]); p.update(cniVersion="1.1.0", name=c["name"], agentSocket="/nonexistent/api.sock"); print(json.dumps(p))' "$$f"); \
+	  out=$$(CNI_COMMAND=STATUS $(TARGET_DIR)/debug/overlay-cni <<<"$$conf"); \
+	  grep -q '"code":50' <<<"$$out" || { echo "error: overlay-cni refused $$f: $$out" >&2; exit 1; }; \
+	done; echo "packaging-check: ok: packaging/cni/*.conflist accepted by overlay-cni"
 	@# make install over a config of an earlier release: its state_dir default (and an identity
 	@# already made there) move to $(PKG_STATEDIR); nothing else in the file changes.
 	@d=$$(mktemp -d); mkdir -p $$d$(PKG_CONFDIR) $$d/run/overlay-agent; \
 	  sed 's|^state_dir = .*|$(OLD_STATE_DIR_LINE)|' packaging/agent.toml > $$d$(PKG_CONFDIR)/agent.toml; \
 	  echo '{"id":"x"}' > $$d/run/overlay-agent/identity.json; \
-	  $(MAKE) -s install DESTDIR=$$d NOBUILD=1 PKG_BIN=$(TARGET_DIR)/debug/overlay-agent >$$d/log 2>&1 \
+	  $(MAKE) -s install DESTDIR=$$d NOBUILD=1 PKG_BIN=$(TARGET_DIR)/debug/overlay-agent PKG_CNI=$(TARGET_DIR)/debug/overlay-cni >$$d/log 2>&1 \
 	  && diff <(grep -v '^state_dir' packaging/agent.toml) <(grep -v '^state_dir' $$d$(PKG_CONFDIR)/agent.toml) >/dev/null \
 	  && grep -qx 'state_dir = "$(PKG_STATEDIR)"' $$d$(PKG_CONFDIR)/agent.toml \
 	  && cmp -s $$d/run/overlay-agent/identity.json $$d$(PKG_STATEDIR)/identity.json \
@@ -276,7 +315,7 @@ provision-check: deps
 .PHONY: vm-test vagrant-up vagrant-down
 vm-test: deps old-agent
 	@[ "$$(id -u)" = 0 ] || { echo "error: make vm-test needs root (qemu, taps, a bridge)" >&2; exit 1; }
-	$(CARGO) build --release -p overlay-agent
+	$(CARGO) build --release -p overlay-agent -p overlay-cni
 	OLD_AGENT_DIR=$(OLD_AGENT_DIR) bash vm/vm-test.sh
 
 vagrant-up: deps

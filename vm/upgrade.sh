@@ -33,6 +33,9 @@ fill_old_share() {
     git -C "$VM_TOP" show "$OLD_COMMIT:$f" >"$o/$f"
   done
   strip -o "$o/target/release/overlay-agent" "$OLD_DIR/overlay-agent"
+  # This Makefile's install also wants a CNI plugin, which the old release did not have: this
+  # checkout's goes along (nothing in the test calls it before the upgrade).
+  cp "$CNI" "$o/target/release/overlay-cni"
 }
 
 # The interfaces of tunnel type on guest I's br-tun: "name remote_ip", sorted.

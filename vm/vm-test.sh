@@ -6,7 +6,7 @@
 # real Docker containers started with --net=none and plugged with `overlay-agent plug --pid`,
 # then the multi-host checks. Each check prints `ok  <name>` or `FAIL <name>: <why>`; the last
 # line is `N passed, M failed`; the exit status is non-zero on any failure.
-#   vm/vm-test.sh            (root; the release binary built: cargo build --release -p overlay-agent)
+#   vm/vm-test.sh            (root; the release binaries built: cargo build --release -p overlay-agent -p overlay-cni)
 #   OVERLAY_VM_KEEP=1 vm/vm-test.sh   the same, but the guests, containers and etcd stay up
 #                                     at the end, for a check to be run again:
 #   vm/vm-test.sh check NAME...       runs check functions (check_l2pop, check_gateway ...)
@@ -34,6 +34,7 @@ VM_MEM=${OVERLAY_VM_MEMORY:-768}
 GUESTS=(1 2 3)
 TARGET=${CARGO_TARGET_DIR:-$VM_TOP/target}
 AGENT=${AGENT:-$TARGET/release/overlay-agent}
+CNI=${CNI:-$TARGET/release/overlay-cni}
 LOGS=$TARGET/vm-test
 ETCD=http://$VM_NET.1:2379
 BOOT_TIMEOUT=${OVERLAY_VM_BOOT_TIMEOUT:-900}
@@ -83,7 +84,9 @@ save_logs() {
 
 preflight() {
   [ "$(id -u)" = 0 ] || die "vm-test needs root (qemu with taps, a bridge, etcd)"
-  [ -x "$AGENT" ] || die "$AGENT is missing: cargo build --release -p overlay-agent (make vm-test does it)"
+  if [ ! -x "$AGENT" ] || [ ! -x "$CNI" ]; then
+    die "$AGENT or $CNI is missing: cargo build --release -p overlay-agent -p overlay-cni (make vm-test does it)"
+  fi
   old_preflight
   exec {VM_LOCK_FD}>/run/lock/overlay-vm-test.lock
   flock -n "$VM_LOCK_FD" || die "another vm-test is running (lock /run/lock/overlay-vm-test.lock)"
@@ -99,6 +102,7 @@ fill_share() {
   cp -r "$VM_TOP/vagrant/provision" "$VM_SHARE/vagrant/"
   cp "$VM_TOP/config/agent.example.toml" "$VM_SHARE/config/"
   cp "$AGENT" "$VM_SHARE/target/release/overlay-agent"
+  cp "$CNI" "$VM_SHARE/target/release/overlay-cni"
 }
 
 start_etcd() {

@@ -7,26 +7,24 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use overlay_config::AgentConfig;
-use ovsdb_client::Client;
 use tokio::sync::watch;
 
 use crate::dataplane::{DataPlane, Memo, PassError, PassInput, Report};
 use crate::gateway::{GatewayMemo, GatewayPassInput, GatewayPlane};
 use crate::host::HostState;
 use crate::netlink::Netns;
+use crate::ovs::Ovsdb;
 use crate::plug::real::{EtcdRecords, NetlinkLinks, OvsSwitch};
 use crate::plug::{HostFacts, PlugState, Plugger};
 use crate::registry::{ClusterCache, Registry};
 
-/// Counters for the metrics endpoint and status.
+/// Counters of the passes for the metrics endpoint and status. What the agent sends is
+/// counted where it is sent: OVSDB transactions by [`Ovsdb`], OpenFlow bundles by the flow
+/// plane ([`crate::dataplane::FlowPlane::bundles_sent`]).
 #[derive(Default)]
 pub struct Metrics {
     /// Reconcile passes.
     pub reconciles: AtomicU64,
-    /// OVSDB transactions sent.
-    pub transactions: AtomicU64,
-    /// OpenFlow bundles sent.
-    pub bundles: AtomicU64,
     /// Flows on the bridges, after the last pass.
     pub flows: AtomicU64,
     /// Failed reconcile passes.
@@ -63,7 +61,7 @@ pub struct Agent {
     /// etcd.
     pub registry: Registry,
     /// OVSDB with its replica.
-    pub ovs: Client,
+    pub ovs: Ovsdb,
     /// The cluster as watched in etcd.
     pub cluster: watch::Receiver<ClusterCache>,
     /// Where ovs-vswitchd runs: the host ends of container veths go here.
@@ -130,8 +128,6 @@ impl Agent {
                 return Err(e);
             }
         };
-        self.metrics.transactions.fetch_add(outcome.transactions as u64, Ordering::Relaxed);
-        self.metrics.bundles.fetch_add(outcome.bundles as u64, Ordering::Relaxed);
         let report = outcome.report;
         let vlans = report.tenant_vlans.clone();
         self.metrics.peers.store(report.peers as u64, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::plug::Switch;
 use anyhow::Context;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
@@ -11,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use overlay_api::{
-    CreateTenant, EndpointInfo, ErrorBody, JoinResult, PlugRequest, PlugResult, TenantInfo, UnplugResult,
+    CreateTenant, EndpointInfo, ErrorBody, JoinResult, PlugRequest, PlugResult, ReleaseResult, Reservation,
+    ReserveAddress, SetVmUuid, TenantInfo, UnplugResult,
 };
 
 use crate::agent::Agent;
@@ -46,6 +48,7 @@ impl From<PlugError> for ApiError {
         match e {
             PlugError::BadRequest(m) => ApiError(StatusCode::BAD_REQUEST, m),
             PlugError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            PlugError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
             PlugError::Unavailable(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, m),
             PlugError::Registry(r) => r.into(),
             e @ (PlugError::Plumbing { .. } | PlugError::RollbackFailed { .. }) => {
@@ -53,6 +56,32 @@ impl From<PlugError> for ApiError {
             }
         }
     }
+}
+
+/// Runs `work` to its end even if the client goes away: hyper drops the handler of a closed
+/// connection, and a plug stopped between two steps would leave its port and veth behind until
+/// the agent's next start (a runtime plugin killed mid-call does exactly that).
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the request failed inside the agent: {e}")))
+    })
+}
+
+/// How long a plug, unplug or reservation waits for start-up recovery before it is refused.
+const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Registered, and start-up recovery done (waited for): what a changing request needs.
+async fn ready_to_change(agent: &Agent) -> Result<(), ApiError> {
+    registered(agent)?;
+    if agent.plugs.wait_recovered(RECOVERY_WAIT).await {
+        return Ok(());
+    }
+    Err(ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the agent is still repairing what its last stop left (start-up recovery); try again".into(),
+    ))
 }
 
 fn bad_request(e: impl std::fmt::Display) -> ApiError {
@@ -140,8 +169,80 @@ async fn join_tenant(
 }
 
 async fn plug(State(agent): State<Arc<Agent>>, Json(req): Json<PlugRequest>) -> Result<Json<PlugResult>, ApiError> {
-    registered(&agent)?;
-    Ok(Json(agent.plugger().plug(req).await?))
+    ready_to_change(&agent).await?;
+    to_the_end(async move { Ok(Json(agent.plugger().plug(req).await?)) }).await
+}
+
+async fn check_plugged(
+    State(agent): State<Arc<Agent>>,
+    Json(req): Json<PlugRequest>,
+) -> Result<Json<PlugResult>, ApiError> {
+    Ok(Json(agent.plugger().check_plugged(req).await?))
+}
+
+async fn reserve_address(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+    Json(req): Json<ReserveAddress>,
+) -> Result<(StatusCode, Json<Reservation>), ApiError> {
+    overlay::model::validate_tenant_name(&name).map_err(bad_request)?;
+    ready_to_change(&agent).await?;
+    let tenant = agent.registry.get_tenant(&name).await?;
+    let ip = match &req.ip {
+        None => None,
+        Some(s) => {
+            let ip: std::net::IpAddr =
+                s.parse().map_err(|_| bad_request(format!("'{s}' is not an IP address: give one like 198.19.0.10")))?;
+            overlay::ipam::check_requested_address(ip, &tenant).map_err(bad_request)?;
+            Some(ip)
+        }
+    };
+    let lease = agent.host.join_tenant(&agent.registry, &tenant).await?;
+    let me = &agent.host.me;
+    let held: std::collections::BTreeSet<_> = agent
+        .cluster
+        .borrow()
+        .endpoints
+        .of_host(&me.hostname)
+        .filter(|(_, e)| e.tenant == name)
+        .map(|(_, e)| e.ip)
+        .collect();
+    let reserve = {
+        let agent = agent.clone();
+        let tenant = tenant.clone();
+        async move {
+            let me = &agent.host.me;
+            Ok(agent.registry.reserve_address(&tenant, &lease, ip, (&me.hostname, &me.machine_id), &held).await?)
+        }
+    };
+    let ip = to_the_end(reserve).await?;
+    tracing::info!(tenant = %name, %ip, "address reserved for a plug to come");
+    Ok((
+        StatusCode::CREATED,
+        Json(Reservation {
+            tenant: name,
+            ip,
+            prefix: tenant.cidr().prefix_len(),
+            gateway: tenant.gateway(),
+            expires_in_secs: crate::registry::RESERVATION_TTL.as_secs(),
+        }),
+    ))
+}
+
+async fn release_address(
+    State(agent): State<Arc<Agent>>,
+    UrlPath((name, ip)): UrlPath<(String, String)>,
+) -> Result<Json<ReleaseResult>, ApiError> {
+    overlay::model::validate_tenant_name(&name).map_err(bad_request)?;
+    let ip: std::net::IpAddr =
+        ip.parse().map_err(|_| bad_request(format!("'{ip}' is not an IP address: give one like 198.19.0.10")))?;
+    ready_to_change(&agent).await?;
+    let me = &agent.host.me;
+    let released = agent.registry.release_reservation(&name, ip, (&me.hostname, &me.machine_id)).await?;
+    if released {
+        tracing::info!(tenant = %name, %ip, "address reservation released");
+    }
+    Ok(Json(ReleaseResult { released }))
 }
 
 #[derive(serde::Deserialize)]
@@ -154,9 +255,39 @@ async fn unplug(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<UnplugQuery>,
 ) -> Result<Json<UnplugResult>, ApiError> {
+    ready_to_change(&agent).await?;
+    to_the_end(async move {
+        let was_plugged = agent.plugger().unplug(&id, q.ifname.as_deref()).await?;
+        Ok(Json(UnplugResult { container_id: id, ifname: q.ifname, was_plugged }))
+    })
+    .await
+}
+
+async fn set_vm_uuid(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<UnplugQuery>,
+    Json(req): Json<SetVmUuid>,
+) -> Result<StatusCode, ApiError> {
+    overlay::model::validate_container_id(&req.vm_uuid).map_err(|_| {
+        bad_request(format!("vm-uuid '{}' is not valid: [A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}", req.vm_uuid))
+    })?;
     registered(&agent)?;
-    let was_plugged = agent.plugger().unplug(&id, q.ifname.as_deref()).await?;
-    Ok(Json(UnplugResult { container_id: id, ifname: q.ifname, was_plugged }))
+    let ifname = q.ifname.unwrap_or_else(|| overlay::model::DEFAULT_IFNAME.to_owned());
+    let port = overlay::naming::container_port_name(&id, &ifname);
+    if agent.plugger().switch.find_port(&port).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("container '{id}' interface {ifname} is not plugged on this host"),
+        ));
+    }
+    let changed = crate::ovs::container_port::set_vm_uuid(&agent.ovs, &port, &req.vm_uuid)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("setting vm-uuid on port {port}: {e}")))?;
+    if changed {
+        tracing::info!(container = %id, %ifname, %port, vm_uuid = %req.vm_uuid, "port labelled with its container");
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn endpoints(State(agent): State<Arc<Agent>>) -> Json<Vec<EndpointInfo>> {
@@ -199,8 +330,12 @@ pub async fn serve(agent: Arc<Agent>, path: PathBuf) -> anyhow::Result<tokio::ta
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
         .route("/v1/tenants/{name}", axum::routing::delete(delete_tenant))
         .route("/v1/tenants/{name}/join", post(join_tenant))
+        .route("/v1/tenants/{name}/addresses", post(reserve_address))
+        .route("/v1/tenants/{name}/addresses/{ip}", axum::routing::delete(release_address))
+        .route("/v1/endpoints/check", post(check_plugged))
         .route("/v1/endpoints", get(endpoints).post(plug))
         .route("/v1/endpoints/{id}", axum::routing::delete(unplug))
+        .route("/v1/endpoints/{id}/vm-uuid", axum::routing::put(set_vm_uuid))
         .with_state(agent);
     tracing::info!(socket = %path.display(), "local API listening");
     Ok(tokio::spawn(async move {

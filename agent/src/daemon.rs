@@ -59,7 +59,7 @@ pub async fn run(config: AgentConfig, take_over: Option<String>) -> anyhow::Resu
     // Before anything is connected: a state directory that does not outlive the agent is a
     // configuration error, however far the agent would otherwise get.
     crate::identity::check_state_dir(&config.state_dir, std::env::var_os("RUNTIME_DIRECTORY").as_deref())?;
-    let remote: ovsdb_client::Remote = config.ovs.remote.to_string().parse()?;
+    let remote = config.ovs.remote.clone();
     let tls = config.ovs.tls.as_ref().map(|t| ovsdb_client::TlsSettings {
         ca_cert: t.ca_cert.clone(),
         certificate: t.certificate.clone(),

@@ -19,6 +19,8 @@ pub struct HostState {
     own_leases: Mutex<BTreeMap<String, SubnetLease>>,
     /// Why this agent does not hold its hostname, while it does not.
     conflict: Mutex<Option<String>>,
+    /// What registering waits for, while it waits.
+    waiting: Mutex<Option<String>>,
     /// Wakes the reconcile loop.
     pub dirty: Notify,
 }
@@ -31,6 +33,7 @@ impl HostState {
             registration: Mutex::new(None),
             own_leases: Mutex::new(BTreeMap::new()),
             conflict: Mutex::new(None),
+            waiting: Mutex::new(None),
             dirty: Notify::new(),
         }
     }
@@ -40,15 +43,28 @@ impl HostState {
         self.registration.lock().expect("registration lock").clone()
     }
 
-    /// Records the registration (and that there is no conflict any more).
+    /// Records the registration (and that there is no conflict or wait any more).
     pub fn registered(&self, r: Registration) {
         *self.registration.lock().expect("registration lock") = Some(r);
         *self.conflict.lock().expect("conflict lock") = None;
+        *self.waiting.lock().expect("waiting lock") = None;
     }
 
-    /// Records why the hostname cannot be held; `None` clears it.
+    /// Records why the hostname cannot be held (and that registering waits no more); `None`
+    /// clears it.
     pub fn set_conflict(&self, why: Option<String>) {
         *self.conflict.lock().expect("conflict lock") = why;
+        *self.waiting.lock().expect("waiting lock") = None;
+    }
+
+    /// Records what registering waits for.
+    pub fn set_waiting(&self, what: String) {
+        *self.waiting.lock().expect("waiting lock") = Some(what);
+    }
+
+    /// What registering waits for, while it waits.
+    pub fn waiting(&self) -> Option<String> {
+        self.waiting.lock().expect("waiting lock").clone()
     }
 
     /// Why the hostname is not held, if it is not.
@@ -65,7 +81,11 @@ impl HostState {
     pub async fn join_tenant(&self, registry: &Registry, tenant: &Tenant) -> Result<SubnetLease, RegistryError> {
         let Some(host_lease) = self.registration().map(|r| r.host_lease) else {
             return Err(RegistryError::Conflict(
-                self.conflict().unwrap_or_else(|| "the agent is not registered in etcd yet; try again".into()),
+                self.conflict()
+                    .or_else(|| {
+                        self.waiting().map(|w| format!("the agent is not registered in etcd yet ({w}); try again"))
+                    })
+                    .unwrap_or_else(|| "the agent is not registered in etcd yet; try again".into()),
             ));
         };
         let lease = registry.ensure_lease(tenant, &self.me, host_lease).await?;

@@ -1,15 +1,22 @@
 //! overlay-agent as a library: the pieces the `overlay-agent` binary is made of, public so the
 //! integration tests can drive them directly (the netlink plumbing, the registry).
 //!
-//! Imports run one way, from the bottom of this list up: `backoff`, `identity`, `netlink`,
-//! `registry` and `ovs` know nothing of the others; `nft` builds on `netlink`; `gateway` on
-//! `netlink`, `nft` and `ovs`; `dataplane` builds on `ovs` and `registry`; `host` and `plug`
-//! on those; `agent` holds it all together; `status`,
-//! `reconcile`, `registration`, `api_server` and `metrics` work on an `Agent`; `daemon` wires
-//! them up.
+//! Imports run one way, each layer using only the layers above it in this list (no cycles):
+//! 1. `backoff`, `identity`, `memory`, `netlink`: nothing of this crate.
+//! 2. `registry` (etcd) and `ovs` (OVSDB): `backoff`. `nft` (nftables): `netlink`.
+//! 3. `gateway` (the per-tenant routers): `netlink`, `nft`, `ovs`.
+//! 4. `host` (this host's standing): `registry`. `dataplane`: `gateway`, `netlink`, `ovs`,
+//!    `registry`.
+//! 5. `plug`: `dataplane`, `gateway`, `host`, `netlink`, `ovs`, `registry`.
+//! 6. `agent`: holds all of those together.
+//! 7. What works on an `Agent`: `status`; `metrics` (through `status`); `reconcile`;
+//!    `registration` (with `host`, `identity`, `registry`); `api_server` (with `plug`,
+//!    `registry`, `status`).
+//! 8. `daemon`: wires them up.
 
 pub mod backoff;
 pub mod identity;
+pub mod memory;
 pub mod netlink;
 pub mod nft;
 pub mod ovs;
@@ -22,7 +29,6 @@ pub mod plug;
 
 pub mod agent;
 pub mod api_server;
-pub mod memory;
 pub mod metrics;
 pub mod reconcile;
 pub mod registration;

@@ -1,5 +1,6 @@
 //! overlay-agent: the per-host daemon (`run`) and the CLI that talks to it over the local API.
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,7 +58,8 @@ enum Command {
         /// A fixed address instead of the next free one of this host's subnet.
         #[arg(long)]
         ip: Option<String>,
-        /// A fixed MAC instead of one derived from the container id.
+        /// A fixed MAC instead of one derived from the tenant and the address (so an address keeps
+        /// its MAC from one container to the next).
         #[arg(long)]
         mac: Option<String>,
         /// Publish a port on this host's underlay address: HOST_PORT:CONTAINER_PORT[/tcp|/udp]
@@ -84,6 +86,31 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve Docker's network and IPAM driver (a libnetwork remote plugin) for this host's agent:
+    /// `docker network create -d NAME --ipam-driver NAME --ipam-opt tenant=red red`.
+    DockerPlugin {
+        /// The plugin's socket; Docker finds /run/docker/plugins/NAME.sock as plugin NAME (or
+        /// through /etc/docker/plugins/NAME.spec holding unix://SOCKET).
+        #[arg(long, env = "OVERLAY_DOCKER_PLUGIN_SOCKET", default_value = overlay_docker_plugin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The driver's name as Docker knows it, for hints in errors (default: the socket's file
+        /// name without .sock).
+        #[arg(long)]
+        name: Option<String>,
+        /// dockerd's API, where the plugin reads a network's tenant back.
+        #[arg(long, env = "DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
+        docker_host: String,
+        /// How long a call of Docker's waits for an agent that is not answering (restarting).
+        #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+        agent_wait: u64,
+        /// How often the plugin compares the agent's endpoints with Docker's: labels ports with
+        /// their container id, and unplugs an endpoint Docker lost (missing that long).
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        reconcile_interval: u64,
+        /// Log filter (RUST_LOG syntax).
+        #[arg(long, env = "OVERLAY_LOG_LEVEL", default_value = "info")]
+        log_level: String,
     },
 }
 
@@ -146,13 +173,15 @@ fn init_logging(config: &overlay_config::AgentConfig) {
     }
 }
 
-fn print_tenants(tenants: &[TenantInfo]) {
-    println!(
+fn print_tenants(out: &mut impl Write, tenants: &[TenantInfo]) -> io::Result<()> {
+    writeln!(
+        out,
         "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16} {:<6} ALLOW",
         "NAME", "VNI", "CIDR", "TUNNEL", "SUBNET", "GATEWAY", "EGRESS"
-    );
+    )?;
     for t in tenants {
-        println!(
+        writeln!(
+            out,
             "{:<20} {:>9} {:<20} {:<6} {:>6} {:<16} {:<6} {}",
             t.name,
             t.vni,
@@ -162,49 +191,59 @@ fn print_tenants(tenants: &[TenantInfo]) {
             t.gateway,
             if t.egress { "on" } else { "off" },
             if t.control_plane_allow.is_empty() { "-".to_owned() } else { t.control_plane_allow.join(",") }
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_endpoints(eps: &[EndpointInfo]) {
-    println!(
+fn print_endpoints(out: &mut impl Write, eps: &[EndpointInfo]) -> io::Result<()> {
+    writeln!(
+        out,
         "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15} PUBLISHED",
         "CONTAINER", "IFNAME", "TENANT", "IP", "MAC", "PORT"
-    );
+    )?;
     for e in eps {
         let published = if e.publish.is_empty() { "-".to_owned() } else { e.publish.join(",") };
-        println!(
+        writeln!(
+            out,
             "{:<28} {:<8} {:<16} {:<18} {:<18} {:<15} {published}",
             e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_status(s: &Status) {
+fn print_status(out: &mut impl Write, s: &Status) -> io::Result<()> {
     let h = &s.host;
-    println!(
+    writeln!(
+        out,
         "host {} underlay {} (machine {}, ovsdb {})",
         h.name,
         h.underlay_ip,
         h.machine_id,
         if h.ovsdb_connected { "connected" } else { "DISCONNECTED" }
-    );
+    )?;
     if let Some(why) = &h.identity_conflict {
-        println!("NOT REGISTERED: {why}");
+        writeln!(out, "NOT REGISTERED: {why}")?;
     }
-    println!("peers:");
+    if let Some(what) = &h.waiting_to_register {
+        writeln!(out, "not registered yet: {what}")?;
+    }
+    writeln!(out, "peers:")?;
     for p in &s.peers {
-        println!(
+        writeln!(
+            out,
             "  {:<24} {:<16} {:<9} flows {}",
             p.host,
             p.underlay_ip,
             if p.alive { "alive" } else { "not alive" },
             p.flows
-        );
+        )?;
     }
-    println!("tenants:");
+    writeln!(out, "tenants:")?;
     for t in &s.tenants {
-        println!(
+        writeln!(
+            out,
             "  {:<20} vni {:<8} {:<6} {:<18} local-vlan {:<5} subnet {:<18} flows {}",
             t.tenant.name,
             t.tenant.vni,
@@ -213,11 +252,12 @@ fn print_status(s: &Status) {
             t.local_vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             t.subnet.as_deref().unwrap_or("-"),
             t.flows,
-        );
+        )?;
     }
-    println!("tunnels:");
+    writeln!(out, "tunnels:")?;
     for t in &s.tunnels {
-        println!(
+        writeln!(
+            out,
             "  {:<15} {:<5} key {:<8} remote_ip=flow ofport {:<6} (tenant {}, vlan {}, {} peers)",
             t.name,
             t.kind,
@@ -226,17 +266,19 @@ fn print_status(s: &Status) {
             t.tenant,
             t.local_vlan,
             t.peers
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "flows: {} on the tunnel bridge, {} on the integration bridge{}",
         s.flows.tun,
         s.flows.int,
         if s.flows.pending { " (changes not applied yet: see last reconcile error)" } else { "" }
-    );
-    println!("gateways:");
+    )?;
+    writeln!(out, "gateways:")?;
     for g in &s.gateways {
-        println!(
+        writeln!(
+            out,
             "  {:<20} vni {:<8} {:<16} mac {} transit {:<16} egress {:<3} published [{}]",
             g.tenant,
             g.vni,
@@ -245,34 +287,53 @@ fn print_status(s: &Status) {
             g.transit,
             if g.egress { "on" } else { "off" },
             g.published.join(", ")
-        );
+        )?;
     }
     for x in &s.gateway_skipped {
-        println!("  left out: {x}");
+        writeln!(out, "  left out: {x}")?;
     }
-    println!("endpoints:");
+    writeln!(out, "endpoints:")?;
     for e in &s.endpoints {
         let published =
             if e.publish.is_empty() { String::new() } else { format!(" published {}", e.publish.join(",")) };
-        println!(
+        writeln!(
+            out,
             "  {:<24} {:<6} {:<12} {:<18} {} {}{published}",
             e.container_id, e.ifname, e.tenant, e.ip, e.mac, e.port
-        );
+        )?;
     }
     for x in &s.skipped_peers {
-        println!("skipped peer: {x}");
+        writeln!(out, "skipped peer: {x}")?;
     }
     for x in &s.conflicts {
-        println!("CONFLICT: {x}");
+        writeln!(out, "CONFLICT: {x}")?;
     }
     if let Some(e) = &s.last_error {
-        println!("last reconcile error: {e}");
+        writeln!(out, "last reconcile error: {e}")?;
     }
+    Ok(())
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+fn print_json(out: &mut impl Write, v: &impl serde::Serialize) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, v)?;
+    writeln!(out)
+}
+
+/// A write to stdout failed. A reader that went away (`overlay-agent status | head -2`) ends
+/// the command quietly, as it ends other Unix tools; any other failure is reported.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout")]
+struct StdoutError(#[source] io::Error);
+
+/// Runs `print` on stdout, flushed at the end.
+fn emit(print: impl FnOnce(&mut io::StdoutLock<'static>) -> io::Result<()>) -> Result<(), StdoutError> {
+    let mut out = io::stdout().lock();
+    print(&mut out).and_then(|()| out.flush()).map_err(StdoutError)
+}
+
+/// Whether `e` is a write to a stdout whose reader went away.
+fn reader_gone(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<StdoutError>().is_some_and(|StdoutError(io)| io.kind() == io::ErrorKind::BrokenPipe)
 }
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
@@ -296,34 +357,32 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     control_plane_allow: allow,
                 };
                 let t = api.create_tenant(&request).await?;
-                println!(
-                    "tenant {} created: vni {} {} {} gateway {} egress {}",
-                    t.name,
-                    t.vni,
-                    t.tunnel,
-                    t.cidr,
-                    t.gateway,
-                    if t.egress { "on" } else { "off" }
-                );
+                emit(|o| {
+                    writeln!(
+                        o,
+                        "tenant {} created: vni {} {} {} gateway {} egress {}",
+                        t.name,
+                        t.vni,
+                        t.tunnel,
+                        t.cidr,
+                        t.gateway,
+                        if t.egress { "on" } else { "off" }
+                    )
+                })?;
                 Ok(())
             }
             TenantCommand::List { json } => {
                 let t = api.tenants().await?;
-                if json {
-                    print_json(&t)
-                } else {
-                    print_tenants(&t);
-                    Ok(())
-                }
+                Ok(emit(|o| if json { print_json(o, &t) } else { print_tenants(o, &t) })?)
             }
             TenantCommand::Delete { name } => {
                 api.delete_tenant(&name).await?;
-                println!("tenant {name} deleted");
+                emit(|o| writeln!(o, "tenant {name} deleted"))?;
                 Ok(())
             }
             TenantCommand::Join { name } => {
                 let l = api.join_tenant(&name).await?;
-                println!("this host takes part in {name} with subnet {}", l.subnet);
+                emit(|o| writeln!(o, "this host takes part in {name} with subnet {}", l.subnet))?;
                 Ok(())
             }
         },
@@ -333,8 +392,13 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(path)) => NetnsRef::Path(path),
                 (None, None) => anyhow::bail!("give --pid PID or --netns PATH"),
             };
-            let r = api.plug(&PlugRequest { container_id, tenant, netns, ifname, ip, mac, publish }).await?;
-            println!("{}", serde_json::to_string(&r)?);
+            let r = api
+                .plug(&PlugRequest { ifname, ip, mac, publish, ..PlugRequest::new(container_id, tenant, netns) })
+                .await?;
+            emit(|o| {
+                serde_json::to_writer(&mut *o, &r)?;
+                writeln!(o)
+            })?;
             Ok(())
         }
         Command::Unplug { container_id, ifname } => {
@@ -344,30 +408,58 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 None => format!("container {container_id}"),
             };
             if r.was_plugged {
-                println!("{what} unplugged");
+                emit(|o| writeln!(o, "{what} unplugged"))?;
             } else {
-                println!("{what} was not plugged on this host; nothing to do");
+                emit(|o| writeln!(o, "{what} was not plugged on this host; nothing to do"))?;
             }
             Ok(())
         }
         Command::Endpoints { json } => {
             let eps = api.endpoints().await?;
-            if json {
-                print_json(&eps)
-            } else {
-                print_endpoints(&eps);
-                Ok(())
-            }
+            Ok(emit(|o| if json { print_json(o, &eps) } else { print_endpoints(o, &eps) })?)
+        }
+        Command::DockerPlugin { socket, name, docker_host, agent_wait, reconcile_interval, log_level } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log_level));
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            let name = name.unwrap_or_else(|| {
+                socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "overlay-agent".into())
+            });
+            let config = overlay_docker_plugin::Config {
+                socket,
+                name,
+                agent_socket: cli.api_socket.clone(),
+                docker_host,
+                agent_wait: std::time::Duration::from_secs(agent_wait),
+                reconcile_interval: std::time::Duration::from_secs(reconcile_interval.max(1)),
+            };
+            overlay_docker_plugin::serve(config, shutdown_signal()).await?;
+            Ok(())
         }
         Command::Status { json } => {
             let s = api.status().await.context("asking the agent for its status")?;
-            if json {
-                print_json(&s)
-            } else {
-                print_status(&s);
-                Ok(())
+            Ok(emit(|o| if json { print_json(o, &s) } else { print_status(o, &s) })?)
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
         }
+        // No handlers: serve until killed.
+        _ => std::future::pending().await,
     }
 }
 
@@ -391,6 +483,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(main_inner(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if reader_gone(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

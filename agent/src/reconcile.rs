@@ -5,26 +5,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openflow_client::SwitchState;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::Agent;
 use crate::backoff::Backoff;
 use crate::memory::MemoryReleaser;
+use crate::registry::ClusterCache;
 
 /// Runs passes until the process ends: first start-up recovery, then a pass after every burst
 /// of events, and a full pass (every port compared, every container's veth checked) at least
 /// every resync interval.
 pub async fn reconcile_loop(agent: Arc<Agent>) {
-    let mut cluster = agent.cluster.clone();
-    let mut ovs_changes = agent.ovs.changes();
-    // A bridge's OpenFlow connection coming (back) up: its flows are read back and put in.
-    let (mut int_switch, mut tun_switch) = agent.dataplane.flows.states();
+    let mut wakers = Wakers::of(&agent);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let resync = agent.config.timers.resync_interval;
     let mut memory = MemoryReleaser::new();
     // Never reconcile against an empty view: before the first etcd list arrives, every tunnel
     // would look unwanted and a restart would tear the mesh down and build it again.
-    if cluster.wait_for(|c| c.revision > 0).await.is_err() {
+    if wakers.cluster.wait_for(|c| c.revision > 0).await.is_err() {
         return;
     }
     // A crash mid-plug or mid-unplug left half a container, or a container went away while
@@ -36,6 +36,7 @@ pub async fn reconcile_loop(agent: Arc<Agent>) {
                 if n > 0 {
                     tracing::info!(removed = n, "start-up recovery done");
                 }
+                agent.plugs.set_recovered();
                 break;
             }
             Err(e) => {
@@ -62,24 +63,14 @@ pub async fn reconcile_loop(agent: Arc<Agent>) {
                 // Retried after the backoff, or at once when something changes (a bridge's
                 // OpenFlow connection coming up is the usual cure).
                 let retry_at = Instant::now() + retry_in;
-                tokio::select! {
-                    _ = agent.host.dirty.notified() => {}
-                    r = cluster.changed() => if r.is_err() { return },
-                    r = ovs_changes.changed() => if r.is_err() { return },
-                    r = int_switch.changed() => if r.is_err() { return },
-                    r = tun_switch.changed() => if r.is_err() { return },
-                    _ = tokio::time::sleep_until(retry_at) => {}
+                if !wakers.woken(&agent, retry_at).await {
+                    return;
                 }
                 continue;
             }
         }
-        tokio::select! {
-            _ = agent.host.dirty.notified() => {}
-            r = cluster.changed() => if r.is_err() { return },
-            r = ovs_changes.changed() => if r.is_err() { return },
-            r = int_switch.changed() => if r.is_err() { return },
-            r = tun_switch.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep_until(next_full) => {}
+        if !wakers.woken(&agent, next_full).await {
+            return;
         }
         // A deadline of its own: a stream of events, each waking the loop before the interval
         // is over, must not postpone the safety-net pass forever.
@@ -89,10 +80,45 @@ pub async fn reconcile_loop(agent: Arc<Agent>) {
         }
         // Coalesce a burst of events (a peer registering writes several keys) into one pass.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        cluster.borrow_and_update();
-        ovs_changes.borrow_and_update();
-        int_switch.borrow_and_update();
-        tun_switch.borrow_and_update();
+        wakers.seen();
+    }
+}
+
+/// What wakes the loop besides the agent's own nudge (`host.dirty`): the cluster, OVSDB, and
+/// either bridge's OpenFlow session coming (back) up, whose flows are then read back and put
+/// in.
+struct Wakers {
+    cluster: watch::Receiver<ClusterCache>,
+    ovs: watch::Receiver<u64>,
+    int_switch: watch::Receiver<SwitchState>,
+    tun_switch: watch::Receiver<SwitchState>,
+}
+
+impl Wakers {
+    fn of(agent: &Agent) -> Self {
+        let (int_switch, tun_switch) = agent.dataplane.flows.states();
+        Wakers { cluster: agent.cluster.clone(), ovs: agent.ovs.changes(), int_switch, tun_switch }
+    }
+
+    /// Waits until something changes, the agent is nudged, or `until`; false once a source
+    /// has ended (the agent is stopping).
+    async fn woken(&mut self, agent: &Agent, until: Instant) -> bool {
+        tokio::select! {
+            _ = agent.host.dirty.notified() => true,
+            r = self.cluster.changed() => r.is_ok(),
+            r = self.ovs.changed() => r.is_ok(),
+            r = self.int_switch.changed() => r.is_ok(),
+            r = self.tun_switch.changed() => r.is_ok(),
+            _ = tokio::time::sleep_until(until) => true,
+        }
+    }
+
+    /// Marks every change so far as seen: the pass that follows covers them.
+    fn seen(&mut self) {
+        self.cluster.borrow_and_update();
+        self.ovs.borrow_and_update();
+        self.int_switch.borrow_and_update();
+        self.tun_switch.borrow_and_update();
     }
 }
 

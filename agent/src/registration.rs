@@ -26,7 +26,8 @@ pub struct RegisterOptions {
 
 /// Registers this host, retrying until it may: while another machine holds the hostname the
 /// agent writes nothing, and says why in the log, in `status` and in the metrics (through
-/// [`HostState::set_conflict`]).
+/// [`HostState::set_conflict`]); while it waits for a holder's liveness key to expire, the log
+/// and `status` say so ([`HostState::set_waiting`]).
 pub async fn register(registry: &Registry, host: &HostState, opts: &RegisterOptions) -> Registration {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut waiting_since: Option<tokio::time::Instant> = None;
@@ -51,8 +52,19 @@ pub async fn register(registry: &Registry, host: &HostState, opts: &RegisterOpti
                 // boot's key outliving a quick reboot, or a clone that copied the state
                 // directory), or an older agent of this machine killed for an upgrade. Only the
                 // TTL tells.
-                let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() < opts.liveness_ttl * 2 + Duration::from_secs(1) {
+                let wait = opts.liveness_ttl * 2 + Duration::from_secs(1);
+                let since = *waiting_since.get_or_insert_with(|| {
+                    host.set_waiting(format!(
+                        "waiting up to {} s for the liveness key of machine {} (underlay {}) to expire: it may be \
+                         this machine's previous boot or an agent being replaced; if the key stays, registering is \
+                         refused",
+                        wait.as_secs(),
+                        c.holder,
+                        c.holder_ip
+                    ));
+                    tokio::time::Instant::now()
+                });
+                if since.elapsed() < wait {
                     if reported.is_none() {
                         tracing::info!(holder = %c.holder, holder_ip = %c.holder_ip, "the holder of this hostname may be going away; waiting for its liveness key to expire");
                         reported = Some(String::new());

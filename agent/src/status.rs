@@ -51,6 +51,7 @@ pub fn endpoint_info(e: &overlay::model::Endpoint) -> EndpointInfo {
         mac: e.mac.to_string(),
         port: e.port.clone(),
         iface_id: e.iface_id.clone(),
+        owner: e.owner.clone(),
         publish: e.publish.iter().map(ToString::to_string).collect(),
     }
 }
@@ -122,6 +123,7 @@ pub fn status_json(agent: &Agent) -> String {
             ovsdb_connected: agent.ovs.is_connected(),
             registered: agent.host.registration().is_some() && agent.host.conflict().is_none(),
             identity_conflict: agent.host.conflict(),
+            waiting_to_register: agent.host.waiting(),
         },
         peers: Peers(&cache, &me.hostname, &last.report.peer_flows),
         tenants,
@@ -149,8 +151,8 @@ pub fn status_json(agent: &Agent) -> String {
         last_reconcile_ms_ago: last.at.map(|a| a.elapsed().as_millis() as u64),
         counters: Counters {
             reconciles: agent.metrics.reconciles.load(Ordering::Relaxed),
-            ovsdb_transactions: agent.metrics.transactions.load(Ordering::Relaxed),
-            openflow_bundles: agent.metrics.bundles.load(Ordering::Relaxed),
+            ovsdb_transactions: agent.ovs.transactions(),
+            openflow_bundles: agent.dataplane.flows.bundles_sent(),
             errors: agent.metrics.errors.load(Ordering::Relaxed),
             reaped: agent.plugs.reaped.load(Ordering::Relaxed),
         },
@@ -172,9 +174,21 @@ pub fn metrics_text(agent: &Agent) -> String {
     };
     let mut out = String::with_capacity(2048);
     metric(&mut out, "overlay_reconciles_total", "counter", "Reconcile passes.", g(&m.reconciles));
-    metric(&mut out, "overlay_ovsdb_transactions_total", "counter", "OVSDB transactions sent.", g(&m.transactions));
+    metric(
+        &mut out,
+        "overlay_ovsdb_transactions_total",
+        "counter",
+        "OVSDB transactions sent.",
+        agent.ovs.transactions(),
+    );
     metric(&mut out, "overlay_reconcile_errors_total", "counter", "Failed reconcile passes.", g(&m.errors));
-    metric(&mut out, "overlay_openflow_bundles_total", "counter", "OpenFlow bundles sent.", g(&m.bundles));
+    metric(
+        &mut out,
+        "overlay_openflow_bundles_total",
+        "counter",
+        "OpenFlow bundles sent.",
+        agent.dataplane.flows.bundles_sent(),
+    );
     metric(&mut out, "overlay_peers", "gauge", "Peer hosts this host tunnels to.", g(&m.peers));
     metric(
         &mut out,

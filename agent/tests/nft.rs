@@ -37,6 +37,7 @@ fn tables() -> (Table, Table) {
         mac: MacAddr::locally_administered_from(b"c1"),
         iface_id: "c1".into(),
         port: overlay::naming::container_port_name("c1", "eth0"),
+        owner: None,
         publish: vec!["8080:80/tcp".parse().unwrap(), "5353:53/udp".parse().unwrap()],
     };
     let protected: BTreeSet<std::net::IpAddr> =

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    CreateTenant, EndpointInfo, ErrorBody, JoinResult, PlugRequest, PlugResult, Status, TenantInfo, UnplugResult,
+    CreateTenant, EndpointInfo, ErrorBody, JoinResult, PlugRequest, PlugResult, ReleaseResult, Reservation,
+    ReserveAddress, SetVmUuid, Status, TenantInfo, UnplugResult,
 };
 
 /// Why a call to the agent failed.
@@ -60,6 +61,17 @@ impl ClientError {
         match self {
             ClientError::Refused { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// Whether the call may succeed if made again unchanged: the agent was not there, the
+    /// connection broke off (every call is idempotent, so repeating one whose answer was lost
+    /// is safe), or the agent said to try again (503: still registering, etcd unreachable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Http { .. } => true,
+            ClientError::Refused { status, .. } => *status == 503,
+            ClientError::Decode { .. } => false,
         }
     }
 }
@@ -135,6 +147,39 @@ impl Client {
     /// This host's endpoints.
     pub async fn endpoints(&self) -> Result<Vec<EndpointInfo>, ClientError> {
         self.call("GET", "/v1/endpoints", None::<&()>).await
+    }
+
+    /// Checks, changing nothing, that a container interface is plugged as `req` says: its
+    /// record, port and veth, and inside the container its MAC, MTU, address and default route.
+    /// Answers what a plug answered; a refusal says what differs (404: nothing is plugged).
+    pub async fn check(&self, req: &PlugRequest) -> Result<PlugResult, ClientError> {
+        self.call("POST", "/v1/endpoints/check", Some(req)).await
+    }
+
+    /// Sets the `vm-uuid` of a plugged interface's port (`ifname` default: eth0).
+    pub async fn set_vm_uuid(
+        &self,
+        container_id: &str,
+        ifname: Option<&str>,
+        vm_uuid: &str,
+    ) -> Result<(), ClientError> {
+        let mut path = format!("/v1/endpoints/{}/vm-uuid", path_segment(container_id));
+        if let Some(i) = ifname {
+            path.push_str(&format!("?ifname={}", path_segment(i)));
+        }
+        self.exchange("PUT", &path, Some(&SetVmUuid { vm_uuid: vm_uuid.to_owned() })).await.map(drop)
+    }
+
+    /// Reserves an address of `tenant` on this host for a plug to take over
+    /// ([`PlugRequest::reserved`]).
+    pub async fn reserve_address(&self, tenant: &str, req: &ReserveAddress) -> Result<Reservation, ClientError> {
+        self.call("POST", &format!("/v1/tenants/{}/addresses", path_segment(tenant)), Some(req)).await
+    }
+
+    /// Releases a reservation of `ip` that no plug took over.
+    pub async fn release_address(&self, tenant: &str, ip: &str) -> Result<ReleaseResult, ClientError> {
+        let path = format!("/v1/tenants/{}/addresses/{}", path_segment(tenant), path_segment(ip));
+        self.call("DELETE", &path, None::<&()>).await
     }
 
     async fn call<T: DeserializeOwned>(

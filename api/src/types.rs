@@ -82,16 +82,36 @@ pub enum NetnsRef {
     Pid(u32),
     /// A namespace file (`/var/run/netns/NAME`, `/proc/PID/ns/net`).
     Path(PathBuf),
+    /// No namespace yet: the container end stays in the agent's host namespace, named
+    /// [`handoff_name`], with its MAC and MTU set, for the container runtime to move into the
+    /// container and configure itself (what Docker does with the interface a network driver's
+    /// `Join` names: the container's namespace does not exist yet when the driver is asked).
+    Handoff,
 }
 
 impl NetnsRef {
-    /// The namespace file.
-    pub fn path(&self) -> PathBuf {
+    /// The namespace file; `None` for [`NetnsRef::Handoff`].
+    pub fn path(&self) -> Option<PathBuf> {
         match self {
-            NetnsRef::Pid(p) => PathBuf::from(format!("/proc/{p}/ns/net")),
-            NetnsRef::Path(p) => p.clone(),
+            NetnsRef::Pid(p) => Some(PathBuf::from(format!("/proc/{p}/ns/net"))),
+            NetnsRef::Path(p) => Some(p.clone()),
+            NetnsRef::Handoff => None,
         }
     }
+}
+
+/// The name of the container end of a [`NetnsRef::Handoff`] plug in the host namespace, until
+/// the runtime moves it: `hnd` + 12 hex digits of a hash of the container id and interface name
+/// (15 bytes, a valid link name; the same for every caller, so a runtime plugin computes it
+/// without asking the agent).
+pub fn handoff_name(container_id: &str, ifname: &str) -> String {
+    // FNV-1a, 64 bits; the NUL keeps ("a", "b/c") and ("a/b", "c") apart.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("hnd{:012x}", h >> 16)
 }
 
 /// The body of `POST /v1/endpoints`.
@@ -112,9 +132,35 @@ pub struct PlugRequest {
     /// A fixed MAC (unicast).
     #[serde(default)]
     pub mac: Option<String>,
+    /// `ip` was reserved on this host with `POST /v1/tenants/{tenant}/addresses`: the plug
+    /// takes that reservation over (an address nobody holds is reserved as usual).
+    #[serde(default)]
+    pub reserved: bool,
+    /// Who asks, kept in the endpoint record and listed with it (`docker:<network id>`,
+    /// `cni:<network name>`): a runtime plugin finds its own endpoints by it. At most 200
+    /// characters of `[A-Za-z0-9_.:/-]`.
+    #[serde(default)]
+    pub owner: Option<String>,
     /// Ports of the host's underlay address that reach the container: `HOST:CONTAINER[/tcp|/udp]`.
     #[serde(default)]
     pub publish: Vec<String>,
+}
+
+impl PlugRequest {
+    /// A request with only the required fields; the rest as their defaults.
+    pub fn new(container_id: impl Into<String>, tenant: impl Into<String>, netns: NetnsRef) -> Self {
+        PlugRequest {
+            container_id: container_id.into(),
+            tenant: tenant.into(),
+            netns,
+            ifname: DEFAULT_IFNAME.to_owned(),
+            ip: None,
+            mac: None,
+            reserved: false,
+            owner: None,
+            publish: vec![],
+        }
+    }
 }
 
 fn default_ifname() -> String {
@@ -141,9 +187,57 @@ pub struct PlugResult {
     /// The interface inside the container.
     #[serde(default = "default_ifname")]
     pub ifname: String,
+    /// For a [`NetnsRef::Handoff`] plug: the container end's name in the host namespace
+    /// ([`handoff_name`]), for the runtime to move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
     /// Its published ports (`HOST:CONTAINER/PROTO`), reached on the host's underlay address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<String>,
+}
+
+/// The body of `POST /v1/tenants/{name}/addresses`: an address reserved on this host before
+/// its container is plugged (what a runtime's address manager asks for first, e.g. Docker's
+/// IPAM driver). A plug with `reserved: true` takes it over; a reservation nobody takes over
+/// expires by itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveAddress {
+    /// This address (a free host address of the tenant CIDR), or the next free one of this
+    /// host's subnet.
+    #[serde(default)]
+    pub ip: Option<String>,
+}
+
+/// What `POST /v1/tenants/{name}/addresses` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The tenant.
+    pub tenant: String,
+    /// The address reserved.
+    pub ip: IpAddr,
+    /// The tenant's prefix length.
+    pub prefix: u8,
+    /// The tenant's gateway.
+    pub gateway: IpAddr,
+    /// Seconds until the reservation goes unless a plug takes it over.
+    pub expires_in_secs: u64,
+}
+
+/// What `DELETE /v1/tenants/{name}/addresses/{ip}` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseResult {
+    /// Whether a reservation of this host was there and is gone. An address a plug holds is
+    /// never released this way (unplug releases it).
+    pub released: bool,
+}
+
+/// The body of `PUT /v1/endpoints/{container}/vm-uuid[?ifname=I]`: the port's
+/// `external_ids:vm-uuid` (the container id by default; a runtime that learns the container's
+/// id after the plug sets it then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetVmUuid {
+    /// The new value: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`.
+    pub vm_uuid: String,
 }
 
 /// What `DELETE /v1/endpoints/{container}[?ifname=I]` answers.
@@ -176,6 +270,9 @@ pub struct EndpointInfo {
     pub port: String,
     /// OVS `external_ids:iface-id`.
     pub iface_id: String,
+    /// Who plugged it ([`PlugRequest::owner`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Its published ports (`HOST:CONTAINER/PROTO`), reached on the host's underlay address.
     #[serde(default)]
     pub publish: Vec<String>,
@@ -246,6 +343,10 @@ pub struct HostStatus {
     /// Why this agent does not hold its hostname, while it does not.
     #[serde(default)]
     pub identity_conflict: Option<String>,
+    /// What this agent waits for before it registers, while it waits (the liveness key of a
+    /// holder that may be going away), and for how long at most.
+    #[serde(default)]
+    pub waiting_to_register: Option<String>,
 }
 
 /// A peer in [`Status`].
@@ -348,4 +449,34 @@ pub struct Counters {
     /// Containers unplugged by the agent because their interface went away.
     #[serde(default)]
     pub reaped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_refs_keep_their_json_shape() {
+        assert_eq!(serde_json::to_string(&NetnsRef::Pid(7)).unwrap(), r#"{"pid":7}"#);
+        assert_eq!(serde_json::to_string(&NetnsRef::Path("/x".into())).unwrap(), r#"{"path":"/x"}"#);
+        assert_eq!(serde_json::to_string(&NetnsRef::Handoff).unwrap(), r#""handoff""#);
+        assert_eq!(serde_json::from_str::<NetnsRef>(r#""handoff""#).unwrap(), NetnsRef::Handoff);
+    }
+
+    #[test]
+    fn a_plug_request_of_an_older_client_still_decodes() {
+        let r: PlugRequest = serde_json::from_str(r#"{"container_id":"c1","tenant":"red","netns":{"pid":1}}"#).unwrap();
+        assert_eq!(r, PlugRequest::new("c1", "red", NetnsRef::Pid(1)));
+    }
+
+    #[test]
+    fn handoff_names_are_link_names_and_pinned() {
+        let n = handoff_name("0123456789abcdef", "eth0");
+        assert_eq!(n.len(), 15);
+        assert!(n.starts_with("hnd") && n[3..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(handoff_name("a", "b/c"), handoff_name("a/b", "c"));
+        assert_ne!(handoff_name("c", "eth0"), handoff_name("c", "eth1"));
+        // Pinned: a plugin and an agent of different builds must agree on the name.
+        assert_eq!(handoff_name("c1", "eth0"), "hndf53f02b3bfe9");
+    }
 }

@@ -66,10 +66,12 @@ mod tests;
 pub use error::{ConfigError, Origin};
 pub use file::{ApiFile, EtcdFile, FileConfig, GatewayFile, LogFile, MetricsFile, OvsFile, TenantsFile, TimersFile};
 pub use flags::RunFlags;
+/// Where the agent reaches ovsdb-server: OVSDB's own remote type, so its syntax has one parser.
+pub use ovsdb_client::Remote as OvsdbRemote;
 pub use resolve::{
     system_hostname, AgentConfig, ClientIdentity, EtcdAuth, EtcdConfig, EtcdTls, LogConfig, OvsConfig, OvsdbTls, Timers,
 };
-pub use types::{DatapathType, LogFormat, OvsdbRemote, Secret};
+pub use types::{DatapathType, LogFormat, Secret};
 
 /// Where the agent looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/overlay-agent/agent.toml";
@@ -80,7 +82,7 @@ pub const DEFAULT_ETCD_PREFIX: &str = "/overlay";
 /// The OVSDB socket of a stock Open vSwitch install.
 pub const DEFAULT_OVSDB_REMOTE: &str = "unix:/var/run/openvswitch/db.sock";
 /// Port used for `tcp:`/`ssl:` OVSDB remotes that omit one (the IANA OVSDB port).
-pub const DEFAULT_OVSDB_PORT: u16 = 6640;
+pub const DEFAULT_OVSDB_PORT: u16 = ovsdb_client::DEFAULT_PORT;
 /// Name of the bridge containers are plugged into.
 pub const DEFAULT_INT_BRIDGE: &str = "br-int";
 /// Name of the bridge holding the tunnel ports.
@@ -96,7 +98,10 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Host-registration lease TTL: flannel keeps its leases 24 h, so a host that is down for a
 /// while (reboot, upgrade) keeps its registration and subnets.
 pub const DEFAULT_HOST_TTL_SECS: u64 = 86_400;
-/// Liveness lease TTL: short, because it only feeds status output.
+/// Liveness lease TTL. The key says the agent runs: status shows peers alive by it, and a
+/// registration waits for it to expire (up to twice the TTL) when its holder may be this
+/// machine's own previous boot or older agent, and is refused while a live holder keeps it.
+/// Short, so that wait is short.
 pub const DEFAULT_LIVENESS_TTL_SECS: u64 = 10;
 /// Full reconcile period, a safety net under the event-driven reconcile.
 pub const DEFAULT_RESYNC_INTERVAL_SECS: u64 = 60;

@@ -85,6 +85,17 @@ pub enum ClientError {
         /// The target.
         target: String,
     },
+    /// No session came up within the time a caller waited ([`crate::Switch::wait_connected`]).
+    #[error("no OpenFlow session with the switch at {target} within {after:?}{}",
+            match last_error { Some(e) => format!(" (last attempt: {e})"), None => String::new() })]
+    NotConnectedWithin {
+        /// The target.
+        target: String,
+        /// How long the caller waited.
+        after: Duration,
+        /// Why the last attempt to connect failed, if one did.
+        last_error: Option<String>,
+    },
     /// No reply in time.
     #[error("OpenFlow {request} got no reply within {after:?}")]
     Timeout {
@@ -153,6 +164,11 @@ impl ClientError {
 
     /// True when the session is gone (retry on the next one).
     pub fn is_connection_lost(&self) -> bool {
-        matches!(self, ClientError::Disconnected { .. } | ClientError::NotConnected { .. })
+        matches!(
+            self,
+            ClientError::Disconnected { .. }
+                | ClientError::NotConnected { .. }
+                | ClientError::NotConnectedWithin { .. }
+        )
     }
 }

@@ -53,6 +53,8 @@ struct Shared {
     options: SwitchOptions,
     conn: RwLock<Option<Connection>>,
     state: watch::Sender<SwitchState>,
+    /// Why the last attempt to connect failed, until one succeeds.
+    last_error: RwLock<Option<String>>,
 }
 
 /// Keeps a session with one switch. Dropping it stops reconnecting and closes the session.
@@ -75,7 +77,7 @@ impl Switch {
     /// [`Switch::state`] tells when a session is up.
     pub fn start(options: SwitchOptions) -> Switch {
         let (state, _) = watch::channel(SwitchState { epoch: 0, connected: false });
-        let shared = Arc::new(Shared { options, conn: RwLock::new(None), state });
+        let shared = Arc::new(Shared { options, conn: RwLock::new(None), state, last_error: RwLock::new(None) });
         let task = tokio::spawn(supervise(shared.clone()));
         Switch { shared, task }
     }
@@ -91,13 +93,18 @@ impl Switch {
         self.shared.state.borrow().epoch
     }
 
-    /// Waits until a session is up (returns its epoch), at most `timeout`.
+    /// Waits until a session is up (returns its epoch), at most `timeout`; the error names the
+    /// target and why the last attempt failed.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<u64, ClientError> {
         let mut rx = self.state();
         let up = tokio::time::timeout(timeout, rx.wait_for(|s| s.connected)).await;
         match up {
             Ok(Ok(s)) => Ok(s.epoch),
-            _ => Err(ClientError::Timeout { request: "connecting to the switch".into(), after: timeout }),
+            _ => Err(ClientError::NotConnectedWithin {
+                target: self.shared.options.target.to_string(),
+                after: timeout,
+                last_error: self.shared.last_error.read().expect("last_error lock").clone(),
+            }),
         }
     }
 
@@ -162,6 +169,7 @@ async fn supervise(shared: Arc<Shared>) {
         match Connection::connect(&target, shared.options.connection.clone()).await {
             Ok(conn) => {
                 delay = shared.options.backoff_min;
+                shared.last_error.write().expect("last_error lock").take();
                 *shared.conn.write().expect("conn lock") = Some(conn.clone());
                 shared.state.send_modify(|s| {
                     s.epoch += 1;
@@ -175,9 +183,32 @@ async fn supervise(shared: Arc<Shared>) {
             }
             Err(e) => {
                 tracing::debug!(target = %target, error = %e, ?delay, "switch connect failed");
+                // The target is in the caller's error already; why it failed is what to add.
+                let why = match e {
+                    ClientError::Connect { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                *shared.last_error.write().expect("last_error lock") = Some(why);
                 tokio::time::sleep(jitter(delay)).await;
                 delay = (delay * 2).min(shared.options.backoff_max);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_switch_never_reached_is_named_with_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let switch = Switch::start(SwitchOptions::new(Target::mgmt(Some(dir.path()), "br-x")));
+        let err = switch.wait_connected(Duration::from_millis(300)).await.unwrap_err();
+        let msg = err.to_string();
+        let socket = dir.path().join("br-x.mgmt");
+        assert!(msg.contains(&format!("unix:{}", socket.display())), "{msg}");
+        assert!(msg.contains("last attempt: No such file or directory"), "{msg}");
+        assert!(err.is_connection_lost());
     }
 }

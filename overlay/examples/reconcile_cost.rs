@@ -28,7 +28,9 @@ use std::time::Instant;
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, existing_vlans_from, simulate_apply, ObservedState, Plan};
 use overlay::model::{HostRecord, MacAddr, SubnetLease, Tenant, TunnelType, Vni};
-use overlay::pipeline::{changes, desired_flows, DesiredFlows, PipelineInput, PortInput, RemoteEndpoint, TenantInput};
+use overlay::pipeline::{
+    changes, desired_flows, CookieMap, DesiredFlows, PipelineInput, PortInput, RemoteEndpoint, TenantInput,
+};
 
 const LOCAL: &str = "local-host";
 
@@ -140,12 +142,12 @@ fn pipeline_input(view: &ClusterView, desired: &DesiredState, local_ports: usize
 }
 
 /// What a switch holding `flows` has, by cookie, per bridge.
-fn held(flows: &DesiredFlows) -> (HashMap<u64, ()>, HashMap<u64, ()>) {
+fn held(flows: &DesiredFlows) -> (CookieMap<()>, CookieMap<()>) {
     (flows.tun.iter().map(|e| (e.cookie, ())).collect(), flows.int.iter().map(|e| (e.cookie, ())).collect())
 }
 
 /// Flows to add and delete over both bridges.
-fn flow_changes(flows: &DesiredFlows, held: &(HashMap<u64, ()>, HashMap<u64, ()>)) -> (usize, usize) {
+fn flow_changes(flows: &DesiredFlows, held: &(CookieMap<()>, CookieMap<()>)) -> (usize, usize) {
     let (a, d) = changes(&flows.tun, &held.0);
     let (b, e) = changes(&flows.int, &held.1);
     (a.len() + b.len(), d.len() + e.len())
@@ -177,7 +179,7 @@ fn phase_flows(view: &ClusterView, desired: &DesiredState, local_ports: usize) -
 fn phase_flows_steady(
     view: &ClusterView,
     desired: &DesiredState,
-    held: &(HashMap<u64, ()>, HashMap<u64, ()>),
+    held: &(CookieMap<()>, CookieMap<()>),
 ) -> (usize, usize) {
     let flows = desired_flows(&pipeline_input(view, desired, 0));
     flow_changes(&flows, held)
@@ -187,7 +189,7 @@ fn phase_flows_steady(
 fn phase_peer_join(
     view: &ClusterView,
     observed: &ObservedState,
-    held: &(HashMap<u64, ()>, HashMap<u64, ()>),
+    held: &(CookieMap<()>, CookieMap<()>),
 ) -> (Plan, (usize, usize)) {
     black_box("phase_peer_join");
     let desired = desired_state(view, &existing_vlans_from(observed)).expect("desired state");
@@ -200,7 +202,7 @@ fn phase_peer_join(
 fn phase_local_plug(
     view: &ClusterView,
     observed: &ObservedState,
-    held: &(HashMap<u64, ()>, HashMap<u64, ()>),
+    held: &(CookieMap<()>, CookieMap<()>),
 ) -> (Plan, (usize, usize)) {
     black_box("phase_local_plug");
     let desired = desired_state(view, &existing_vlans_from(observed)).expect("desired state");

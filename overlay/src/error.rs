@@ -165,6 +165,12 @@ pub enum ModelError {
         /// The rejected id.
         id: String,
     },
+    /// An endpoint's owner label has characters a label may not have.
+    #[error("owner {owner:?} is invalid: use 1 to 200 characters from A-Z a-z 0-9 _ . : / -")]
+    InvalidOwner {
+        /// The rejected label.
+        owner: String,
+    },
     /// A JSON record from etcd could not be decoded.
     #[error("{what} record is not valid JSON for this version: {message}; rewrite or delete the key")]
     Json {

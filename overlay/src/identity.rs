@@ -217,7 +217,7 @@ pub fn decide_registration(
         // outlives it by a TTL) during an upgrade, or still running beside this one.
         return Registration::WaitForLiveness {
             if_still_held: conflict(
-                "an agent of an older version holds this name from this machine (same OVS system-id): stop it                  first"
+                "an agent of an older version holds this name from this machine (same OVS system-id): stop it first"
                     .into(),
             ),
         };

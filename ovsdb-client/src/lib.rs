@@ -30,7 +30,7 @@ pub use connection::{Connection, ConnectionOptions, LockEvent};
 pub use error::{OvsdbError, OvsdbErrorKind, RpcError, SchemaError, TransactError, ValidationError, ValueError};
 pub use monitor::{Monitor, MonitorEvent, MonitorRequests, MonitorVersion, RowUpdate, TableMonitor, TableUpdates};
 pub use operation::{Condition, Function, Mutation, Mutator, Operation, Until};
-pub use remote::{Remote, Transport};
+pub use remote::{Remote, Transport, DEFAULT_PORT};
 pub use replica::{apply_diff, Replica, TableReplica};
 pub use schema::{AtomicType, BaseType, ColumnSchema, ColumnType, DatabaseSchema, RefType, TableSchema, WriteMode};
 pub use tls::TlsSettings;

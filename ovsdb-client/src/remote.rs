@@ -1,5 +1,5 @@
 //! Where an OVSDB server listens: `unix:PATH`, `tcp:HOST:PORT`, `ssl:HOST:PORT` (the
-//! ovs-vsctl `--db` syntax).
+//! ovs-vsctl `--db` syntax). The one parser of it: the agent's configuration uses this one.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 
 /// A parsed OVSDB remote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Remote {
     /// `unix:PATH`
     Unix(PathBuf),
@@ -35,42 +35,65 @@ pub enum Remote {
     },
 }
 
-fn host_port(remote: &str, rest: &str) -> Result<(String, u16), RpcError> {
-    let bad = |reason: &str| RpcError::BadRemote { remote: remote.to_owned(), reason: reason.to_owned() };
-    let (host, port) = if let Some(stripped) = rest.strip_prefix('[') {
-        let (h, p) = stripped.split_once("]:").ok_or_else(|| bad("want [IPV6]:PORT"))?;
-        (h, p)
+/// The port of a `tcp:` or `ssl:` remote that names none (the IANA OVSDB port, as OVS uses).
+pub const DEFAULT_PORT: u16 = 6640;
+
+/// `HOST[:PORT]` or `[IPV6][:PORT]`; why not, in words, when it is neither.
+fn host_port(rest: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or("missing ']' after the IPv6 address")?;
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or("expected ':PORT' after ']'")?),
+        };
+        (host, port)
     } else {
-        rest.rsplit_once(':').ok_or_else(|| bad("want HOST:PORT, e.g. tcp:127.0.0.1:6640"))?
+        match rest.split_once(':') {
+            Some((_, p)) if p.contains(':') => return Err("IPv6 addresses go in brackets, like tcp:[::1]:6640".into()),
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
     };
-    if host.is_empty() {
-        return Err(bad("the host is empty"));
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err("the host is missing or malformed".into());
     }
-    let port = port.parse::<u16>().map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(format!("port '{p}' is not 1..=65535")),
+        },
+    };
     Ok((host.to_owned(), port))
+}
+
+/// Why `s` is not a remote, in words (without the advice [`Remote::from_str`] adds).
+fn parse(s: &str) -> Result<Remote, String> {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return Err("no scheme".into());
+    };
+    match scheme {
+        "unix" if rest.is_empty() => Err("the socket path is empty".into()),
+        "unix" => Ok(Remote::Unix(PathBuf::from(rest))),
+        "tcp" => host_port(rest).map(|(host, port)| Remote::Tcp { host, port }),
+        "ssl" => host_port(rest).map(|(host, port)| Remote::Ssl { host, port }),
+        // Passive remotes make ovsdb-server the client; this client only dials out.
+        "punix" | "ptcp" | "pssl" => Err("passive remotes are not supported".into()),
+        _ => Err(format!("unknown scheme '{scheme}'")),
+    }
 }
 
 impl FromStr for Remote {
     type Err = RpcError;
 
+    /// OVS's active-remote syntax: `unix:PATH`, `tcp:HOST[:PORT]`, `ssl:HOST[:PORT]` (IPv6
+    /// hosts in brackets; [`DEFAULT_PORT`] when the port is left out).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(RpcError::BadRemote { remote: s.into(), reason: "the socket path is empty".into() });
-            }
-            return Ok(Remote::Unix(PathBuf::from(path)));
-        }
-        if let Some(rest) = s.strip_prefix("tcp:") {
-            let (host, port) = host_port(s, rest)?;
-            return Ok(Remote::Tcp { host, port });
-        }
-        if let Some(rest) = s.strip_prefix("ssl:") {
-            let (host, port) = host_port(s, rest)?;
-            return Ok(Remote::Ssl { host, port });
-        }
-        Err(RpcError::BadRemote {
+        parse(s).map_err(|why| RpcError::BadRemote {
             remote: s.into(),
-            reason: "use unix:PATH or tcp:HOST:PORT (e.g. unix:/var/run/openvswitch/db.sock)".into(),
+            reason: format!(
+                "{why}; use unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT (e.g. unix:/var/run/openvswitch/db.sock)"
+            ),
         })
     }
 }
@@ -145,9 +168,27 @@ mod tests {
 
     #[test]
     fn rejects_bad_remotes_with_advice() {
-        for s in ["", "db.sock", "unix:", "tcp:127.0.0.1", "tcp::6640", "tcp:h:99999", "tcp:[::1:6640"] {
+        let cases = [
+            ("", "no scheme"),
+            ("db.sock", "no scheme"),
+            ("unix:", "the socket path is empty"),
+            ("tcp::6640", "the host is missing"),
+            ("tcp:h:99999", "port '99999' is not 1..=65535"),
+            ("tcp:h:0", "port '0' is not"),
+            ("tcp:[::1:6640", "missing ']'"),
+            ("tcp:::1:6640", "IPv6 addresses go in brackets"),
+            ("ptcp:6640", "passive remotes are not supported"),
+            ("http:h:80", "unknown scheme 'http'"),
+        ];
+        for (s, why) in cases {
             let e = s.parse::<Remote>().unwrap_err().to_string();
-            assert!(e.contains("bad OVSDB remote"), "{s}: {e}");
+            assert!(e.contains("bad OVSDB remote") && e.contains(why) && e.contains("use unix:PATH"), "{s}: {e}");
         }
+    }
+
+    #[test]
+    fn a_left_out_port_is_the_ovsdb_port() {
+        assert_eq!("tcp:10.0.0.1".parse::<Remote>().unwrap(), Remote::Tcp { host: "10.0.0.1".into(), port: 6640 });
+        assert_eq!("ssl:[::1]".parse::<Remote>().unwrap(), Remote::Ssl { host: "::1".into(), port: DEFAULT_PORT });
     }
 }

@@ -11,7 +11,8 @@
 //! `etcd-client` (3.4). A missing requirement panics with what to install
 //! ([`require_root`], [`require_binary`], [`require_ovs`], [`require_etcd`]); nothing is skipped.
 //! The kernel needs neither the openvswitch nor a GRE module: bridges use the userspace datapath
-//! (`datapath_type=netdev`).
+//! (`datapath_type=netdev`). The container-runtime fixtures ([`Dockerd`], [`Podman`]) need
+//! Debian's `docker.io`, `podman`, `containernetworking-plugins` and `busybox-static`.
 //!
 //! # Layout (as in `shared/lab/overlay-lab.sh`)
 //! ```text
@@ -42,26 +43,33 @@
 //! child the fixture owns. Leftovers of a test process killed outright (no drop ran) are removed
 //! by the first fixture of a later process ([`sweep_stale`]).
 
+mod busybox;
 mod cleanup;
+mod docker;
 mod etcd;
 mod fabric;
+mod mounts;
 mod names;
 mod netns;
 mod ovsdb_server;
 mod pki;
+mod podman;
 mod process;
 mod require;
 mod sweep;
 mod vswitchd;
 mod wait;
 
+pub use busybox::busybox_rootfs;
 pub use cleanup::Cleanup;
+pub use docker::{plugin_name, Dockerd, DOCKER_CLI, PLUGIN_SPEC_DIR};
 pub use etcd::Etcd;
 pub use fabric::{Fabric, TestHost, OUTSIDE_OCTET, UNDERLAY_PREFIX_LEN};
 pub use names::{free_port_on, private_loopback_ip, unique_name};
 pub use netns::{ping, wait_ping, Container, Netns};
 pub use ovsdb_server::OvsdbServer;
 pub use pki::{make_ca, make_cert};
+pub use podman::Podman;
 pub use process::{signal, ChildGuard, Process};
 pub use require::{
     require_binary, require_etcd, require_file, require_netns, require_ovs, require_root, VSWITCH_SCHEMA,

@@ -4,7 +4,8 @@
 //! - processes whose command line names a `tbfix-<pid>-` temp dir (ovsdb-server, ovs-vswitchd,
 //!   etcd),
 //! - network namespaces named `<prefix>-tb<pid>-<n>` (after killing what runs in them),
-//! - `tbfix-<pid>-*` temp dirs and claims (underlay subnets, the root-netns ovs-vswitchd).
+//! - `tbfix-<pid>-*` temp dirs (after unmounting what a container runtime left mounted in them),
+//!   Docker plugin spec files and claims (underlay subnets, the root-netns ovs-vswitchd).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -137,11 +138,22 @@ pub fn sweep_stale() {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if dir_owner(&name).is_some_and(dead) {
+                // A container runtime's overlay and netns mounts would keep it.
+                crate::mounts::unmount_all_under(&e.path());
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
-    // 4. subnet claims
+    // 4. Docker plugin spec files (named by crate::plugin_name)
+    if let Ok(entries) = std::fs::read_dir(crate::docker::PLUGIN_SPEC_DIR) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dir_owner(&name).is_some_and(dead) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    // 5. subnet claims
     if let Ok(entries) = std::fs::read_dir(claims_dir()) {
         for e in entries.flatten() {
             let owner = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<u32>().ok());

@@ -24,6 +24,20 @@ pub fn agent_binary() -> PathBuf {
     bin
 }
 
+/// A binary of this workspace built by cargo (`overlay-cni`, ...), from the directory the
+/// test binaries run from.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --workspace --bins` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
 /// Plugs container `c` into `tenant` through `agent` (by its namespace file, with `extra`
 /// flags); returns the plug's JSON answer.
 pub fn plug(agent: &AgentProc, id: &str, tenant: &str, c: &Container, extra: &[&str]) -> Value {

@@ -7,13 +7,16 @@
 
 mod agent;
 mod cluster;
+pub mod cni;
+pub mod docker;
 pub mod gateway;
+pub mod leftovers;
 mod ovs_rows;
 mod pass;
 mod pinger;
 mod traffic;
 
-pub use agent::{agent_binary, ip_of, plug, wait_child, AgentProc};
+pub use agent::{agent_binary, ip_of, plug, wait_child, workspace_binary, AgentProc};
 pub use cluster::Cluster;
 pub use ovs_rows::{flows_on, ofport_of, ports_on, tunnel_sources, tunnels, tunnels_to, PortRow};
 pub use pinger::{PingReport, Pinger};

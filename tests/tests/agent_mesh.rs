@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use overlay_tests::{
-    flows_on, get_metrics, metrics_address, ofport_of, ports_on, tunnel_sources, tunnels, AgentProc, Cluster,
+    flows_on, get_metrics, metrics_address, ofport_of, plug, ports_on, tunnel_sources, tunnels, AgentProc, Cluster,
 };
-use testbed::{wait_for, wait_until, TestHost};
+use testbed::{wait_for, wait_until, Container, TestHost};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -335,4 +335,85 @@ fn metrics_endpoint_serves_prometheus_text() {
         text.lines().find_map(|l| l.strip_prefix("overlay_flows ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };
     wait_until(WAIT, "the first pass's flows in the metrics", || flows(&get()) >= 4);
+}
+
+#[test]
+fn what_plugs_and_unplugs_send_is_counted_like_what_passes_send() {
+    let addr = metrics_address();
+    let c = Cluster::start(1, &["--metrics-address", &addr]);
+    let a = &c.agents[0];
+    a.cli_ok(&["tenant", "create", "red", "--vni", "13", "--cidr", "198.19.0.0/16"]);
+    let (first, second) = (Container::new("cnt"), Container::new("cnt"));
+    plug(a, "first", "red", &first, &[]);
+    let counted = |s: &serde_json::Value| {
+        let c = &s["counters"];
+        (c["ovsdb_transactions"].as_u64().unwrap(), c["openflow_bundles"].as_u64().unwrap())
+    };
+    // The host takes part in the tenant already: a second plug changes no bridge or tunnel, so
+    // the passes around it write no OVSDB row. Its own port row is a transaction, and its port's
+    // flows two bundles on br-int (everything dropped before the row exists, then its
+    // container's addresses let through).
+    let (tx0, bundles0) = counted(&a.wait_pass_after_now());
+    plug(a, "second", "red", &second, &[]);
+    let after_plug = a.wait_pass_after_now();
+    let (tx1, bundles1) = counted(&after_plug);
+    assert!(tx1 > tx0, "the plug's port row was not counted: {after_plug:#}");
+    assert!(bundles1 >= bundles0 + 2, "the plug's two bundles were not counted: {after_plug:#}");
+    // An unplug removes the port row: a transaction too.
+    a.cli_ok(&["unplug", "second"]);
+    let after_unplug = a.wait_pass_after_now();
+    assert!(counted(&after_unplug).0 > tx1, "the unplug's transaction was not counted: {after_unplug:#}");
+    // The metrics read the same counters.
+    let (tx, bundles) = counted(&after_unplug);
+    let text = get_metrics(&addr);
+    assert!(text.contains(&format!("overlay_ovsdb_transactions_total {tx}\n")), "{tx}:\n{text}");
+    assert!(text.contains(&format!("overlay_openflow_bundles_total {bundles}\n")), "{bundles}:\n{text}");
+}
+
+#[test]
+fn the_cli_ends_quietly_when_its_reader_goes_away() {
+    use std::process::{Command, Stdio};
+    let c = Cluster::start(1, &[]);
+    let a = &c.agents[0];
+    a.cli_ok(&["tenant", "create", "red", "--vni", "14", "--cidr", "198.19.0.0/16"]);
+    for args in [&["status"][..], &["status", "--json"], &["tenant", "list"], &["endpoints"]] {
+        // `overlay-agent status | head -0`: the reader has gone before the first line is written.
+        let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().expect("true");
+        let pipe = reader.stdin.take().expect("the reader's stdin");
+        assert!(reader.wait().expect("true").success());
+        let out = Command::new(overlay_tests::agent_binary())
+            .arg("--api-socket")
+            .arg(a.api_socket())
+            .args(args)
+            .stdout(pipe)
+            .output()
+            .expect("overlay-agent CLI");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stderr.is_empty(), "{args:?} into a closed pipe: {:?}\n{stderr}", out.status);
+    }
+    // Any other failure still fails.
+    let out = Command::new(overlay_tests::agent_binary())
+        .args(["--api-socket", "/nonexistent/overlay.sock", "status"])
+        .output()
+        .expect("overlay-agent CLI");
+    assert!(!out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_wrong_ovs_rundir_is_named_in_the_pass_error_with_what_to_check() {
+    let mut c = Cluster::start(1, &[]);
+    let wrong = tempfile::tempdir().expect("tempdir");
+    let a = &mut c.agents[0];
+    a.stop();
+    a.set_arg("--ovs-rundir", &wrong.path().display().to_string());
+    a.restart();
+    // A pass programs br-int (under the plumbing lock) before br-tun: br-int's is the error.
+    let socket = format!("unix:{}", wrong.path().join("br-int.mgmt").display());
+    a.wait_answering(
+        |s| s["last_error"].as_str().is_some_and(|e| e.contains(&socket)),
+        "a pass error naming the socket it looked for",
+    );
+    let error = a.status()["last_error"].as_str().unwrap().to_owned();
+    assert!(error.contains("No such file or directory") && error.contains("--ovs-rundir"), "{error}");
+    assert!(a.cli_ok(&["status"]).contains(&format!("last reconcile error: cannot reach ovs-vswitchd for the flows of br-int: no OpenFlow session with the switch at {socket}")));
 }

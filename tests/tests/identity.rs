@@ -252,3 +252,39 @@ fn plug_port(agent: &AgentProc, container: &str) -> String {
 fn has_port(c: &Cluster, port: &str) -> bool {
     ports_on(&c.hosts[0], "br-int").contains_key(port)
 }
+
+#[test]
+fn while_a_predecessors_liveness_key_lives_status_says_what_registering_waits_for() {
+    let mut c = Cluster::start(1, &[]);
+    let a = &mut c.agents[0];
+    let host = a.status()["host"].clone();
+    let (machine, underlay) = (host["machine_id"].as_str().unwrap().to_owned(), host["underlay_ip"].clone());
+    a.stop();
+    // The key this machine's agent left on its previous boot, as after a quick reboot: it
+    // outlives the agent by its lease.
+    let lease = c.etcd.etcdctl(&["lease", "grant", "8"]);
+    let lease = lease.split_whitespace().nth(1).expect("etcdctl lease grant: lease ID granted ...").to_owned();
+    let key = format!("{}/alive/{}", c.prefix, c.hosts[0].name());
+    let previous =
+        serde_json::json!({"machine_id": machine, "boot_id": "a-previous-boot", "pid": 1, "underlay_ip": underlay});
+    c.etcd.etcdctl(&["put", &format!("--lease={lease}"), &key, &previous.to_string()]);
+    let a = &mut c.agents[0];
+    // A wait of 2 x 10 + 1 s: the key's 8 s run out within it.
+    a.set_arg("--liveness-ttl", "10");
+    a.launch(WAIT);
+    a.wait_answering(|s| s["host"]["waiting_to_register"].is_string(), "waiting to register");
+    let status = a.status();
+    let waiting = status["host"]["waiting_to_register"].as_str().unwrap();
+    assert!(waiting.contains(&format!("liveness key of machine {machine}")) && waiting.contains("21 s"), "{waiting}");
+    assert_eq!(
+        (&status["host"]["registered"], &status["host"]["identity_conflict"]),
+        (&Value::Bool(false), &Value::Null)
+    );
+    let text = a.cli_ok(&["status"]);
+    assert!(text.contains("not registered yet: waiting up to 21 s for the liveness key"), "{text}");
+    // The key expires: the agent registers and says so.
+    a.wait_ready();
+    let status = a.status();
+    assert_eq!(status["host"]["waiting_to_register"], Value::Null, "{status}");
+    assert!(!a.cli_ok(&["status"]).contains("not registered"));
+}

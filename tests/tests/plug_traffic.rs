@@ -276,8 +276,8 @@ fn plug_is_idempotent_and_bad_input_leaves_nothing() {
     let second = plug(a, "web-1", "red", &ctr, &[]);
     assert_eq!(first, second, "plugging again with the same arguments returns the same result");
     // A plug again also makes the container's side what the result says: here its address and
-    // default route were lost (as an agent killed between recording a plug and configuring the
-    // container used to leave it); the port, veth and records stay the ones there were.
+    // default route were lost (as something in the container may flush them); the port, veth
+    // and records stay the ones there were.
     let before = traces(&c, 0);
     let ip = first["ip"].as_str().unwrap();
     ctr.ip(&["addr", "flush", "dev", "eth0"]);

@@ -161,6 +161,8 @@ fn agent_talks_to_ovsdb_over_ssl_with_certificates() {
             .args(["--ovsdb", &format!("ssl:{ip}:{port}"), "--ovsdb-ca-cert", ca])
             .args(["--ovsdb-certificate", &p("client.crt"), "--ovsdb-private-key", &p("client.key")])
             .args(["--api-socket", &p(&format!("{log}.sock")), "--config", "/dev/null"])
+            // Its own machine identity and state, never the host's /var/lib/overlay-agent.
+            .args(["--state-dir", &p(&format!("{log}.state"))])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join(log)).unwrap())
             .spawn()

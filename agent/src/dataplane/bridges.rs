@@ -1,10 +1,10 @@
 //! The OVSDB layer of the data plane: the two bridges, the patch link and one tunnel port per
-//! tenant ([`overlay::desired`]), diffed against the replica ([`overlay::diff`]) and written in
-//! one transaction when anything differs.
+//! tenant ([`overlay::desired`]), diffed against the replica ([`overlay::diff`]) and written by
+//! [`crate::ovs::plan::apply`] when anything differs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, existing_vlans_from};
@@ -19,12 +19,21 @@ impl DataPlane {
         let mut hosts = cache.hosts.clone();
         hosts.insert(self.me.hostname.clone(), self.me.clone());
         let mut leases = cache.valid_leases();
-        for own in own_leases.values() {
-            let known = leases.iter().any(|l| l.tenant == own.tenant && l.host == own.host);
-            if !known && cache.tenants.contains_key(&own.tenant) {
-                leases.push(own.clone());
-            }
-        }
+        let missing: Vec<SubnetLease> = {
+            let hosts: std::collections::HashSet<&str> = own_leases.values().map(|l| l.host.as_str()).collect();
+            let known: std::collections::HashSet<(&str, &str)> = leases
+                .iter()
+                .filter(|l| hosts.contains(l.host.as_str()))
+                .map(|l| (l.tenant.as_str(), l.host.as_str()))
+                .collect();
+            own_leases
+                .values()
+                .filter(|own| !known.contains(&(own.tenant.as_str(), own.host.as_str())))
+                .filter(|own| cache.tenants.contains_key(&own.tenant))
+                .cloned()
+                .collect()
+        };
+        leases.extend(missing);
         ClusterView {
             local: self.me.clone(),
             hosts,
@@ -46,7 +55,7 @@ impl DataPlane {
     }
 
     /// Makes OVSDB hold `desired` (the caller holds the plumbing lock): diffed against the
-    /// replica as it is now, written in one transaction when anything differs. Returns the
+    /// replica as it is now, written by [`ovs::apply`] when anything differs. Returns the
     /// number of transactions sent, the conflicts (rows in the way that are not the agent's),
     /// and the bridges whose flow tables ovs-vswitchd emptied meanwhile (see [`flushed`]).
     pub(super) async fn apply_bridges(
@@ -54,9 +63,8 @@ impl DataPlane {
         input: &PassInput<'_>,
         desired: &DesiredState,
     ) -> Result<(usize, Vec<String>, Vec<String>), PassError> {
-        let started = Instant::now();
         let bridges = [self.int_bridge.as_str(), self.tun_bridge.as_str()];
-        let (root_uuid, mut plan) = {
+        let (root_uuid, plan) = {
             let r = input.ovs.replica();
             let observed = ovs::observe(&r, &bridges, &self.owner);
             let (root_uuid, _) = crate::ovs::root(&r).ok_or(PassError::NoRootRow)?;
@@ -67,31 +75,7 @@ impl DataPlane {
             return Ok((0, conflicts, Vec::new()));
         }
         let flushed = flushed(&plan);
-        let creates = std::mem::take(&mut plan.create_ports);
-        let created = creates.len();
-        let mut planned = ovs::PlannedTransactions::new(&plan, creates.into_iter(), root_uuid);
-        let mut commit = ovs::Commit::new(&plan);
-        let mut transactions = 0;
-        while let Some((tx, inserted)) = planned.next(input.ovs.transaction()).map(|p| p.into_parts()) {
-            let o = input.ovs.transact_owned(tx).await.map_err(PassError::Transact)?;
-            commit.record(&inserted, &o);
-            transactions += 1;
-        }
-        tracing::info!(
-            bridges = plan.create_bridges.len(),
-            created,
-            updated = plan.update_ports.len(),
-            deleted = plan.delete_ports.len(),
-            took_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
-            "OVSDB updated"
-        );
-        for u in &plan.update_ports {
-            tracing::info!(port = %u.name, changes = ?u.changes, "port updated");
-        }
-        // Wait for the replica to show our own commit, so the flows are computed from it (the
-        // new ports' ofports come with ovs-vswitchd's next update) and the next pass does not
-        // plan the same change again.
-        let _ = input.ovs.wait_until(Duration::from_secs(5), |r| commit.visible_in(r)).await;
+        let transactions = ovs::apply(input.ovs, plan, root_uuid).await.map_err(PassError::Transact)?;
         if !flushed.is_empty() {
             // Flows sent before ovs-vswitchd applies the change would be emptied with the rest
             // while the agent counted them as installed: they go once it has. The tunnel ports

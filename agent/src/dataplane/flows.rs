@@ -6,7 +6,7 @@
 //! ovs-vswitchd restart empties its tables; an agent restart finds them full) and at every full
 //! pass; in between, what the last successful bundle left is trusted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use openflow_client::{ClientError, FlowMod, FlowStatsRequest, Switch, SwitchOptions, SwitchState, Target, OFPTT_ALL};
 use overlay::model::MacAddr;
 use overlay::pipeline::{self, Entry, PortInput, COOKIE_MASK, COOKIE_PREFIX};
-use ovsdb_client::{Atom, Client};
+use ovsdb_client::Atom;
 use tokio::sync::watch;
 
 use super::PassError;
+use crate::ovs::Ovsdb;
 
 /// The lowest ofport a plug requests for a container port: below it, ovs-vswitchd numbers the
 /// ports the agent does not plan (patch, tunnel, other tools').
@@ -47,7 +48,7 @@ pub struct Held {
     /// The connection epoch the cookies were read or written in.
     epoch: Option<u64>,
     /// Cookie -> the container port (in_port) the flow is about, if it is a port flow.
-    cookies: HashMap<u64, Option<u32>>,
+    cookies: pipeline::CookieMap<Option<u32>>,
 }
 
 impl Held {
@@ -70,8 +71,8 @@ pub struct FlowPlane {
     /// ovs-vswitchd emptied br-tun's table (see [`FlowPlane::tun_emptied`]): the next apply to
     /// it reads it back. A flag, not `tun_held`'s lock, which the plumbing lock never waits for.
     tun_emptied: AtomicBool,
-    /// OpenFlow bundles sent.
-    pub bundles: AtomicU64,
+    /// Bundles sent, by passes and plugs alike: every one goes out through [`FlowPlane::send`].
+    bundles: AtomicU64,
 }
 
 impl FlowPlane {
@@ -101,6 +102,11 @@ impl FlowPlane {
     /// back and put its flows in again.
     pub fn states(&self) -> (watch::Receiver<SwitchState>, watch::Receiver<SwitchState>) {
         (self.int.state(), self.tun.state())
+    }
+
+    /// OpenFlow bundles sent since the agent started.
+    pub fn bundles_sent(&self) -> u64 {
+        self.bundles.load(Ordering::Relaxed)
     }
 
     /// The plugs in progress.
@@ -142,7 +148,7 @@ impl FlowPlane {
         full: bool,
     ) -> Result<usize, PassError> {
         let err = |source| PassError::OpenFlow { bridge: name.to_owned(), source };
-        let epoch = switch.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+        let epoch = connected(switch, name).await?;
         if full || held.epoch != Some(epoch) {
             read_back(switch, held, epoch).await.map_err(err)?;
         }
@@ -170,12 +176,15 @@ impl FlowPlane {
         let deletes = delete.iter().copied().map(delete_exactly);
         let adds = Rendered { entries: add.iter(), invalid: &invalid };
         let sent = switch.bundle_iter(deletes.chain(adds)).await;
+        // Counted like OVSDB transactions: once it went out, whatever the answer.
+        if !matches!(sent, Err(ClientError::NotConnected { .. })) {
+            self.bundles.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(source) = sent {
             // Whatever happened to the bridge, read it back before trusting `held` again.
             held.epoch = None;
             return Err(PassError::OpenFlow { bridge: name.to_owned(), source });
         }
-        self.bundles.fetch_add(1, Ordering::Relaxed);
         for c in delete {
             held.cookies.remove(c);
         }
@@ -203,12 +212,12 @@ impl FlowPlane {
     pub(super) async fn reserve_port(
         &self,
         held: &mut Held,
-        ovs: &Client,
+        ovs: &Ovsdb,
         int_bridge: &str,
         port: &str,
     ) -> Result<u32, PassError> {
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
-        let epoch = self.int.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+        let epoch = connected(&self.int, &self.int_name).await?;
         if held.epoch != Some(epoch) {
             read_back(&self.int, held, epoch).await.map_err(err)?;
         }
@@ -240,7 +249,7 @@ impl FlowPlane {
     pub(super) async fn allow_port(
         &self,
         held: &mut Held,
-        ovs: &Client,
+        ovs: &Ovsdb,
         port: &str,
         endpoint: (MacAddr, IpAddr),
     ) -> Result<(), PassError> {
@@ -262,7 +271,7 @@ impl FlowPlane {
             p.ofport
         };
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
-        let epoch = self.int.wait_connected(CONNECT_WITHIN).await.map_err(err)?;
+        let epoch = connected(&self.int, &self.int_name).await?;
         if held.epoch != Some(epoch) {
             read_back(&self.int, held, epoch).await.map_err(err)?;
         }
@@ -285,6 +294,14 @@ impl FlowPlane {
             pending.remove(port);
         }
     }
+}
+
+/// The epoch of `switch`'s session (bridge `name`), once it is up ([`CONNECT_WITHIN`] at most).
+async fn connected(switch: &Switch, name: &str) -> Result<u64, PassError> {
+    switch
+        .wait_connected(CONNECT_WITHIN)
+        .await
+        .map_err(|source| PassError::SwitchUnreachable { bridge: name.to_owned(), source })
 }
 
 /// The flow_mod that deletes the flow of `cookie`, in whichever table.
@@ -332,7 +349,7 @@ async fn read_back(switch: &Switch, held: &mut Held, epoch: u64) -> Result<(), C
 }
 
 /// The ofports and requested ofports of every interface in the replica.
-fn used_ofports(ovs: &Client, _bridge: &str) -> HashSet<u32> {
+fn used_ofports(ovs: &Ovsdb, _bridge: &str) -> HashSet<u32> {
     let r = ovs.replica();
     r.table("Interface")
         .rows()

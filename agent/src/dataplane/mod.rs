@@ -14,9 +14,9 @@ use std::sync::Arc;
 use overlay::desired::DesiredState;
 use overlay::model::{MacAddr, SubnetLease};
 use overlay_config::AgentConfig;
-use ovsdb_client::Client;
 use tokio::sync::watch;
 
+use crate::ovs::Ovsdb;
 use crate::registry::ClusterCache;
 
 mod bridges;
@@ -28,7 +28,7 @@ pub use flows::FlowPlane;
 /// What a pass works from.
 pub struct PassInput<'a> {
     /// OVSDB.
-    pub ovs: &'a Client,
+    pub ovs: &'a Ovsdb,
     /// The cluster as watched.
     pub cluster: &'a watch::Receiver<ClusterCache>,
     /// Leases this agent took that the watch may not show yet.
@@ -57,10 +57,23 @@ pub enum PassError {
     #[error(transparent)]
     Desired(#[from] overlay::DesiredError),
     /// OVSDB refused or lost a transaction.
-    #[error("applying the bridges and ports to OVSDB")]
+    #[error("applying the bridges and ports to OVSDB: {0}")]
     Transact(#[source] ovsdb_client::TransactError),
+    /// No OpenFlow session with a bridge came up: its management socket is not where the agent
+    /// looks, or ovs-vswitchd does not run or lacks the bridge.
+    #[error(
+        "cannot reach ovs-vswitchd for the flows of {bridge}: {source}; check that ovs-vswitchd runs and has the \
+         bridge, and that --ovs-rundir (ovs.rundir) is the directory it runs in (its OVS_RUNDIR)"
+    )]
+    SwitchUnreachable {
+        /// The bridge.
+        bridge: String,
+        /// The session that did not come up (it names the socket).
+        #[source]
+        source: openflow_client::ClientError,
+    },
     /// A bridge's flows could not be read or changed.
-    #[error("programming the flows of {bridge}")]
+    #[error("programming the flows of {bridge}: {source}")]
     OpenFlow {
         /// The bridge.
         bridge: String,
@@ -247,18 +260,44 @@ impl DataPlane {
         Ok((transactions, conflicts, int_flows.len(), bundles))
     }
 
-    /// The OVSDB half and br-int's flows of a pass, for a plug that holds the plumbing lock
-    /// (`memo`) and needs its tenant's VLAN: br-tun's flows follow in the reconcile loop's
-    /// next pass.
-    pub async fn pass_locked(&self, memo: &mut Memo, input: PassInput<'_>) -> Result<(), PassError> {
-        let desired = self.desired_bridges(&input)?;
-        self.apply_locked(memo, &input, &desired).await.map(|_| ())
+    /// The plumbing lock, held, with `tenant`'s local VLAN, for a plug (`None` if the tenant
+    /// has none even after a pass). When no pass has given the tenant a VLAN yet (this host has
+    /// just joined it), the OVSDB half of a pass gives it one: the watched cache is waited for
+    /// (at most `wait`: a tenant created a moment ago may not be in it yet) and the desired
+    /// bridges computed before the lock is taken; under the lock they are only written, with
+    /// br-int's flows. br-tun's flows follow in the reconcile loop's next pass.
+    pub async fn lock_with_vlan<'m>(
+        &self,
+        plumbing: &'m tokio::sync::Mutex<Memo>,
+        input: PassInput<'_>,
+        tenant: &str,
+        wait: std::time::Duration,
+    ) -> Result<(tokio::sync::MutexGuard<'m, Memo>, Option<u16>), PassError> {
+        let seen = {
+            let memo = plumbing.lock().await;
+            if let Some(vlan) = self.tenant_vlan(&memo, tenant) {
+                return Ok((memo, Some(vlan)));
+            }
+            memo.generation
+        };
+        let mut cluster = input.cluster.clone();
+        let _ = tokio::time::timeout(wait, cluster.wait_for(|c| c.tenants.contains_key(tenant))).await;
+        let computed = self.desired_bridges(&input)?;
+        let mut memo = plumbing.lock().await;
+        if let Some(vlan) = self.tenant_vlan(&memo, tenant) {
+            // A pass (or another plug) ran meanwhile and gave the tenant its VLAN.
+            return Ok((memo, Some(vlan)));
+        }
+        let desired = if memo.generation == seen { computed } else { self.desired_bridges(&input)? };
+        self.apply_locked(&mut memo, &input, &desired).await?;
+        let vlan = self.tenant_vlan(&memo, tenant);
+        Ok((memo, vlan))
     }
 
     /// Registers a container port a plug is making, before its row exists: its ofport is
     /// requested, and until the plug knows the container's address, everything from it is
     /// dropped. Returns the ofport to request.
-    pub async fn reserve_port(&self, memo: &mut Memo, ovs: &Client, port: &str) -> Result<u32, PassError> {
+    pub async fn reserve_port(&self, memo: &mut Memo, ovs: &Ovsdb, port: &str) -> Result<u32, PassError> {
         self.flows.reserve_port(&mut memo.int, ovs, &self.int_bridge, port).await
     }
 
@@ -266,7 +305,7 @@ impl DataPlane {
     pub async fn allow_port(
         &self,
         memo: &mut Memo,
-        ovs: &Client,
+        ovs: &Ovsdb,
         port: &str,
         endpoint: (MacAddr, IpAddr),
     ) -> Result<(), PassError> {

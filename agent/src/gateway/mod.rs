@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 
 use overlay::gateway::{self, GatewayPlan, RouterSpec, TransitRange};
 use overlay::model::Vni;
-use ovsdb_client::Client;
 
 use crate::netlink::Netns;
-use crate::ovs::gateway_port;
+use crate::ovs::{gateway_port, Ovsdb};
 
 mod pin;
 pub mod ports;
@@ -104,7 +103,7 @@ pub struct GatewayPassInput<'a> {
     /// The host namespace.
     pub host_netns: &'a Netns,
     /// OVSDB.
-    pub ovs: &'a Client,
+    pub ovs: &'a Ovsdb,
     /// The integration bridge.
     pub int_bridge: &'a str,
     /// This host.

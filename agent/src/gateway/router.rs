@@ -5,18 +5,17 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use overlay::gateway::{self, RouterSpec, Table, ROUTER_TENANT_IFNAME, ROUTER_UPLINK_IFNAME};
-use ovsdb_client::Client;
 
 use super::{pin, sysctl, GatewayError};
 use crate::netlink::{InterfaceConfig, Netns, VethSetup};
-use crate::ovs::gateway_port;
+use crate::ovs::{gateway_port, Ovsdb};
 
 /// What making a router needs of the host.
 pub(super) struct Host<'a> {
     /// The host namespace.
     pub netns: &'a Netns,
     /// OVSDB.
-    pub ovs: &'a Client,
+    pub ovs: &'a Ovsdb,
     /// The integration bridge.
     pub int_bridge: &'a str,
     /// This host (`overlay-owner` of the port rows).

@@ -181,30 +181,27 @@ impl Netns {
         Ok(gateways)
     }
 
-    /// Every address of this namespace, on any link.
-    pub async fn all_addresses(&self) -> Result<Vec<IpAddr>, NetlinkError> {
-        let all: Vec<AddressMessage> = self
-            .handle
+    /// Every address message of this namespace, on any link.
+    async fn address_messages(&self) -> Result<Vec<AddressMessage>, NetlinkError> {
+        self.handle
             .address()
             .get()
             .execute()
             .try_collect()
             .await
-            .map_err(|e| self.request_error("list addresses", "*", e))?;
+            .map_err(|e| self.request_error("list addresses", "*", e))
+    }
+
+    /// Every address of this namespace, on any link.
+    pub async fn all_addresses(&self) -> Result<Vec<IpAddr>, NetlinkError> {
+        let all = self.address_messages().await?;
         Ok(all.iter().filter_map(address_of).map(|(a, _)| a).collect())
     }
 
     /// The MTU of the link that holds address `ip` (None when no link has it): the underlay
     /// MTU when `ip` is the tunnel endpoint.
     pub async fn mtu_of_address(&self, ip: IpAddr) -> Result<Option<u32>, NetlinkError> {
-        let all: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.request_error("list addresses", "*", e))?;
+        let all = self.address_messages().await?;
         let Some(index) = all.iter().find(|m| address_of(m).is_some_and(|(a, _)| a == ip)).map(|m| m.header.index)
         else {
             return Ok(None);

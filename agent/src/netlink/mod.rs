@@ -1,7 +1,8 @@
 //! Netlink plumbing for plugging containers the nova-docker way (DESIGN.md, "Container plug"):
-//! veth pairs, moving one end into a container's network namespace under a new name, MAC, MTU,
-//! address, default route, link state, and turning TX checksum offload off. Everything goes
-//! through rtnetlink (and one ethtool ioctl); nothing shells out to `ip` or `ethtool`.
+//! veth pairs whose container end is created inside the container's network namespace under its
+//! final name, MAC, MTU, address, default route, link state, and turning TX checksum offload
+//! off. Everything goes through rtnetlink (and one ethtool ioctl); nothing shells out to `ip` or
+//! `ethtool`.
 //!
 //! # Namespaces
 //! A [`Netns`] is an rtnetlink handle whose socket was created inside one network namespace: the

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use overlay::external_ids as ids;
-use ovsdb_client::{Atom, Client, Condition, Mutation, Replica, Row, TransactError, Uuid, Value};
+use ovsdb_client::{Atom, Condition, Mutation, Replica, Row, TransactError, Uuid, Value};
+
+use super::Ovsdb;
 
 /// A container port as the plug path writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +37,7 @@ impl ContainerPort {
     /// Adds the Port and Interface rows to `bridge` in one transaction. The Interface carries the
     /// keys Neutron and nova-docker use (`iface-id`, `iface-status`, `attached-mac`,
     /// `vm-uuid`), so existing OVS tooling recognises the port.
-    pub async fn insert(&self, ovs: &Client, bridge: &str) -> Result<(), TransactError> {
+    pub async fn insert(&self, ovs: &Ovsdb, bridge: &str) -> Result<(), TransactError> {
         let iface_ids = BTreeMap::from([
             ("iface-id".to_owned(), self.iface_id.clone()),
             ("iface-status".to_owned(), "active".to_owned()),
@@ -73,6 +75,34 @@ impl ContainerPort {
         }
         Ok(())
     }
+}
+
+/// Sets `external_ids:vm-uuid` of the container port `name`'s Interface (what nova-docker puts
+/// there: the instance, here the container). A runtime that learns the container's id only
+/// after the plug (Docker tells a network driver endpoint ids, not container ids) labels it
+/// afterwards. Nothing is sent when it has that value already.
+pub async fn set_vm_uuid(ovs: &Ovsdb, name: &str, vm_uuid: &str) -> Result<bool, TransactError> {
+    let current = ovs
+        .replica()
+        .table("Interface")
+        .find("name", &Atom::from(name))
+        .into_iter()
+        .find_map(|(_, row)| row.map_str("external_ids", "vm-uuid").map(str::to_owned));
+    if current.as_deref() == Some(vm_uuid) {
+        return Ok(false);
+    }
+    let mut tx = ovs.transaction();
+    tx.mutate(
+        "Interface",
+        vec![Condition::eq("name", name)],
+        // In order: the old key goes, then the new pair goes in (insert keeps an existing key).
+        vec![
+            Mutation::delete("external_ids", Value::set(["vm-uuid"])),
+            Mutation::insert("external_ids", Value::map(BTreeMap::from([("vm-uuid".to_owned(), vm_uuid.to_owned())]))),
+        ],
+    );
+    ovs.transact(&tx).await?;
+    Ok(true)
 }
 
 /// A container port of this host found in the replica.

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use overlay::external_ids as ids;
-use ovsdb_client::{Client, Condition, Mutation, Replica, Row, TransactError, Uuid, Value};
+use ovsdb_client::{Condition, Mutation, Replica, Row, TransactError, Uuid, Value};
+
+use super::Ovsdb;
 
 /// A gateway port of this host found in the replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +38,7 @@ pub fn all(replica: &Replica, owner: &str) -> Vec<FoundGatewayPort> {
 
 /// Adds gateway port `name` of `tenant` to `bridge` with `tag` (one transaction).
 pub async fn insert(
-    ovs: &Client,
+    ovs: &Ovsdb,
     bridge: &str,
     name: &str,
     owner: &str,

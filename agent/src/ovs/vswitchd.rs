@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use ovsdb_client::{Atom, Client, Condition, Function, Mutation, Mutator, TransactError, Transaction, Until, Uuid};
+use ovsdb_client::{Atom, Condition, Function, Mutation, Mutator, TransactError, Transaction, Until, Uuid};
+
+use super::Ovsdb;
 
 /// How long a plug waits for ovs-vswitchd to take its port. A loaded host's ovs-vswitchd falls
 /// seconds behind (100 concurrent plugs on a 2-CPU test machine took over 10 s); ovs-vsctl
@@ -51,7 +53,7 @@ enum PortState {
 /// error stays and `link_exists` says the link is there, ovs-vswitchd is asked to reconfigure
 /// ([`nudge`]): after 1 s, then every 5 s.
 pub async fn port_taken<F: Future<Output = bool>>(
-    ovs: &Client,
+    ovs: &Ovsdb,
     port: &str,
     link_exists: impl Fn() -> F,
 ) -> Result<(), PortError> {
@@ -78,7 +80,7 @@ pub async fn port_taken<F: Future<Output = bool>>(
 
 /// What ovs-vswitchd made of `port` once it has an ofport or an error other than "No such
 /// device" (which it retries), or after `within`.
-async fn port_state_within(ovs: &Client, port: &str, within: Duration) -> PortState {
+async fn port_state_within(ovs: &Ovsdb, port: &str, within: Duration) -> PortState {
     let mut state = PortState::Pending(None);
     let _ = ovs
         .wait_until(within, |r| {
@@ -106,7 +108,7 @@ async fn port_state_within(ovs: &Client, port: &str, within: Duration) -> PortSt
 }
 
 /// Makes ovs-vswitchd reconfigure, which opens again every port it could not open before.
-pub async fn nudge(ovs: &Client) {
+pub async fn nudge(ovs: &Ovsdb) {
     let Some(root) = super::root(&ovs.replica()).map(|(u, _)| u) else { return };
     let mut tx = ovs.transaction();
     bump_next_cfg(&mut tx, &root);
@@ -121,7 +123,7 @@ pub async fn nudge(ovs: &Client) {
 /// The veth goes next, and the same container may be plugged again at once under the same port
 /// name. If ovs-vswitchd took the removal and the new port in one pass, it would keep the old
 /// port's netdev, bound to the deleted link, and the new port would carry no traffic.
-pub async fn remove_port(ovs: &Client, uuid: &Uuid, port: &str) -> Result<(), TransactError> {
+pub async fn remove_port(ovs: &Ovsdb, uuid: &Uuid, port: &str) -> Result<(), TransactError> {
     let root = super::root(&ovs.replica()).map(|(u, _)| u);
     let mut tx = ovs.transaction();
     tx.mutate(
@@ -147,7 +149,7 @@ pub async fn remove_port(ovs: &Client, uuid: &Uuid, port: &str) -> Result<(), Tr
 /// Waits (5 s at most) until ovs-vswitchd has applied every change committed so far: it is asked
 /// to reconfigure, and reconfigurations see the database in commit order. `what` names the
 /// change for the log line of a timeout.
-pub async fn reconfigured(ovs: &Client, what: &str) {
+pub async fn reconfigured(ovs: &Ovsdb, what: &str) {
     let Some(root) = super::root(&ovs.replica()).map(|(u, _)| u) else { return };
     let mut tx = ovs.transaction();
     bump_next_cfg(&mut tx, &root);
@@ -165,7 +167,7 @@ pub async fn reconfigured(ovs: &Client, what: &str) {
 /// Waits (5 s at most) until ovs-vswitchd's `cur_cfg` reaches `next_cfg`: a `wait` operation,
 /// which ovsdb-server holds until it holds, so nothing polls. A timeout is only logged: the
 /// change is committed either way, and without ovs-vswitchd there is nothing to wait for.
-async fn applied(ovs: &Client, root: &Uuid, next_cfg: i64, what: &str) {
+async fn applied(ovs: &Ovsdb, root: &Uuid, next_cfg: i64, what: &str) {
     let mut tx = ovs.transaction();
     tx.wait(
         "Open_vSwitch",

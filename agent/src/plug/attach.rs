@@ -5,9 +5,12 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use overlay::model::{iface_id, validate_container_id, Endpoint, IpClaim, MacAddr, SubnetLease, Tenant};
+use overlay::model::{
+    iface_id, validate_container_id, validate_owner, Endpoint, IpClaim, MacAddr, SubnetLease, Tenant,
+};
 use overlay::naming::{container_port_name, is_valid_ifname};
 use overlay::publish::Publish;
+use overlay_api::handoff_name;
 
 use super::{
     interface_key, step, timed, Links, NetnsRef, PlugError, PlugRequest, PlugResult, Plugger, Records, Steps, Switch,
@@ -24,9 +27,21 @@ pub(super) struct Checked {
     /// The MAC asked for; without one, the MAC follows from the address ([`mac_for`]).
     pub(super) mac: Option<MacAddr>,
     pub(super) port: String,
-    pub(super) netns: PathBuf,
+    /// The container's namespace; `None` for a hand-off plug ([`NetnsRef::Handoff`]).
+    pub(super) netns: Option<PathBuf>,
     /// The ports to publish, checked for form.
     pub(super) publish: Vec<Publish>,
+}
+
+impl Checked {
+    /// The container end's name where the plug creates it: the interface name inside the
+    /// container, or in the host namespace for a hand-off.
+    pub(super) fn peer_name(&self) -> String {
+        match self.netns {
+            Some(_) => self.req.ifname.clone(),
+            None => handoff_name(&self.req.container_id, &self.req.ifname),
+        }
+    }
 }
 
 impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
@@ -60,11 +75,17 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
                 return Err(bad(format!("no process with PID {pid}: is the container running?")));
             }
         }
-        if !netns.exists() {
+        if let Some(netns) = netns.as_ref().filter(|n| !n.exists()) {
             return Err(bad(format!(
                 "network namespace {} does not exist: is the container running?",
                 netns.display()
             )));
+        }
+        if let Some(owner) = &req.owner {
+            validate_owner(owner).map_err(|e| bad(e.to_string()))?;
+        }
+        if req.reserved && req.ip.is_none() {
+            return Err(bad("a plug of a reserved address names the address: give ip with reserved".into()));
         }
         let tenant = self.records.tenant(&req.tenant).await?;
         let ip = match &req.ip {
@@ -86,7 +107,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             .map_err(|e| PlugError::BadRequest(e.to_string()))
     }
 
-    fn result_for(&self, c: &Checked, ip: IpAddr, mac: &MacAddr) -> Result<PlugResult, PlugError> {
+    pub(super) fn result_for(&self, c: &Checked, ip: IpAddr, mac: &MacAddr) -> Result<PlugResult, PlugError> {
         Ok(PlugResult {
             ip,
             prefix: c.tenant.cidr().prefix_len(),
@@ -96,6 +117,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             port: c.port.clone(),
             tenant: c.tenant.name().to_owned(),
             ifname: c.req.ifname.clone(),
+            handoff: c.netns.is_none().then(|| c.peer_name()),
             publish: c.publish.iter().map(ToString::to_string).collect(),
         })
     }
@@ -185,9 +207,11 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             tracing::warn!(container = %existing.container_id, ifname = %existing.ifname, "endpoint recorded but its port is incomplete; plugging again");
             return Ok(None);
         }
-        // A plug again makes the container's side as recorded, so it also repairs it.
+        // A plug again makes the container's side as recorded, so it also repairs it. A hand-off
+        // plug's container side is the runtime's.
         let result = self.result_for(c, existing.ip, &existing.mac)?;
-        let configured = match self.links.open(&c.netns).await {
+        let Some(netns) = &c.netns else { return Ok(Some(result)) };
+        let configured = match self.links.open(netns).await {
             Ok(ns) => self.links.configure(&ns, &c.req.ifname, &interface_config(&existing.mac, &result)).await,
             Err(e) => Err(e),
         };
@@ -213,7 +237,11 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
         steps: &mut Steps,
     ) -> Result<PlugResult, PlugError> {
         let mtu = self.container_mtu(&c.tenant)?;
-        let container_ns = self.links.open(&c.netns).await.map_err(step("opening the container namespace"))?;
+        let container_ns = match &c.netns {
+            Some(path) => self.links.open(path).await.map_err(step("opening the container namespace"))?,
+            None => self.links.host(),
+        };
+        let peer = c.peer_name();
         // The container end is created inside the container under its final name: moving a
         // link between namespaces costs the kernel 10-20 ms (RCU grace periods), most of a plug.
         // MTU, MAC, the host end's up state and promiscuity (a bridge port's, which
@@ -248,12 +276,17 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             ipv6_off: true,
             peer_ipv6_off: !c.tenant.is_ipv6(),
         };
+        // A hand-off end stays down: the runtime brings it up once it is in the container.
+        let setup = VethSetup { peer_up: c.netns.is_some(), ..setup };
         let veth = async {
-            match self.links.create_veth(&c.port, &c.req.ifname, &container_ns, &setup).await {
+            match self.links.create_veth(&c.port, &peer, &container_ns, &setup).await {
                 Ok(()) => Ok(()),
-                Err(NetlinkError::AlreadyExists { name, .. }) if name == c.req.ifname => Err(PlugError::BadRequest(
-                    format!("the container already has an interface named {}: choose another --ifname", c.req.ifname),
-                )),
+                Err(NetlinkError::AlreadyExists { name, .. }) if name == peer && c.netns.is_some() => {
+                    Err(PlugError::BadRequest(format!(
+                        "the container already has an interface named {}: choose another --ifname",
+                        c.req.ifname
+                    )))
+                }
                 Err(e) => Err(step("creating the veth pair into the container")(e)),
             }
         };
@@ -309,13 +342,15 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             mac,
             iface_id: iface_id(&c.req.container_id, &c.req.ifname),
             port: c.port.clone(),
+            owner: c.req.owner.clone(),
             publish: c.publish.clone(),
         };
         let configured_then_recorded = async {
-            self.links
-                .configure(&container_ns, &c.req.ifname, &interface_config(&mac, &result))
-                .await
-                .map_err(step("configuring the container interface"))?;
+            let configured = match c.netns {
+                Some(_) => self.links.configure(&container_ns, &c.req.ifname, &interface_config(&mac, &result)).await,
+                None => self.links.hand_off(&peer).await,
+            };
+            configured.map_err(step("configuring the container interface"))?;
             self.records.put_endpoint(&ep).await?;
             Ok::<(), PlugError>(())
         };
@@ -333,7 +368,10 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
         let claim = self.claim(c);
         let tenant = c.tenant.name();
         if let Some(ip) = c.ip {
-            self.records.reserve_ip(tenant, ip, &claim).await?;
+            match c.req.reserved {
+                true => self.records.take_over_ip(tenant, ip, &claim).await?,
+                false => self.records.reserve_ip(tenant, ip, &claim).await?,
+            }
             self.mark(tenant, ip);
             return Ok(ip);
         }
@@ -425,7 +463,7 @@ fn sorted(p: &[Publish]) -> Vec<Publish> {
 }
 
 /// The container end's settings for `result`.
-fn interface_config(mac: &MacAddr, result: &PlugResult) -> InterfaceConfig {
+pub(super) fn interface_config(mac: &MacAddr, result: &PlugResult) -> InterfaceConfig {
     InterfaceConfig {
         mac: mac.0,
         mtu: result.mtu,

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use overlay::model::{Endpoint, IpClaim, MacAddr, SubnetLease, Tenant};
 
-use crate::netlink::{InterfaceConfig, NetlinkError, VethSetup};
+use crate::netlink::{InterfaceConfig, InterfaceState, NetlinkError, VethSetup};
 use crate::ovs::container_port::{ContainerPort, FoundPort};
 use crate::registry::RegistryError;
 
 mod attach;
+mod check;
 mod publish;
 pub mod real;
 mod recover;
@@ -40,9 +41,13 @@ pub enum PlugError {
     /// The request itself is wrong; nothing was changed.
     #[error("{0}")]
     BadRequest(String),
-    /// The container interface is plugged already with other arguments.
+    /// The container interface is plugged already with other arguments (or, for a check, is not
+    /// as it should be).
     #[error("{0}")]
     Conflict(String),
+    /// Nothing is plugged for that container interface (a check).
+    #[error("{0}")]
+    NotFound(String),
     /// The agent cannot plug now (it does not hold its hostname).
     #[error("{0}")]
     Unavailable(String),
@@ -103,6 +108,14 @@ pub trait Records {
         claim: &IpClaim,
         held_here: &BTreeSet<IpAddr>,
     ) -> impl Future<Output = Result<IpAddr, RegistryError>> + Send;
+    /// Reserves exactly `ip` for `claim`, taking over a reservation this machine made for it
+    /// on this host before the plug ([`crate::registry::Registry::reserve_address`]).
+    fn take_over_ip(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        claim: &IpClaim,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
     /// Releases `ip` if `claim` holds it.
     fn release_ip(
         &self,
@@ -152,6 +165,9 @@ pub trait Links {
     type Netns: Send + Sync;
     /// Opens a container's namespace by file.
     fn open(&self, path: &Path) -> impl Future<Output = Result<Self::Netns, NetlinkError>> + Send;
+    /// The host namespace, where the host ends are (and the container end of a hand-off plug
+    /// waits for its runtime).
+    fn host(&self) -> Self::Netns;
     /// Creates the veth pair: `port` on the host, `ifname` inside `netns`.
     fn create_veth(
         &self,
@@ -168,6 +184,16 @@ pub trait Links {
         ifname: &str,
         cfg: &InterfaceConfig,
     ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+    /// Readies the container end `name` of a hand-off plug, still in the host namespace, for
+    /// the runtime to move (TX checksum offload off where the datapath needs it: a device
+    /// setting, it moves with the link).
+    fn hand_off(&self, name: &str) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+    /// What link `ifname` in `netns` looks like now, if it exists.
+    fn state(
+        &self,
+        netns: &Self::Netns,
+        ifname: &str,
+    ) -> impl Future<Output = Result<Option<InterfaceState>, NetlinkError>> + Send;
     /// Whether a link of the host namespace exists.
     fn exists(&self, name: &str) -> impl Future<Output = Result<bool, NetlinkError>> + Send;
     /// Deletes a link of the host namespace; whether it was there.
@@ -238,10 +264,40 @@ pub struct PlugState {
     /// concurrent plugs pick different ones. `None` while the plug runs; once its record is
     /// written, the revision of that write (the cache shows it from there on).
     in_flight: Mutex<BTreeMap<String, BTreeMap<IpAddr, Option<i64>>>>,
-    /// Container interfaces unplugged by the agent because their link went away.
+    /// Container interfaces unplugged by the agent because their link went away (seen going, or
+    /// found gone by the start-up recovery).
     pub reaped: AtomicU64,
     /// Host ports plugs in flight publish, with the container publishing each.
     publishing: Mutex<BTreeMap<(u16, overlay::publish::Protocol), String>>,
+    /// Start-up recovery is done. Until then the API holds plugs, unplugs and reservations
+    /// back: recovery decides from what it listed first, and would take a plug made meanwhile
+    /// (a runtime retrying against a restarted agent) for the interrupted one it replaces.
+    recovered: std::sync::atomic::AtomicBool,
+    recovered_changed: tokio::sync::Notify,
+}
+
+impl PlugState {
+    /// Marks start-up recovery done and lets the waiting requests go.
+    pub fn set_recovered(&self) {
+        self.recovered.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.recovered_changed.notify_waiters();
+    }
+
+    /// Waits (up to `within`) for start-up recovery; whether it is done.
+    pub async fn wait_recovered(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.recovered_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.recovered.load(std::sync::atomic::Ordering::SeqCst) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.recovered.load(std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 /// The plug logic over one set of [`Records`], [`Switch`] and [`Links`].

@@ -7,15 +7,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use overlay::model::{Endpoint, IpClaim, MacAddr, SubnetLease, Tenant};
-use ovsdb_client::Client;
 use tokio::sync::watch;
 
 use super::{step, HostFacts, Links, PlugError, Records, Switch};
 use crate::dataplane::{DataPlane, Memo, PassInput};
 use crate::host::HostState;
-use crate::netlink::{InterfaceConfig, NetlinkError, Netns, VethSetup};
+use crate::netlink::{InterfaceConfig, InterfaceState, NetlinkError, Netns, VethSetup};
 use crate::ovs::container_port::{self, ContainerPort, FoundPort};
-use crate::ovs::vswitchd;
+use crate::ovs::{vswitchd, Ovsdb};
 use crate::registry::{ClusterCache, Registry, RegistryError};
 
 /// How long a plug waits for the watched cache to show this agent's own writes.
@@ -88,6 +87,10 @@ impl Records for EtcdRecords<'_> {
         self.registry.allocate_ip(tenant, lease, claim, held_here).await
     }
 
+    async fn take_over_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        self.registry.take_over_ip(tenant, ip, claim).await
+    }
+
     async fn release_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
         self.registry.release_ip(tenant, ip, claim).await
     }
@@ -108,7 +111,7 @@ impl Records for EtcdRecords<'_> {
 /// [`Switch`] over OVSDB and the data plane.
 pub struct OvsSwitch<'a> {
     /// OVSDB.
-    pub ovs: &'a Client,
+    pub ovs: &'a Ovsdb,
     /// The data plane (local VLANs).
     pub dataplane: &'a DataPlane,
     /// The lock every data plane pass holds, with what passes remember.
@@ -121,32 +124,18 @@ pub struct OvsSwitch<'a> {
     pub host_netns: &'a Netns,
 }
 
-impl OvsSwitch<'_> {
-    /// The tenant's local VLAN; the caller holds the plumbing lock (`memo`).
-    async fn tenant_vlan(&self, memo: &mut Memo, tenant: &str) -> Result<u16, PlugError> {
-        if let Some(vlan) = self.dataplane.tenant_vlan(memo, tenant) {
-            return Ok(vlan);
-        }
-        // The plug read the tenant from etcd, but the watched cache may not show it yet (a
-        // tenant created a moment ago): the view would then leave out the new lease and there
-        // would be no VLAN. Wait for the watch to catch up first, bounded (if it does not, the
-        // error below says so).
-        let mut cluster = self.cluster.clone();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), cluster.wait_for(|c| c.tenants.contains_key(tenant))).await;
-        let input = PassInput { ovs: self.ovs, cluster: self.cluster, own_leases: self.host.own_leases(), full: false };
-        self.dataplane.pass_locked(memo, input).await.map_err(step("computing the tenant's local VLAN"))?;
-        self.dataplane.tenant_vlan(memo, tenant).ok_or_else(|| PlugError::Plumbing {
-            step: "finding the tenant's local VLAN",
-            source: format!("no local VLAN for tenant '{tenant}': this host holds no lease in it").into(),
-        })
-    }
-}
-
 impl Switch for OvsSwitch<'_> {
     async fn add_port(&self, tenant: &str, make: impl FnOnce(u16) -> ContainerPort + Send) -> Result<(), PlugError> {
-        let mut memo = self.plumbing.lock().await;
-        let vlan = self.tenant_vlan(&mut memo, tenant).await?;
+        let input = PassInput { ovs: self.ovs, cluster: self.cluster, own_leases: self.host.own_leases(), full: false };
+        let (mut memo, vlan) = self
+            .dataplane
+            .lock_with_vlan(self.plumbing, input, tenant, CACHE_CATCHES_UP_WITHIN)
+            .await
+            .map_err(step("computing the tenant's local VLAN"))?;
+        let vlan = vlan.ok_or_else(|| PlugError::Plumbing {
+            step: "finding the tenant's local VLAN",
+            source: format!("no local VLAN for tenant '{tenant}': this host holds no lease in it").into(),
+        })?;
         let mut port = make(vlan);
         // The port's number is chosen, and everything from it dropped, before the row exists:
         // the container gets no moment without anti-spoofing.
@@ -215,6 +204,21 @@ impl Links for NetlinkLinks<'_> {
 
     async fn open(&self, path: &Path) -> Result<Netns, NetlinkError> {
         Netns::open(path).await
+    }
+
+    fn host(&self) -> Netns {
+        self.host_netns.clone()
+    }
+
+    async fn hand_off(&self, name: &str) -> Result<(), NetlinkError> {
+        if self.netdev {
+            self.host_netns.disable_tx_checksum(name).await?;
+        }
+        Ok(())
+    }
+
+    async fn state(&self, netns: &Netns, ifname: &str) -> Result<Option<InterfaceState>, NetlinkError> {
+        netns.interface_state(ifname).await
     }
 
     async fn create_veth(

@@ -14,7 +14,8 @@ use super::{interface_key, step, Links, PlugError, Plugger, Records, Switch};
 
 impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
     /// Repairs what a crash mid-plug or mid-unplug left, and unplugs containers that went away
-    /// while the agent was down. Returns how many container interfaces it removed.
+    /// while the agent was down (counted as reaped, as if the agent had seen them go). Returns
+    /// how many container interfaces it removed.
     pub async fn recover(&self) -> Result<usize, PlugError> {
         let held = self.records.holdings().await?;
         let me = &self.host.machine_id;
@@ -30,14 +31,17 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             let recorded =
                 held.iter().any(|(_, e)| e.container_id == container && e.ifname == ifname && e.port == port.name);
             let link = self.links.exists(&port.name).await.map_err(step("looking up the veth"))?;
-            let why = match (recorded, link) {
+            let (why, died) = match (recorded, link) {
                 (true, true) => continue,
-                (true, false) => "its veth is gone (the container died while the agent was down)",
-                (false, _) => "the plug was interrupted",
+                (true, false) => ("its veth is gone (the container died while the agent was down)", true),
+                (false, _) => ("the plug was interrupted", false),
             };
             tracing::warn!(%container, %ifname, port = %port.name, why, "removing a container interface at start");
             self.remove_locked(&container, &ifname).await?;
             removed += 1;
+            if died {
+                self.state.reaped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // Records of this host without a port.
         for (key, ep) in &held {
@@ -51,6 +55,7 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
                 );
                 self.remove_locked(&ep.container_id, &ep.ifname).await?;
                 removed += 1;
+                self.state.reaped.fetch_add(1, Ordering::Relaxed);
             } else {
                 tracing::warn!(
                     key, machine = %if ep.machine_id.is_empty() { "(an agent before machine ids)" } else { &ep.machine_id },

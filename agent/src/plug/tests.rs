@@ -13,7 +13,7 @@ use overlay::naming::container_port_name;
 use ovsdb_client::Uuid;
 
 use super::*;
-use crate::netlink::{InterfaceConfig, NetlinkError, VethSetup};
+use crate::netlink::{InterfaceConfig, InterfaceState, NetlinkError, VethSetup};
 use crate::ovs::container_port::{ContainerPort, FoundPort};
 use crate::registry::RegistryError;
 
@@ -117,6 +117,17 @@ impl Records for FakeRecords {
         let ip = overlay::ipam::next_free_address(lease.subnet, tenant, &used).expect("a free address");
         self.reserve_ip(tenant.name(), ip, claim).await.map(|()| ip)
     }
+    async fn take_over_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        {
+            let mut e = self.0.lock().unwrap();
+            let held = e.claims.get(&(tenant.to_owned(), ip));
+            if held.is_some_and(|h| h.is_reservation() && h.host == claim.host && h.machine_id == claim.machine_id) {
+                e.claims.insert((tenant.to_owned(), ip), claim.clone());
+                return Ok(());
+            }
+        }
+        self.reserve_ip(tenant, ip, claim).await
+    }
     async fn release_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
         let mut e = self.0.lock().unwrap();
         if e.claims.get(&(tenant.to_owned(), ip)) == Some(claim) {
@@ -214,9 +225,14 @@ struct Kernel {
     /// Host end -> (namespace, interface inside).
     peers: BTreeMap<String, (PathBuf, String)>,
     configured: BTreeMap<(PathBuf, String), InterfaceConfig>,
+    /// Container ends readied for their runtime in the host namespace.
+    handed_off: BTreeSet<String>,
     /// Host ports something of the host listens on.
     listening: BTreeSet<(u16, overlay::publish::Protocol)>,
 }
+
+/// What [`FakeLinks::host`] calls the host namespace.
+const HOST_NETNS: &str = "/host";
 
 #[derive(Default)]
 struct FakeLinks(Mutex<Kernel>);
@@ -242,6 +258,25 @@ impl Links for FakeLinks {
     type Netns = PathBuf;
     async fn open(&self, path: &Path) -> Result<PathBuf, NetlinkError> {
         Ok(path.to_path_buf())
+    }
+    fn host(&self) -> PathBuf {
+        PathBuf::from(HOST_NETNS)
+    }
+    async fn hand_off(&self, name: &str) -> Result<(), NetlinkError> {
+        self.0.lock().unwrap().handed_off.insert(name.to_owned());
+        Ok(())
+    }
+    async fn state(&self, netns: &PathBuf, ifname: &str) -> Result<Option<InterfaceState>, NetlinkError> {
+        let k = self.0.lock().unwrap();
+        Ok(k.configured.get(&(netns.clone(), ifname.to_owned())).map(|c| InterfaceState {
+            index: 2,
+            mac: Some(c.mac),
+            mtu: c.mtu,
+            up: true,
+            lower_up: true,
+            addresses: vec![(c.address, c.prefix_len)],
+            gateways: c.gateway.into_iter().collect(),
+        }))
     }
     async fn create_veth(&self, port: &str, ifname: &str, netns: &PathBuf, _: &VethSetup) -> Result<(), NetlinkError> {
         let mut k = self.0.lock().unwrap();
@@ -314,6 +349,8 @@ impl World {
             ifname: ifname.into(),
             ip: ip.map(Into::into),
             mac: None,
+            reserved: false,
+            owner: None,
             publish: vec![],
         }
     }
@@ -338,6 +375,9 @@ impl<T: Records + Sync> Records for &T {
     }
     async fn reserve_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
         (**self).reserve_ip(tenant, ip, claim).await
+    }
+    async fn take_over_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        (**self).take_over_ip(tenant, ip, claim).await
     }
     async fn allocate_ip(
         &self,
@@ -412,6 +452,88 @@ impl<T: Links + Sync> Links for &T {
     async fn host_ports_free(&self, ports: Vec<(u16, overlay::publish::Protocol)>) -> Result<(), PlugError> {
         (**self).host_ports_free(ports).await
     }
+    fn host(&self) -> Self::Netns {
+        (**self).host()
+    }
+    async fn hand_off(&self, name: &str) -> Result<(), NetlinkError> {
+        (**self).hand_off(name).await
+    }
+    async fn state(&self, ns: &Self::Netns, ifname: &str) -> Result<Option<InterfaceState>, NetlinkError> {
+        (**self).state(ns, ifname).await
+    }
+}
+
+#[tokio::test]
+async fn a_hand_off_plug_leaves_the_container_end_in_the_host_namespace_for_the_runtime() {
+    let (w, records, switch, links) =
+        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let p = w.plugger(&records, &switch, &links);
+    let req = PlugRequest { owner: Some("docker:n1".into()), ..PlugRequest::new("ep1", "red", NetnsRef::Handoff) };
+    let r = p.plug(req.clone()).await.unwrap();
+    let peer = overlay_api::handoff_name("ep1", "eth0");
+    assert_eq!(r.handoff.as_deref(), Some(peer.as_str()));
+    {
+        let k = links.0.lock().unwrap();
+        assert_eq!(k.peers[&r.port], (PathBuf::from(HOST_NETNS), peer.clone()));
+        assert!(k.handed_off.contains(&peer));
+        assert!(k.configured.is_empty(), "the runtime configures the container side, not the agent");
+    }
+    assert_eq!(records.endpoints()[0].owner.as_deref(), Some("docker:n1"));
+    // Plugging again answers the same (a runtime retrying); the check finds it as plugged.
+    assert_eq!(p.plug(req.clone()).await.unwrap(), r);
+    assert_eq!(p.check_plugged(req).await.unwrap(), r);
+    assert!(p.unplug("ep1", None).await.unwrap());
+    assert!(!links.has(&r.port) && records.endpoints().is_empty() && records.claims().is_empty());
+}
+
+#[tokio::test]
+async fn a_plug_takes_over_a_reservation_of_this_machine_and_no_one_elses() {
+    let (w, records, switch, links) =
+        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let p = w.plugger(&records, &switch, &links);
+    let reserve = |ip: &str, host: &str, machine: &str| {
+        records
+            .0
+            .lock()
+            .unwrap()
+            .claims
+            .insert(("red".into(), ip.parse().unwrap()), IpClaim::reservation(host, machine, ip));
+    };
+    reserve("198.19.1.7", HOST, ME);
+    reserve("198.19.1.8", "h2", "m-other");
+    let take = |ip: &str| PlugRequest { ip: Some(ip.into()), reserved: true, ..w.request(ip, "eth0", None) };
+    let r = p.plug(take("198.19.1.7")).await.unwrap();
+    assert_eq!(r.ip.to_string(), "198.19.1.7");
+    let claim = records.claims().into_iter().find(|(ip, _)| ip.to_string() == "198.19.1.7").unwrap().1;
+    assert!(!claim.is_reservation() && claim.container == "198.19.1.7");
+    let err = p.plug(take("198.19.1.8")).await.unwrap_err();
+    assert!(matches!(err, PlugError::Registry(RegistryError::Conflict(_))), "{err}");
+    // Nothing reserved: the plug reserves it as usual.
+    assert_eq!(p.plug(take("198.19.1.9")).await.unwrap().ip.to_string(), "198.19.1.9");
+    // reserved without an address is refused before anything is done.
+    let bad = PlugRequest { reserved: true, ..w.request("c9", "eth0", None) };
+    assert!(matches!(p.plug(bad).await, Err(PlugError::BadRequest(_))));
+}
+
+#[tokio::test]
+async fn a_check_says_what_differs_and_changes_nothing() {
+    let (w, records, switch, links) =
+        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let p = w.plugger(&records, &switch, &links);
+    assert!(matches!(p.check_plugged(w.request("c1", "eth0", None)).await, Err(PlugError::NotFound(_))));
+    let r = p.plug(w.request("c1", "eth0", None)).await.unwrap();
+    assert_eq!(p.check_plugged(w.request("c1", "eth0", None)).await.unwrap(), r);
+    let err = p.check_plugged(w.request("c1", "eth0", Some("198.19.1.99"))).await.unwrap_err();
+    assert!(matches!(&err, PlugError::Conflict(m) if m.contains("not 198.19.1.99")), "{err}");
+    // The container's interface changed behind the agent's back.
+    let netns = w.netns.path().join("c1");
+    links.0.lock().unwrap().configured.get_mut(&(netns, "eth0".to_owned())).unwrap().mtu = 1500;
+    let err = p.check_plugged(w.request("c1", "eth0", None)).await.unwrap_err();
+    assert!(matches!(&err, PlugError::Conflict(m) if m.contains("MTU 1500")), "{err}");
+    links.kill(&r.port);
+    let err = p.check_plugged(w.request("c1", "eth0", None)).await.unwrap_err();
+    assert!(matches!(&err, PlugError::Conflict(m) if m.contains("is gone")), "{err}");
+    assert_eq!(records.endpoints().len(), 1, "a check removes nothing");
 }
 
 #[tokio::test]
@@ -495,6 +617,7 @@ fn endpoint(container: &str, machine: &str, ip: &str) -> Endpoint {
         mac: "02:00:00:00:00:01".parse().unwrap(),
         iface_id: container.into(),
         port: container_port_name(container, "eth0"),
+        owner: None,
         publish: vec![],
     }
 }
@@ -511,7 +634,10 @@ async fn recovery_removes_only_what_is_provably_this_machines() {
     p.plug(w.request("half", "eth0", None)).await.unwrap();
     let key = records.0.lock().unwrap().endpoints.keys().find(|k| k.contains("/half/")).cloned().unwrap();
     records.0.lock().unwrap().endpoints.remove(&key);
-    // A container of this machine that died while the agent was down: record, no port.
+    // Containers of this machine that died while the agent was down: one whose port stayed
+    // (its veth went with its namespace), one with a record and no port.
+    p.plug(w.request("died", "eth0", None)).await.unwrap();
+    links.kill(&container_port_name("died", "eth0"));
     records.put_raw("endpoints/red/gone/eth0", endpoint("gone", ME, "198.19.1.50"));
     // Records under this hostname by another machine and by an agent before machine ids,
     // with no port here: not provably ours.
@@ -522,20 +648,22 @@ async fn recovery_removes_only_what_is_provably_this_machines() {
     links.add_host_link(&ghost);
     links.add_host_link("tap1a2b3c4d-5e");
 
-    assert_eq!(p.recover().await.unwrap(), 2, "the half plug and the gone container");
+    assert_eq!(p.recover().await.unwrap(), 3, "the half plug and the two dead containers");
+    assert_eq!(w.state.reaped.load(Ordering::Relaxed), 2, "the dead containers count as reaped, the half plug not");
     let left: BTreeSet<String> = records.endpoints().into_iter().map(|e| e.container_id).collect();
     assert_eq!(left, BTreeSet::from(["healthy".into(), "theirs".into(), "legacy".into()]));
     let claimed: BTreeSet<String> = records.claims().into_iter().map(|(_, c)| c.container).collect();
     assert_eq!(claimed, left, "the interrupted plug's address and the gone one's are released");
-    assert!(
-        !links.has(&container_port_name("half", "eth0"))
-            && switch.find_port(&container_port_name("half", "eth0")).is_none()
-    );
+    for gone in ["half", "died"] {
+        let port = container_port_name(gone, "eth0");
+        assert!(!links.has(&port) && switch.find_port(&port).is_none(), "{gone}");
+    }
     assert!(!links.has(&ghost), "the interrupted plug's lone veth is removed");
     assert!(links.has("tap1a2b3c4d-5e"), "another tool's veth stays");
     assert!(links.has(&container_port_name("healthy", "eth0")));
     // Nothing more to do the second time.
     assert_eq!(p.recover().await.unwrap(), 0);
+    assert_eq!(w.state.reaped.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test]

@@ -71,7 +71,10 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
             found = true;
             self.switch.remove_port(&p).await?;
         }
-        let mut links = vec![port.clone()];
+        // The host end takes its peer with it; a hand-off end the runtime moved back out of a
+        // container it left (Docker does) is that peer too. Only the leftovers of a plug that
+        // failed half-way need deleting by name.
+        let mut links = vec![port.clone(), overlay_api::handoff_name(container_id, ifname)];
         if ifname == overlay::model::DEFAULT_IFNAME {
             // Agents that moved the container end in from the host namespace named it so there.
             links.push(container_peer_temp_name(container_id));

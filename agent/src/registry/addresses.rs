@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use overlay::model::{IpClaim, SubnetLease, Tenant};
 
 use super::keys::prefix_end;
@@ -15,6 +15,18 @@ impl Registry {
     /// holder already has succeeds (plug is idempotent); one held by anyone else is a conflict
     /// naming the holder.
     pub async fn reserve_ip(&self, tenant: &str, ip: IpAddr, claim: &IpClaim) -> Result<(), RegistryError> {
+        self.reserve_ip_with(tenant, ip, claim, None).await
+    }
+
+    /// [`Registry::reserve_ip`], the key under `lease` if one is given (it goes when the
+    /// lease expires).
+    pub(super) async fn reserve_ip_with(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        claim: &IpClaim,
+        lease: Option<i64>,
+    ) -> Result<(), RegistryError> {
         let mut c = self.client.clone();
         let key = self.keys.ip(tenant, &ip);
         let tkey = self.keys.tenant(tenant);
@@ -23,7 +35,7 @@ impl Registry {
                 Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
                 Compare::create_revision(tkey.as_str(), CompareOp::Greater, 0),
             ])
-            .and_then([TxnOp::put(key.as_str(), claim.to_json(), None)])
+            .and_then([TxnOp::put(key.as_str(), claim.to_json(), lease.map(|l| PutOptions::new().with_lease(l)))])
             .or_else([TxnOp::get(key.as_str(), None), TxnOp::get(tkey.as_str(), None)]);
         let resp = c.txn(txn).await.map_err(etcd("reserving the address"))?;
         if resp.succeeded() {
@@ -36,6 +48,11 @@ impl Registry {
         let holder = gets.first().cloned().flatten().and_then(|v| IpClaim::from_json(&v).ok());
         match holder {
             Some(h) if h.same_holder(claim) => Ok(()),
+            Some(h) if h.is_reservation() => Err(RegistryError::Conflict(format!(
+                "address {ip} in tenant '{tenant}' is reserved on host '{}' for a container being started; choose \
+                 another --ip or omit it",
+                h.host
+            ))),
             Some(h) => Err(RegistryError::Conflict(format!(
                 "address {ip} in tenant '{tenant}' is in use by container '{}' ({}) on host '{}'; choose another \
                  --ip or omit it",
@@ -48,7 +65,7 @@ impl Registry {
     }
 
     /// Every reserved address of `tenant` with its claim (malformed claims count as used).
-    async fn ip_claims(&self, tenant: &str) -> Result<BTreeMap<IpAddr, Option<IpClaim>>, RegistryError> {
+    pub(super) async fn ip_claims(&self, tenant: &str) -> Result<BTreeMap<IpAddr, Option<IpClaim>>, RegistryError> {
         let prefix = self.keys.ips(tenant);
         let got = self
             .client
@@ -79,8 +96,20 @@ impl Registry {
         claim: &IpClaim,
         held_here: &BTreeSet<IpAddr>,
     ) -> Result<IpAddr, RegistryError> {
+        self.allocate_ip_with(tenant, lease, claim, held_here, None).await
+    }
+
+    /// [`Registry::allocate_ip`], the key under `etcd_lease` if one is given.
+    pub(super) async fn allocate_ip_with(
+        &self,
+        tenant: &Tenant,
+        lease: &SubnetLease,
+        claim: &IpClaim,
+        held_here: &BTreeSet<IpAddr>,
+        etcd_lease: Option<i64>,
+    ) -> Result<IpAddr, RegistryError> {
         if let Some(ip) = overlay::ipam::next_free_address(lease.subnet, tenant, held_here) {
-            match self.reserve_ip(tenant.name(), ip, claim).await {
+            match self.reserve_ip_with(tenant.name(), ip, claim, etcd_lease).await {
                 Ok(()) => return Ok(ip),
                 Err(RegistryError::Conflict(_)) => {}
                 Err(e) => return Err(e),
@@ -99,7 +128,7 @@ impl Registry {
                     tenant.name()
                 ))
             })?;
-            match self.reserve_ip(tenant.name(), ip, claim).await {
+            match self.reserve_ip_with(tenant.name(), ip, claim, etcd_lease).await {
                 Ok(()) => return Ok(ip),
                 Err(RegistryError::Conflict(_)) => continue,
                 Err(e) => return Err(e),

@@ -338,6 +338,7 @@ mod tests {
             mac: "02:00:00:00:00:01".parse().unwrap(),
             iface_id: c.into(),
             port: "tap0123456789ab".into(),
+            owner: None,
             publish: vec![],
         };
         cache.apply(&keys, "/overlay/endpoints/red/a/eth0", Some(&ep("a", "h1").to_json()));

@@ -17,6 +17,7 @@ mod cache;
 mod endpoints;
 mod hosts;
 mod keys;
+mod reservations;
 mod subnets;
 mod tenants;
 mod watch;
@@ -24,6 +25,7 @@ mod watch;
 pub use cache::{ClusterCache, Endpoints, Leases};
 pub use hosts::{Registration, RegistrationRequest};
 pub use keys::{Key, Keys};
+pub use reservations::RESERVATION_TTL;
 
 /// What went wrong talking to the registry.
 #[derive(Debug, thiserror::Error)]

@@ -16,12 +16,11 @@ impl Registry {
     /// of one revision, in pages of [`LIST_PAGE`] keys per kind.
     ///
     /// Why pages, and only those kinds: one range over the whole prefix is one gRPC message,
-    /// and the client refuses messages over 4 MiB. The first version read the whole prefix at
-    /// once, so a prefix holding more than that (some 10k endpoints plus their address
-    /// reservations, or anyone's big keys) could never be listed again: every relist failed,
-    /// and a restarted agent never reconciled at all (found by the compaction test, which
-    /// writes 40 MB under the prefix). Kinds the cache does not use (`ips/`, `vnis/`,
-    /// `underlays/`, foreign keys) are not read.
+    /// and the client refuses messages over 4 MiB. A prefix holding more than that (some 10k
+    /// endpoints plus their address reservations, or anyone's big keys) read at once could
+    /// never be listed: every relist would fail, and a restarted agent would never reconcile
+    /// (the compaction test writes 40 MB under the prefix). Kinds the cache does not use (`ips/`,
+    /// `vnis/`, `underlays/`, foreign keys) are not read.
     pub async fn list(&self) -> Result<ClusterCache, RegistryError> {
         let mut c = self.client.clone();
         let mut cache = ClusterCache::default();

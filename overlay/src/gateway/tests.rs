@@ -24,6 +24,7 @@ fn endpoint(tenant: &str, container: &str, ip: &str, publish: &[&str]) -> Endpoi
         mac: MacAddr::locally_administered_from(container.as_bytes()),
         iface_id: container.into(),
         port: crate::naming::container_port_name(container, "eth0"),
+        owner: None,
         publish: publish.iter().map(|p| p.parse().unwrap()).collect(),
     }
 }

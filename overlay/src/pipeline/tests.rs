@@ -95,7 +95,7 @@ fn cookies_carry_the_prefix_are_unique_and_stable() {
     let mut moved = lab();
     moved.tenants.get_mut("red").unwrap().remote[0].host = ip("198.18.0.3");
     let c = desired_flows(&moved);
-    let (add, delete) = changes(&c.tun, &a.tun.iter().map(|e| (e.cookie, ())).collect());
+    let (add, delete) = changes(&c.tun, &a.tun.iter().map(|e| (e.cookie, ())).collect::<HashMap<u64, ()>>());
     let added: Vec<String> = add.iter().map(|e| e.spec.render(e.cookie).unwrap().to_string()).collect();
     assert_eq!(added.len(), 1, "{added:?}");
     assert!(added[0].contains("eth_dst=02:00:00:00:01:02") && added[0].contains("198.18.0.3->tun_dst"));
@@ -239,4 +239,19 @@ fn the_gateway_stays_on_its_host_both_ways() {
 fn without_a_gateway_nothing_of_it_is_there() {
     let tun = rendered(&desired_flows(&lab()).tun);
     assert!(!tun.iter().any(|t| t.contains("02:4f:56") || t.contains("arp_tpa=198.19.0.1 ")), "{tun:#?}");
+}
+
+#[test]
+fn a_spec_given_twice_gets_a_salted_cookie_and_the_fast_path_agrees_with_the_salted_one() {
+    let specs: Vec<FlowSpec> = desired_flows(&lab()).tun.into_iter().map(|e| e.spec).collect();
+    let fast = with_cookies(specs.clone());
+    assert_eq!(fast, with_salted_cookies(specs.clone()), "without clashes both give the same entries");
+
+    let twice = vec![FlowSpec::PortDrop { ofport: 7 }, FlowSpec::PortDrop { ofport: 7 }];
+    let salted = with_cookies(twice);
+    assert_eq!(salted.len(), 2);
+    assert_ne!(salted[0].cookie, salted[1].cookie);
+    assert!(salted[0].cookie < salted[1].cookie, "sorted by cookie");
+    let first = FlowSpec::PortDrop { ofport: 7 }.cookie(0);
+    assert!(salted.iter().any(|e| e.cookie == first), "the first keeps its unsalted cookie");
 }

@@ -68,6 +68,7 @@ fn foreign_kvs(prefix: &str, per_host: usize) -> Vec<(String, Vec<u8>)> {
                 mac,
                 iface_id: iface_id(&container_id, "eth0"),
                 port: overlay::naming::container_port_name(&container_id, "eth0"),
+                owner: None,
                 publish: vec![],
             };
             let claim = IpClaim {

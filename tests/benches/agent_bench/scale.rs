@@ -125,6 +125,7 @@ fn peer_kvs(prefix: &str, h: &HostRecord, tenants: &[Tenant], index: usize) -> V
             mac,
             iface_id: iface_id(&container_id, "eth0"),
             port: overlay::naming::container_port_name(&container_id, "eth0"),
+            owner: None,
             publish: vec![],
         };
         let claim = IpClaim {

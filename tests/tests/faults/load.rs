@@ -93,7 +93,7 @@ fn many_concurrent_plugs_get_distinct_addresses_and_all_talk() {
     // one host of this 2-CPU machine, ovs-vswitchd itself falls behind (multi-second poll
     // loops in its log) and ports take over 10 s to get an ofport.
     let c = Cluster::start(3, &[]);
-    c.agents[0].cli_ok(&["tenant", "create", "big", "--vni", "3601", "--cidr", "10.96.0.0/16", "--subnet-len", "24"]);
+    c.agents[0].cli_ok(&["tenant", "create", "big", "--vni", "3601", "--cidr", "198.19.0.0/16", "--subnet-len", "24"]);
 
     // 1. 100 plugs on one host at once, then 100 unplugs at once.
     let ids: Vec<String> = (0..100).map(|i| format!("one-{i}")).collect();
