@@ -119,7 +119,7 @@ check_datapath_flows() {
 # keeps red-vm3's MAC off the attacker's port, red-vm2's echoes to red-vm3 never stop, and the
 # attacker's port dropped what it spoofed.
 check_antispoof() {
-  local att=red-only vic=red-vm3 o v vmac amac ofport d0 d1 bad="" line sent lost
+  local att=red-only vic=red-vm3 o v vmac amac ofport d0 d1 bad="" line sent lost seen leaked=0 control
   v=${IP[$vic]}; vmac=${MAC[$vic]}; amac=${MAC[$att]}
   for o in red-vm2:2 red-vm1:1; do
     reach "${o#*:}" "${o%:*}" "$v" >/dev/null || { fail "anti-spoofing" "${o%:*} cannot reach $vic before the attack"; return; }
@@ -128,10 +128,15 @@ check_antispoof() {
   d0=$(port_drops 2 "$ofport")
   ping_start spoof 2 red-vm2 "$v"
   wait_replies spoof 10 30 || bad+=" red-vm2's echoes to $vic did not start;"
+  # What reaches red-vm1 (another host) from the attacker while it spoofs is recorded: none of it
+  # may carry the stolen address or MAC (the checks' own traffic is outside these windows).
+  cap_start 1 spoofed eth0 "(arp or icmp) and not ether src ${MAC[red-vm1]}" red-vm1 ||
+    { ping_stop spoof >/dev/null; fail "anti-spoofing" "tcpdump in red-vm1 did not start"; return; }
   # 1. The victim's address.
   in_ct 2 "$att" "sh -c 'ip addr add $v/16 dev eth0 && busybox arping -U -c 3 -w 2 -I eth0 -s $v $v
     busybox arping -A -c 3 -w 2 -I eth0 -s $v $v; ping -c 3 -i 0.2 -w 2 -I $v ${IP[red-vm2]}
     ping -c 3 -i 0.2 -w 2 -I $v ${IP[red-vm1]}'" >/dev/null 2>&1 || true
+  seen=$(cap_stop 1 spoofed)
   for o in red-vm2:2 red-vm1:1; do
     line=$(neigh_mac "${o#*:}" "${o%:*}" "$v")
     [ "$line" = "$vmac" ] || bad+=" ${o%:*} has $v at '$line', not $vic's $vmac;"
@@ -139,12 +144,22 @@ check_antispoof() {
     [ "$line" = "$vic" ] || bad+=" http to $v from ${o%:*} answered '$line' while $att held the address;"
   done
   in_ct 2 "$att" ip addr del "$v/16" dev eth0
-  # 2. The victim's MAC, with the attacker's own address.
+  # 2. The victim's MAC, with the attacker's own address; then its own MAC back, and three
+  # echoes to red-vm1 that must arrive (the capture's positive control).
+  cap_start 1 spoofed eth0 "(arp or icmp) and not ether src ${MAC[red-vm1]}" red-vm1 ||
+    { ping_stop spoof >/dev/null; fail "anti-spoofing" "tcpdump in red-vm1 did not start"; return; }
   in_ct 2 "$att" "sh -c 'ip link set eth0 address $vmac && ping -c 30 -i 0.05 -w 3 ${IP[red-vm2]}
     busybox arping -U -c 3 -w 2 -I eth0 -s ${IP[$att]} ${IP[$att]}; ping -c 10 -i 0.05 -w 2 ${IP[red-vm1]}'" >/dev/null 2>&1 || true
   line=$(vm_ssh 2 "ovs-appctl fdb/show br-int" | awk -v m="$vmac" '$3 == m {print $1}' | paste -sd' ')
   [[ " $line " != *" $ofport "* ]] || bad+=" vm2's br-int learnt $vmac on the attacker's port $ofport;"
   in_ct 2 "$att" ip link set eth0 address "$amac"
+  in_ct 2 "$att" ping -c 3 -i 0.2 -W 2 "${IP[red-vm1]}" >/dev/null 2>&1 || true
+  seen+=$'\n'$(cap_stop 1 spoofed)
+  control=$(grep -cF "$amac > ${MAC[red-vm1]}, ethertype IPv4 (0x0800), length 98: ${IP[$att]} > ${IP[red-vm1]}: ICMP echo request" <<<"$seen" || true)
+  ((control >= 1)) || bad+=" red-vm1 saw none of $att's echoes with its own MAC back (the capture does not work);"
+  # Spoofed: from the stolen address, an ARP claim of it, or the attacker's address from the stolen MAC.
+  leaked=$(grep -F -e ": $v > " -e " tell $v," -e " $v is-at $amac" <<<"$seen"; grep -E "^[^ ]+ $vmac > .*${IP[$att]//./\\.}[ ,]" <<<"$seen") || true
+  [ -z "$leaked" ] || bad+=" red-vm1 received spoofed frames: $(head -3 <<<"$leaked" | tr '\n' ' ');"
   wait_replies spoof $(($(ping_replies spoof) + 20)) 30 || true
   read -r sent lost _ <<<"$(ping_stop spoof)"
   [ "$sent" -ge 20 ] && [ "$lost" = 0 ] || bad+=" red-vm2 -> $vic lost $lost of $sent echoes during the attack;"
@@ -153,7 +168,7 @@ check_antispoof() {
   # Its own MAC back, the attacker talks again: only the spoofed frames were dropped.
   reach 2 "$att" "${IP[red-vm2]}" >/dev/null || bad+=" with its own MAC back, $att cannot reach red-vm2;"
   if [ -z "$bad" ]; then
-    ok "anti-spoofing: $att (vm2) announced $vic's address $v and sent from $vic's MAC: red-vm2 (same host) and red-vm1 (vm1) still resolve $v to $vmac and get $vic's http there, vm2's br-int keeps $vmac off the attacker's port, $sent echoes red-vm2 -> $vic 0 lost, $((d1 - d0)) spoofed packets dropped at its port"
+    ok "anti-spoofing: $att (vm2) announced $vic's address $v and sent from $vic's MAC: red-vm2 (same host) and red-vm1 (vm1) still resolve $v to $vmac and get $vic's http there, vm2's br-int keeps $vmac off the attacker's port, $sent echoes red-vm2 -> $vic 0 lost, $((d1 - d0)) spoofed packets dropped at its port, none of them seen on red-vm1 (which saw $control of its echoes once its MAC was back)"
   else
     fail "anti-spoofing" "$bad"
   fi
