@@ -22,12 +22,12 @@ old_preflight() {
 }
 
 # /mnt/host/old in the guests: what `make install` reads, with the old release's binary (its
-# symbols stripped: a debug build is 190 MB), README and config, and this checkout's unit.
+# symbols stripped: a debug build is 190 MB), README and config, and this checkout's Makefile
+# and the rest of its packaging (units, example CNI network), which that Makefile installs.
 fill_old_share() {
   local o=$VM_SHARE/old
-  mkdir -p "$o/target/release" "$o/packaging" "$o/config"
-  cp "$VM_TOP/Makefile" "$VM_TOP/packaging/overlay-agent.service" "$o/"
-  mv "$o/overlay-agent.service" "$o/packaging/"
+  mkdir -p "$o/target/release" "$o/config"
+  cp -r "$VM_TOP/Makefile" "$VM_TOP/packaging" "$o/"
   local f
   for f in README.md packaging/agent.toml config/agent.example.toml; do
     git -C "$VM_TOP" show "$OLD_COMMIT:$f" >"$o/$f"
