@@ -126,6 +126,8 @@ PKG_CNI := $(TARGET_DIR)/release/overlay-cni
 CNI_BIN_DIR ?= /opt/cni/bin
 PKG_DOCDIR := $(PREFIX)/share/doc/overlay-agent
 PKG_CONFDIR := /etc/overlay-agent
+PKG_STATEDIR := /var/lib/overlay-agent
+OLD_STATE_DIR_LINE := state_dir = "/run/overlay-agent"
 # Every *.sh under these directories (a missing directory is skipped).
 LINT_SCRIPT_DIRS := vagrant packaging scripts vm
 
@@ -162,7 +164,18 @@ install:
 	install -m 0644 packaging/agent.toml $(DESTDIR)$(PKG_DOCDIR)/agent.default.toml
 	install -d -m 0755 $(DESTDIR)$(PKG_CONFDIR)
 	@# Never overwrite an operator's config: the new default goes to the doc dir to compare with.
+	@# One value is migrated: the state_dir default of earlier releases, which the unit's
+	@# RuntimeDirectory empties at every stop (the agent refuses it); an identity already made
+	@# there moves along.
 	@if [ -e $(DESTDIR)$(PKG_CONFDIR)/agent.toml ]; then \
+	  if grep -qx '$(OLD_STATE_DIR_LINE)' $(DESTDIR)$(PKG_CONFDIR)/agent.toml; then \
+	    sed -i 's|^$(OLD_STATE_DIR_LINE)$$|state_dir = "$(PKG_STATEDIR)"|' $(DESTDIR)$(PKG_CONFDIR)/agent.toml; \
+	    echo "$(DESTDIR)$(PKG_CONFDIR)/agent.toml: state_dir /run/overlay-agent (an earlier default, emptied by systemd at every stop) is now $(PKG_STATEDIR)"; \
+	    if [ -f $(DESTDIR)/run/overlay-agent/identity.json ] && [ ! -e $(DESTDIR)$(PKG_STATEDIR)/identity.json ]; then \
+	      install -d -m 0700 $(DESTDIR)$(PKG_STATEDIR) && install -m 0600 $(DESTDIR)/run/overlay-agent/identity.json $(DESTDIR)$(PKG_STATEDIR)/ && \
+	      echo "copied the machine identity to $(DESTDIR)$(PKG_STATEDIR)/identity.json"; \
+	    fi; \
+	  fi; \
 	  echo "kept the existing $(DESTDIR)$(PKG_CONFDIR)/agent.toml (this version's default: $(DESTDIR)$(PKG_DOCDIR)/agent.default.toml)"; \
 	else \
 	  echo "install -m 0600 packaging/agent.toml $(DESTDIR)$(PKG_CONFDIR)/agent.toml"; \
@@ -228,7 +241,18 @@ packaging-check:
 	  out=$$(CNI_COMMAND=STATUS $(TARGET_DIR)/debug/overlay-cni <<<"$$conf"); \
 	  grep -q '"code":50' <<<"$$out" || { echo "error: overlay-cni refused $$f: $$out" >&2; exit 1; }; \
 	done; echo "packaging-check: ok: packaging/cni/*.conflist accepted by overlay-cni"
-	@echo "packaging-check: ok (packaging/agent.toml matches the example and loads)"
+	@# make install over a config of an earlier release: its state_dir default (and an identity
+	@# already made there) move to $(PKG_STATEDIR); nothing else in the file changes.
+	@d=$$(mktemp -d); mkdir -p $$d$(PKG_CONFDIR) $$d/run/overlay-agent; \
+	  sed 's|^state_dir = .*|$(OLD_STATE_DIR_LINE)|' packaging/agent.toml > $$d$(PKG_CONFDIR)/agent.toml; \
+	  echo '{"id":"x"}' > $$d/run/overlay-agent/identity.json; \
+	  $(MAKE) -s install DESTDIR=$$d NOBUILD=1 PKG_BIN=$(TARGET_DIR)/debug/overlay-agent PKG_CNI=$(TARGET_DIR)/debug/overlay-cni >$$d/log 2>&1 \
+	  && diff <(grep -v '^state_dir' packaging/agent.toml) <(grep -v '^state_dir' $$d$(PKG_CONFDIR)/agent.toml) >/dev/null \
+	  && grep -qx 'state_dir = "$(PKG_STATEDIR)"' $$d$(PKG_CONFDIR)/agent.toml \
+	  && cmp -s $$d/run/overlay-agent/identity.json $$d$(PKG_STATEDIR)/identity.json \
+	  || { echo "error: make install did not migrate an earlier release's state_dir:" >&2; cat $$d/log $$d$(PKG_CONFDIR)/agent.toml >&2; rm -rf $$d; exit 1; }; \
+	  rm -rf $$d
+	@echo "packaging-check: ok (packaging/agent.toml matches the example and loads; make install migrates an earlier state_dir)"
 
 lint-scripts:
 	@$(call pkg-ensure,shellcheck,shellcheck)
@@ -289,10 +313,10 @@ provision-check: deps
 # from the same image (no download), through the demo's live check; down leaves no domain,
 # network or volume. See vm/vagrant.sh.
 .PHONY: vm-test vagrant-up vagrant-down
-vm-test: deps
+vm-test: deps old-agent
 	@[ "$$(id -u)" = 0 ] || { echo "error: make vm-test needs root (qemu, taps, a bridge)" >&2; exit 1; }
-	$(CARGO) build --release -p overlay-agent
-	bash vm/vm-test.sh
+	$(CARGO) build --release -p overlay-agent -p overlay-cni
+	OLD_AGENT_DIR=$(OLD_AGENT_DIR) bash vm/vm-test.sh
 
 vagrant-up: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: make vagrant-up needs root (libvirt)" >&2; exit 1; }

@@ -6,7 +6,12 @@
 # real Docker containers started with --net=none and plugged with `overlay-agent plug --pid`,
 # then the multi-host checks. Each check prints `ok  <name>` or `FAIL <name>: <why>`; the last
 # line is `N passed, M failed`; the exit status is non-zero on any failure.
-#   vm/vm-test.sh            (root; the release binary built: cargo build --release -p overlay-agent)
+#   vm/vm-test.sh            (root; the release binaries built: cargo build --release -p overlay-agent -p overlay-cni)
+#   OVERLAY_VM_KEEP=1 vm/vm-test.sh   the same, but the guests, containers and etcd stay up
+#                                     at the end, for a check to be run again:
+#   vm/vm-test.sh check NAME...       runs check functions (check_l2pop, check_gateway ...)
+#                                     against the kept guests
+#   vm/vm-test.sh down                removes what a kept run left
 # etcd runs on the host, not in a guest: guests are emulated (TCG) here and every guest's CPU goes
 # to its agent, OVS and containers; a host etcd also outlives any guest's restart and lets the
 # checks read etcd directly.
@@ -29,10 +34,21 @@ VM_MEM=${OVERLAY_VM_MEMORY:-768}
 GUESTS=(1 2 3)
 TARGET=${CARGO_TARGET_DIR:-$VM_TOP/target}
 AGENT=${AGENT:-$TARGET/release/overlay-agent}
+CNI=${CNI:-$TARGET/release/overlay-cni}
 LOGS=$TARGET/vm-test
 ETCD=http://$VM_NET.1:2379
 BOOT_TIMEOUT=${OVERLAY_VM_BOOT_TIMEOUT:-900}
-declare -A IP MTU PID
+# Per container: address, MTU, MAC, port on br-int, PID; per tenant: VNI.
+declare -A IP MTU MAC PORT PID
+declare -A VNI=([red]=100 [blue]=200)
+
+# The flow pipeline's checks, and the upgrade from the port-per-peer release.
+# shellcheck source=vm/flows.sh
+. "$HERE/flows.sh"
+# shellcheck source=vm/upgrade.sh
+. "$HERE/upgrade.sh"
+# shellcheck source=vm/gateway.sh
+. "$HERE/gateway.sh"
 
 # ---- setup and teardown ----------------------------------------------------------------------
 
@@ -42,6 +58,7 @@ cleanup() {  # cleanup [EXIT_STATUS]: a failed run keeps its logs first
   if [ -d "$VM_RUN" ]; then
     if [ "$rc" != 0 ]; then save_logs || true; fi
     vm_kill_all || log "warning: removing the guests, taps or bridge failed"
+    outside_down || log "warning: removing the outside namespace failed"
     if pid=$(cat "$VM_RUN/etcd.pid" 2>/dev/null) && grep -qa etcd "/proc/$pid/cmdline" 2>/dev/null; then
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
@@ -67,7 +84,10 @@ save_logs() {
 
 preflight() {
   [ "$(id -u)" = 0 ] || die "vm-test needs root (qemu with taps, a bridge, etcd)"
-  [ -x "$AGENT" ] || die "$AGENT is missing: cargo build --release -p overlay-agent (make vm-test does it)"
+  if [ ! -x "$AGENT" ] || [ ! -x "$CNI" ]; then
+    die "$AGENT or $CNI is missing: cargo build --release -p overlay-agent -p overlay-cni (make vm-test does it)"
+  fi
+  old_preflight
   exec {VM_LOCK_FD}>/run/lock/overlay-vm-test.lock
   flock -n "$VM_LOCK_FD" || die "another vm-test is running (lock /run/lock/overlay-vm-test.lock)"
   # A run killed with -9 leaves its guests: remove them (this run dir is vm-test's alone).
@@ -82,6 +102,7 @@ fill_share() {
   cp -r "$VM_TOP/vagrant/provision" "$VM_SHARE/vagrant/"
   cp "$VM_TOP/config/agent.example.toml" "$VM_SHARE/config/"
   cp "$AGENT" "$VM_SHARE/target/release/overlay-agent"
+  cp "$CNI" "$VM_SHARE/target/release/overlay-cni"
 }
 
 start_etcd() {
@@ -98,9 +119,9 @@ start_etcd() {
   done
 }
 
-provision() {  # provision I: the Vagrant demo's common.sh and agent.sh, as a node of it would run them
-  local i=$1
-  vm_ssh "$i" "export NODE_NAME=vm$i NODE_IP=$(vm_ip "$i") ETCD_ENDPOINTS=$ETCD OVERLAY_SRC=/mnt/host
+provision() {  # provision I [SRC]: the Vagrant demo's common.sh and agent.sh, as a node of it would run them
+  local i=$1 src=${2:-/mnt/host}
+  vm_ssh "$i" "export NODE_NAME=vm$i NODE_IP=$(vm_ip "$i") ETCD_ENDPOINTS=$ETCD OVERLAY_SRC=$src
     bash /mnt/host/vagrant/provision/common.sh && bash /mnt/host/vagrant/provision/agent.sh" \
     >"$VM_RUN/setup-vm$i.log" 2>&1
 }
@@ -112,12 +133,13 @@ run_container() {  # run_container I NAME: busybox answering http with its name,
     sh -c 'mkdir -p /www && hostname >/www/index.html && exec httpd -f -p 80 -h /www' >/dev/null"
 }
 
-plug() {  # plug I NAME TENANT [IP]: plugs with --pid; records IP, MTU and the container's PID
+plug() {  # plug I NAME TENANT [IP]: plugs with --pid; records what plug answers and the container's PID
   local i=$1 c=$2 t=$3 fixed=${4:-} out
   PID[$c]=$(vm_ssh "$i" "docker inspect -f '{{.State.Pid}}' $c")
   out=$(vm_ssh "$i" "overlay-agent plug $c --tenant $t --pid ${PID[$c]} ${fixed:+--ip $fixed}") ||
     die "plug $c into $t on vm$i failed: $out"
-  IP[$c]=$(jq -r .ip <<<"$out"); MTU[$c]=$(jq -r .mtu <<<"$out")
+  IP[$c]=$(jq -r .ip <<<"$out"); MTU[$c]=$(jq -r .mtu <<<"$out"); MAC[$c]=$(jq -r .mac <<<"$out")
+  PORT[$c]=$(jq -r .port <<<"$out")
   printf '  %-10s vm%s  %-5s %-16s mtu %s\n' "$c" "$i" "$t" "${IP[$c]}" "${MTU[$c]}"
 }
 
@@ -214,30 +236,42 @@ check_mtu() {  # full-size DF packets and a TCP stream across hosts, from vm1 to
   fi
 }
 
-# Continuous pings across the restart of every agent, one per tunnel type. Loss is counted from
-# the replies' sequence numbers up to the last one answered, so the echo in flight when ping is
-# stopped does not count as lost.
-ping_start() {  # ping_start NAME FROM DEST_IP
-  vm_ssh 1 "rm -f /tmp/ping-$1.*; setsid nsenter -t ${PID[$2]} -n ping -i 0.05 -W 1 $3 </dev/null >/tmp/ping-$1.log 2>&1 &
+# Continuous pings (across agent restarts, upgrades, attacks), 20 a second. Loss is counted
+# from the replies' sequence numbers up to the last one answered, so the echo in flight when ping
+# is stopped does not count as lost.
+declare -A PING_HOST
+ping_start() {  # ping_start NAME I FROM DEST_IP: from container FROM on guest I
+  PING_HOST[$1]=$2
+  vm_ssh "$2" "rm -f /tmp/ping-$1.*; setsid nsenter -t ${PID[$3]} -n ping -i 0.05 -W 1 $4 </dev/null >/tmp/ping-$1.log 2>&1 &
     echo \$! >/tmp/ping-$1.pid"
 }
-ping_replies() { vm_ssh 1 "grep -c 'icmp_seq=' /tmp/ping-$1.log || true"; }
+ping_replies() { vm_ssh "${PING_HOST[$1]}" "grep -c 'icmp_seq=' /tmp/ping-$1.log || true"; }
 wait_replies() {  # wait_replies NAME N SECONDS: until the ping has at least N replies
   local deadline=$((SECONDS + $3))
   until (($(ping_replies "$1") >= $2)); do ((SECONDS < deadline)) || return 1; sleep 0.5; done
 }
-ping_stop() {  # prints "sent-up-to-last-reply lost"
-  vm_ssh 1 "kill -INT \$(cat /tmp/ping-$1.pid); for _ in \$(seq 50); do kill -0 \$(cat /tmp/ping-$1.pid) 2>/dev/null || break; sleep 0.1; done
+ping_stop() {  # prints "sent-up-to-last-reply lost longest-run-of-lost"
+  vm_ssh "${PING_HOST[$1]}" "kill -INT \$(cat /tmp/ping-$1.pid); for _ in \$(seq 50); do kill -0 \$(cat /tmp/ping-$1.pid) 2>/dev/null || break; sleep 0.1; done
     grep -o 'icmp_seq=[0-9]*' /tmp/ping-$1.log | cut -d= -f2 | sort -n | uniq |
-      awk 'NR == 1 {first = \$1} {n++; last = \$1} END {if (!n) print 0, 0; else print last - first + 1, last - first + 1 - n}'"
+      awk 'NR == 1 {first = \$1; prev = \$1} {if (\$1 - prev - 1 > gap) gap = \$1 - prev - 1; prev = \$1; n++}
+        END {if (!n) print 0, 0, 0; else print prev - first + 1, prev - first + 1 - n, gap + 0}'"
 }
 
 agent_pid() { vm_ssh "$1" "systemctl show -p MainPID --value overlay-agent"; }
+# The agent answers, reaches OVSDB and holds its registration (a refused one still answers).
+agent_registered() { vm_ssh "$1" "overlay-agent status --json 2>/dev/null | jq -e '.host.registered and .host.ovsdb_connected' >/dev/null"; }
+wait_registered() {  # wait_registered I SECONDS
+  local deadline=$((SECONDS + $2))
+  until agent_registered "$1"; do ((SECONDS < deadline)) || return 1; sleep 0.5; done
+}
 
+# Every agent restarted in turn under traffic: no echo lost, every flow on both bridges of every
+# guest the same after as before (the restarted agent finds its flows in place and changes none).
 check_restart() {
-  local i before after deadline r b restarted=""
-  ping_start red red-vm1 "${IP[red-vm2]}"
-  ping_start blue blue-vm1 "${IP[blue-vm3]}"
+  local i before after r b restarted="" flows0=() changed="" n=0
+  for i in "${GUESTS[@]}"; do flows0[i]=$(flows_of "$i"); done
+  ping_start red 1 red-vm1 "${IP[red-vm2]}"
+  ping_start blue 1 blue-vm1 "${IP[blue-vm3]}"
   if ! wait_replies red 20 30 || ! wait_replies blue 20 30; then
     ping_stop red >/dev/null; ping_stop blue >/dev/null
     fail "restart under traffic" "the pings did not start answering (red $(ping_replies red), blue $(ping_replies blue) replies)"; return
@@ -245,13 +279,9 @@ check_restart() {
   for i in 2 3 1; do
     before=$(agent_pid "$i")
     vm_ssh "$i" "systemctl restart overlay-agent"
-    deadline=$((SECONDS + 120))
-    until vm_ssh "$i" "overlay-agent status >/dev/null 2>&1"; do
-      ((SECONDS < deadline)) || break
-      sleep 0.5
-    done
+    wait_registered "$i" 120 || true
     after=$(agent_pid "$i")
-    if [ "$before" != "$after" ] && [ "$after" != 0 ] && vm_ssh "$i" "overlay-agent status >/dev/null 2>&1"; then
+    if [ "$before" != "$after" ] && [ "$after" != 0 ] && agent_registered "$i"; then
       restarted+=" vm$i"
     fi
   done
@@ -260,19 +290,29 @@ check_restart() {
   wait_replies red $((r + 60)) 60 || true
   wait_replies blue $((b + 60)) 60 || true
   r=$(ping_stop red); b=$(ping_stop blue)
+  for i in "${GUESTS[@]}"; do
+    after=$(flows_of "$i"); n=$((n + $(wc -l <<<"$after")))
+    [ "$after" = "${flows0[i]}" ] ||
+      changed+=" vm$i: $(diff <(echo "${flows0[i]}") <(echo "$after") | grep '^[<>]' | head -4 | tr '\n' ' ');"
+  done
   if [ "$restarted" != " vm2 vm3 vm1" ]; then
-    fail "restart under traffic" "agents restarted and answering again:${restarted:- none} (of vm2 vm3 vm1)"; return
+    fail "restart under traffic" "agents restarted and registered again:${restarted:- none} (of vm2 vm3 vm1)"; return
   fi
   local t line sent lost
   for t in red blue; do
     [ "$t" = red ] && line=$r || line=$b
-    read -r sent lost <<<"$line"
+    read -r sent lost _ <<<"$line"
     if [ "$sent" -ge 100 ] && [ "$lost" = 0 ]; then
       ok "restart under traffic ($t, $( [ "$t" = red ] && echo vxlan || echo gre)): agents on vm2, vm3, vm1 restarted, $sent echoes, 0 lost"
     else
       fail "restart under traffic ($t)" "$lost of $sent echoes lost across the agent restarts"
     fi
   done
+  if [ -z "$changed" ]; then
+    ok "restart changes no flow: br-tun and br-int on vm1..3 hold the same $n flows (by cookie, match and actions) after the restarts as before"
+  else
+    fail "restart changes no flow" "$changed"
+  fi
 }
 
 snapshot() {  # what a plug adds on guest I: OVS ports and interfaces, links
@@ -285,29 +325,43 @@ snapshot() {  # what a plug adds on guest I: OVS ports and interfaces, links
 # every namespace).
 ct_links() { vm_ssh "$1" "docker exec $2 ip -o link | awk -F': ' '{print \$2}' | sed 's/@.*//' | sort | paste -sd' '"; }
 
-check_unplug() {  # plug two fresh containers on vm3, unplug them: every trace must be gone
-  local before after c t leftovers="" keys
+# Two fresh containers on vm3, plugged and unplugged: every trace must be gone, on vm3 and in
+# the flows of every guest (the others' unicast and ARP flows for them).
+check_unplug() {
+  local before after c t i leftovers="" keys flows0=() deadline
   run_container 3 probe-red; run_container 3 probe-blue
   before=$(snapshot 3)
+  for i in "${GUESTS[@]}"; do flows0[i]=$(flows_of "$i"); done
   declare -A ct_links
   for c in probe-red probe-blue; do ct_links[$c]=$(ct_links 3 "$c"); done
   plug 3 probe-red red >/dev/null; plug 3 probe-blue blue >/dev/null
   reach 3 probe-red "${IP[red-vm1]}" >/dev/null || leftovers+=" probe-red could not reach red-vm1 (the plug did not work);"
   reach 3 probe-blue "${IP[blue-vm1]}" >/dev/null || leftovers+=" probe-blue could not reach blue-vm1 (the plug did not work);"
   [ "$(snapshot 3)" != "$before" ] || leftovers+=" the plugs changed no port or link;"
+  for i in "${GUESTS[@]}"; do
+    [ "$(flows_of "$i")" != "${flows0[i]}" ] || leftovers+=" the plugs changed no flow on vm$i;"
+  done
   for c in probe-red probe-blue; do
     vm_ssh 3 "overlay-agent unplug $c" >/dev/null || leftovers+=" unplug $c failed;"
   done
   after=$(snapshot 3)
   [ "$after" = "$before" ] || leftovers+=" ports/links: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ');"
-  keys=$(ETCDCTL_API=3 etcdctl --endpoints "$ETCD" get --prefix /overlay | grep -E "probe-(red|blue)|/${IP[probe-red]}\$|/${IP[probe-blue]}\$" || true)
+  # The other guests learn of the unplug from etcd: their flows follow within moments.
+  for i in "${GUESTS[@]}"; do
+    deadline=$((SECONDS + 30))
+    until [ "$(flows_of "$i")" = "${flows0[i]}" ] || ((SECONDS >= deadline)); do sleep 0.5; done
+    after=$(flows_of "$i")
+    [ "$after" = "${flows0[i]}" ] ||
+      leftovers+=" flows on vm$i 30 s after: $(diff <(echo "${flows0[i]}") <(echo "$after") | grep '^[<>]' | head -4 | tr '\n' ' ');"
+  done
+  keys=$(ETCDCTL_API=3 etcdctl --endpoints "$ETCD" get --prefix /overlay | grep -E "probe-(red|blue)|/ips/red/${IP[probe-red]}\$|/ips/blue/${IP[probe-blue]}\$" || true)
   [ -z "$keys" ] || leftovers+=" etcd: $(tr '\n' ' ' <<<"$keys");"
   for c in probe-red probe-blue; do
     t=$(ct_links 3 "$c")
     [ "$t" = "${ct_links[$c]}" ] || leftovers+=" $c has links '$t', had '${ct_links[$c]}' before the plug;"
     vm_ssh 3 "docker rm -f $c >/dev/null"
   done
-  if [ -z "$leftovers" ]; then ok "unplug leaves nothing (red and blue on vm3): no port, no interface, no veth, no etcd record"
+  if [ -z "$leftovers" ]; then ok "unplug leaves nothing (red and blue on vm3): no port, no interface, no veth, no etcd record, no flow on vm1..3"
   else fail "unplug leaves nothing" "$leftovers"; fi
 }
 
@@ -318,12 +372,34 @@ SUMMARY=""
 on_exit() {
   local rc=$?
   trap - EXIT INT TERM
-  cleanup "$rc"
+  if [ -n "${OVERLAY_VM_KEEP:-}" ] && [ -d "$VM_RUN" ]; then keep; else cleanup "$rc"; fi
   if [ -n "$STARTED" ] && [ -z "$SUMMARY" ]; then
     echo "FAIL vm-test: stopped before its checks ended (exit status $rc; logs: $LOGS)"
     echo "$PASSED passed, $((FAILED + 1)) failed"
   fi
   exit "$rc"
+}
+
+# OVERLAY_VM_KEEP=1: what the checks need to run again from another invocation.
+keep() {
+  declare -p IP MTU MAC PORT PID >"$VM_RUN/state.sh"
+  log "guests kept (OVERLAY_VM_KEEP): vm/vm-test.sh check NAME... runs checks again, vm/vm-test.sh down removes them"
+}
+
+# vm/vm-test.sh check NAME...: check functions against the guests a kept run left.
+rerun() {
+  [ "$(id -u)" = 0 ] || die "vm-test needs root"
+  [ -f "$VM_RUN/state.sh" ] || die "no kept run in $VM_RUN: OVERLAY_VM_KEEP=1 vm/vm-test.sh first"
+  # shellcheck disable=SC1091  # written by keep()
+  . "$VM_RUN/state.sh"
+  vm_image >/dev/null 2>&1
+  local f
+  for f in "$@"; do
+    if [[ $f != check_* ]] || ! declare -F "$f" >/dev/null; then die "no check function $f"; fi
+    "$f"
+  done
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" = 0 ]
 }
 
 main() {
@@ -339,7 +415,9 @@ main() {
 
   mkdir -p "$VM_RUN"
   fill_share
+  fill_old_share
   vm_net_up
+  outside_up
   start_etcd
   t=$SECONDS
   for i in "${GUESTS[@]}"; do vm_boot "$i"; done
@@ -348,18 +426,31 @@ main() {
   local t_boot=$((SECONDS - t))
   log "ssh up on vm1..3 after $t_boot s"
 
+  # vm1 and vm2 on the old release, vm3 on this one (vm/upgrade.sh): check_upgrade moves them on.
   t=$SECONDS
-  for i in "${GUESTS[@]}"; do provision "$i" & pids+=($!); done
+  for i in "${GUESTS[@]}"; do
+    case $i in
+      1 | 2) provision "$i" /mnt/host/old & ;;
+      *) provision "$i" & ;;
+    esac
+    pids+=($!)
+  done
   for i in "${GUESTS[@]}"; do
     wait "${pids[$((i - 1))]}" || { bad+=" vm$i"; tail -15 "$VM_RUN/setup-vm$i.log" >&2; }
   done
   [ -z "$bad" ] || die "provisioning (vagrant/provision/common.sh, agent.sh) failed on$bad"
   local t_setup=$((SECONDS - t))
-  log "agents up on vm1..3 after $t_setup s ($(vm_ssh 1 'overlay-agent --version'))"
+  log "agents up on vm1..3 after $t_setup s (vm1, vm2: the old release $(cat "$OLD_DIR/commit"); vm3: this checkout)"
+  for i in "${GUESTS[@]}"; do outside_route "$i"; done
 
   t=$SECONDS
-  vm_ssh 1 "overlay-agent tenant create red --vni 100 --cidr 198.19.0.0/16 --tunnel vxlan &&
-    overlay-agent tenant create blue --vni 200 --cidr 198.19.0.0/16 --tunnel gre" >&2
+  vm_ssh 1 "overlay-agent tenant create red --vni ${VNI[red]} --cidr 198.19.0.0/16 --tunnel vxlan &&
+    overlay-agent tenant create blue --vni ${VNI[blue]} --cidr 198.19.0.0/16 --tunnel gre" >&2
+  echo "containers of the upgrade (vm1, vm2 plugged by the old agent, vm3 by the new one):"
+  check_upgrade
+  local t_upgrade=$((SECONDS - t))
+
+  t=$SECONDS
   echo "containers (docker --net=none, plugged with overlay-agent plug --pid):"
   for i in "${GUESTS[@]}"; do run_container "$i" "red-vm$i"; run_container "$i" "blue-vm$i"; done
   run_container 2 red-twin; run_container 3 blue-twin; run_container 3 blue-only; run_container 2 red-only
@@ -368,27 +459,40 @@ main() {
   plug 3 blue-only blue 198.19.250.251; plug 2 red-only red 198.19.250.252
 
   check_datapath
+  check_tunnel_ports
   check_pairs red vxlan
   check_pairs blue gre
   check_same_cidr
   check_isolation red-vm1 blue-vm1 blue-only
   check_isolation blue-vm1 red-vm1 red-only
+  check_gateway
+  check_l2pop
+  check_datapath_flows
+  check_antispoof
   check_mtu red vxlan
   check_mtu blue gre
   check_restart
   check_unplug
+  check_adopted
   local t_checks=$((SECONDS - t))
 
   echo "--- vm1: kernel modules (lsmod | grep -E 'openvswitch|vxlan|gre')"
   vm_ssh 1 "lsmod | grep -E 'openvswitch|vxlan|gre'"
   echo "--- vm1: ovs-dpctl show"
   vm_ssh 1 "ovs-dpctl show"
-  echo "--- timings ($(vm_accel)): image $t_image s, boot to ssh $t_boot s, provisioning $t_setup s, containers and checks $t_checks s, total $((SECONDS - t0)) s"
+  echo "--- vm1: ovs-dpctl dump-flows (while red-vm1 pinged red-vm2 and blue-vm1 pinged blue-vm3)"
+  echo "$DP_FLOWS"
+  echo "--- timings ($(vm_accel)): image $t_image s, boot to ssh $t_boot s, provisioning $t_setup s, upgrade $t_upgrade s, containers and checks $t_checks s, total $((SECONDS - t0)) s"
   trap - EXIT INT TERM
-  cleanup "$FAILED"
+  if [ -n "${OVERLAY_VM_KEEP:-}" ]; then keep; else cleanup "$FAILED"; fi
   SUMMARY=1
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" = 0 ]
 }
 
-main "$@"
+case ${1:-} in
+  check) shift; rerun "$@" ;;
+  down) [ "$(id -u)" = 0 ] || die "vm-test needs root"; cleanup ;;
+  "") main ;;
+  *) die "usage: vm/vm-test.sh [check NAME... | down]" ;;
+esac

@@ -56,6 +56,9 @@ async fn underlay_mtu(config: &AgentConfig, host_netns: &crate::netlink::Netns) 
 /// Runs the daemon until SIGTERM or SIGINT. `take_over` names the machine identity of a dead
 /// machine whose hostname this one may take (`--take-over`).
 pub async fn run(config: AgentConfig, take_over: Option<String>) -> anyhow::Result<()> {
+    // Before anything is connected: a state directory that does not outlive the agent is a
+    // configuration error, however far the agent would otherwise get.
+    crate::identity::check_state_dir(&config.state_dir, std::env::var_os("RUNTIME_DIRECTORY").as_deref())?;
     let remote = config.ovs.remote.clone();
     let tls = config.ovs.tls.as_ref().map(|t| ovsdb_client::TlsSettings {
         ca_cert: t.ca_cert.clone(),

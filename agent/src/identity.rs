@@ -1,6 +1,7 @@
 //! This machine's identity on disk: made on first start, kept in the state directory, made anew
 //! when the file turns out to come from another machine ([`overlay::identity`] decides).
 
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,21 @@ pub enum IdentityError {
     /// No random identity could be generated.
     #[error("cannot generate a machine identity: {0}")]
     Random(#[source] io::Error),
+    /// The state directory is one that systemd empties whenever the agent stops.
+    #[error(
+        "state_dir {} is inside {}, the service's RuntimeDirectory, which systemd empties whenever the agent stops: \
+         the machine identity kept there would be lost, and the next start refused this host's own name. \
+         Set state_dir = \"/var/lib/overlay-agent\" (the unit's StateDirectory) in the config file \
+         (`make install` does this for the default of earlier releases, /run/overlay-agent)",
+        path.display(),
+        runtime.display()
+    )]
+    Volatile {
+        /// The state directory.
+        path: PathBuf,
+        /// The runtime directory holding it.
+        runtime: PathBuf,
+    },
 }
 
 /// The machine identity and how it came about.
@@ -62,6 +78,39 @@ pub fn facts(ovs_db_uuid: Option<String>) -> MachineFacts {
 fn is_meaningful(s: &str) -> bool {
     let hex: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
     !hex.is_empty() && !hex.chars().all(|c| c == '0') && !hex.chars().all(|c| c.eq_ignore_ascii_case(&'f'))
+}
+
+/// Refuses a state directory inside one of `runtime_dirs`: the value of `$RUNTIME_DIRECTORY`,
+/// which systemd sets (colon-separated) for a unit with `RuntimeDirectory=` and empties whenever
+/// the unit stops. The identity must outlive the agent, or its next start is refused its own
+/// hostname. Paths are compared as resolved (`/var/run` is `/run`), as far as they exist.
+pub fn check_state_dir(state_dir: &Path, runtime_dirs: Option<&OsStr>) -> Result<(), IdentityError> {
+    let Some(runtime_dirs) = runtime_dirs else { return Ok(()) };
+    let state = resolved(state_dir);
+    for runtime in std::env::split_paths(runtime_dirs).filter(|p| !p.as_os_str().is_empty()) {
+        if state.starts_with(resolved(&runtime)) {
+            return Err(IdentityError::Volatile { path: state_dir.to_path_buf(), runtime });
+        }
+    }
+    Ok(())
+}
+
+/// `p` with symbolic links resolved in its longest existing ancestor.
+fn resolved(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = p;
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |acc, part| acc.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
 }
 
 /// Loads the identity from `state_dir`, or makes one (first start, or a file copied from
@@ -164,6 +213,32 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let err = load_or_create(&file.join("sub"), &facts_of("m", "db")).unwrap_err();
         assert!(err.to_string().contains("--state-dir"), "{err}");
+    }
+
+    #[test]
+    fn a_state_dir_inside_the_units_runtime_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().join("run/overlay-agent");
+        std::fs::create_dir_all(&runtime).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("run"), dir.path().join("var-run")).unwrap();
+        let both = std::env::join_paths([dir.path().join("other"), runtime.clone()]).unwrap();
+        for (state, runtime_dirs) in [
+            (runtime.clone(), runtime.as_os_str()),
+            (runtime.join("state"), runtime.as_os_str()),
+            (dir.path().join("var-run/overlay-agent"), runtime.as_os_str()),
+            (runtime.clone(), both.as_os_str()),
+        ] {
+            let err = check_state_dir(&state, Some(runtime_dirs)).unwrap_err();
+            assert!(matches!(err, IdentityError::Volatile { .. }), "{}: {err}", state.display());
+            let text = err.to_string();
+            assert!(text.contains(&state.display().to_string()) && text.contains("RuntimeDirectory"), "{text}");
+            assert!(text.contains("state_dir = \"/var/lib/overlay-agent\""), "{text}");
+        }
+        let persistent = dir.path().join("var/lib/overlay-agent");
+        check_state_dir(&persistent, Some(runtime.as_os_str())).unwrap();
+        check_state_dir(&dir.path().join("run/overlay-agent-state"), Some(runtime.as_os_str())).unwrap();
+        check_state_dir(&runtime, None).unwrap();
+        check_state_dir(&runtime, Some(OsStr::new(""))).unwrap();
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! host's name or erase its containers; a dead machine is replaced only on purpose; a container
 //! that dies without an unplug is unplugged by the agent within seconds.
 
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use overlay_tests::{get_metrics, metrics_address, plug, ports_on, AgentProc, Cluster, Pinger};
+use overlay_tests::{agent_binary, get_metrics, metrics_address, plug, ports_on, AgentProc, Cluster, Pinger};
 use serde_json::Value;
 use testbed::{wait_until, Container, TestHost};
 
@@ -20,6 +21,48 @@ fn cloned_cluster(n: u8) -> Cluster {
 /// Every key and value under `<prefix>/<sub>`, as etcdctl prints them.
 fn records(c: &Cluster, sub: &str) -> String {
     c.etcd.etcdctl(&["get", "--prefix", &format!("{}/{sub}", c.prefix)])
+}
+
+/// Under systemd, a state directory inside the unit's RuntimeDirectory (`$RUNTIME_DIRECTORY`;
+/// /run/overlay-agent was the default of earlier releases) loses the identity at every stop, and
+/// the next start would be refused its own hostname: the agent refuses it at start, before it
+/// connects to anything or writes anything, and says what to set.
+#[test]
+fn a_state_dir_that_systemd_empties_at_every_stop_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = dir.path().join("run-overlay-agent");
+    std::fs::create_dir(&runtime).expect("runtime dir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "").expect("config file");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let mut child = Command::new(agent_binary())
+        .args(["run", "--config", &path(&config), "--underlay-ip", "198.18.0.1", "--state-dir", &path(&runtime)])
+        .args(["--ovsdb", &format!("unix:{}", path(&dir.path().join("none.sock")))])
+        .args(["--api-socket", &path(&dir.path().join("api.sock")), "--etcd-endpoints", "http://198.18.0.1:2379"])
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning overlay-agent");
+    // Without the check it would wait for an OVSDB that never answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent started with its state_dir in RUNTIME_DIRECTORY: {:?}", child.wait_with_output());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("agent output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("state_dir {} is inside", runtime.display())), "{stderr}");
+    assert!(
+        stderr.contains("RuntimeDirectory") && stderr.contains("state_dir = \"/var/lib/overlay-agent\""),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&runtime).expect("runtime dir").count(), 0, "the refused agent wrote into it");
+    assert!(!dir.path().join("api.sock").exists(), "the refused agent opened its API");
 }
 
 #[test]

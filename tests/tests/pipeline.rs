@@ -200,3 +200,30 @@ fn flows_come_back_after_ovs_vswitchd_restarts_and_survive_while_the_agent_is_do
     eprintln!("flows back {back:?} after the restarted ovs-vswitchd answered");
     wait_until(WAIT, "traffic after the ovs-vswitchd restart", || testbed::ping(&c0, &ip1, 1, Duration::from_secs(1)));
 }
+
+/// ovs-vswitchd empties the flow table of a bridge without a controller whose fail_mode
+/// changes. The agent turns a standalone bridge (an earlier release's br-tun, or one an operator
+/// changed) secure, and puts its flows back in that same pass: not at the next full resync,
+/// which is made too far off here to explain their return.
+#[test]
+fn a_bridge_turned_standalone_gets_secure_and_its_flows_back_in_the_same_pass() {
+    let c = Cluster::start(2, &["--resync-interval", "3600"]);
+    c.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "4104", "--cidr", "198.19.0.0/16"]);
+    let (c0, c1) = (Container::new("pf"), Container::new("pf"));
+    plug(&c.agents[0], "f-0", "red", &c0, &[]);
+    let ip1 = ip_of(&plug(&c.agents[1], "f-1", "red", &c1, &[]));
+    c.wait_ping(&c0, &ip1);
+    let h = &c.hosts[0];
+    let before = (flows_on(h, "br-tun"), flows_on(h, "br-int"));
+    for b in ["br-tun", "br-int"] {
+        // ovs-vsctl returns once ovs-vswitchd has applied it: the table is emptied by then.
+        h.vsctl(&["set-fail-mode", b, "standalone"]);
+    }
+    let changed = Instant::now();
+    let back = wait_for(WAIT, "both bridges secure again with all their flows", || {
+        let secure = ["br-tun", "br-int"].iter().all(|b| h.vsctl(&["get-fail-mode", b]).trim() == "secure");
+        (secure && (flows_on(h, "br-tun"), flows_on(h, "br-int")) == before).then(|| changed.elapsed())
+    });
+    eprintln!("flows back {back:?} after both bridges were set standalone");
+    wait_until(WAIT, "traffic after the fail_mode change", || testbed::ping(&c0, &ip1, 1, Duration::from_secs(1)));
+}

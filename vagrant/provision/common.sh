@@ -44,6 +44,19 @@ for _ in $(seq 60); do
 done
 ovs-vsctl --timeout=5 show >/dev/null || { echo "error: Open vSwitch does not answer" >&2; exit 1; }
 
+# Docker sets the filter FORWARD chain's policy to DROP, and a drop in any table's forward chain
+# drops: the agent's gateways forward between their routers (host ends ovt-<VNI>) and the
+# underlay, so without these rules containers would reach nothing outside. DOCKER-USER is the
+# chain Docker leaves to the operator; a drop-in adds them whenever Docker starts (after a reboot).
+gw_rule() { echo "iptables -C DOCKER-USER $1 ovt-+ -j ACCEPT 2>/dev/null || iptables -I DOCKER-USER $1 ovt-+ -j ACCEPT"; }
+mkdir -p /etc/systemd/system/docker.service.d
+printf '%s\n' "# overlay-agent demo (vagrant/provision/common.sh): the gateways' forwarding past Docker's FORWARD DROP" \
+  "[Service]" "ExecStartPost=/bin/sh -c '$(gw_rule -i)'" "ExecStartPost=/bin/sh -c '$(gw_rule -o)'" \
+  >/etc/systemd/system/docker.service.d/overlay-agent-gateway.conf
+systemctl daemon-reload
+sh -c "$(gw_rule -i)" && sh -c "$(gw_rule -o)"
+log "DOCKER-USER accepts the gateways' forwarding: $(iptables -S DOCKER-USER | grep ovt- | paste -sd';')"
+
 # system-id: Debian's ovs-ctl writes /etc/openvswitch/system-id.conf into OVSDB at every start,
 # so the file and the database must agree or the id would change at the next OVS restart (and
 # the agent, which identifies this machine by it, would be refused its own hostname).

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
 use overlay::diff::{diff, existing_vlans_from};
@@ -55,13 +56,13 @@ impl DataPlane {
 
     /// Makes OVSDB hold `desired` (the caller holds the plumbing lock): diffed against the
     /// replica as it is now, written by [`ovs::apply`] when anything differs. Returns the
-    /// number of transactions sent and the conflicts (rows in the way that are not the
-    /// agent's).
+    /// number of transactions sent, the conflicts (rows in the way that are not the agent's),
+    /// and the bridges whose flow tables ovs-vswitchd emptied meanwhile (see [`flushed`]).
     pub(super) async fn apply_bridges(
         &self,
         input: &PassInput<'_>,
         desired: &DesiredState,
-    ) -> Result<(usize, Vec<String>), PassError> {
+    ) -> Result<(usize, Vec<String>, Vec<String>), PassError> {
         let bridges = [self.int_bridge.as_str(), self.tun_bridge.as_str()];
         let (root_uuid, plan) = {
             let r = input.ovs.replica();
@@ -71,9 +72,42 @@ impl DataPlane {
         };
         let conflicts: Vec<String> = plan.conflicts.iter().map(|c| c.to_string()).collect();
         if plan.is_empty() {
-            return Ok((0, conflicts));
+            return Ok((0, conflicts, Vec::new()));
         }
+        let flushed = flushed(&plan);
         let transactions = ovs::apply(input.ovs, plan, root_uuid).await.map_err(PassError::Transact)?;
-        Ok((transactions, conflicts))
+        if !flushed.is_empty() {
+            // Flows sent before ovs-vswitchd applies the change would be emptied with the rest
+            // while the agent counted them as installed: they go once it has. The tunnel ports
+            // made in the same reconfiguration have their ofports by then (or soon), so their
+            // tenants' flows go in this pass, shortening the time the emptied bridge drops. (Under
+            // the plumbing lock, at most 7 s, and only when a bridge's mode changes: an upgrade.)
+            tracing::info!(bridges = ?flushed, "fail_mode or datapath changed: ovs-vswitchd empties these bridges");
+            crate::ovs::vswitchd::reconfigured(input.ovs, "the bridges' new fail_mode or datapath").await;
+            let _ = input.ovs.wait_until(Duration::from_secs(2), |r| tunnels_numbered(r, desired)).await;
+        }
+        Ok((transactions, conflicts, flushed))
     }
+}
+
+/// The bridges whose flow tables ovs-vswitchd empties when it applies `plan`: one whose
+/// `fail_mode` changes while it has no controller (the agent programs flows through the
+/// management socket and sets none), which is how ovs-vswitchd treats a fail mode change, and
+/// one whose datapath changes, which it makes anew. A bridge an earlier release left standalone
+/// turns secure on the first pass after an upgrade.
+fn flushed(plan: &overlay::diff::Plan) -> Vec<String> {
+    let mut names: Vec<String> =
+        plan.set_bridge_fail_mode.iter().chain(&plan.set_bridge_datapath).map(|(b, _)| b.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Every tunnel port of `desired` has its ofport in the replica.
+fn tunnels_numbered(r: &ovsdb_client::Replica, desired: &DesiredState) -> bool {
+    desired.tunnels.iter().all(|t| {
+        r.table("Interface")
+            .find_one("name", &ovsdb_client::Atom::from(t.name.as_str()))
+            .is_some_and(|(_, row)| row.get_as::<Option<i64>>("ofport").ok().flatten().is_some_and(|p| p > 0))
+    })
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,13 @@ pub struct Held {
     cookies: pipeline::CookieMap<Option<u32>>,
 }
 
+impl Held {
+    /// The bridge's table was emptied behind the agent's back: the next apply reads it back.
+    pub(super) fn forget(&mut self) {
+        self.epoch = None;
+    }
+}
+
 /// The flows of the two bridges.
 pub struct FlowPlane {
     int: Switch,
@@ -61,6 +68,9 @@ pub struct FlowPlane {
     /// What br-tun holds. Its own lock, which only passes take: br-tun's flows are the
     /// cluster-sized part of a pass, and a plug never waits for them (it changes br-int only).
     tun_held: tokio::sync::Mutex<Held>,
+    /// ovs-vswitchd emptied br-tun's table (see [`FlowPlane::tun_emptied`]): the next apply to
+    /// it reads it back. A flag, not `tun_held`'s lock, which the plumbing lock never waits for.
+    tun_emptied: AtomicBool,
     /// Bundles sent, by passes and plugs alike: every one goes out through [`FlowPlane::send`].
     bundles: AtomicU64,
 }
@@ -83,6 +93,7 @@ impl FlowPlane {
             tun_name: tun_bridge.to_owned(),
             pending: Mutex::new(BTreeMap::new()),
             tun_held: tokio::sync::Mutex::default(),
+            tun_emptied: AtomicBool::new(false),
             bundles: AtomicU64::new(0),
         }
     }
@@ -117,7 +128,15 @@ impl FlowPlane {
     /// Makes br-tun hold `desired`, under br-tun's own lock; returns how many bundles it sent.
     pub(super) async fn apply_tun(&self, desired: &[Entry], full: bool) -> Result<usize, PassError> {
         let mut held = self.tun_held.lock().await;
+        // Taken under the lock: an apply already past its read-back leaves the flag for the next.
+        let full = self.tun_emptied.swap(false, Ordering::AcqRel) || full;
         self.apply(&self.tun, &self.tun_name, &mut held, desired, full).await
+    }
+
+    /// ovs-vswitchd emptied br-tun's table (its fail_mode or datapath changed): what the agent
+    /// counted as installed there is read back by the next [`FlowPlane::apply_tun`].
+    pub(super) fn tun_emptied(&self) {
+        self.tun_emptied.store(true, Ordering::Release);
     }
 
     async fn apply(

@@ -237,7 +237,13 @@ impl DataPlane {
         input: &PassInput<'_>,
         desired: &Arc<DesiredState>,
     ) -> Result<(usize, Vec<String>, usize, usize), PassError> {
-        let (transactions, conflicts) = self.apply_bridges(input, desired).await?;
+        let (transactions, conflicts, emptied) = self.apply_bridges(input, desired).await?;
+        if emptied.contains(&self.int_bridge) {
+            memo.int.forget();
+        }
+        if emptied.contains(&self.tun_bridge) {
+            self.flows.tun_emptied();
+        }
         memo.desired = Some(desired.clone());
         memo.generation += 1;
         let ports = {

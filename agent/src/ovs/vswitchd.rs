@@ -1,5 +1,5 @@
-//! Waiting on ovs-vswitchd: until it has taken a new port, until it has applied a removal, and
-//! asking it to reconfigure when it missed a link.
+//! Waiting on ovs-vswitchd: until it has taken a new port, until it has applied a removal or any
+//! change, and asking it to reconfigure when it missed a link.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -140,16 +140,34 @@ pub async fn remove_port(ovs: &Ovsdb, uuid: &Uuid, port: &str) -> Result<(), Tra
     let outcome = ovs.transact(&tx).await?;
     let wanted = next_cfg.and_then(|i| outcome.rows(i).first()?.get_as::<i64>("next_cfg").ok());
     if let (Some(root), Some(wanted)) = (root, wanted) {
-        applied(ovs, &root, wanted, port).await;
+        applied(ovs, &root, wanted, &format!("the removal of port {port}")).await;
     }
     let _ = ovs.wait_until(Duration::from_secs(5), |r| r.get("Port", uuid).is_none()).await;
     Ok(())
 }
 
+/// Waits (5 s at most) until ovs-vswitchd has applied every change committed so far: it is asked
+/// to reconfigure, and reconfigurations see the database in commit order. `what` names the
+/// change for the log line of a timeout.
+pub async fn reconfigured(ovs: &Ovsdb, what: &str) {
+    let Some(root) = super::root(&ovs.replica()).map(|(u, _)| u) else { return };
+    let mut tx = ovs.transaction();
+    bump_next_cfg(&mut tx, &root);
+    let select = tx.select("Open_vSwitch", vec![Condition::uuid(&root)], Some(vec!["next_cfg".to_owned()]));
+    match ovs.transact(&tx).await {
+        Ok(outcome) => {
+            if let Some(wanted) = outcome.rows(select).first().and_then(|r| r.get_as::<i64>("next_cfg").ok()) {
+                applied(ovs, &root, wanted, what).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not ask ovs-vswitchd to apply {what}"),
+    }
+}
+
 /// Waits (5 s at most) until ovs-vswitchd's `cur_cfg` reaches `next_cfg`: a `wait` operation,
-/// which ovsdb-server holds until it holds, so nothing polls. A timeout is only logged: the row
-/// is gone either way, and without ovs-vswitchd there is nothing to wait for.
-async fn applied(ovs: &Ovsdb, root: &Uuid, next_cfg: i64, port: &str) {
+/// which ovsdb-server holds until it holds, so nothing polls. A timeout is only logged: the
+/// change is committed either way, and without ovs-vswitchd there is nothing to wait for.
+async fn applied(ovs: &Ovsdb, root: &Uuid, next_cfg: i64, what: &str) {
     let mut tx = ovs.transaction();
     tx.wait(
         "Open_vSwitch",
@@ -160,7 +178,7 @@ async fn applied(ovs: &Ovsdb, root: &Uuid, next_cfg: i64, port: &str) {
         Some(5000),
     );
     if let Err(e) = ovs.transact(&tx).await {
-        tracing::warn!(%port, error = %e, "ovs-vswitchd did not confirm the port's removal within 5 s: is it running?");
+        tracing::warn!(error = %e, "ovs-vswitchd did not confirm {what} within 5 s: is it running?");
     }
 }
 
