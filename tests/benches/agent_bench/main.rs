@@ -41,6 +41,7 @@ mod dataplane;
 mod plug;
 mod plug_load;
 mod procfs;
+mod records;
 mod report;
 mod scale;
 

@@ -7,10 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use overlay::model::{iface_id, Endpoint, HostRecord, IpClaim, MacAddr, SubnetLease, TunnelType};
+use overlay::model::{HostRecord, MacAddr, TunnelType};
 use overlay_tests::{AgentProc, Cluster};
 use testbed::Container;
 
+use crate::records::{endpoint_kvs, lease_kv};
 use crate::report::{env_num, f1, ms, stats, Report};
 
 const TENANT: &str = "load";
@@ -46,39 +47,13 @@ fn foreign_kvs(prefix: &str, per_host: usize) -> Vec<(String, Vec<u8>)> {
             version: "bench".into(),
         };
         // Leases from the top of the tenant's /16, far from the first ones the agent takes.
-        let subnet = format!("198.19.{}.0/24", 200 + h).parse().expect("subnet");
-        let lease =
-            SubnetLease { tenant: TENANT.into(), subnet, host: host.hostname.clone(), underlay_ip: host.underlay_ip };
         kvs.push((format!("{prefix}/hosts/{}", host.hostname), host.to_json()));
-        kvs.push((
-            format!("{prefix}/subnets/{TENANT}/{}", overlay::model::lease_key_segment(&subnet)),
-            lease.to_json(),
-        ));
+        kvs.push(lease_kv(prefix, TENANT, &format!("198.19.{}.0/24", 200 + h), &host));
         for e in 0..per_host {
             let container_id = format!("far-{h:03}-{e:04}");
             let ip = IpAddr::V4(Ipv4Addr::new(198, 19, 200 + h as u8, 2 + e as u8));
             let mac: MacAddr = format!("02:fa:00:{h:02x}:{:02x}:{:02x}", e >> 8, e & 0xff).parse().expect("mac");
-            let ep = Endpoint {
-                tenant: TENANT.into(),
-                container_id: container_id.clone(),
-                ifname: "eth0".into(),
-                machine_id: host.machine_id.clone(),
-                host: host.hostname.clone(),
-                ip,
-                mac,
-                iface_id: iface_id(&container_id, "eth0"),
-                port: overlay::naming::container_port_name(&container_id, "eth0"),
-                owner: None,
-                publish: vec![],
-            };
-            let claim = IpClaim {
-                container: container_id.clone(),
-                host: host.hostname.clone(),
-                ifname: "eth0".into(),
-                machine_id: host.machine_id.clone(),
-            };
-            kvs.push((format!("{prefix}/endpoints/{TENANT}/{container_id}/eth0"), ep.to_json()));
-            kvs.push((format!("{prefix}/ips/{TENANT}/{ip}"), claim.to_json()));
+            kvs.extend(endpoint_kvs(prefix, TENANT, &host, &container_id, ip, mac));
         }
     }
     kvs

@@ -7,12 +7,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use overlay::model::{iface_id, Endpoint, HostRecord, IpClaim, MacAddr, SubnetLease, Tenant, TunnelType, Vni};
+use overlay::model::{HostRecord, MacAddr, Tenant, TunnelType, Vni};
 use overlay_api::Status;
 use overlay_tests::AgentProc;
 use testbed::{Container, Etcd, TestHost};
 
 use crate::procfs::{clk_tck, counters, cpu_ticks, mem, rss_kib};
+use crate::records::{endpoint_kvs, lease_kv};
 use crate::report::{env_num, f1, ms, stats, Report};
 
 /// How long the agent may take to answer its API after a start against a full etcd.
@@ -105,37 +106,11 @@ fn peer_kvs(prefix: &str, h: &HostRecord, tenants: &[Tenant], index: usize) -> V
     ];
     let (a, b) = ((index >> 8) as u8, (index & 0xff) as u8);
     for t in tenants {
-        let subnet = format!("10.{a}.{b}.0/24").parse().expect("subnet");
-        let lease =
-            SubnetLease { tenant: t.name().into(), subnet, host: h.hostname.clone(), underlay_ip: h.underlay_ip };
-        kv.push((
-            format!("{prefix}/subnets/{}/{}", t.name(), overlay::model::lease_key_segment(&subnet)),
-            lease.to_json(),
-        ));
+        kv.push(lease_kv(prefix, t.name(), &format!("10.{a}.{b}.0/24"), h));
         let container_id = format!("{}-{}", h.hostname, t.name());
         let ip = IpAddr::V4(Ipv4Addr::new(10, a, b, 2));
         let mac: MacAddr = format!("02:5c:{a:02x}:{b:02x}:{:02x}:02", t.vni().get() & 0xff).parse().expect("mac");
-        let ep = Endpoint {
-            tenant: t.name().into(),
-            container_id: container_id.clone(),
-            ifname: "eth0".into(),
-            machine_id: h.machine_id.clone(),
-            host: h.hostname.clone(),
-            ip,
-            mac,
-            iface_id: iface_id(&container_id, "eth0"),
-            port: overlay::naming::container_port_name(&container_id, "eth0"),
-            owner: None,
-            publish: vec![],
-        };
-        let claim = IpClaim {
-            container: container_id.clone(),
-            host: h.hostname.clone(),
-            ifname: "eth0".into(),
-            machine_id: h.machine_id.clone(),
-        };
-        kv.push((format!("{prefix}/endpoints/{}/{container_id}/eth0", t.name()), ep.to_json()));
-        kv.push((format!("{prefix}/ips/{}/{ip}", t.name()), claim.to_json()));
+        kv.extend(endpoint_kvs(prefix, t.name(), h, &container_id, ip, mac));
     }
     kv
 }
