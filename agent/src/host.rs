@@ -88,7 +88,8 @@ impl HostState {
                     .unwrap_or_else(|| "the agent is not registered in etcd yet; try again".into()),
             ));
         };
-        let lease = registry.ensure_lease(tenant, &self.me, host_lease).await?;
+        let known = self.own_leases.lock().expect("own_leases lock").get(tenant.name()).cloned();
+        let lease = registry.ensure_lease(tenant, &self.me, host_lease, known.as_ref()).await?;
         self.own_leases.lock().expect("own_leases lock").insert(lease.tenant.clone(), lease.clone());
         self.dirty.notify_one();
         Ok(lease)

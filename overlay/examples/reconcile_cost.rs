@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use overlay::desired::{desired_state, ClusterView, DesiredState};
@@ -118,7 +119,7 @@ fn pipeline_input(view: &ClusterView, desired: &DesiredState, local_ports: usize
         };
         tenants.insert(
             t.tenant.clone(),
-            TenantInput {
+            Arc::new(TenantInput {
                 vlan: t.local_vlan,
                 tunnel_port: Some(2 + t_index as u32),
                 members: members.iter().map(|m| m.underlay_ip).collect(),
@@ -126,7 +127,7 @@ fn pipeline_input(view: &ClusterView, desired: &DesiredState, local_ports: usize
                 local,
                 gateway: view.tenants[&t.tenant].gateway(),
                 gateway_mac: Some(overlay::gateway::gateway_mac(view.tenants[&t.tenant].vni())),
-            },
+            }),
         );
     }
     let ports = (0..local_ports)

@@ -46,12 +46,22 @@ impl DataPlane {
     }
 
     /// The bridges and ports this host should have, for the cluster as watched: the
-    /// cluster-sized part of the OVSDB half of a pass, computed without the plumbing lock.
+    /// cluster-sized part of the OVSDB half of a pass, computed without the plumbing lock, and
+    /// only when what it is computed from changed (a plug, a container elsewhere, an OVSDB
+    /// event leave it as it was).
     pub(super) fn desired_bridges(&self, input: &PassInput<'_>) -> Result<Arc<DesiredState>, overlay::DesiredError> {
-        let view = self.view(&input.cluster.borrow(), &input.own_leases);
         let bridges = [self.int_bridge.as_str(), self.tun_bridge.as_str()];
         let vlans = existing_vlans_from(&ovs::observe(&input.ovs.replica(), &bridges, &self.owner));
-        Ok(Arc::new(desired_state(&view, &vlans)?))
+        let cache = input.cluster.borrow();
+        let from = MemoInput { topology: cache.topology, own_leases: input.own_leases.clone(), vlans };
+        if let Some(memo) = self.bridges_memo.lock().expect("bridges memo").as_ref().filter(|m| m.from == from) {
+            return Ok(memo.desired.clone());
+        }
+        let view = self.view(&cache, &input.own_leases);
+        drop(cache);
+        let desired = Arc::new(desired_state(&view, &from.vlans)?);
+        *self.bridges_memo.lock().expect("bridges memo") = Some(Memo { from, desired: desired.clone() });
+        Ok(desired)
     }
 
     /// Makes OVSDB hold `desired` (the caller holds the plumbing lock): diffed against the
@@ -110,4 +120,20 @@ fn tunnels_numbered(r: &ovsdb_client::Replica, desired: &DesiredState) -> bool {
             .find_one("name", &ovsdb_client::Atom::from(t.name.as_str()))
             .is_some_and(|(_, row)| row.get_as::<Option<i64>>("ofport").ok().flatten().is_some_and(|p| p > 0))
     })
+}
+
+/// The last desired bridges, with what they were computed from.
+pub(super) struct Memo {
+    from: MemoInput,
+    desired: Arc<DesiredState>,
+}
+
+/// What [`desired_state`] is a pure function of: the view (the cache's hosts, tenants and
+/// leases, which its topology stamp identifies, and this agent's own leases) and the VLANs the
+/// bridges' ports have.
+#[derive(PartialEq)]
+struct MemoInput {
+    topology: u64,
+    own_leases: BTreeMap<String, SubnetLease>,
+    vlans: BTreeMap<String, u16>,
 }

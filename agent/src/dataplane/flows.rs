@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use openflow_client::{ClientError, FlowMod, FlowStatsRequest, Switch, SwitchOptions, SwitchState, Target, OFPTT_ALL};
 use overlay::model::MacAddr;
-use overlay::pipeline::{self, Entry, PortInput, COOKIE_MASK, COOKIE_PREFIX};
+use overlay::pipeline::{self, Entry, PipelineInput, PortInput, TunGroups, COOKIE_MASK, COOKIE_PREFIX};
 use ovsdb_client::Atom;
 use tokio::sync::watch;
 
@@ -58,6 +58,16 @@ impl Held {
     }
 }
 
+/// What the agent knows br-tun holds, and its flows by tenant as the last pass computed them.
+#[derive(Default)]
+struct TunHeld {
+    held: Held,
+    groups: TunGroups,
+    /// The bridge holds exactly `groups`' flows (the last pass sent their changes, or found
+    /// none): the next pass compares tenant by tenant, and only those whose input changed.
+    in_sync: bool,
+}
+
 /// The flows of the two bridges.
 pub struct FlowPlane {
     int: Switch,
@@ -67,7 +77,7 @@ pub struct FlowPlane {
     pending: Mutex<BTreeMap<String, Pending>>,
     /// What br-tun holds. Its own lock, which only passes take: br-tun's flows are the
     /// cluster-sized part of a pass, and a plug never waits for them (it changes br-int only).
-    tun_held: tokio::sync::Mutex<Held>,
+    tun_held: tokio::sync::Mutex<TunHeld>,
     /// ovs-vswitchd emptied br-tun's table (see [`FlowPlane::tun_emptied`]): the next apply to
     /// it reads it back. A flag, not `tun_held`'s lock, which the plumbing lock never waits for.
     tun_emptied: AtomicBool,
@@ -125,12 +135,71 @@ impl FlowPlane {
         self.apply(&self.int, &self.int_name, held, desired, full).await
     }
 
-    /// Makes br-tun hold `desired`, under br-tun's own lock; returns how many bundles it sent.
-    pub(super) async fn apply_tun(&self, desired: &[Entry], full: bool) -> Result<usize, PassError> {
-        let mut held = self.tun_held.lock().await;
+    /// Makes br-tun hold the flows of `input`, under br-tun's own lock; returns how many
+    /// bundles it sent, and the flows (for status). Only tenants whose input changed since the
+    /// last pass are computed and compared, unless the bridge was read back (`full`, a new
+    /// connection, a table ovs-vswitchd emptied): then every flow is compared with the switch.
+    pub(super) async fn apply_tun(&self, input: &PipelineInput, full: bool) -> Result<(usize, TunGroups), PassError> {
+        let mut tun = self.tun_held.lock().await;
+        let TunHeld { held, groups, in_sync } = &mut *tun;
         // Taken under the lock: an apply already past its read-back leaves the flag for the next.
         let full = self.tun_emptied.swap(false, Ordering::AcqRel) || full;
-        self.apply(&self.tun, &self.tun_name, &mut held, desired, full).await
+        let epoch = connected(&self.tun, &self.tun_name).await?;
+        if full || held.epoch != Some(epoch) {
+            let err = |source| PassError::OpenFlow { bridge: self.tun_name.clone(), source };
+            read_back(&self.tun, held, epoch).await.map_err(err)?;
+            *in_sync = false;
+        }
+        let next = TunGroups::compute(input, groups);
+        let all: Vec<&Entry>;
+        let (add, delete) = if *in_sync {
+            next.changes_since(groups)
+        } else {
+            all = next.sorted();
+            if all.windows(2).any(|w| w[0].cookie == w[1].cookie) {
+                return self.apply_tun_salted(held, groups, in_sync, input, next.clone()).await;
+            }
+            pipeline::changes(&all, &held.cookies)
+        };
+        // In sync, the bridge holds exactly the last groups: an added cookie it holds and does
+        // not delete belongs to another tenant's flow (a hash clash between groups).
+        if *in_sync
+            && add.iter().any(|e| held.cookies.contains_key(&e.cookie) && delete.binary_search(&e.cookie).is_err())
+        {
+            return self.apply_tun_salted(held, groups, in_sync, input, next.clone()).await;
+        }
+        let sent = if add.is_empty() && delete.is_empty() {
+            0
+        } else {
+            self.send(&self.tun, &self.tun_name, held, &add, &delete).await.inspect_err(|_| *in_sync = false)?;
+            1
+        };
+        *in_sync = true;
+        *groups = next.clone();
+        Ok((sent, next))
+    }
+
+    /// [`FlowPlane::apply_tun`] when two tenants' flows hash to one cookie: the whole pipeline,
+    /// its clashing cookies salted, compared with the switch flow by flow (every pass, for as
+    /// long as the clash lasts).
+    async fn apply_tun_salted(
+        &self,
+        held: &mut Held,
+        groups: &mut TunGroups,
+        in_sync: &mut bool,
+        input: &PipelineInput,
+        next: TunGroups,
+    ) -> Result<(usize, TunGroups), PassError> {
+        tracing::debug!("two flows of br-tun hash to one cookie: comparing the whole pipeline, salted");
+        *in_sync = false;
+        *groups = next.clone();
+        let flows = pipeline::tun_flows(input);
+        let (add, delete) = pipeline::changes(&flows, &held.cookies);
+        if add.is_empty() && delete.is_empty() {
+            return Ok((0, next));
+        }
+        self.send(&self.tun, &self.tun_name, held, &add, &delete).await?;
+        Ok((1, next))
     }
 
     /// ovs-vswitchd emptied br-tun's table (its fail_mode or datapath changed): what the agent

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use overlay::desired::DesiredState;
 use overlay::naming::PATCH_TUN_TO_INT;
@@ -19,39 +20,74 @@ fn ofport(replica: &Replica, name: &str) -> Option<u32> {
     row.get_as::<Option<i64>>("ofport").ok().flatten().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0)
 }
 
+/// br-tun's tenant inputs as the last pass built them, each with what it was built from: a
+/// pass builds again only the tenants whose endpoint records or tunnel port changed, or all of
+/// them when the desired state did (members, VLANs, gateways).
+#[derive(Default)]
+pub(super) struct TunInputs {
+    desired: Option<Arc<DesiredState>>,
+    tenants: HashMap<String, Built>,
+}
+
+struct Built {
+    endpoints: u64,
+    tunnel_port: Option<u32>,
+    input: Arc<TenantInput>,
+}
+
 /// br-tun's part of the pipeline's input for this host (`owner`): the tenants (no ports).
-pub(super) fn tun_input(desired: &DesiredState, cache: &ClusterCache, replica: &Replica, owner: &str) -> PipelineInput {
+pub(super) fn tun_input(
+    memo: &mut TunInputs,
+    desired: &Arc<DesiredState>,
+    cache: &ClusterCache,
+    replica: &Replica,
+    owner: &str,
+) -> PipelineInput {
+    if !memo.desired.as_ref().is_some_and(|d| Arc::ptr_eq(d, desired)) {
+        memo.tenants.clear();
+        memo.desired = Some(desired.clone());
+    }
     let mut tenants = BTreeMap::new();
+    let mut stale: HashMap<&str, Built> = HashMap::new();
     for t in &desired.tunnels {
         let Some(tenant) = cache.tenants.get(&t.tenant) else { continue };
-        let members = desired.members.get(&t.tenant).map(Vec::as_slice).unwrap_or_default();
-        tenants.insert(
-            t.tenant.clone(),
-            TenantInput {
-                vlan: t.local_vlan,
-                tunnel_port: ofport(replica, &t.name),
-                members: members.iter().map(|m| m.underlay_ip).collect(),
-                remote: Vec::new(),
-                local: Vec::new(),
-                gateway: tenant.gateway(),
-                gateway_mac: has_gateway(tenant, desired).then(|| overlay::gateway::gateway_mac(tenant.vni())),
-            },
-        );
-    }
-    // Each host's underlay address, as its host record has it, for the members only.
-    let member_ips: HashMap<(&str, &str), IpAddr> = desired
-        .members
-        .iter()
-        .flat_map(|(t, ms)| ms.iter().map(move |m| ((t.as_str(), m.host.as_str()), m.underlay_ip)))
-        .collect();
-    for (_, e) in cache.endpoints.iter() {
-        let Some(t) = tenants.get_mut(&e.tenant) else { continue };
-        if e.host == owner {
-            t.local.push(e.ip);
-        } else if let Some(&host) = member_ips.get(&(e.tenant.as_str(), e.host.as_str())) {
-            t.remote.push(RemoteEndpoint { mac: e.mac, ip: e.ip, host });
+        let endpoints = cache.endpoints.tenant_stamp(&t.tenant);
+        let tunnel_port = ofport(replica, &t.name);
+        match memo.tenants.get(&t.tenant) {
+            Some(b) if b.endpoints == endpoints && b.tunnel_port == tunnel_port => {
+                tenants.insert(t.tenant.clone(), b.input.clone());
+            }
+            _ => {
+                let members = desired.members.get(&t.tenant).map(Vec::as_slice).unwrap_or_default();
+                let input = TenantInput {
+                    vlan: t.local_vlan,
+                    tunnel_port,
+                    members: members.iter().map(|m| m.underlay_ip).collect(),
+                    remote: Vec::new(),
+                    local: Vec::new(),
+                    gateway: tenant.gateway(),
+                    gateway_mac: has_gateway(tenant, desired).then(|| overlay::gateway::gateway_mac(tenant.vni())),
+                };
+                stale.insert(&t.tenant, Built { endpoints, tunnel_port, input: Arc::new(input) });
+            }
         }
     }
+    for (name, mut built) in stale {
+        // Each host's underlay address, as its host record has it, for the members only.
+        let member_ips: HashMap<&str, IpAddr> =
+            desired.members.get(name).into_iter().flatten().map(|m| (m.host.as_str(), m.underlay_ip)).collect();
+        let t = Arc::get_mut(&mut built.input).expect("not shared yet");
+        for (_, e) in cache.endpoints.of_tenant(name) {
+            if e.host == owner {
+                t.local.push(e.ip);
+            } else if let Some(&host) = member_ips.get(e.host.as_str()) {
+                t.remote.push(RemoteEndpoint { mac: e.mac, ip: e.ip, host });
+            }
+        }
+        tenants.insert(name.to_owned(), built.input.clone());
+        memo.tenants.insert(name.to_owned(), built);
+    }
+    memo.tenants.retain(|name, _| tenants.contains_key(name));
     PipelineInput {
         tun_patch: ofport(replica, PATCH_TUN_TO_INT),
         tenants,

@@ -161,6 +161,10 @@ pub struct DataPlane {
     datapath_type: String,
     int_bridge: String,
     tun_bridge: String,
+    /// The last desired bridges computed, with what they were computed from.
+    bridges_memo: std::sync::Mutex<Option<bridges::Memo>>,
+    /// br-tun's tenant inputs as the last pass built them.
+    tun_inputs: std::sync::Mutex<inputs::TunInputs>,
     /// The flows.
     pub flows: FlowPlane,
 }
@@ -176,6 +180,8 @@ impl DataPlane {
             datapath_type: config.ovs.datapath_type.as_str().to_owned(),
             int_bridge: config.ovs.int_bridge.clone(),
             tun_bridge: config.ovs.tun_bridge.clone(),
+            bridges_memo: std::sync::Mutex::new(None),
+            tun_inputs: std::sync::Mutex::default(),
             flows: FlowPlane::start(&config.ovs.rundir, &config.ovs.int_bridge, &config.ovs.tun_bridge),
         }
     }
@@ -210,10 +216,10 @@ impl DataPlane {
         let locked_in = started.elapsed() - computed_in;
         let tun_input = {
             let cache = input.cluster.borrow();
-            inputs::tun_input(&desired, &cache, &input.ovs.replica(), &self.owner)
+            let mut memo = self.tun_inputs.lock().expect("tun inputs");
+            inputs::tun_input(&mut memo, &desired, &cache, &input.ovs.replica(), &self.owner)
         };
-        let tun_flows = overlay::pipeline::tun_flows(&tun_input);
-        let tun_bundles = self.flows.apply_tun(&tun_flows, input.full).await?;
+        let (tun_bundles, tun_flows) = self.flows.apply_tun(&tun_input, input.full).await?;
         let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
         tracing::debug!(
             desired_ms = ms(computed_in),
@@ -222,8 +228,7 @@ impl DataPlane {
             flows = tun_flows.len() + int_flows,
             "pass timings"
         );
-        let flows = overlay::pipeline::DesiredFlows { tun: tun_flows, int: Vec::new() };
-        let mut report = report(&desired, &tun_input, &flows, conflicts);
+        let mut report = report(&desired, &tun_input, &tun_flows, conflicts);
         report.flows.1 = int_flows;
         Ok(PassOutcome { transactions, bundles: int_bundles + tun_bundles, report })
     }
@@ -322,10 +327,10 @@ impl DataPlane {
 fn report(
     desired: &DesiredState,
     pipeline: &overlay::pipeline::PipelineInput,
-    flows: &overlay::pipeline::DesiredFlows,
+    tun_flows: &overlay::pipeline::TunGroups,
     conflicts: Vec<String>,
 ) -> Report {
-    let (by_vlan, peer_flows) = flows.counts();
+    let (by_vlan, peer_flows) = tun_flows.counts();
     let tenant_flows =
         desired.tenant_vlans.iter().map(|(t, v)| (t.clone(), by_vlan.get(v).copied().unwrap_or(0))).collect();
     let tunnels = desired
@@ -346,7 +351,7 @@ fn report(
         tunnels,
         tenant_flows,
         peer_flows,
-        flows: (flows.tun.len(), flows.int.len()),
+        flows: (tun_flows.len(), 0),
         skipped: desired.skipped.iter().map(|s| format!("{}: {}", s.peer, s.reason)).collect(),
         conflicts,
         peers: desired.peer_count(),

@@ -24,6 +24,16 @@ pub struct ClusterCache {
     pub endpoints: Endpoints,
     /// etcd revision this view is at.
     pub revision: i64,
+    /// A stamp taken at every change of what a host's bridges are computed from (hosts,
+    /// tenants, leases; not endpoints, not liveness): equal stamps, equal bridges. Stamps come
+    /// from one counter for the whole process, so a cache listed afresh never repeats one.
+    pub topology: u64,
+}
+
+/// The source of [`ClusterCache::topology`] stamps.
+fn next_stamp() -> u64 {
+    static STAMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    STAMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ClusterCache {
@@ -49,7 +59,11 @@ impl ClusterCache {
                 }
             }
         }
-        match keys.parse(key) {
+        let parsed = keys.parse(key);
+        if matches!(parsed, Some(Key::Host(_) | Key::Tenant(_) | Key::Subnet { .. })) {
+            self.topology = next_stamp();
+        }
+        match parsed {
             Some(Key::Host(name)) => {
                 let decoded = value.map(|b| {
                     HostRecord::from_json(b).and_then(|h| {
@@ -112,12 +126,22 @@ impl ClusterCache {
     }
 }
 
-/// Endpoint records by key, with an index by host: a plug reads its own host's records from
-/// here, whatever the size of the cluster.
+/// Endpoint records by key, with an index by host (a plug reads its own host's records from
+/// here, whatever the size of the cluster) and one by tenant (a pass builds again only the
+/// flows of tenants whose records changed). The indexes share the keys.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Endpoints {
-    by_key: BTreeMap<String, Endpoint>,
-    by_host: HashMap<String, BTreeSet<String>>,
+    by_key: BTreeMap<Arc<str>, Endpoint>,
+    by_host: HashMap<String, BTreeSet<Arc<str>>>,
+    by_tenant: HashMap<String, TenantRecords>,
+}
+
+/// The keys of one tenant's records, and a stamp (see [`ClusterCache::topology`]) taken
+/// whenever one of them comes, changes or goes.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TenantRecords {
+    stamp: u64,
+    keys: BTreeSet<Arc<str>>,
 }
 
 impl Endpoints {
@@ -133,40 +157,55 @@ impl Endpoints {
 
     /// Every record with its key, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Endpoint)> {
-        self.by_key.iter().map(|(k, e)| (k.as_str(), e))
+        self.by_key.iter().map(|(k, e)| (&**k, e))
     }
 
     /// The records of `host`, with their keys.
     pub fn of_host<'a>(&'a self, host: &str) -> impl Iterator<Item = (&'a str, &'a Endpoint)> + 'a {
-        self.by_host
-            .get(host)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.by_key.get_key_value(k).map(|(k, e)| (k.as_str(), e)))
+        self.resolve(self.by_host.get(host))
+    }
+
+    /// The records of `tenant` (by their own tenant field), with their keys.
+    pub fn of_tenant<'a>(&'a self, tenant: &str) -> impl Iterator<Item = (&'a str, &'a Endpoint)> + 'a {
+        self.resolve(self.by_tenant.get(tenant).map(|t| &t.keys))
+    }
+
+    /// The stamp of `tenant`'s records: the same as long as none of them changed (0: it has
+    /// none).
+    pub fn tenant_stamp(&self, tenant: &str) -> u64 {
+        self.by_tenant.get(tenant).map_or(0, |t| t.stamp)
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        keys: Option<&'a BTreeSet<Arc<str>>>,
+    ) -> impl Iterator<Item = (&'a str, &'a Endpoint)> + 'a {
+        keys.into_iter().flatten().filter_map(|k| self.by_key.get_key_value(k).map(|(k, e)| (&**k, e)))
     }
 
     fn insert(&mut self, key: &str, e: Endpoint) {
-        if let Some(old) = self.by_key.get(key) {
-            if old.host != e.host {
-                let old_host = old.host.clone();
-                self.unindex(&old_host, key);
-            }
-        }
-        self.by_host.entry(e.host.clone()).or_default().insert(key.to_owned());
-        self.by_key.insert(key.to_owned(), e);
+        self.remove(key);
+        let key: Arc<str> = Arc::from(key);
+        self.by_host.entry(e.host.clone()).or_default().insert(key.clone());
+        let tenant = self.by_tenant.entry(e.tenant.clone()).or_default();
+        tenant.stamp = next_stamp();
+        tenant.keys.insert(key.clone());
+        self.by_key.insert(key, e);
     }
 
     fn remove(&mut self, key: &str) {
-        if let Some(old) = self.by_key.remove(key) {
-            self.unindex(&old.host, key);
-        }
-    }
-
-    fn unindex(&mut self, host: &str, key: &str) {
-        if let Some(keys) = self.by_host.get_mut(host) {
+        let Some(old) = self.by_key.remove(key) else { return };
+        if let Some(keys) = self.by_host.get_mut(&old.host) {
             keys.remove(key);
             if keys.is_empty() {
-                self.by_host.remove(host);
+                self.by_host.remove(&old.host);
+            }
+        }
+        if let Some(tenant) = self.by_tenant.get_mut(&old.tenant) {
+            tenant.keys.remove(key);
+            tenant.stamp = next_stamp();
+            if tenant.keys.is_empty() {
+                self.by_tenant.remove(&old.tenant);
             }
         }
     }
@@ -356,5 +395,48 @@ mod tests {
         cache.apply(&keys, "/overlay/endpoints/red/b/eth0", None);
         assert_eq!(of(&cache, "h2"), ["/overlay/endpoints/red/a/eth0"]);
         assert_eq!(cache.endpoints.len(), 1);
+    }
+
+    #[test]
+    fn stamps_change_with_what_they_cover_and_nothing_else() {
+        let keys = Keys::new("/overlay");
+        let mut cache = ClusterCache::default();
+        let ep = |c: &str, tenant: &str| Endpoint {
+            tenant: tenant.into(),
+            container_id: c.into(),
+            ifname: "eth0".into(),
+            machine_id: "m".into(),
+            host: "h1".into(),
+            ip: "198.19.0.2".parse().unwrap(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            iface_id: c.into(),
+            port: "tap0123456789ab".into(),
+            owner: None,
+            publish: vec![],
+        };
+        let tenant = br#"{"name":"red","vni":7,"cidr":"198.19.0.0/16"}"#;
+        cache.apply(&keys, "/overlay/tenants/red", Some(tenant));
+        let topology = cache.topology;
+        assert_ne!(topology, 0, "a tenant is part of the topology");
+        cache.apply(&keys, "/overlay/endpoints/red/a/eth0", Some(&ep("a", "red").to_json()));
+        cache.apply(&keys, "/overlay/alive/h1", Some(b"1"));
+        assert_eq!(cache.topology, topology, "endpoints and liveness are not");
+        let red = cache.endpoints.tenant_stamp("red");
+        assert_ne!(red, 0);
+        assert_eq!(cache.endpoints.tenant_stamp("blue"), 0, "no records, no stamp");
+        cache.apply(&keys, "/overlay/endpoints/red/a/eth0", Some(&ep("a", "blue").to_json()));
+        assert_ne!(cache.endpoints.tenant_stamp("blue"), 0);
+        assert_eq!(cache.endpoints.tenant_stamp("red"), 0, "a record moved to another tenant leaves red empty");
+        assert_eq!(cache.endpoints.of_tenant("blue").count(), 1);
+        assert_eq!(cache.endpoints.of_tenant("red").count(), 0);
+        let blue = cache.endpoints.tenant_stamp("blue");
+        cache.apply(&keys, "/overlay/endpoints/red/b/eth0", Some(&ep("b", "red").to_json()));
+        assert_eq!(cache.endpoints.tenant_stamp("blue"), blue, "another tenant's record leaves blue's stamp");
+        cache.apply(&keys, "/overlay/endpoints/red/a/eth0", None);
+        assert_ne!(cache.endpoints.tenant_stamp("blue"), blue);
+        // A cache listed afresh never repeats a stamp the agent may have remembered.
+        let mut relisted = ClusterCache::default();
+        relisted.apply(&keys, "/overlay/tenants/red", Some(tenant));
+        assert!(relisted.topology > cache.topology);
     }
 }

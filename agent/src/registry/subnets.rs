@@ -11,14 +11,29 @@ use super::{etcd, Registry, RegistryError};
 impl Registry {
     /// Returns this host's subnet lease in `tenant`, taking a free one if it has none:
     /// candidates start at an offset from the hostname, each is claimed by compare-and-create,
-    /// and a lost race moves on to the next.
+    /// and a lost race moves on to the next. `known`, the lease this host took before, is
+    /// checked first by its own key: a plug into a tenant the host is in reads one key, not the
+    /// tenant's every lease.
     pub async fn ensure_lease(
         &self,
         tenant: &Tenant,
         me: &HostRecord,
         host_lease: i64,
+        known: Option<&SubnetLease>,
     ) -> Result<SubnetLease, RegistryError> {
         let mut c = self.client.clone();
+        if let Some(known) = known.filter(|k| k.tenant == tenant.name()) {
+            let got = c
+                .get(self.keys.subnet(tenant.name(), &known.subnet), None)
+                .await
+                .map_err(etcd("reading this host's subnet lease"))?;
+            let held = got.kvs().first().filter(|kv| kv.lease() == host_lease).and_then(|kv| {
+                SubnetLease::from_json(kv.value()).ok().filter(|l| l.host == me.hostname && l.subnet == known.subnet)
+            });
+            if let Some(lease) = held {
+                return Ok(lease);
+            }
+        }
         for _attempt in 0..8 {
             let got = c
                 .get(self.keys.subnets(tenant.name()), Some(GetOptions::new().with_prefix()))

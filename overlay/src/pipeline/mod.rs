@@ -24,6 +24,7 @@
 //! ARP requests for the gateway address, are dropped towards the tunnels (br-tun table 1, 40)
 //! and from them (table 0, 110), so each host answers for the gateway itself.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::IpAddr;
@@ -31,10 +32,12 @@ use std::sync::Arc;
 
 use crate::model::MacAddr;
 
+mod groups;
 mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use groups::TunGroups;
 pub use spec::{FlowSpec, MacField};
 
 /// What changes in how specs render: bumped whenever rendering changes, so every cookie
@@ -124,8 +127,9 @@ pub struct PortInput {
 pub struct PipelineInput {
     /// patch-int's ofport on br-tun, once ovs-vswitchd has it.
     pub tun_patch: Option<u32>,
-    /// The tenants this host takes part in, by name.
-    pub tenants: BTreeMap<String, TenantInput>,
+    /// The tenants this host takes part in, by name (shared: an agent keeps the inputs of
+    /// tenants that did not change from one pass to the next).
+    pub tenants: BTreeMap<String, Arc<TenantInput>>,
     /// The container ports of this host.
     pub ports: Vec<PortInput>,
     /// The gateway ports of this host.
@@ -346,17 +350,21 @@ pub type CookieMap<V> = HashMap<u64, V, BuildHasherDefault<CookieHasher>>;
 /// What to send so a bridge holding the flows of `installed` (by cookie) holds `desired`: the
 /// entries to add, and the cookies to delete. `desired` is sorted by cookie, each once, as
 /// [`desired_flows`], [`tun_flows`] and [`int_flows`] give it.
-pub fn changes<'a, V, S: BuildHasher>(
-    desired: &'a [Entry],
+pub fn changes<'a, E: Borrow<Entry>, V, S: BuildHasher>(
+    desired: &'a [E],
     installed: &HashMap<u64, V, S>,
 ) -> (Vec<&'a Entry>, Vec<u64>) {
-    debug_assert!(desired.windows(2).all(|w| w[0].cookie < w[1].cookie), "desired flows sorted by cookie, each once");
-    let add: Vec<&Entry> = desired.iter().filter(|e| !installed.contains_key(&e.cookie)).collect();
+    let cookie = |e: &E| e.borrow().cookie;
+    debug_assert!(
+        desired.windows(2).all(|w| cookie(&w[0]) < cookie(&w[1])),
+        "desired flows sorted by cookie, each once"
+    );
+    let add: Vec<&Entry> = desired.iter().map(Borrow::borrow).filter(|e| !installed.contains_key(&e.cookie)).collect();
     // Every desired flow not added is installed: if that is all the switch holds, none goes.
     let mut delete: Vec<u64> = if desired.len() - add.len() == installed.len() {
         Vec::new()
     } else {
-        installed.keys().copied().filter(|c| desired.binary_search_by_key(c, |e| e.cookie).is_err()).collect()
+        installed.keys().copied().filter(|c| desired.binary_search_by_key(c, cookie).is_err()).collect()
     };
     delete.sort_unstable();
     (add, delete)

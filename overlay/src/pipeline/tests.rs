@@ -27,7 +27,7 @@ fn lab() -> PipelineInput {
     };
     PipelineInput {
         tun_patch: Some(1),
-        tenants: BTreeMap::from([("red".to_owned(), tenant)]),
+        tenants: BTreeMap::from([("red".to_owned(), Arc::new(tenant))]),
         ports: vec![PortInput { ofport: 5, endpoint: Some((mac("02:00:00:00:01:01"), ip("198.19.0.11"))) }],
         gateway_ports: vec![],
     }
@@ -93,7 +93,7 @@ fn cookies_carry_the_prefix_are_unique_and_stable() {
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), all.len());
     // A flow whose content changes gets another cookie.
     let mut moved = lab();
-    moved.tenants.get_mut("red").unwrap().remote[0].host = ip("198.18.0.3");
+    Arc::make_mut(moved.tenants.get_mut("red").unwrap()).remote[0].host = ip("198.18.0.3");
     let c = desired_flows(&moved);
     let (add, delete) = changes(&c.tun, &a.tun.iter().map(|e| (e.cookie, ())).collect::<HashMap<u64, ()>>());
     let added: Vec<String> = add.iter().map(|e| e.spec.render(e.cookie).unwrap().to_string()).collect();
@@ -120,7 +120,7 @@ fn nothing_to_send_when_the_switch_holds_the_flows_and_only_stale_ones_go() {
 #[test]
 fn records_of_non_members_the_gateway_and_twins_are_left_out() {
     let mut input = lab();
-    let t = input.tenants.get_mut("red").unwrap();
+    let t = Arc::make_mut(input.tenants.get_mut("red").unwrap());
     // A record of a host that holds no lease (or is skipped): no flow to it.
     t.remote.push(RemoteEndpoint { mac: mac("02:00:00:00:09:09"), ip: ip("198.19.0.99"), host: ip("198.18.0.9") });
     // A record claiming the gateway: never answered.
@@ -141,7 +141,7 @@ fn records_of_non_members_the_gateway_and_twins_are_left_out() {
 #[test]
 fn until_ovs_vswitchd_has_the_ports_only_what_needs_no_port_is_there() {
     let mut input = lab();
-    input.tenants.get_mut("red").unwrap().tunnel_port = None;
+    Arc::make_mut(input.tenants.get_mut("red").unwrap()).tunnel_port = None;
     let d = desired_flows(&input);
     assert_eq!(rendered(&d.tun).len(), 3, "the two drops and from-integration");
     input.tun_patch = None;
@@ -173,7 +173,7 @@ fn ipv6_containers_send_from_their_address_and_link_local_and_advertise_only_tho
 #[test]
 fn an_ipv6_underlay_sets_and_matches_the_ipv6_tunnel_fields() {
     let mut input = lab();
-    let t = input.tenants.get_mut("red").unwrap();
+    let t = Arc::make_mut(input.tenants.get_mut("red").unwrap());
     t.members = vec![ip("fd18::2")];
     t.remote = vec![RemoteEndpoint { mac: mac("02:00:00:00:01:02"), ip: ip("198.19.0.12"), host: ip("fd18::2") }];
     let tun = rendered(&desired_flows(&input).tun);
@@ -203,7 +203,7 @@ fn counts_per_tenant_vlan_and_peer() {
 fn lab_with_gateway() -> PipelineInput {
     let mut input = lab();
     let gw = mac("02:4f:56:00:00:64");
-    input.tenants.get_mut("red").unwrap().gateway_mac = Some(gw);
+    Arc::make_mut(input.tenants.get_mut("red").unwrap()).gateway_mac = Some(gw);
     input.gateway_ports = vec![GatewayPortInput { ofport: 7, mac: gw }];
     input
 }
