@@ -7,6 +7,9 @@
 //! transaction never stops incoming messages from being read. When the stream ends, every
 //! request in flight fails with [`RpcError::Disconnected`] and every monitor stream ends.
 
+mod io;
+mod session;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,16 +18,17 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::error::{RpcError, TransactError};
-use crate::framing::{Framer, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::framing::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::monitor::{Monitor, MonitorRequests, MonitorVersion, TableUpdates};
 use crate::remote::{Remote, Transport};
 use crate::schema::DatabaseSchema;
 use crate::transaction::{interpret_text, TransactOutcome, Transaction};
+use io::{probe_loop, read_loop, write_loop};
+pub(crate) use session::RawJson;
+use session::{Shared, Tasks};
 
 /// Tunables of one session.
 #[derive(Debug, Clone)]
@@ -59,116 +63,6 @@ pub enum LockEvent {
     Locked(String),
     /// A lock this session held was stolen by another.
     Stolen(String),
-}
-
-/// Part of a message (a reply's `result`, a notification's `params`) as JSON text, still in
-/// the buffer the message arrived in. Large results and updates are decoded from the text
-/// straight into their final form ([`crate::TableUpdates::from_slice`]); nothing makes a
-/// `serde_json::Value` tree of them, nor copies them to route them.
-#[derive(Debug)]
-pub(crate) struct RawJson {
-    message: Vec<u8>,
-    range: std::ops::Range<usize>,
-}
-
-impl RawJson {
-    /// Where `part`, which `serde_json` borrowed from `message`, lies in it.
-    fn range_of(message: &[u8], part: Option<&RawValue>) -> Option<std::ops::Range<usize>> {
-        let part = part?.get();
-        let start = part.as_ptr() as usize - message.as_ptr() as usize;
-        debug_assert_eq!(message.get(start..start + part.len()), Some(part.as_bytes()));
-        Some(start..start + part.len())
-    }
-
-    /// The part of `message` at `range` (from [`RawJson::range_of`]); `null` if none.
-    fn cut(message: Vec<u8>, range: Option<std::ops::Range<usize>>) -> RawJson {
-        match range {
-            Some(range) => RawJson { message, range },
-            None => RawJson { message: b"null".to_vec(), range: 0..4 },
-        }
-    }
-
-    pub(crate) fn text(&self) -> &[u8] {
-        &self.message[self.range.clone()]
-    }
-
-    fn to_json(&self) -> Result<Json, serde_json::Error> {
-        serde_json::from_slice(self.text())
-    }
-}
-
-type Reply = Result<RawJson, RpcError>;
-
-/// A request written, its reply still to come.
-struct Sent {
-    id: u64,
-    rx: oneshot::Receiver<Reply>,
-}
-
-struct Pending {
-    method: String,
-    reply: oneshot::Sender<Reply>,
-}
-
-struct Shared {
-    remote: String,
-    options: ConnectionOptions,
-    next_id: AtomicU64,
-    writer: mpsc::UnboundedSender<Vec<u8>>,
-    pending: Mutex<HashMap<u64, Pending>>,
-    /// Each monitor's channel, carrying the `params` of its notifications.
-    monitors: Mutex<HashMap<String, mpsc::UnboundedSender<RawJson>>>,
-    locks: broadcast::Sender<LockEvent>,
-    /// `Some(reason)` once the session is over.
-    closed: watch::Sender<Option<String>>,
-    last_heard: Mutex<Instant>,
-}
-
-impl Shared {
-    fn close(&self, reason: &str) {
-        let first = self.closed.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(reason.to_owned());
-                true
-            } else {
-                false
-            }
-        });
-        if first {
-            tracing::debug!(remote = %self.remote, reason, "OVSDB session closed");
-        }
-        let pending: Vec<Pending> = self.pending.lock().expect("pending lock").drain().map(|(_, p)| p).collect();
-        for p in pending {
-            let _ = p.reply.send(Err(RpcError::Disconnected { reason: reason.to_owned() }));
-        }
-        self.monitors.lock().expect("monitors lock").clear();
-    }
-
-    fn closed_reason(&self) -> Option<String> {
-        self.closed.borrow().clone()
-    }
-
-    fn send(&self, message: &impl Serialize) -> Result<(), RpcError> {
-        let mut bytes = serde_json::to_vec(message).expect("messages serialize to JSON");
-        bytes.push(b'\n');
-        self.writer.send(bytes).map_err(|_| RpcError::Disconnected {
-            reason: self.closed_reason().unwrap_or_else(|| "writer stopped".into()),
-        })
-    }
-}
-
-struct Tasks {
-    shared: Arc<Shared>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        self.shared.close("connection dropped by the client");
-        for h in &self.handles {
-            h.abort();
-        }
-    }
 }
 
 /// A session with an ovsdb-server. Cheap to clone; the session closes when the last clone is
@@ -264,50 +158,8 @@ impl Connection {
     /// [`Connection::call`] with any serializable params (written straight to the wire, with
     /// no `serde_json::Value` in between), giving back the result as text.
     pub(crate) async fn request<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<RawJson, RpcError> {
-        let sent = self.send_request(method, params)?;
-        self.reply(method, sent).await
-    }
-
-    /// Writes a request; [`Connection::reply`] waits for its answer. Once this returns,
-    /// `params` are no longer needed.
-    fn send_request<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<Sent, RpcError> {
-        #[derive(Serialize)]
-        struct Request<'a, P: ?Sized> {
-            method: &'a str,
-            params: &'a P,
-            id: u64,
-        }
-        if let Some(reason) = self.shared.closed_reason() {
-            return Err(RpcError::Disconnected { reason });
-        }
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.shared.pending.lock().expect("pending lock").insert(id, Pending { method: method.to_owned(), reply: tx });
-        // The session may have closed between the check and the insert; close() drains
-        // `pending` after setting the flag, so re-checking here covers that window.
-        if let Some(reason) = self.shared.closed_reason() {
-            self.shared.pending.lock().expect("pending lock").remove(&id);
-            return Err(RpcError::Disconnected { reason });
-        }
-        if let Err(e) = self.shared.send(&Request { method, params, id }) {
-            self.shared.pending.lock().expect("pending lock").remove(&id);
-            return Err(e);
-        }
-        Ok(Sent { id, rx })
-    }
-
-    async fn reply(&self, method: &str, sent: Sent) -> Result<RawJson, RpcError> {
-        let timeout = self.shared.options.request_timeout;
-        match tokio::time::timeout(timeout, sent.rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(RpcError::Disconnected {
-                reason: self.shared.closed_reason().unwrap_or_else(|| "connection dropped".into()),
-            }),
-            Err(_) => {
-                self.shared.pending.lock().expect("pending lock").remove(&sent.id);
-                Err(RpcError::Timeout { method: method.to_owned(), after: timeout })
-            }
-        }
+        let sent = self.shared.send_request(method, params)?;
+        self.shared.reply(method, sent).await
     }
 
     /// `list_dbs`.
@@ -345,9 +197,9 @@ impl Connection {
     /// replica's new rows were allocated among them and stayed scattered once they went.
     pub async fn transact_owned(&self, tx: Transaction) -> Result<TransactOutcome, TransactError> {
         tx.validate()?;
-        let sent = self.send_request("transact", &tx.params())?;
+        let sent = self.shared.send_request("transact", &tx.params())?;
         let shapes = tx.into_shapes();
-        let reply = self.reply("transact", sent).await?;
+        let reply = self.shared.reply("transact", sent).await?;
         interpret_text(&shapes, reply.text())
     }
 
@@ -465,202 +317,4 @@ impl Connection {
     pub fn lock_events(&self) -> broadcast::Receiver<LockEvent> {
         self.shared.locks.subscribe()
     }
-}
-
-async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Transport>>) {
-    let mut framer = Framer::new(shared.options.max_message_size);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut closed = shared.closed.subscribe();
-    let reason = loop {
-        let result = tokio::select! {
-            r = read.read(&mut buf) => r,
-            // Closed elsewhere (probe, write failure): drop the read half so that, with the
-            // writer gone too, the socket is closed and the peer sees it.
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        let n = match result {
-            Ok(0) if framer.pending() > 0 => {
-                break "the server closed the connection in the middle of a message".to_owned()
-            }
-            Ok(0) => break "the server closed the connection".to_owned(),
-            Ok(n) => n,
-            Err(e) => break format!("read failed: {e}"),
-        };
-        *shared.last_heard.lock().expect("last_heard lock") = Instant::now();
-        framer.push(&buf[..n]);
-        let mut failed = None;
-        loop {
-            match framer.next_text().and_then(|msg| msg.map(|m| dispatch(&shared, m)).transpose()) {
-                Ok(Some(())) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        if let Some(reason) = failed {
-            tracing::warn!(remote = %shared.remote, %reason, "dropping OVSDB connection");
-            break reason;
-        }
-    };
-    shared.close(&reason);
-}
-
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut write: tokio::io::WriteHalf<Box<dyn Transport>>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    // Stops as soon as the session is closed, even in the middle of a write to a peer that no
-    // longer reads: holding the write half would keep the socket open.
-    let mut closed = shared.closed.subscribe();
-    loop {
-        let bytes = tokio::select! {
-            m = rx.recv() => match m {
-                Some(bytes) => bytes,
-                None => return,
-            },
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        let written = tokio::select! {
-            r = write.write_all(&bytes) => r,
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        if let Err(e) = written {
-            shared.close(&format!("write failed: {e}"));
-            return;
-        }
-    }
-}
-
-async fn probe_loop(shared: std::sync::Weak<Shared>, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.closed_reason().is_some() {
-            return;
-        }
-        let idle = s.last_heard.lock().expect("last_heard lock").elapsed();
-        if idle < interval {
-            continue;
-        }
-        let id = format!("probe-{}", s.next_id.fetch_add(1, Ordering::Relaxed));
-        let sent = Instant::now();
-        if s.send(&json!({"method": "echo", "params": [], "id": id})).is_err() {
-            return;
-        }
-        drop(s);
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        // Anything heard since the echo went out (its reply or any other message) proves the
-        // server alive. (Comparing the idle time with `interval` instead would close a healthy
-        // session whenever the timer overshoots by more than the round trip.)
-        if *s.last_heard.lock().expect("last_heard lock") < sent {
-            s.close(&format!("no message from the server for {:?} (inactivity probe)", interval * 2));
-            return;
-        }
-    }
-}
-
-/// The members of a JSON-RPC message, as text borrowed from it.
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    method: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    result: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a RawValue>,
-}
-
-/// A member that should be a string, if it is one.
-fn string(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
-}
-
-/// Routes one message. Invalid JSON is an error that ends the session; valid JSON of the wrong
-/// shape is logged and ignored.
-fn dispatch(shared: &Shared, message: Vec<u8>) -> Result<(), RpcError> {
-    let invalid = |e: serde_json::Error| RpcError::Protocol(format!("invalid JSON message: {e}"));
-    if message.first() == Some(&b'[') {
-        serde_json::from_slice::<serde::de::IgnoredAny>(&message).map_err(invalid)?;
-        tracing::warn!("message that is neither request nor reply ignored");
-        return Ok(());
-    }
-    let envelope: Envelope = match serde_json::from_slice(&message) {
-        Ok(e) => e,
-        Err(e) if e.is_data() => {
-            tracing::warn!(error = %e, "malformed message ignored");
-            return Ok(());
-        }
-        Err(e) => return Err(invalid(e)),
-    };
-    match (string(envelope.method), envelope.id) {
-        (Some(method), Some(id)) => {
-            // A request from the server; ovsdb-server only sends echo.
-            let reply = if method == "echo" {
-                json!({"id": id, "result": envelope.params.unwrap_or_else(|| empty_array()), "error": null})
-            } else {
-                json!({"id": id, "result": null, "error": format!("unknown method {method}")})
-            };
-            let _ = shared.send(&reply);
-        }
-        (Some(method), None) => match method.as_str() {
-            "update" | "update2" | "update3" => {
-                let first = envelope.params.and_then(|p| serde_json::from_str::<Vec<&RawValue>>(p.get()).ok());
-                let mid = string(first.as_ref().and_then(|f| f.first().copied())).unwrap_or_default();
-                let params = RawJson::range_of(&message, envelope.params);
-                let monitors = shared.monitors.lock().expect("monitors lock");
-                match monitors.get(&mid) {
-                    Some(tx) => {
-                        let _ = tx.send(RawJson::cut(message, params));
-                    }
-                    None => tracing::debug!(monitor = %mid, "update for an unknown monitor ignored"),
-                }
-            }
-            "locked" | "stolen" => {
-                let first = envelope.params.and_then(|p| serde_json::from_str::<Vec<&RawValue>>(p.get()).ok());
-                let lock = string(first.as_ref().and_then(|f| f.first().copied())).unwrap_or_default();
-                let ev = if method == "locked" { LockEvent::Locked(lock) } else { LockEvent::Stolen(lock) };
-                let _ = shared.locks.send(ev);
-            }
-            other => tracing::debug!(method = other, "unexpected notification ignored"),
-        },
-        (None, Some(id)) => {
-            let Ok(num) = serde_json::from_str::<u64>(id.get()) else {
-                // Our own probe echoes use string ids; nothing waits for them.
-                if !string(Some(id)).is_some_and(|s| s.starts_with("probe-")) {
-                    tracing::warn!(id = %id.get(), "reply with an id this client never used ignored");
-                }
-                return Ok(());
-            };
-            let Some(p) = shared.pending.lock().expect("pending lock").remove(&num) else {
-                tracing::warn!(id = num, "reply with an id that is not in flight ignored");
-                return Ok(());
-            };
-            let reply = match envelope.error {
-                Some(e) => Err(RpcError::Server {
-                    method: p.method,
-                    error: serde_json::from_str(e.get()).unwrap_or(Json::Null),
-                }),
-                None => {
-                    let result = RawJson::range_of(&message, envelope.result);
-                    Ok(RawJson::cut(message, result))
-                }
-            };
-            let _ = p.reply.send(reply);
-        }
-        (None, None) => tracing::warn!("message that is neither request nor reply ignored"),
-    }
-    Ok(())
-}
-
-fn empty_array() -> &'static RawValue {
-    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| RawValue::from_string("[]".into()).expect("valid JSON"))
 }
