@@ -12,7 +12,7 @@ use overlay::naming::container_port_name;
 
 use super::*;
 use fakes::{FakeLinks, FakeRecords, FakeSwitch, HOST, HOST_NETNS, ME};
-use world::{endpoint, red, World};
+use world::{endpoint, red, red_world, World};
 
 mod fakes;
 mod plug;

@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn a_hand_off_plug_leaves_the_container_end_in_the_host_namespace_for_the_runtime() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     let req = PlugRequest { owner: Some("docker:n1".into()), ..PlugRequest::new("ep1", "red", NetnsRef::Handoff) };
     let r = p.plug(req.clone()).await.unwrap();
@@ -27,8 +26,7 @@ async fn a_hand_off_plug_leaves_the_container_end_in_the_host_namespace_for_the_
 
 #[tokio::test]
 async fn a_plug_takes_over_a_reservation_of_this_machine_and_no_one_elses() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     let reserve = |ip: &str, host: &str, machine: &str| {
         records
@@ -56,8 +54,7 @@ async fn a_plug_takes_over_a_reservation_of_this_machine_and_no_one_elses() {
 
 #[tokio::test]
 async fn a_check_says_what_differs_and_changes_nothing() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     assert!(matches!(p.check_plugged(w.request("c1", "eth0", None)).await, Err(PlugError::NotFound(_))));
     let r = p.plug(w.request("c1", "eth0", None)).await.unwrap();
@@ -77,8 +74,7 @@ async fn a_check_says_what_differs_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_plug_again_returns_the_same_result_and_other_arguments_are_a_conflict() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     let first = p.plug(w.request("c1", "eth0", None)).await.unwrap();
     assert_eq!((first.ip.to_string().as_str(), first.mtu, first.prefix), ("198.19.1.1", 1450, 16));
@@ -114,8 +110,7 @@ async fn a_failed_plug_leaves_nothing_and_says_which_step_failed() {
 
 #[tokio::test]
 async fn concurrent_plugs_of_one_tenant_get_distinct_addresses_without_listing_the_tenant() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     let requests: Vec<PlugRequest> = (0..20).map(|i| w.request(&format!("c{i}"), "eth0", None)).collect();
     let results = futures::future::join_all(requests.into_iter().map(|r| p.plug(r))).await;

@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn unplug_of_a_container_takes_all_its_interfaces_and_only_its_own() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     for (c, i) in [("c1", "eth0"), ("c1", "eth1"), ("c2", "eth0")] {
         p.plug(w.request(c, i, None)).await.unwrap();
@@ -68,8 +67,7 @@ async fn recovery_removes_only_what_is_provably_this_machines() {
 
 #[tokio::test]
 async fn a_container_whose_veth_went_away_is_reaped_once_and_counted() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     let result = p.plug(w.request("c1", "eth0", None)).await.unwrap();
     p.plug(w.request("c2", "eth0", None)).await.unwrap();

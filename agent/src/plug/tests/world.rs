@@ -18,6 +18,11 @@ pub(super) fn red() -> Tenant {
     Tenant::new("red", Vni::new(100).unwrap(), "198.19.0.0/16".parse().unwrap(), TunnelType::Vxlan, 24).unwrap()
 }
 
+/// A world, etcd holding tenant red, an empty switch and kernel: where most tests start.
+pub(super) fn red_world() -> (World, FakeRecords, FakeSwitch, FakeLinks) {
+    (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default())
+}
+
 fn facts() -> HostFacts {
     HostFacts { hostname: HOST.into(), machine_id: ME.into(), underlay_ipv6: false, underlay_mtu: 1500 }
 }
