@@ -201,7 +201,6 @@ impl AgentProc {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "stop or kill the agent first");
         self.starts += 1;
-        let log = std::fs::File::create(self.log_path_n(self.starts)).expect("log file");
         let mut cmd = match &self.netns {
             Some(netns) => {
                 let mut cmd = Command::new("nsenter");
@@ -210,16 +209,8 @@ impl AgentProc {
             }
             None => Command::new(agent_binary()),
         };
-        let child = cmd
-            .args(&self.args)
-            .env_remove("OVERLAY_API_SOCKET")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning overlay-agent");
-        self.child = Some(child);
+        cmd.args(&self.args).env_remove("OVERLAY_API_SOCKET").envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.child = Some(spawn_logged(&mut cmd, &self.log_path_n(self.starts), "overlay-agent"));
     }
 
     fn log_path_n(&self, n: u32) -> PathBuf {
@@ -393,6 +384,17 @@ fn unpin_all(dir: &Path) {
     for e in entries.flatten() {
         let _ = Command::new("umount").arg("-l").arg(e.path()).stderr(Stdio::null()).status();
     }
+}
+
+/// Starts `cmd` (what: its name for the panic) with no stdin and its stdout and stderr in a
+/// new file at `log`.
+pub(crate) fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> Child {
+    let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file handle"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"))
 }
 
 /// Waits for a CLI process started with [`AgentProc::spawn_cli`] to exit (10 s at most).
