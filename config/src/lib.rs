@@ -54,6 +54,8 @@
 //! ```
 #![warn(missing_docs)]
 
+mod agent_config;
+mod check;
 mod error;
 mod file;
 mod flags;
@@ -63,14 +65,15 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use agent_config::{
+    AgentConfig, ClientIdentity, EtcdAuth, EtcdConfig, EtcdTls, LogConfig, OvsConfig, OvsdbTls, Timers,
+};
 pub use error::{ConfigError, Origin};
 pub use file::{ApiFile, EtcdFile, FileConfig, GatewayFile, LogFile, MetricsFile, OvsFile, TenantsFile, TimersFile};
 pub use flags::RunFlags;
 /// Where the agent reaches ovsdb-server: OVSDB's own remote type, so its syntax has one parser.
 pub use ovsdb_client::Remote as OvsdbRemote;
-pub use resolve::{
-    system_hostname, AgentConfig, ClientIdentity, EtcdAuth, EtcdConfig, EtcdTls, LogConfig, OvsConfig, OvsdbTls, Timers,
-};
+pub use resolve::system_hostname;
 pub use types::{DatapathType, LogFormat, Secret};
 
 /// Where the agent looks for its config file when `--config` is not given.

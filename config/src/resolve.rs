@@ -1,147 +1,26 @@
 //! Merging flags, file and defaults into a validated [`AgentConfig`].
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::agent_config::{
+    AgentConfig, ClientIdentity, EtcdAuth, EtcdConfig, EtcdTls, LogConfig, OvsConfig, OvsdbTls, Timers,
+};
+use crate::check::{
+    check_bridge, check_endpoint, check_hostname, check_log_level, check_mtu, check_socket_path, normalize_prefix,
+    parse_metrics_address, parse_underlay_ip,
+};
 use crate::keys;
 use crate::Key;
 use crate::{
-    ConfigError, DatapathType, FileConfig, LogFormat, Origin, OvsdbRemote, RunFlags, Secret, DEFAULT_API_SOCKET,
+    ConfigError, DatapathType, FileConfig, LogFormat, Origin, OvsdbRemote, RunFlags, DEFAULT_API_SOCKET,
     DEFAULT_CONFIG_PATH, DEFAULT_ETCD_ENDPOINT, DEFAULT_ETCD_PREFIX, DEFAULT_GATEWAY_TRANSIT_CIDR,
     DEFAULT_HOST_TTL_SECS, DEFAULT_INT_BRIDGE, DEFAULT_LIVENESS_TTL_SECS, DEFAULT_LOG_LEVEL, DEFAULT_OVSDB_REMOTE,
     DEFAULT_OVS_RUNDIR, DEFAULT_RESYNC_INTERVAL_SECS, DEFAULT_STATE_DIR, DEFAULT_SUBNET_LEN, DEFAULT_TUN_BRIDGE,
 };
 
-/// The validated, fully resolved agent configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentConfig {
-    /// This host's name; safe to use as an etcd key segment.
-    pub hostname: String,
-    /// The tunnel endpoint address of this host.
-    pub underlay_ip: IpAddr,
-    /// Underlay MTU when configured; `None` means the agent reads it from the underlay
-    /// interface and falls back to 1500.
-    pub underlay_mtu: Option<u32>,
-    /// The network namespace (a file such as /var/run/netns/NAME) where ovs-vswitchd runs and
-    /// where the host ends of container veths go; `None` is the agent's own namespace (the
-    /// normal case: the agent runs on the host).
-    pub host_netns: Option<PathBuf>,
-    /// etcd connection and key prefix.
-    pub etcd: EtcdConfig,
-    /// Local Open vSwitch.
-    pub ovs: OvsConfig,
-    /// Path of the local API's Unix socket.
-    pub api_socket: PathBuf,
-    /// Where to serve metrics; `None` disables them.
-    pub metrics_address: Option<SocketAddr>,
-    /// Logging.
-    pub log: LogConfig,
-    /// Lease TTLs and the resync period.
-    pub timers: Timers,
-    /// Subnet lease length for tenants created without an explicit one.
-    pub default_subnet_len: u8,
-    /// Directory for runtime state.
-    pub state_dir: PathBuf,
-    /// Where the /31 between each router namespace and the host namespace is taken.
-    pub gateway_transit_cidr: ipnet::IpNet,
-}
-
-/// etcd settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdConfig {
-    /// `http://HOST:PORT` or `https://HOST:PORT` URLs, at least one; all https when `tls` is set.
-    pub endpoints: Vec<String>,
-    /// Key prefix: starts with `/`, no trailing `/`; keys are `{prefix}/hosts/{hostname}` etc.
-    pub prefix: String,
-    /// TLS files, when any is configured.
-    pub tls: Option<EtcdTls>,
-    /// User and password, when configured.
-    pub auth: Option<EtcdAuth>,
-}
-
-/// TLS files for etcd. Existence is checked by the agent when it reads them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdTls {
-    /// CA bundle verifying the servers; `None` means the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key for mutual TLS.
-    pub identity: Option<ClientIdentity>,
-}
-
-/// A client certificate and its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    /// PEM certificate (chain).
-    pub cert_file: PathBuf,
-    /// PEM private key.
-    pub key_file: PathBuf,
-}
-
-/// etcd user credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdAuth {
-    /// User name.
-    pub username: String,
-    /// Password; its `Debug` is redacted.
-    pub password: Secret,
-}
-
-/// Open vSwitch settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OvsConfig {
-    /// Where ovsdb-server listens.
-    pub remote: OvsdbRemote,
-    /// Datapath of the bridges the agent creates.
-    pub datapath_type: DatapathType,
-    /// Integration bridge name.
-    pub int_bridge: String,
-    /// Tunnel bridge name (different from `int_bridge`).
-    pub tun_bridge: String,
-    /// ovs-vswitchd's run directory (the bridges' `<bridge>.mgmt` OpenFlow sockets).
-    pub rundir: PathBuf,
-    /// Certificates for an `ssl:` remote (present exactly when the remote is `ssl:`).
-    pub tls: Option<OvsdbTls>,
-}
-
-/// The files of an `ssl:` OVSDB remote, as ovs-vsctl's `--ca-cert`, `--certificate`,
-/// `--private-key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OvsdbTls {
-    /// CA certificate (PEM).
-    pub ca_cert: PathBuf,
-    /// This agent's certificate (PEM).
-    pub certificate: PathBuf,
-    /// This agent's private key (PEM).
-    pub private_key: PathBuf,
-}
-
-/// Logging settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    /// Line format.
-    pub format: LogFormat,
-    /// A `tracing_subscriber::EnvFilter` directive string, e.g. `info,overlay=debug`.
-    pub level: String,
-}
-
-/// Timers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timers {
-    /// TTL of the host registration and subnet leases (at least 10 s).
-    pub host_ttl: Duration,
-    /// TTL of the liveness key (at least 2 s).
-    pub liveness_ttl: Duration,
-    /// Period of the full reconcile (1 s ..= 1 day).
-    pub resync_interval: Duration,
-}
-
 /// etcd refuses lease TTLs above this (its `MaxLeaseTTL`).
 const ETCD_MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
-/// `sun_path` holds 108 bytes including the terminating NUL.
-const MAX_UNIX_SOCKET_PATH: usize = 107;
-/// Linux interface names (and so OVS bridge names) are at most IFNAMSIZ - 1 bytes.
-const MAX_IFNAME: usize = 15;
 
 impl AgentConfig {
     /// Loads the configuration for `overlay-agent run`: reads the file named by `--config`
@@ -501,148 +380,4 @@ impl Resolver<'_> {
 
 fn invalid(key: Key, value: impl std::fmt::Display, origin: Origin, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.name.to_string(), value: value.to_string(), origin, problem: problem.into() }
-}
-
-/// The hostname becomes an etcd key segment, so it must not contain `/` or `..` and must look
-/// like a DNS name.
-fn check_hostname(h: &str) -> Result<(), String> {
-    const USE: &str = "letters, digits, '.' and '-', starting and ending with a letter or digit, \
-                       at most 253 characters, no '..'";
-    let bytes = h.as_bytes();
-    let ok = !bytes.is_empty()
-        && bytes.len() <= 253
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-')
-        && !h.contains("..");
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("is not a valid hostname: use {USE}"))
-    }
-}
-
-fn parse_underlay_ip(s: &str) -> Result<IpAddr, String> {
-    let ip: IpAddr = s.trim().parse().map_err(|_| "is not an IP address: use an IPv4 or IPv6 address".to_string())?;
-    // Tunnels are unicast between hosts: these can never be a tunnel endpoint.
-    let unusable = ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-    if unusable {
-        return Err("cannot be a tunnel endpoint: use this host's unicast underlay address".to_string());
-    }
-    Ok(ip)
-}
-
-fn check_mtu(mtu: u32, underlay_ip: IpAddr) -> Result<u32, String> {
-    if !(576..=65535).contains(&mtu) {
-        return Err("is out of range: use 576..=65535".to_string());
-    }
-    // IPv6 links must carry 1280-byte packets (RFC 8200), so a smaller MTU is a typo.
-    if underlay_ip.is_ipv6() && mtu < 1280 {
-        return Err("is below 1280, the IPv6 minimum, with an IPv6 underlay_ip".to_string());
-    }
-    Ok(mtu)
-}
-
-/// Accepts `http(s)://HOST:PORT` with an optional trailing `/`, HOST possibly a bracketed IPv6.
-fn check_endpoint(ep: &str) -> Result<(), String> {
-    const USE: &str = "use http://HOST:PORT or https://HOST:PORT";
-    let Some(rest) = ep.strip_prefix("http://").or_else(|| ep.strip_prefix("https://")) else {
-        return Err(format!("is not a URL: {USE}"));
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.chars().any(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '@')) {
-        return Err(format!("is not a URL: {USE}"));
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        match v6.split_once("]:") {
-            Some((h, p)) => (h, Some(p)),
-            None => (v6.trim_end_matches(']'), None),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("has no host: {USE}"));
-    }
-    // Without a port the client would use 80/443, never where etcd listens (2379).
-    match port.map(str::parse::<u16>) {
-        None => Err(format!("has no port: {USE}")),
-        Some(Ok(p)) if p != 0 => Ok(()),
-        Some(_) => Err(format!("has an invalid port: {USE}")),
-    }
-}
-
-/// Drops trailing `/` so that `{prefix}/hosts` never has `//`.
-fn normalize_prefix(p: &str) -> Result<String, String> {
-    const USE: &str = "use an absolute key path like /overlay";
-    if !p.starts_with('/') {
-        return Err(format!("does not start with '/': {USE}"));
-    }
-    let trimmed = p.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Err(format!("is the bare root: {USE}"));
-    }
-    if trimmed.contains("..") {
-        return Err(format!("contains '..': {USE}"));
-    }
-    if trimmed.contains("//") {
-        return Err(format!("has an empty segment ('//'): {USE}"));
-    }
-    if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("contains whitespace: {USE}"));
-    }
-    Ok(trimmed.to_string())
-}
-
-/// Bridge names become Linux network device names.
-fn check_bridge(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_IFNAME
-        && name != "."
-        && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("is not a valid bridge name: use 1..={MAX_IFNAME} letters, digits, '-', '_' or '.'"))
-    }
-}
-
-fn check_socket_path(p: &Path) -> Result<(), String> {
-    let len = p.as_os_str().len();
-    if len == 0 {
-        return Err("is empty: give a socket path".to_string());
-    }
-    if len > MAX_UNIX_SOCKET_PATH {
-        return Err(format!("is {len} bytes long: a Unix socket path holds at most {MAX_UNIX_SOCKET_PATH}"));
-    }
-    Ok(())
-}
-
-fn parse_metrics_address(s: &str) -> Result<Option<SocketAddr>, String> {
-    let s = s.trim();
-    if s.is_empty() || s.eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    match s.parse::<SocketAddr>() {
-        // Port 0 would bind a random port nobody can scrape.
-        Ok(a) if a.port() != 0 => Ok(Some(a)),
-        Ok(_) => Err("has port 0: give a fixed port".to_string()),
-        Err(_) => Err("is not a listen address: use IP:PORT like 127.0.0.1:9477 or [::1]:9477, or off".to_string()),
-    }
-}
-
-/// The filter itself is parsed by the agent's `tracing_subscriber::EnvFilter`; this only
-/// catches what can never be a filter.
-fn check_log_level(level: &str) -> Result<(), String> {
-    if level.trim().is_empty() {
-        return Err("is empty: use e.g. info or info,overlay=debug".to_string());
-    }
-    if level.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("contains whitespace: use e.g. info or info,overlay=debug".to_string());
-    }
-    Ok(())
 }

@@ -11,7 +11,7 @@ use std::net::{SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
 use overlay_tests::gateway::{in_netns, tcp_ask, GatewayLab, SourceServer, OUTSIDE_IP};
-use overlay_tests::IperfServer;
+use overlay_tests::{plug, IperfServer};
 use serde_json::Value;
 use testbed::Container;
 
@@ -34,8 +34,8 @@ fn main() {
     let lab = GatewayLab::start(2);
     lab.agents[0].cli_ok(&["tenant", "create", "red", "--vni", "4900", "--cidr", "198.19.0.0/16"]);
     let (c1, c2) = (Container::new("gb"), Container::new("gb"));
-    lab.agents[0].plug("c1", "red", &c1, &[]);
-    let ip2 = lab.agents[1].plug("c2", "red", &c2, &[])["ip"].as_str().unwrap().to_owned();
+    plug(&lab.agents[0], "c1", "red", &c1, &[]);
+    let ip2 = plug(&lab.agents[1], "c2", "red", &c2, &[])["ip"].as_str().unwrap().to_owned();
     let server = SourceServer::start(&lab.outside.path(), OUTSIDE_IP, 0, 0, "outside");
     let deadline = Instant::now() + Duration::from_secs(30);
     while tcp_ask(&c1.path(), server.tcp, Duration::from_secs(1)).is_err() {

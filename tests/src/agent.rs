@@ -9,6 +9,9 @@ use testbed::{Container, Etcd, TestHost};
 
 /// How long an agent may take to answer its API after a start.
 const READY_WITHIN: Duration = Duration::from_secs(20);
+/// The same for an agent run inside its host's namespace, which builds the gateway's router
+/// namespaces as it starts.
+const READY_IN_NETNS_WITHIN: Duration = Duration::from_secs(30);
 
 /// The `overlay-agent` binary built by cargo for this workspace.
 pub fn agent_binary() -> PathBuf {
@@ -58,6 +61,10 @@ pub struct AgentProc {
     dir: tempfile::TempDir,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The network namespace the agent process runs in (`nsenter --net`); `None`: the test's.
+    netns: Option<PathBuf>,
+    /// How long a start may take until the agent is registered.
+    ready_within: Duration,
     /// The hostname it registers.
     pub hostname: String,
     starts: u32,
@@ -136,6 +143,21 @@ impl AgentProc {
         a
     }
 
+    /// Starts the agent of `host` inside the host's namespace (`nsenter --net`, which keeps the
+    /// mount namespace: the router namespaces it pins outlive it, as on a real host) and waits
+    /// until it is registered.
+    pub fn start_in_netns(host: &TestHost, etcd_endpoint: &str, prefix: &str) -> Self {
+        testbed::require_binary("nsenter", "apt-get install util-linux");
+        let dir = tempfile::Builder::new().prefix("agent-").tempdir().expect("tempdir");
+        let args = Self::run_args_for(host, etcd_endpoint, prefix, &dir.path().join("api.sock"));
+        let mut a = Self::in_dir(dir, host.name(), args, Vec::new());
+        a.netns = Some(host.netns().path());
+        a.ready_within = READY_IN_NETNS_WITHIN;
+        a.spawn();
+        a.wait_ready();
+        a
+    }
+
     /// An agent run with exactly `args` (e.g. `run --hostname ...`), not tied to a
     /// [`TestHost`], with `env` added to its environment; not started: [`AgentProc::launch`] it.
     /// The API socket, the state dir (the machine identity) and an empty config file are added,
@@ -151,7 +173,16 @@ impl AgentProc {
     }
 
     fn in_dir(dir: tempfile::TempDir, hostname: &str, args: Vec<String>, env: Vec<(String, String)>) -> Self {
-        let mut a = AgentProc { child: None, dir, args, env, hostname: hostname.to_owned(), starts: 0 };
+        let mut a = AgentProc {
+            child: None,
+            dir,
+            args,
+            env,
+            netns: None,
+            ready_within: READY_WITHIN,
+            hostname: hostname.to_owned(),
+            starts: 0,
+        };
         // An empty config file: every key comes from the flags, never from a file that may
         // exist on the machine running the tests.
         let config = a.dir.path().join("agent.toml");
@@ -170,17 +201,16 @@ impl AgentProc {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "stop or kill the agent first");
         self.starts += 1;
-        let log = std::fs::File::create(self.log_path_n(self.starts)).expect("log file");
-        let child = Command::new(agent_binary())
-            .args(&self.args)
-            .env_remove("OVERLAY_API_SOCKET")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning overlay-agent");
-        self.child = Some(child);
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net={}", netns.display())).arg(agent_binary());
+                cmd
+            }
+            None => Command::new(agent_binary()),
+        };
+        cmd.args(&self.args).env_remove("OVERLAY_API_SOCKET").envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.child = Some(spawn_logged(&mut cmd, &self.log_path_n(self.starts), "overlay-agent"));
     }
 
     fn log_path_n(&self, n: u32) -> PathBuf {
@@ -204,6 +234,20 @@ impl AgentProc {
         self.dir.path().join("api.sock")
     }
 
+    /// Where the agent pins its router namespaces.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.dir.path().join("state").join("netns")
+    }
+
+    /// The pinned router namespace files, by name.
+    pub fn pinned(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.netns_dir())
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// Waits until the agent is registered (or the process died: then panics with its log).
     pub fn wait_ready(&mut self) {
         self.wait_answering(|s| s["host"]["registered"] == true, "registered");
@@ -212,7 +256,7 @@ impl AgentProc {
     /// Waits until `status` answers and `ready` holds for it (or the process died: then panics
     /// with its log).
     pub fn wait_answering(&mut self, ready: impl Fn(&Value) -> bool, what: &str) {
-        self.wait_answering_within(READY_WITHIN, ready, what);
+        self.wait_answering_within(self.ready_within, ready, what);
     }
 
     /// [`AgentProc::wait_answering`] with a deadline of the caller's.
@@ -329,8 +373,28 @@ impl AgentProc {
 impl Drop for AgentProc {
     fn drop(&mut self) {
         self.kill();
-        crate::gateway::unpin_all(&self.dir.path().join("state").join("netns"));
+        unpin_all(&self.netns_dir());
     }
+}
+
+/// Unmounts the router namespaces an agent pinned in `dir`: they outlive agents by design,
+/// and a test's go with it.
+fn unpin_all(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let _ = Command::new("umount").arg("-l").arg(e.path()).stderr(Stdio::null()).status();
+    }
+}
+
+/// Starts `cmd` (what: its name for the panic) with no stdin and its stdout and stderr in a
+/// new file at `log`.
+pub(crate) fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> Child {
+    let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file handle"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"))
 }
 
 /// Waits for a CLI process started with [`AgentProc::spawn_cli`] to exit (10 s at most).

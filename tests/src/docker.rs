@@ -2,12 +2,13 @@
 //! busybox image, and the `overlay-agent docker-plugin` process talking to the host's agent.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
 use testbed::Dockerd;
 
+use crate::agent::spawn_logged;
 use crate::{agent_binary, AgentProc, Cluster};
 
 /// The Docker plugin of one host: `overlay-agent --api-socket A docker-plugin`, serving a
@@ -54,16 +55,10 @@ impl DockerPlugin {
 
     fn spawn(&mut self) {
         self.starts += 1;
-        let log = std::fs::File::create(self.logs.with_extension(format!("{}.log", self.starts))).expect("plugin log");
-        let child = Command::new(agent_binary())
-            .args(&self.args)
-            .env_remove("DOCKER_HOST")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning overlay-agent docker-plugin");
-        self.child = Some(child);
+        let mut cmd = Command::new(agent_binary());
+        cmd.args(&self.args).env_remove("DOCKER_HOST");
+        let log = self.logs.with_extension(format!("{}.log", self.starts));
+        self.child = Some(spawn_logged(&mut cmd, &log, "overlay-agent docker-plugin"));
         let socket = self.socket();
         testbed::wait_until(Duration::from_secs(10), "the Docker plugin's socket", || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()

@@ -15,16 +15,15 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
 use testbed::{Etcd, Fabric, Netns, TestHost, OUTSIDE_OCTET};
 
-use crate::{agent_binary, AgentProc};
+use crate::AgentProc;
 
 /// The outside server's address.
 pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, OUTSIDE_OCTET, 1);
@@ -196,198 +195,12 @@ impl Drop for Relay {
     }
 }
 
-/// The agent of a test host, run inside the host's namespace (`nsenter --net`, which keeps
-/// the mount namespace: the router namespaces it pins outlive it, as on a real host).
-pub struct HostAgent {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-    /// The host's namespace file.
-    netns: PathBuf,
-    /// The hostname it registers.
-    pub hostname: String,
-    starts: u32,
-}
-
-impl HostAgent {
-    /// Starts the agent of `host` against etcd at `etcd` (a URL) and waits until it is ready.
-    pub fn start(host: &TestHost, etcd: &str, prefix: &str) -> HostAgent {
-        let dir = tempfile::Builder::new().prefix("gw-agent-").tempdir().expect("tempdir");
-        let mut args = AgentProc::run_args_for(host, etcd, prefix, &dir.path().join("api.sock"));
-        let config = dir.path().join("agent.toml");
-        std::fs::write(&config, "").expect("config file");
-        args.extend(["--config".to_owned(), config.display().to_string()]);
-        let mut a = HostAgent {
-            child: None,
-            dir,
-            args,
-            netns: host.netns().path(),
-            hostname: host.name().to_owned(),
-            starts: 0,
-        };
-        a.spawn();
-        a.wait_ready();
-        a
-    }
-
-    fn spawn(&mut self) {
-        self.starts += 1;
-        let log = File::create(self.log_path(self.starts)).expect("log file");
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", self.netns.display()))
-            .arg(agent_binary())
-            .args(&self.args)
-            .env_remove("OVERLAY_API_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning overlay-agent under nsenter (util-linux)");
-        self.child = Some(child);
-    }
-
-    fn log_path(&self, n: u32) -> PathBuf {
-        self.dir.path().join(format!("agent-{n}.log"))
-    }
-
-    /// Everything the agent logged, all runs.
-    pub fn logs(&self) -> String {
-        (1..=self.starts).map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default()).collect()
-    }
-
-    /// Where its router namespaces are pinned.
-    pub fn netns_dir(&self) -> PathBuf {
-        self.dir.path().join("state").join("netns")
-    }
-
-    /// Waits until the agent is registered (panics with its log if it dies or takes too long).
-    pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("overlay-agent for {} exited with {status}:\n{}", self.hostname, self.logs());
-            }
-            let out = self.cli(&["status", "--json"]);
-            let ready = out.status.success()
-                && serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|s| s["host"]["registered"] == true);
-            if ready {
-                return;
-            }
-            assert!(Instant::now() < deadline, "agent {} not registered within 30 s:\n{}", self.hostname, self.logs());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Runs a CLI command against this agent.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(agent_binary())
-            .arg("--api-socket")
-            .arg(self.dir.path().join("api.sock"))
-            .args(args)
-            .output()
-            .expect("running the overlay-agent CLI")
-    }
-
-    /// Starts a CLI command without waiting for it.
-    pub fn cli_child(&self, args: &[&str]) -> Child {
-        Command::new(agent_binary())
-            .arg("--api-socket")
-            .arg(self.dir.path().join("api.sock"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("running the overlay-agent CLI")
-    }
-
-    /// Runs a CLI command that must succeed; returns stdout.
-    #[track_caller]
-    pub fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "overlay-agent {args:?} failed: {}\n--- agent log ---\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Plugs container `c` into `tenant` (with `extra` flags); the plug's JSON answer.
-    #[track_caller]
-    pub fn plug(&self, id: &str, tenant: &str, c: &testbed::Container, extra: &[&str]) -> Value {
-        let path = c.path().display().to_string();
-        let mut args = vec!["plug", id, "--tenant", tenant, "--netns", path.as_str()];
-        args.extend_from_slice(extra);
-        serde_json::from_str(&self.cli_ok(&args)).expect("plug prints JSON")
-    }
-
-    /// `status --json`.
-    pub fn status(&self) -> Value {
-        serde_json::from_str(&self.cli_ok(&["status", "--json"])).expect("status JSON")
-    }
-
-    /// SIGTERM and wait for the exit.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    /// SIGKILL (a crash).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again (after stop or kill) and waits until it is ready.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or kill the agent first");
-        self.spawn();
-        self.wait_ready();
-    }
-
-    /// The pinned router namespace files, by name.
-    pub fn pinned(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.netns_dir())
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for HostAgent {
-    fn drop(&mut self) {
-        self.kill();
-        unpin_all(&self.netns_dir());
-    }
-}
-
-/// Unmounts the router namespaces an agent pinned in `dir`: they outlive agents by design,
-/// and a test's go with it.
-pub fn unpin_all(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let _ = Command::new("umount").arg("-l").arg(e.path()).stderr(Stdio::null()).status();
-    }
-}
-
 /// Hosts on a fabric routing to the outside network, one agent each (in its namespace), etcd
 /// reachable over the fabric.
 pub struct GatewayLab {
     // Drop order: agents, hosts, the outside, the relay, etcd, the fabric.
     /// The agents, one per host.
-    pub agents: Vec<HostAgent>,
+    pub agents: Vec<AgentProc>,
     /// The hosts.
     pub hosts: Vec<TestHost>,
     /// The outside network's namespace (198.18.100.1).
@@ -431,7 +244,7 @@ impl GatewayLab {
         for h in &hosts {
             h.netns().ip(&["route", "add", "default", "via", &router.to_string()]);
         }
-        let agents = hosts.iter().map(|h| HostAgent::start(h, &endpoint, &prefix)).collect();
+        let agents = hosts.iter().map(|h| AgentProc::start_in_netns(h, &endpoint, &prefix)).collect();
         GatewayLab { agents, hosts, outside, relay, etcd, fabric, prefix }
     }
 
@@ -441,7 +254,7 @@ impl GatewayLab {
         let router = Ipv4Addr::new(198, 18, self.fabric.subnet_octet(), 254);
         h.netns().ip(&["route", "add", "default", "via", &router.to_string()]);
         let endpoint = format!("http://{}", self.relay.listen);
-        self.agents.push(HostAgent::start(&h, &endpoint, &self.prefix));
+        self.agents.push(AgentProc::start_in_netns(&h, &endpoint, &self.prefix));
         self.hosts.push(h);
     }
 

@@ -7,21 +7,10 @@ use serde_json::Value;
 
 use crate::{ports_on, Cluster};
 
-/// Every record under `sub` (e.g. `endpoints/`) of the cluster's prefix, key -> JSON value.
-pub fn etcd_records(c: &Cluster, sub: &str) -> BTreeMap<String, Value> {
-    let out = c.etcd.etcdctl(&["get", "--prefix", &format!("{}/{sub}", c.prefix)]);
-    let lines: Vec<&str> = out.lines().collect();
-    lines
-        .chunks(2)
-        .filter(|kv| kv.len() == 2)
-        .map(|kv| (kv[0].to_owned(), serde_json::from_str(kv[1]).unwrap_or(Value::Null)))
-        .collect()
-}
-
 /// The endpoint records of host `i`, by port name.
 pub fn endpoint_records(c: &Cluster, i: usize) -> BTreeMap<String, Value> {
     let me = c.hosts[i].name();
-    etcd_records(c, "endpoints/")
+    c.etcd_kvs("endpoints/")
         .into_values()
         .filter(|e| e["host"] == me)
         .map(|e| (e["port"].as_str().unwrap_or_default().to_owned(), e))
@@ -45,7 +34,7 @@ pub fn check_host(c: &Cluster, i: usize, pending_ok: bool) -> Result<(), String>
     if ports != recorded {
         return Err(format!("on {me}: container ports {ports:?} != endpoint records {recorded:?}"));
     }
-    for (key, claim) in etcd_records(c, "ips/").into_iter().filter(|(_, v)| v["host"] == me) {
+    for (key, claim) in c.etcd_kvs("ips/").into_iter().filter(|(_, v)| v["host"] == me) {
         let ip = key.rsplit('/').next().unwrap_or_default();
         let reservation = claim["ifname"] == "";
         let held = endpoints.values().any(|e| e["container_id"] == claim["container"] && e["ip"] == ip);

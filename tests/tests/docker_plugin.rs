@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use overlay_tests::docker::DockerHost;
 use overlay_tests::gateway::{tcp_ask, SourceServer};
-use overlay_tests::leftovers::{check_host, endpoint_records, etcd_records, wait_clean};
+use overlay_tests::leftovers::{check_host, endpoint_records, wait_clean};
 use overlay_tests::{ports_on, Cluster};
 
 #[test]
@@ -139,7 +139,7 @@ fn docker_networks_are_tenants_across_two_hosts() {
     d[0].ok(&["stop", "-t", "1", "r1"]);
     let left = endpoint_records(&c, 0);
     assert!(!left.values().any(|e| e["container_id"] == eid.as_str()), "r1's record is left: {left:?}");
-    assert!(!etcd_records(&c, "ips/").values().any(|v| v["container"] == eid.as_str()));
+    assert!(!c.etcd_kvs("ips/").values().any(|v| v["container"] == eid.as_str()));
     check_host(&c, 0, false).unwrap_or_else(|e| panic!("after docker stop: {e}"));
     // Started again it is a new endpoint, and reaches red again.
     d[0].ok(&["start", "r1"]);

@@ -10,16 +10,13 @@ use std::process::{Child, Command, Stdio};
 
 use std::time::{Duration, Instant};
 
-use overlay_tests::gateway::{tcp_ask, tcp_connects, udp_ask, GatewayLab, HostAgent, SourceServer, OUTSIDE_IP};
+use overlay_tests::gateway::{tcp_ask, tcp_connects, udp_ask, GatewayLab, SourceServer, OUTSIDE_IP};
+use overlay_tests::plug;
 use serde_json::Value;
 use testbed::{wait_until, Container, TestHost};
 
 const WAIT: Duration = Duration::from_secs(30);
 const ASK: Duration = Duration::from_secs(2);
-
-fn plug(agent: &HostAgent, id: &str, tenant: &str, c: &Container, extra: &[&str]) -> Value {
-    agent.plug(id, tenant, c, extra)
-}
 
 /// The gateway MAC of a VNI, as the agent derives it (02:4f:56 + the VNI's 24 bits).
 fn gateway_mac(vni: u32) -> [u8; 6] {
@@ -379,7 +376,7 @@ fn a_stream_through_snat_survives_agent_restarts_and_a_crash_mid_plug_leaves_no_
         let port = format!("{}", 9000 + round);
         let publish = format!("{port}:80/tcp");
         let mut cli =
-            lab.agents[0].cli_child(&["plug", &id, "--tenant", "red", "--netns", &path, "--publish", &publish]);
+            lab.agents[0].spawn_cli(&["plug", &id, "--tenant", "red", "--netns", &path, "--publish", &publish]);
         std::thread::sleep(Duration::from_millis(20 + 30 * u64::from(round)));
         lab.agents[0].kill();
         let _ = cli.wait();

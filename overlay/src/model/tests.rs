@@ -1,4 +1,10 @@
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
 use super::*;
+use crate::error::ModelError;
+use crate::naming;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()

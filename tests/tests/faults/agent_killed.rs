@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use overlay::naming::container_port_name;
+use overlay_tests::leftovers::endpoint_records;
 use overlay_tests::{ip_of, ports_on, wait_child, Cluster, Pinger};
-use serde_json::Value;
 use testbed::{wait_ping, wait_until, Container};
 
 use super::{assert_no_duplicate_rows, expect_pairs, plug, try_wait, WAIT};
@@ -27,12 +27,7 @@ fn check_no_orphans(c: &Cluster, i: usize, known: &[(&str, &Container)]) -> Resu
         .filter(|p| p.external_ids.get("overlay-kind").map(String::as_str) == Some("container"))
         .map(|p| (p.name, p.iface_external_ids.get("iface-id").cloned().unwrap_or_default()))
         .collect();
-    let endpoints: BTreeMap<String, Value> = c
-        .etcd_kvs("endpoints/")
-        .into_values()
-        .filter(|e| e["host"] == me)
-        .map(|e| (e["port"].as_str().unwrap_or_default().to_owned(), e))
-        .collect();
+    let endpoints = endpoint_records(c, i);
     let port_names: BTreeSet<&String> = ports.keys().collect();
     let endpoint_ports: BTreeSet<&String> = endpoints.keys().collect();
     if port_names != endpoint_ports {

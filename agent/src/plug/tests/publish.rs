@@ -13,8 +13,7 @@ fn publishing(w: &World, container: &str, ports: &[&str]) -> PlugRequest {
 
 #[tokio::test]
 async fn published_ports_are_recorded_and_shown_in_the_result() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     let r = p.plug(publishing(&w, "c1", &["8080:80/tcp", "5353:53/udp"])).await.unwrap();
     assert_eq!(r.publish, ["8080:80/tcp", "5353:53/udp"]);
@@ -27,8 +26,7 @@ async fn published_ports_are_recorded_and_shown_in_the_result() {
 
 #[tokio::test]
 async fn a_host_port_taken_is_refused_and_leaves_nothing() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     p.plug(publishing(&w, "c1", &["8080:80/tcp"])).await.unwrap();
     // Another container, the same host port: refused before anything is made.
@@ -53,8 +51,7 @@ async fn a_host_port_taken_is_refused_and_leaves_nothing() {
 
 #[tokio::test]
 async fn malformed_or_doubled_publishes_are_bad_requests() {
-    let (w, records, switch, links) =
-        (World::new(), FakeRecords::with_tenant(red()), FakeSwitch::default(), FakeLinks::default());
+    let (w, records, switch, links) = red_world();
     let p = w.plugger(&records, &switch, &links);
     for bad in [vec!["80"], vec!["8080:80/sctp"], vec!["8080:80", "8080:81/tcp"]] {
         let e = p.plug(publishing(&w, "c1", &bad)).await.unwrap_err();
