@@ -227,3 +227,27 @@ fn a_bridge_turned_standalone_gets_secure_and_its_flows_back_in_the_same_pass() 
     eprintln!("flows back {back:?} after both bridges were set standalone");
     wait_until(WAIT, "traffic after the fail_mode change", || testbed::ping(&c0, &ip1, 1, Duration::from_secs(1)));
 }
+
+/// A container unplugged right after its plug (a CNI ADD undone by a DEL), its record written
+/// and deleted before a pass saw it, leaves no flow behind. Many rounds: whether a pass falls
+/// between the two writes is a race.
+#[test]
+fn containers_unplugged_right_after_their_plug_leave_no_flow_behind() {
+    let c = Cluster::start(1, &[]);
+    let agent = &c.agents[0];
+    agent.cli_ok(&["tenant", "create", "red", "--vni", "4105", "--cidr", "198.19.0.0/16"]);
+    // The first plug joins the host to the tenant (its tunnel port and router stay).
+    let first = Container::new("pq");
+    plug(agent, "q-first", "red", &first, &[]);
+    agent.cli_ok(&["unplug", "q-first"]);
+    agent.wait_pass_after_now();
+    let h = &c.hosts[0];
+    let before = (flows_on(h, "br-int"), flows_on(h, "br-tun"));
+    for i in 0..30 {
+        let ns = Container::new("pq");
+        plug(agent, &format!("q-{i}"), "red", &ns, &[]);
+        agent.cli_ok(&["unplug", &format!("q-{i}")]);
+    }
+    agent.wait_pass_after_now();
+    assert_eq!((flows_on(h, "br-int"), flows_on(h, "br-tun")), before, "flows of unplugged containers left behind");
+}

@@ -284,6 +284,7 @@ impl FlowPlane {
         ovs: &Ovsdb,
         int_bridge: &str,
         port: &str,
+        endpoint: Option<(MacAddr, IpAddr)>,
     ) -> Result<u32, PassError> {
         let err = |source| PassError::OpenFlow { bridge: self.int_name.clone(), source };
         let epoch = connected(&self.int, &self.int_name).await?;
@@ -296,15 +297,12 @@ impl FlowPlane {
             (FIRST_CONTAINER_OFPORT..).find(|p| !used.contains(p)).expect("a free ofport")
         };
         // Flows left on that number by a port that went (their pass may not have run yet) go in
-        // the same bundle that closes the new port.
+        // the same bundle that puts the new port's in.
         let stale: Vec<u64> = held.cookies.iter().filter(|(_, p)| **p == Some(ofport)).map(|(c, _)| *c).collect();
-        let closed = pipeline::port_flows(&PortInput { ofport, endpoint: None });
-        let add: Vec<&Entry> = closed.iter().filter(|e| !held.cookies.contains_key(&e.cookie)).collect();
-        let stale: Vec<u64> = stale.into_iter().filter(|c| !closed.iter().any(|e| e.cookie == *c)).collect();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .insert(port.to_owned(), Pending { ofport, endpoint: None, done: false });
+        let flows = pipeline::port_flows(&PortInput { ofport, endpoint });
+        let add: Vec<&Entry> = flows.iter().filter(|e| !held.cookies.contains_key(&e.cookie)).collect();
+        let stale: Vec<u64> = stale.into_iter().filter(|c| !flows.iter().any(|e| e.cookie == *c)).collect();
+        self.pending.lock().expect("pending lock").insert(port.to_owned(), Pending { ofport, endpoint, done: false });
         if !add.is_empty() || !stale.is_empty() {
             if let Err(e) = self.send(&self.int, &self.int_name, held, &add, &stale).await {
                 self.pending.lock().expect("pending lock").remove(port);

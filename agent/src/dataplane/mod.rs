@@ -300,10 +300,16 @@ impl DataPlane {
     }
 
     /// Registers a container port a plug is making, before its row exists: its ofport is
-    /// requested, and until the plug knows the container's address, everything from it is
-    /// dropped. Returns the ofport to request.
-    pub async fn reserve_port(&self, memo: &mut Memo, ovs: &Ovsdb, port: &str) -> Result<u32, PassError> {
-        self.flows.reserve_port(&mut memo.int, ovs, &self.int_bridge, port).await
+    /// requested, and its flows put in: open to `known` (the container's MAC and address), or,
+    /// until the plug knows them, dropping everything from it. Returns the ofport to request.
+    pub async fn reserve_port(
+        &self,
+        memo: &mut Memo,
+        ovs: &Ovsdb,
+        port: &str,
+        known: Option<(MacAddr, IpAddr)>,
+    ) -> Result<u32, PassError> {
+        self.flows.reserve_port(&mut memo.int, ovs, &self.int_bridge, port, known).await
     }
 
     /// The plug of `port` knows its container's MAC and address: its flows let that through.

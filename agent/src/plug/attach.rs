@@ -296,7 +296,9 @@ impl<R: Records, S: Switch, L: Links> Plugger<'_, R, S, L> {
                 None => self.claim_address(c, lease).await,
             }
         };
-        let port = self.switch.add_port(c.tenant.name(), |vlan| ContainerPort {
+        // With the address claimed already, the port's flows go in once, open to it.
+        let known = early_ip.map(|ip| (mac, ip));
+        let port = self.switch.add_port(c.tenant.name(), known, |vlan| ContainerPort {
             name: c.port.clone(),
             tag: vlan,
             owner: self.host.hostname.clone(),

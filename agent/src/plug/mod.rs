@@ -136,10 +136,12 @@ pub trait Switch {
     /// Inserts the container port `make(vlan)` for the tenant's local VLAN on this host (found
     /// by a data plane pass if this host just joined the tenant). The VLAN and the row are
     /// taken under the lock data plane passes hold, so no pass can give the VLAN another
-    /// meaning before the row pins it.
+    /// meaning before the row pins it. The port's flows are in before the row: closed, or
+    /// open to `known` (the container's MAC and address) when the plug knows them already.
     fn add_port(
         &self,
         tenant: &str,
+        known: Option<(MacAddr, IpAddr)>,
         make: impl FnOnce(u16) -> ContainerPort + Send,
     ) -> impl Future<Output = Result<(), PlugError>> + Send;
     /// The container of `port` is known (its MAC and address): its port's flows let it send

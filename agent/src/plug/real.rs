@@ -125,7 +125,12 @@ pub struct OvsSwitch<'a> {
 }
 
 impl Switch for OvsSwitch<'_> {
-    async fn add_port(&self, tenant: &str, make: impl FnOnce(u16) -> ContainerPort + Send) -> Result<(), PlugError> {
+    async fn add_port(
+        &self,
+        tenant: &str,
+        known: Option<(MacAddr, IpAddr)>,
+        make: impl FnOnce(u16) -> ContainerPort + Send,
+    ) -> Result<(), PlugError> {
         let input = PassInput { ovs: self.ovs, cluster: self.cluster, own_leases: self.host.own_leases(), full: false };
         let (mut memo, vlan) = self
             .dataplane
@@ -137,11 +142,11 @@ impl Switch for OvsSwitch<'_> {
             source: format!("no local VLAN for tenant '{tenant}': this host holds no lease in it").into(),
         })?;
         let mut port = make(vlan);
-        // The port's number is chosen, and everything from it dropped, before the row exists:
-        // the container gets no moment without anti-spoofing.
+        // The port's number is chosen, and its flows are in, before the row exists: the
+        // container gets no moment without anti-spoofing.
         port.ofport_request = Some(
             self.dataplane
-                .reserve_port(&mut memo, self.ovs, &port.name)
+                .reserve_port(&mut memo, self.ovs, &port.name, known)
                 .await
                 .map_err(step("closing the new port's flows"))?,
         );
@@ -183,7 +188,12 @@ impl Switch for OvsSwitch<'_> {
     }
 
     async fn remove_port(&self, port: &FoundPort) -> Result<(), PlugError> {
-        vswitchd::remove_port(self.ovs, &port.uuid, &port.name).await.map_err(step("removing the port from OVSDB"))
+        vswitchd::remove_port(self.ovs, &port.uuid, &port.name).await.map_err(step("removing the port from OVSDB"))?;
+        // A plug that finished waits for the cache to show its record before passes take its
+        // flows from there; unplugged before that (its record written and deleted between two
+        // passes), it would wait forever, and keep its flows and its ofport.
+        self.dataplane.release_port(&port.name, false);
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@
 //!   other hosts, 10,000), `BENCH_PLUGLOAD_BURST` (plugs at once, 20);
 //! - convergence: `BENCH_CONV_TRIALS` (20), `BENCH_CONV_HOSTS` ("3,10");
 //! - scale: `BENCH_SCALE_PEERS` (1000), `BENCH_SCALE_TENANTS` (20), `BENCH_SCALE_TRIALS` (peer
-//!   joins and leaves, 20), `BENCH_SCALE_PLUGS` (plugs at scale and alone, 10),
+//!   joins and leaves, 20), `BENCH_SCALE_PLUGS` (plugs at scale and alone, taking turns, 20),
 //!   `BENCH_IDLE_SECS` (10), `BENCH_SCALE_LOG` (the agent's log level, "info"; "debug" times
 //!   each pass's phases), `BENCH_TRACE_DIR=DIR` (keeps the agent's log as DIR/scale-agent.log);
 //! - dataplane: `BENCH_IPERF_SECS` (5), `BENCH_IPERF_RUNS` (3).

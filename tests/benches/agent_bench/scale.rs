@@ -148,20 +148,28 @@ fn lat(v: &[f64]) -> String {
     format!("{} / {} / {}-{} ms ({} trials)", f1(s.p50), f1(s.p99), f1(s.min), f1(s.max), s.n)
 }
 
-/// `n` plugs of fresh containers into `tenant`, each timed end to end (the CLI command);
-/// unplugged after, untimed.
-fn plug_times(agent: &AgentProc, tenant: &str, n: usize, tag: &str) -> Vec<f64> {
-    (0..n)
-        .map(|i| {
-            let c = Container::new("scl");
-            let id = format!("{tag}-{i}");
-            let start = Instant::now();
-            agent.cli_ok(&["plug", &id, "--tenant", tenant, "--netns", &c.path().display().to_string()]);
-            let t = ms(start.elapsed());
-            agent.cli_ok(&["unplug", &id]);
-            t
-        })
-        .collect()
+/// One plug of a fresh container into `tenant`, timed end to end (the CLI command), then its
+/// unplug, untimed, and a wait until the unplug's pass has taken its flows away: each plug is
+/// timed on a host at rest, not against the pass the one before left behind.
+fn plug_once(agent: &AgentProc, reader: &StatusReader, tenant: &str, id: &str) -> f64 {
+    let at_rest = |s: &Status| (s.flows.tun, s.flows.int);
+    let before = at_rest(&reader.wait(Duration::from_secs(30), "the agent at rest", |s| !s.flows.pending));
+    let c = Container::new("scl");
+    let start = Instant::now();
+    agent.cli_ok(&["plug", id, "--tenant", tenant, "--netns", &c.path().display().to_string()]);
+    let t = ms(start.elapsed());
+    agent.cli_ok(&["unplug", id]);
+    reader.wait(
+        Duration::from_secs(30),
+        &format!("{id}: an unplugged container's flows gone (before: {before:?})"),
+        |s| {
+            if std::env::var("DBG").is_ok() {
+                eprintln!("{:?} {:?}", s.flows, before);
+            }
+            !s.flows.pending && at_rest(s) == before
+        },
+    );
+    t
 }
 
 pub(crate) fn bench_scale(r: &mut Report) {
@@ -292,15 +300,25 @@ pub(crate) fn bench_scale(r: &mut Report) {
     row("one peer leaves: etcd deleted -> its flows gone (p50 / p99 / min-max)", lat(&leave_ms));
     row("  per leave: OpenFlow bundles (median)", format!("{}", med(&leave_b)));
 
-    // (d) A plug on this host against a plug on a host with no peers (same run).
-    let plugs = env_num("BENCH_SCALE_PLUGS", 10);
-    let at_scale = plug_times(&agent, tenants[0].name(), plugs, "big");
+    // (d) A plug on this host against a plug on a host with no peers (same run), one after
+    // the other, so that both see the same machine.
+    let plugs = env_num("BENCH_SCALE_PLUGS", 20);
     let mut lone = AgentProc::spawn_with(&empty_host, &etcd.endpoint(), &format!("{prefix}-lone"), &[], &[]);
     lone.wait_ready();
     lone.cli_ok(&["tenant", "create", "lone", "--vni", "42", "--cidr", "10.0.0.0/8"]);
-    let alone = plug_times(&lone, "lone", plugs, "lone");
+    let lone_reader = StatusReader::new(&lone);
+    // The first plug joins the host to the tenant (a lease, a tunnel port); untimed, like
+    // the big host's joins before.
+    lone.cli_ok(&["tenant", "join", "lone"]);
+    lone_reader
+        .wait(Duration::from_secs(30), "the lone host in its tenant", |s| !s.flows.pending && s.tunnels.len() == 1);
+    let (mut at_scale, mut alone) = (Vec::new(), Vec::new());
+    for i in 0..plugs {
+        at_scale.push(plug_once(&agent, &reader, tenants[0].name(), &format!("big-{i}")));
+        alone.push(plug_once(&lone, &lone_reader, "lone", &format!("lone-{i}")));
+    }
     row(&format!("plug on this host ({peers} peers) (p50 / p99 / min-max)"), lat(&at_scale));
-    row("plug on a host with no peers, same run", lat(&alone));
+    row("plug on a host with no peers, same run, taking turns", lat(&alone));
     drop(lone);
 
     // (e) A restart against the full state: nothing to send (once the last unplug's pass has

@@ -172,7 +172,12 @@ pub(super) struct FakeSwitch {
 }
 
 impl Switch for FakeSwitch {
-    async fn add_port(&self, _tenant: &str, make: impl FnOnce(u16) -> ContainerPort + Send) -> Result<(), PlugError> {
+    async fn add_port(
+        &self,
+        _tenant: &str,
+        _known: Option<(MacAddr, IpAddr)>,
+        make: impl FnOnce(u16) -> ContainerPort + Send,
+    ) -> Result<(), PlugError> {
         let p = make(7);
         self.ports.lock().unwrap().insert(p.name.clone(), p);
         Ok(())

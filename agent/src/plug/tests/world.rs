@@ -126,8 +126,13 @@ impl<T: Records + Sync> Records for &T {
 }
 
 impl<T: Switch + Sync> Switch for &T {
-    async fn add_port(&self, tenant: &str, make: impl FnOnce(u16) -> ContainerPort + Send) -> Result<(), PlugError> {
-        (**self).add_port(tenant, make).await
+    async fn add_port(
+        &self,
+        tenant: &str,
+        known: Option<(MacAddr, IpAddr)>,
+        make: impl FnOnce(u16) -> ContainerPort + Send,
+    ) -> Result<(), PlugError> {
+        (**self).add_port(tenant, known, make).await
     }
     async fn allow_port(&self, port: &str, mac: MacAddr, ip: IpAddr) -> Result<(), PlugError> {
         (**self).allow_port(port, mac, ip).await
