@@ -137,10 +137,16 @@ impl Switch for OvsSwitch<'_> {
             .lock_with_vlan(self.plumbing, input, tenant, CACHE_CATCHES_UP_WITHIN)
             .await
             .map_err(step("computing the tenant's local VLAN"))?;
-        let vlan = vlan.ok_or_else(|| PlugError::Plumbing {
-            step: "finding the tenant's local VLAN",
-            source: format!("no local VLAN for tenant '{tenant}': this host holds no lease in it").into(),
-        })?;
+        let Some(vlan) = vlan else {
+            // The lease was taken a moment ago: a tenant without a VLAN is one deleted since.
+            if !self.cluster.borrow().tenants.contains_key(tenant) {
+                return Err(RegistryError::NotFound(format!("tenant '{tenant}' was deleted while plugging")).into());
+            }
+            return Err(PlugError::Plumbing {
+                step: "finding the tenant's local VLAN",
+                source: format!("no local VLAN for tenant '{tenant}': this host holds no lease in it").into(),
+            });
+        };
         let mut port = make(vlan);
         // The port's number is chosen, and its flows are in, before the row exists: the
         // container gets no moment without anti-spoofing.

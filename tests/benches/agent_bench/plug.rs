@@ -256,6 +256,16 @@ fn plug_round(r: &mut Report, n: usize, round: Round) {
                 std::fs::copy(shell_host.vswitchd().log_path(), dir.join(format!("round-{tag}-shell-vswitchd.log")));
         }
         std::fs::write(dir.join(format!("round-{tag}-agent.log")), &logs).expect("agent log copy");
+        // What ovs-vswitchd did over the round (revalidations, upcalls, flow-table changes), and
+        // the datapath flows the round's traffic left.
+        for (name, args) in [
+            ("coverage", &["coverage/show"][..]),
+            ("upcall", &["upcall/show"][..]),
+            ("dpctl", &["dpctl/dump-flows"][..]),
+        ] {
+            let out = host.vswitchd().try_appctl(args).unwrap_or_else(|e| e.to_string());
+            std::fs::write(dir.join(format!("round-{tag}-{name}.txt")), out).expect("appctl output");
+        }
         let _ = std::fs::copy(c.etcd.log_path(), dir.join(format!("round-{tag}-etcd.log")));
         let times: Vec<String> = a_ms.iter().zip(&s_ms).map(|(a, s)| format!("{a:.2} {s:.2}")).collect();
         std::fs::write(dir.join(format!("round-{tag}-ms.txt")), times.join("\n")).expect("timings");
