@@ -363,23 +363,27 @@ mod tests {
         assert_eq!(cache.leases.len(), 1);
     }
 
-    #[test]
-    fn endpoints_are_indexed_by_host_and_follow_moves_and_deletes() {
-        let keys = Keys::new("/overlay");
-        let mut cache = ClusterCache::default();
-        let ep = |c: &str, host: &str| Endpoint {
-            tenant: "red".into(),
-            container_id: c.into(),
+    fn endpoint(container: &str, tenant: &str, host: &str) -> Endpoint {
+        Endpoint {
+            tenant: tenant.into(),
+            container_id: container.into(),
             ifname: "eth0".into(),
             machine_id: "m".into(),
             host: host.into(),
             ip: "198.19.0.2".parse().unwrap(),
             mac: "02:00:00:00:00:01".parse().unwrap(),
-            iface_id: c.into(),
+            iface_id: container.into(),
             port: "tap0123456789ab".into(),
             owner: None,
             publish: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn endpoints_are_indexed_by_host_and_follow_moves_and_deletes() {
+        let keys = Keys::new("/overlay");
+        let mut cache = ClusterCache::default();
+        let ep = |c: &str, host: &str| endpoint(c, "red", host);
         cache.apply(&keys, "/overlay/endpoints/red/a/eth0", Some(&ep("a", "h1").to_json()));
         cache.apply(&keys, "/overlay/endpoints/red/b/eth0", Some(&ep("b", "h2").to_json()));
         cache.apply(&keys, "/overlay/endpoints/red/c", Some(&ep("c", "h1").to_json()));
@@ -401,19 +405,7 @@ mod tests {
     fn stamps_change_with_what_they_cover_and_nothing_else() {
         let keys = Keys::new("/overlay");
         let mut cache = ClusterCache::default();
-        let ep = |c: &str, tenant: &str| Endpoint {
-            tenant: tenant.into(),
-            container_id: c.into(),
-            ifname: "eth0".into(),
-            machine_id: "m".into(),
-            host: "h1".into(),
-            ip: "198.19.0.2".parse().unwrap(),
-            mac: "02:00:00:00:00:01".parse().unwrap(),
-            iface_id: c.into(),
-            port: "tap0123456789ab".into(),
-            owner: None,
-            publish: vec![],
-        };
+        let ep = |c: &str, tenant: &str| endpoint(c, tenant, "h1");
         let tenant = br#"{"name":"red","vni":7,"cidr":"198.19.0.0/16"}"#;
         cache.apply(&keys, "/overlay/tenants/red", Some(tenant));
         let topology = cache.topology;
