@@ -5,27 +5,27 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ovs_transport::{write_until_closed, Transport};
 use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::session::{RawJson, Shared};
 use super::LockEvent;
 use crate::error::RpcError;
 use crate::framing::Framer;
-use crate::remote::Transport;
 
 pub(super) async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Transport>>) {
     let mut framer = Framer::new(shared.options.max_message_size);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut closed = shared.closed.subscribe();
+    let mut closed = shared.closed.watch();
     let reason = loop {
         let result = tokio::select! {
             r = read.read(&mut buf) => r,
             // Closed elsewhere (probe, write failure): drop the read half so that, with the
             // writer gone too, the socket is closed and the peer sees it.
-            _ = closed.wait_for(Option::is_some) => return,
+            _ = closed.closed() => return,
         };
         let n = match result {
             Ok(0) if framer.pending() > 0 => {
@@ -58,28 +58,11 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf
 
 pub(super) async fn write_loop(
     shared: Arc<Shared>,
-    mut write: tokio::io::WriteHalf<Box<dyn Transport>>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    write: tokio::io::WriteHalf<Box<dyn Transport>>,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
-    // Stops as soon as the session is closed, even in the middle of a write to a peer that no
-    // longer reads: holding the write half would keep the socket open.
-    let mut closed = shared.closed.subscribe();
-    loop {
-        let bytes = tokio::select! {
-            m = rx.recv() => match m {
-                Some(bytes) => bytes,
-                None => return,
-            },
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        let written = tokio::select! {
-            r = write.write_all(&bytes) => r,
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        if let Err(e) = written {
-            shared.close(&format!("write failed: {e}"));
-            return;
-        }
+    if let Err(e) = write_until_closed(write, rx, shared.closed.watch()).await {
+        shared.close(&format!("write failed: {e}"));
     }
 }
 

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
+use ovs_transport::Closed;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{ConnectionOptions, LockEvent};
 use crate::error::RpcError;
@@ -73,22 +73,13 @@ pub(super) struct Shared {
     /// Each monitor's channel, carrying the `params` of its notifications.
     pub(super) monitors: Mutex<HashMap<String, mpsc::UnboundedSender<RawJson>>>,
     pub(super) locks: broadcast::Sender<LockEvent>,
-    /// `Some(reason)` once the session is over.
-    pub(super) closed: watch::Sender<Option<String>>,
+    pub(super) closed: Closed,
     pub(super) last_heard: Mutex<Instant>,
 }
 
 impl Shared {
     pub(super) fn close(&self, reason: &str) {
-        let first = self.closed.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(reason.to_owned());
-                true
-            } else {
-                false
-            }
-        });
-        if first {
+        if self.closed.close(reason) {
             tracing::debug!(remote = %self.remote, reason, "OVSDB session closed");
         }
         let pending: Vec<Pending> = self.pending.lock().expect("pending lock").drain().map(|(_, p)| p).collect();
@@ -99,7 +90,7 @@ impl Shared {
     }
 
     pub(super) fn closed_reason(&self) -> Option<String> {
-        self.closed.borrow().clone()
+        self.closed.reason()
     }
 
     pub(super) fn send(&self, message: &impl Serialize) -> Result<(), RpcError> {
@@ -153,16 +144,8 @@ impl Shared {
     }
 }
 
-pub(super) struct Tasks {
-    pub(super) shared: Arc<Shared>,
-    pub(super) handles: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        self.shared.close("connection dropped by the client");
-        for h in &self.handles {
-            h.abort();
-        }
+impl ovs_transport::Session for Shared {
+    fn close(&self, reason: &str) {
+        Shared::close(self, reason);
     }
 }
