@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ovs_transport::{write_until_closed, Closed, Tasks, TlsSettings, Transport};
+use ovs_transport::{probe, write_until_closed, Closed, LastHeard, Tasks, TlsSettings, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -67,7 +67,7 @@ pub(crate) struct Shared {
     writer: mpsc::UnboundedSender<Bytes>,
     pending: Mutex<Vec<Pending>>,
     closed: Closed,
-    last_heard: Mutex<Instant>,
+    last_heard: LastHeard,
 }
 
 /// A request's xids: `first` and the `n - 1` after it.
@@ -163,6 +163,23 @@ impl ovs_transport::Session for Shared {
     }
 }
 
+impl ovs_transport::Probed for Shared {
+    const PEER: &'static str = "the switch";
+
+    fn closed(&self) -> &Closed {
+        &self.closed
+    }
+
+    fn last_heard(&self) -> &LastHeard {
+        &self.last_heard
+    }
+
+    fn send_probe(&self) -> bool {
+        // Xid 0 is never registered: the reply is dropped by route(), having touched last_heard.
+        encode_echo(self.version, msg_type::ECHO_REQUEST, 0, b"probe").is_ok_and(|echo| self.send(echo).is_ok())
+    }
+}
+
 /// A session with a switch. Cheap to clone; it ends when the last clone is dropped, on
 /// [`Connection::close`], or when the switch goes away.
 #[derive(Clone)]
@@ -208,13 +225,13 @@ impl Connection {
             writer,
             pending: Mutex::new(Vec::new()),
             closed: Closed::new(),
-            last_heard: Mutex::new(Instant::now()),
+            last_heard: LastHeard::new(),
         });
         let mut tasks = Tasks::new(shared.clone());
         tasks.spawn(read_loop(shared.clone(), read, framer));
         tasks.spawn(write_loop(shared.clone(), write, writer_rx));
         if let Some(interval) = shared.options.inactivity_probe {
-            tasks.spawn(probe_loop(Arc::downgrade(&shared), interval));
+            tasks.spawn(probe(Arc::downgrade(&shared), interval));
         }
         let tasks = Arc::new(tasks);
         let features = features(&shared).await?;
@@ -389,7 +406,7 @@ async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Tr
             }
             Ok(0) => break "the switch closed the connection".into(),
             Ok(n) => {
-                *shared.last_heard.lock().expect("last_heard lock") = Instant::now();
+                shared.last_heard.touch();
                 framer.push(&buf[..n]);
             }
             Err(e) => break format!("read failed: {e}"),
@@ -432,31 +449,5 @@ async fn write_loop(
 ) {
     if let Err(e) = write_until_closed(write, rx, shared.closed.watch()).await {
         shared.close(&format!("write failed: {e}"));
-    }
-}
-
-async fn probe_loop(shared: std::sync::Weak<Shared>, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.closed_reason().is_some() {
-            return;
-        }
-        if s.last_heard.lock().expect("last_heard lock").elapsed() < interval {
-            continue;
-        }
-        let sent = Instant::now();
-        // Xid 0 is never registered: the reply is dropped by route(), having updated last_heard.
-        let Ok(echo) = encode_echo(s.version, msg_type::ECHO_REQUEST, 0, b"probe") else { return };
-        if s.send(echo).is_err() {
-            return;
-        }
-        drop(s);
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        if *s.last_heard.lock().expect("last_heard lock") < sent {
-            s.close(&format!("no message from the switch for {:?} (inactivity probe)", interval * 2));
-            return;
-        }
     }
 }

@@ -5,11 +5,14 @@
 //!   ([`OVSDB`] or [`OPENFLOW`]), printed back the same way, and connected to
 //!   ([`Endpoint::connect_tls`]) as a boxed [`Transport`].
 //! - [`TlsSettings`]: the client certificate of `ssl:` endpoints, verified by CA as OVS does.
-//! - [`Closed`] and [`Tasks`]: whether a session is over and why, and the tasks that end with it.
+//! - [`Closed`], [`Tasks`], [`write_until_closed`] and [`probe`]: whether a session is over and
+//!   why, the tasks that end with it, the writer that owns the write half until then, and the
+//!   inactivity probe.
 #![warn(missing_docs)]
 
 mod connect;
 mod endpoint;
+mod probe;
 mod session;
 mod tls;
 
@@ -18,5 +21,6 @@ pub use endpoint::{
     mgmt_socket, Endpoint, OpenFlowTarget, OvsdbRemote, ParseError, ParseErrorKind, DEFAULT_OVS_RUNDIR, OPENFLOW,
     OVSDB, OVSDB_DEFAULT_PORT,
 };
+pub use probe::{probe, LastHeard, Probed};
 pub use session::{write_until_closed, CloseWatch, Closed, Session, Tasks};
 pub use tls::{TlsError, TlsSettings};

@@ -1,9 +1,7 @@
 //! The session's tasks: the reader that splits the stream into messages and routes each one,
-//! the writer that owns the write half, and the inactivity probe.
+//! and the writer that owns the write half.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use ovs_transport::{write_until_closed, Transport};
 use serde_json::value::RawValue;
@@ -35,7 +33,7 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf
             Ok(n) => n,
             Err(e) => break format!("read failed: {e}"),
         };
-        *shared.last_heard.lock().expect("last_heard lock") = Instant::now();
+        shared.last_heard.touch();
         framer.push(&buf[..n]);
         let mut failed = None;
         loop {
@@ -63,35 +61,6 @@ pub(super) async fn write_loop(
 ) {
     if let Err(e) = write_until_closed(write, rx, shared.closed.watch()).await {
         shared.close(&format!("write failed: {e}"));
-    }
-}
-
-pub(super) async fn probe_loop(shared: std::sync::Weak<Shared>, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.closed_reason().is_some() {
-            return;
-        }
-        let idle = s.last_heard.lock().expect("last_heard lock").elapsed();
-        if idle < interval {
-            continue;
-        }
-        let id = format!("probe-{}", s.next_id.fetch_add(1, Ordering::Relaxed));
-        let sent = Instant::now();
-        if s.send(&json!({"method": "echo", "params": [], "id": id})).is_err() {
-            return;
-        }
-        drop(s);
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        // Anything heard since the echo went out (its reply or any other message) proves the
-        // server alive. (Comparing the idle time with `interval` instead would close a healthy
-        // session whenever the timer overshoots by more than the round trip.)
-        if *s.last_heard.lock().expect("last_heard lock") < sent {
-            s.close(&format!("no message from the server for {:?} (inactivity probe)", interval * 2));
-            return;
-        }
     }
 }
 

@@ -13,9 +13,9 @@ mod session;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ovs_transport::{Closed, Tasks, Transport};
+use ovs_transport::{probe, Closed, LastHeard, Tasks, Transport};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
@@ -27,7 +27,7 @@ use crate::monitor::{Monitor, MonitorRequests, MonitorVersion, TableUpdates};
 use crate::remote::Remote;
 use crate::schema::DatabaseSchema;
 use crate::transaction::{interpret_text, TransactOutcome, Transaction};
-use io::{probe_loop, read_loop, write_loop};
+use io::{read_loop, write_loop};
 pub(crate) use session::RawJson;
 use session::Shared;
 
@@ -106,13 +106,13 @@ impl Connection {
             monitors: Mutex::new(HashMap::new()),
             locks,
             closed: Closed::new(),
-            last_heard: Mutex::new(Instant::now()),
+            last_heard: LastHeard::new(),
         });
         let mut tasks = Tasks::new(shared.clone());
         tasks.spawn(read_loop(shared.clone(), read));
         tasks.spawn(write_loop(shared.clone(), write, writer_rx));
         if let Some(interval) = shared.options.inactivity_probe {
-            tasks.spawn(probe_loop(Arc::downgrade(&shared), interval));
+            tasks.spawn(probe(Arc::downgrade(&shared), interval));
         }
         Connection { shared, tasks: Arc::new(tasks) }
     }

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
-use ovs_transport::Closed;
+use ovs_transport::{Closed, LastHeard};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
@@ -74,7 +73,7 @@ pub(super) struct Shared {
     pub(super) monitors: Mutex<HashMap<String, mpsc::UnboundedSender<RawJson>>>,
     pub(super) locks: broadcast::Sender<LockEvent>,
     pub(super) closed: Closed,
-    pub(super) last_heard: Mutex<Instant>,
+    pub(super) last_heard: LastHeard,
 }
 
 impl Shared {
@@ -147,5 +146,23 @@ impl Shared {
 impl ovs_transport::Session for Shared {
     fn close(&self, reason: &str) {
         Shared::close(self, reason);
+    }
+}
+
+impl ovs_transport::Probed for Shared {
+    const PEER: &'static str = "the server";
+
+    fn closed(&self) -> &Closed {
+        &self.closed
+    }
+
+    fn last_heard(&self) -> &LastHeard {
+        &self.last_heard
+    }
+
+    fn send_probe(&self) -> bool {
+        // A string id: dispatch() knows replies to it wait for nothing.
+        let id = format!("probe-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.send(&serde_json::json!({"method": "echo", "params": [], "id": id})).is_ok()
     }
 }
