@@ -35,3 +35,31 @@ impl From<ConnectError> for ClientError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn transport_errors_keep_their_kind_and_source() {
+        let e: ClientError = "tcp:127.0.0.1".parse::<Target>().unwrap_err().into();
+        assert!(matches!(&e, ClientError::BadTarget { target, .. } if target == "tcp:127.0.0.1"), "{e:?}");
+        assert!(e.to_string().starts_with("bad OpenFlow target 'tcp:127.0.0.1': the port is missing"), "{e}");
+
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e: ClientError = ConnectError::Io { target: "tcp:h:1".into(), source: refused }.into();
+        assert!(
+            matches!(&e, ClientError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+        );
+
+        let bad_ca = std::io::Error::from(std::io::ErrorKind::InvalidData);
+        let e: ClientError = ConnectError::Handshake { target: "ssl:h:1".into(), source: bad_ca }.into();
+        assert!(e.to_string().contains("cannot connect to the switch at ssl:h:1: TLS handshake failed"), "{e}");
+        assert!(e.source().and_then(|s| s.source()).is_some(), "the handshake's error is kept: {e:?}");
+
+        let e: ClientError = ConnectError::NoTlsSettings { target: "ssl:h:1".into(), noun: "OpenFlow target" }.into();
+        assert!(matches!(e, ClientError::BadTarget { .. }), "{e:?}");
+    }
+}

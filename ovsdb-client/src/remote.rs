@@ -36,3 +36,31 @@ impl From<ConnectError> for RpcError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn transport_errors_keep_their_kind_and_source() {
+        let e: RpcError = "db.sock".parse::<Remote>().unwrap_err().into();
+        assert!(matches!(&e, RpcError::BadRemote { remote, .. } if remote == "db.sock"), "{e:?}");
+        assert!(e.to_string().starts_with("bad OVSDB remote 'db.sock': no scheme; use unix:PATH"), "{e}");
+
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e: RpcError = ConnectError::Io { target: "tcp:h:1".into(), source: refused }.into();
+        assert!(
+            matches!(&e, RpcError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+        );
+
+        let bad_ca = std::io::Error::from(std::io::ErrorKind::InvalidData);
+        let e: RpcError = ConnectError::Handshake { target: "ssl:h:1".into(), source: bad_ca }.into();
+        assert!(e.to_string().contains("cannot connect to OVSDB at ssl:h:1: TLS handshake failed"), "{e}");
+        assert!(e.source().and_then(|s| s.source()).is_some(), "the handshake's error is kept: {e:?}");
+
+        let e: RpcError = ConnectError::NoTlsSettings { target: "ssl:h:1".into(), noun: "OVSDB remote" }.into();
+        assert!(matches!(e, RpcError::BadRemote { .. }), "{e:?}");
+    }
+}

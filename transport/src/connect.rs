@@ -100,3 +100,43 @@ impl<const PROTOCOL: u8> Endpoint<PROTOCOL> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::endpoint::{OpenFlowTarget, OvsdbRemote};
+
+    #[tokio::test]
+    async fn a_missing_socket_is_an_os_error_naming_the_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = OvsdbRemote::Unix(dir.path().join("db.sock"));
+        let e = remote.connect().await.err().expect("nothing listens there");
+        assert!(
+            matches!(&e, ConnectError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        assert_eq!(e.target(), remote.to_string());
+    }
+
+    // Neither case opens a socket: the settings are checked before anything is dialled.
+    #[tokio::test]
+    async fn ssl_without_usable_settings_says_what_is_missing() {
+        let target: OpenFlowTarget = "ssl:198.18.0.1:6653".parse().unwrap();
+        let e = target.connect().await.err().expect("no settings");
+        assert!(matches!(e, ConnectError::NoTlsSettings { noun: "OpenFlow target", .. }), "{e:?}");
+        assert!(e.to_string().contains("a CA certificate, a certificate and a private key"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let tls = TlsSettings {
+            ca_cert: dir.path().join("nope.crt"),
+            certificate: dir.path().join("me.crt"),
+            private_key: dir.path().join("me.key"),
+        };
+        let e = target.connect_tls(Some(&tls)).await.err().expect("no such CA file");
+        assert!(e.to_string().contains("CA certificate") && e.to_string().contains("nope.crt"), "{e}");
+        let source = e.source().expect("the TLS error is kept");
+        assert!(matches!(source.downcast_ref::<TlsError>(), Some(TlsError::Load { what: "CA certificate", .. })));
+    }
+}

@@ -302,6 +302,8 @@ mod tests {
         assert_eq!(e.kind(), &ParseErrorKind::NoPort { usual_port: 6653 });
         let e = "tcp:::1:6653".parse::<OpenFlowTarget>().unwrap_err();
         assert!(e.to_string().contains("like tcp:[::1]:6653"), "{e}");
+        let e = "tcp:h:0".parse::<OpenFlowTarget>().unwrap_err();
+        assert_eq!(e.kind(), &ParseErrorKind::BadPort("0".into()));
     }
 
     #[test]
