@@ -74,13 +74,9 @@ impl AgentConfig {
         let etcd = r.etcd(flags, file.etcd)?;
 
         let (remote, origin) = r.or_default(keys::OVSDB, f.ovsdb, file.ovs.remote, DEFAULT_OVSDB_REMOTE.into());
-        let remote = remote.parse::<OvsdbRemote>().map_err(|e| {
-            let why = match e {
-                ovsdb_client::RpcError::BadRemote { reason, .. } => reason,
-                other => other.to_string(),
-            };
-            invalid(keys::OVSDB, &remote, origin, format!("is invalid: {why}"))
-        })?;
+        let remote = remote
+            .parse::<OvsdbRemote>()
+            .map_err(|e| invalid(keys::OVSDB, &remote, origin, format!("is invalid: {}", e.advice())))?;
 
         let (dp, origin) = r.or_default(keys::DATAPATH_TYPE, f.datapath_type, file.ovs.datapath_type, "system".into());
         let datapath_type = dp

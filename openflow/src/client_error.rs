@@ -64,6 +64,16 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS settings of an `ssl:` target cannot be used (a file missing or not PEM, a host
+    /// that cannot be a TLS server name).
+    #[error("cannot use TLS for the switch at {target}: {source}")]
+    Tls {
+        /// The target.
+        target: String,
+        /// What is wrong with the settings.
+        #[source]
+        source: ovs_transport::TlsError,
+    },
     /// The hello exchange failed: no common version, or the switch said no.
     #[error("OpenFlow handshake with {target} failed: {reason}")]
     Handshake {

@@ -18,10 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ovsdb_client::{TlsSettings, Transport};
+use ovs_transport::{probe, write_until_closed, Closed, LastHeard, Tasks, TlsSettings, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use crate::client_error::ClientError;
 use crate::header::{msg_type, type_name, Framer, Header};
@@ -67,8 +66,8 @@ pub(crate) struct Shared {
     pub(crate) next_bundle: AtomicU32,
     writer: mpsc::UnboundedSender<Bytes>,
     pending: Mutex<Vec<Pending>>,
-    closed: watch::Sender<Option<String>>,
-    last_heard: Mutex<Instant>,
+    closed: Closed,
+    last_heard: LastHeard,
 }
 
 /// A request's xids: `first` and the `n - 1` after it.
@@ -86,15 +85,7 @@ impl Pending {
 
 impl Shared {
     pub(crate) fn close(&self, reason: &str) {
-        let first = self.closed.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(reason.to_owned());
-                true
-            } else {
-                false
-            }
-        });
-        if first {
+        if self.closed.close(reason) {
             tracing::info!(target = %self.target, reason, "OpenFlow session closed");
         }
         // Dropping the senders ends every request's inbox: they report Disconnected.
@@ -102,7 +93,7 @@ impl Shared {
     }
 
     pub(crate) fn closed_reason(&self) -> Option<String> {
-        self.closed.borrow().clone()
+        self.closed.reason()
     }
 
     pub(crate) fn disconnected(&self) -> ClientError {
@@ -166,17 +157,26 @@ impl Shared {
     }
 }
 
-struct Tasks {
-    shared: Arc<Shared>,
-    handles: Vec<JoinHandle<()>>,
+impl ovs_transport::Session for Shared {
+    fn close(&self, reason: &str) {
+        Shared::close(self, reason);
+    }
 }
 
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        self.shared.close("connection dropped by the client");
-        for h in &self.handles {
-            h.abort();
-        }
+impl ovs_transport::Probed for Shared {
+    const PEER: &'static str = "the switch";
+
+    fn closed(&self) -> &Closed {
+        &self.closed
+    }
+
+    fn last_heard(&self) -> &LastHeard {
+        &self.last_heard
+    }
+
+    fn send_probe(&self) -> bool {
+        // Xid 0 is never registered: the reply is dropped by route(), having touched last_heard.
+        encode_echo(self.version, msg_type::ECHO_REQUEST, 0, b"probe").is_ok_and(|echo| self.send(echo).is_ok())
     }
 }
 
@@ -186,7 +186,7 @@ impl Drop for Tasks {
 pub struct Connection {
     pub(crate) shared: Arc<Shared>,
     features: Features,
-    _tasks: Arc<Tasks>,
+    tasks: Arc<Tasks<Shared>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -202,7 +202,7 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Connects, negotiates the version and reads the switch's features.
     pub async fn connect(target: &Target, options: ConnectionOptions) -> Result<Connection, ClientError> {
-        let stream = target.connect(options.tls.as_ref()).await?;
+        let stream = target.connect_tls(options.tls.as_ref()).await?;
         Connection::over(stream, target.to_string(), options).await
     }
 
@@ -224,17 +224,16 @@ impl Connection {
             next_bundle: AtomicU32::new(1),
             writer,
             pending: Mutex::new(Vec::new()),
-            closed: watch::channel(None).0,
-            last_heard: Mutex::new(Instant::now()),
+            closed: Closed::new(),
+            last_heard: LastHeard::new(),
         });
-        let mut handles = vec![
-            tokio::spawn(read_loop(shared.clone(), read, framer)),
-            tokio::spawn(write_loop(shared.clone(), write, writer_rx)),
-        ];
+        let mut tasks = Tasks::new(shared.clone());
+        tasks.spawn(read_loop(shared.clone(), read, framer));
+        tasks.spawn(write_loop(shared.clone(), write, writer_rx));
         if let Some(interval) = shared.options.inactivity_probe {
-            handles.push(tokio::spawn(probe_loop(Arc::downgrade(&shared), interval)));
+            tasks.spawn(probe(Arc::downgrade(&shared), interval));
         }
-        let tasks = Arc::new(Tasks { shared: shared.clone(), handles });
+        let tasks = Arc::new(tasks);
         let features = features(&shared).await?;
         tracing::info!(
             target = %shared.target,
@@ -242,7 +241,7 @@ impl Connection {
             datapath_id = %format_args!("{:#018x}", features.datapath_id),
             "OpenFlow session up"
         );
-        Ok(Connection { shared, features, _tasks: tasks })
+        Ok(Connection { shared, features, tasks })
     }
 
     /// The negotiated wire version ([`crate::OFP13_VERSION`] or [`crate::OFP14_VERSION`]).
@@ -262,28 +261,17 @@ impl Connection {
 
     /// True once the session is over.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed_reason().is_some()
+        self.shared.closed.is_closed()
     }
 
     /// Resolves with the reason once the session is over.
     pub async fn closed(&self) -> String {
-        let mut rx = self.shared.closed.subscribe();
-        loop {
-            if let Some(r) = rx.borrow_and_update().clone() {
-                return r;
-            }
-            if rx.changed().await.is_err() {
-                return "connection dropped".into();
-            }
-        }
+        self.shared.closed.wait().await
     }
 
     /// Ends the session; requests in flight fail with [`ClientError::Disconnected`].
     pub fn close(&self) {
-        self.shared.close("closed by the client");
-        for h in &self._tasks.handles {
-            h.abort();
-        }
+        self.tasks.close("closed by the client");
     }
 
     /// Sends an echo request and waits for the reply; returns the round trip.
@@ -394,7 +382,7 @@ async fn handshake(
 
 async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Transport>>, mut framer: Framer) {
     let mut buf = vec![0u8; 256 * 1024];
-    let mut closed = shared.closed.subscribe();
+    let mut closed = shared.closed.watch();
     let reason = 'outer: loop {
         // Messages that came with the hello are routed before reading more.
         loop {
@@ -410,7 +398,7 @@ async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Tr
         }
         let n = tokio::select! {
             r = read.read(&mut buf) => r,
-            _ = closed.wait_for(Option::is_some) => return,
+            _ = closed.closed() => return,
         };
         match n {
             Ok(0) if framer.pending() > 0 => {
@@ -418,7 +406,7 @@ async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Tr
             }
             Ok(0) => break "the switch closed the connection".into(),
             Ok(n) => {
-                *shared.last_heard.lock().expect("last_heard lock") = Instant::now();
+                shared.last_heard.touch();
                 framer.push(&buf[..n]);
             }
             Err(e) => break format!("read failed: {e}"),
@@ -456,51 +444,10 @@ fn route(shared: &Shared, m: &[u8]) -> Result<(), ClientError> {
 
 async fn write_loop(
     shared: Arc<Shared>,
-    mut write: tokio::io::WriteHalf<Box<dyn Transport>>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    write: tokio::io::WriteHalf<Box<dyn Transport>>,
+    rx: mpsc::UnboundedReceiver<Bytes>,
 ) {
-    let mut closed = shared.closed.subscribe();
-    loop {
-        let bytes = tokio::select! {
-            m = rx.recv() => match m {
-                Some(b) => b,
-                None => return,
-            },
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        let written = tokio::select! {
-            r = write.write_all(&bytes) => r,
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        if let Err(e) = written {
-            shared.close(&format!("write failed: {e}"));
-            return;
-        }
-    }
-}
-
-async fn probe_loop(shared: std::sync::Weak<Shared>, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.closed_reason().is_some() {
-            return;
-        }
-        if s.last_heard.lock().expect("last_heard lock").elapsed() < interval {
-            continue;
-        }
-        let sent = Instant::now();
-        // Xid 0 is never registered: the reply is dropped by route(), having updated last_heard.
-        let Ok(echo) = encode_echo(s.version, msg_type::ECHO_REQUEST, 0, b"probe") else { return };
-        if s.send(echo).is_err() {
-            return;
-        }
-        drop(s);
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        if *s.last_heard.lock().expect("last_heard lock") < sent {
-            s.close(&format!("no message from the switch for {:?} (inactivity probe)", interval * 2));
-            return;
-        }
+    if let Err(e) = write_until_closed(write, rx, shared.closed.watch()).await {
+        shared.close(&format!("write failed: {e}"));
     }
 }

@@ -107,9 +107,12 @@ pub use bundling::MAX_BUNDLE_FLOW_MODS;
 pub use client_error::{BundleFailure, ClientError};
 #[cfg(feature = "client")]
 pub use connection::{Connection, ConnectionOptions};
+/// Why the TLS settings of an `ssl:` target cannot be used ([`ClientError::Tls`]).
+#[cfg(feature = "client")]
+pub use ovs_transport::TlsError;
 /// Certificates for `ssl:` targets (the same settings, and verification, as OVSDB's).
 #[cfg(feature = "client")]
-pub use ovsdb_client::TlsSettings;
+pub use ovs_transport::TlsSettings;
 #[cfg(feature = "client")]
 pub use switch::{Switch, SwitchOptions, SwitchState};
 #[cfg(feature = "client")]

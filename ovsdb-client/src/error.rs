@@ -97,6 +97,16 @@ pub enum RpcError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS settings of an `ssl:` remote cannot be used (a file missing or not PEM, a host
+    /// that cannot be a TLS server name).
+    #[error("cannot use TLS for OVSDB at {remote}: {source}")]
+    Tls {
+        /// The remote.
+        remote: String,
+        /// What is wrong with the settings.
+        #[source]
+        source: ovs_transport::TlsError,
+    },
     /// Reading or writing the connection failed.
     #[error("OVSDB connection I/O failed: {0}")]
     Io(#[from] std::io::Error),

@@ -1,4 +1,4 @@
-//! An OVSDB client (RFC 7047): JSON-RPC over `unix:` and `tcp:` streams, typed values,
+//! An OVSDB client (RFC 7047): JSON-RPC over `unix:`, `tcp:` and `ssl:` streams, typed values,
 //! transactions as builders whose every result is checked, `monitor` / `monitor_cond` /
 //! `monitor_cond_since`, locks, schema validation before sending, and a replica kept current
 //! by a reconnecting [`Client`].
@@ -21,7 +21,6 @@ mod operation;
 mod remote;
 mod replica;
 mod schema;
-mod tls;
 mod transaction;
 mod value;
 
@@ -30,9 +29,9 @@ pub use connection::{Connection, ConnectionOptions, LockEvent};
 pub use error::{OvsdbError, OvsdbErrorKind, RpcError, SchemaError, TransactError, ValidationError, ValueError};
 pub use monitor::{Monitor, MonitorEvent, MonitorRequests, MonitorVersion, RowUpdate, TableMonitor, TableUpdates};
 pub use operation::{Condition, Function, Mutation, Mutator, Operation, Until};
-pub use remote::{Remote, Transport, DEFAULT_PORT};
+pub use ovs_transport::{TlsError, TlsSettings, Transport};
+pub use remote::{Remote, DEFAULT_PORT};
 pub use replica::{apply_diff, Replica, TableReplica};
 pub use schema::{AtomicType, BaseType, ColumnSchema, ColumnType, DatabaseSchema, RefType, TableSchema, WriteMode};
-pub use tls::TlsSettings;
 pub use transaction::{OpResult, TransactOutcome, Transaction};
 pub use value::{Atom, FromValue, NamedUuid, Row, Uuid, Value};

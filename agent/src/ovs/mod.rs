@@ -30,7 +30,7 @@ pub const DATABASE: &str = "Open_vSwitch";
 /// Why OVSDB could not be reached at start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The configured remote cannot be used at all.
+    /// The configured remote, or its TLS settings, cannot be used at all.
     #[error("the OVSDB remote is invalid")]
     BadRemote(#[source] ovsdb_client::RpcError),
 }
@@ -123,7 +123,9 @@ pub async fn connect(remote: Remote, tls: Option<ovsdb_client::TlsSettings>) -> 
         options.connection.tls = tls.clone();
         match Client::connect(options).await {
             Ok(c) => return Ok(Ovsdb::new(c)),
-            Err(e @ ovsdb_client::RpcError::BadRemote { .. }) => return Err(ConnectError::BadRemote(e)),
+            Err(e @ (ovsdb_client::RpcError::BadRemote { .. } | ovsdb_client::RpcError::Tls { .. })) => {
+                return Err(ConnectError::BadRemote(e))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "OVSDB not reachable yet; retrying");
                 backoff.wait().await;

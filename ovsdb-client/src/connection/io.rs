@@ -1,31 +1,29 @@
 //! The session's tasks: the reader that splits the stream into messages and routes each one,
-//! the writer that owns the write half, and the inactivity probe.
+//! and the writer that owns the write half.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use ovs_transport::{write_until_closed, Transport};
 use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::session::{RawJson, Shared};
 use super::LockEvent;
 use crate::error::RpcError;
 use crate::framing::Framer;
-use crate::remote::Transport;
 
 pub(super) async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf<Box<dyn Transport>>) {
     let mut framer = Framer::new(shared.options.max_message_size);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut closed = shared.closed.subscribe();
+    let mut closed = shared.closed.watch();
     let reason = loop {
         let result = tokio::select! {
             r = read.read(&mut buf) => r,
             // Closed elsewhere (probe, write failure): drop the read half so that, with the
             // writer gone too, the socket is closed and the peer sees it.
-            _ = closed.wait_for(Option::is_some) => return,
+            _ = closed.closed() => return,
         };
         let n = match result {
             Ok(0) if framer.pending() > 0 => {
@@ -35,7 +33,7 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf
             Ok(n) => n,
             Err(e) => break format!("read failed: {e}"),
         };
-        *shared.last_heard.lock().expect("last_heard lock") = Instant::now();
+        shared.last_heard.touch();
         framer.push(&buf[..n]);
         let mut failed = None;
         loop {
@@ -58,57 +56,11 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut read: tokio::io::ReadHalf
 
 pub(super) async fn write_loop(
     shared: Arc<Shared>,
-    mut write: tokio::io::WriteHalf<Box<dyn Transport>>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    write: tokio::io::WriteHalf<Box<dyn Transport>>,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
-    // Stops as soon as the session is closed, even in the middle of a write to a peer that no
-    // longer reads: holding the write half would keep the socket open.
-    let mut closed = shared.closed.subscribe();
-    loop {
-        let bytes = tokio::select! {
-            m = rx.recv() => match m {
-                Some(bytes) => bytes,
-                None => return,
-            },
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        let written = tokio::select! {
-            r = write.write_all(&bytes) => r,
-            _ = closed.wait_for(Option::is_some) => return,
-        };
-        if let Err(e) = written {
-            shared.close(&format!("write failed: {e}"));
-            return;
-        }
-    }
-}
-
-pub(super) async fn probe_loop(shared: std::sync::Weak<Shared>, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.closed_reason().is_some() {
-            return;
-        }
-        let idle = s.last_heard.lock().expect("last_heard lock").elapsed();
-        if idle < interval {
-            continue;
-        }
-        let id = format!("probe-{}", s.next_id.fetch_add(1, Ordering::Relaxed));
-        let sent = Instant::now();
-        if s.send(&json!({"method": "echo", "params": [], "id": id})).is_err() {
-            return;
-        }
-        drop(s);
-        tokio::time::sleep(interval).await;
-        let Some(s) = shared.upgrade() else { return };
-        // Anything heard since the echo went out (its reply or any other message) proves the
-        // server alive. (Comparing the idle time with `interval` instead would close a healthy
-        // session whenever the timer overshoots by more than the round trip.)
-        if *s.last_heard.lock().expect("last_heard lock") < sent {
-            s.close(&format!("no message from the server for {:?} (inactivity probe)", interval * 2));
-            return;
-        }
+    if let Err(e) = write_until_closed(write, rx, shared.closed.watch()).await {
+        shared.close(&format!("write failed: {e}"));
     }
 }
 

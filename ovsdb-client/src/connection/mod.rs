@@ -13,22 +13,23 @@ mod session;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ovs_transport::{probe, Closed, LastHeard, Tasks, Transport};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{RpcError, TransactError};
 use crate::framing::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::monitor::{Monitor, MonitorRequests, MonitorVersion, TableUpdates};
-use crate::remote::{Remote, Transport};
+use crate::remote::Remote;
 use crate::schema::DatabaseSchema;
 use crate::transaction::{interpret_text, TransactOutcome, Transaction};
-use io::{probe_loop, read_loop, write_loop};
+use io::{read_loop, write_loop};
 pub(crate) use session::RawJson;
-use session::{Shared, Tasks};
+use session::Shared;
 
 /// Tunables of one session.
 #[derive(Debug, Clone)]
@@ -70,7 +71,7 @@ pub enum LockEvent {
 #[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
-    _tasks: Arc<Tasks>,
+    tasks: Arc<Tasks<Shared>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -104,18 +105,16 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             monitors: Mutex::new(HashMap::new()),
             locks,
-            closed: watch::channel(None).0,
-            last_heard: Mutex::new(Instant::now()),
+            closed: Closed::new(),
+            last_heard: LastHeard::new(),
         });
-        let mut handles = vec![
-            tokio::spawn(read_loop(shared.clone(), read)),
-            tokio::spawn(write_loop(shared.clone(), write, writer_rx)),
-        ];
+        let mut tasks = Tasks::new(shared.clone());
+        tasks.spawn(read_loop(shared.clone(), read));
+        tasks.spawn(write_loop(shared.clone(), write, writer_rx));
         if let Some(interval) = shared.options.inactivity_probe {
-            handles.push(tokio::spawn(probe_loop(Arc::downgrade(&shared), interval)));
+            tasks.spawn(probe(Arc::downgrade(&shared), interval));
         }
-        let tasks = Arc::new(Tasks { shared: shared.clone(), handles });
-        Connection { shared, _tasks: tasks }
+        Connection { shared, tasks: Arc::new(tasks) }
     }
 
     /// The remote this session talks to.
@@ -125,28 +124,17 @@ impl Connection {
 
     /// True once the session is over.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed_reason().is_some()
+        self.shared.closed.is_closed()
     }
 
     /// Resolves with the reason once the session is over.
     pub async fn closed(&self) -> String {
-        let mut rx = self.shared.closed.subscribe();
-        loop {
-            if let Some(r) = rx.borrow_and_update().clone() {
-                return r;
-            }
-            if rx.changed().await.is_err() {
-                return "connection dropped".into();
-            }
-        }
+        self.shared.closed.wait().await
     }
 
     /// Ends the session; requests in flight fail with [`RpcError::Disconnected`].
     pub fn close(&self) {
-        self.shared.close("closed by the client");
-        for h in &self._tasks.handles {
-            h.abort();
-        }
+        self.tasks.close("closed by the client");
     }
 
     /// Sends any JSON-RPC request and waits for its result.

@@ -3,14 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Mutex;
 
+use ovs_transport::{Closed, LastHeard};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{ConnectionOptions, LockEvent};
 use crate::error::RpcError;
@@ -73,22 +72,13 @@ pub(super) struct Shared {
     /// Each monitor's channel, carrying the `params` of its notifications.
     pub(super) monitors: Mutex<HashMap<String, mpsc::UnboundedSender<RawJson>>>,
     pub(super) locks: broadcast::Sender<LockEvent>,
-    /// `Some(reason)` once the session is over.
-    pub(super) closed: watch::Sender<Option<String>>,
-    pub(super) last_heard: Mutex<Instant>,
+    pub(super) closed: Closed,
+    pub(super) last_heard: LastHeard,
 }
 
 impl Shared {
     pub(super) fn close(&self, reason: &str) {
-        let first = self.closed.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(reason.to_owned());
-                true
-            } else {
-                false
-            }
-        });
-        if first {
+        if self.closed.close(reason) {
             tracing::debug!(remote = %self.remote, reason, "OVSDB session closed");
         }
         let pending: Vec<Pending> = self.pending.lock().expect("pending lock").drain().map(|(_, p)| p).collect();
@@ -99,7 +89,7 @@ impl Shared {
     }
 
     pub(super) fn closed_reason(&self) -> Option<String> {
-        self.closed.borrow().clone()
+        self.closed.reason()
     }
 
     pub(super) fn send(&self, message: &impl Serialize) -> Result<(), RpcError> {
@@ -153,16 +143,26 @@ impl Shared {
     }
 }
 
-pub(super) struct Tasks {
-    pub(super) shared: Arc<Shared>,
-    pub(super) handles: Vec<JoinHandle<()>>,
+impl ovs_transport::Session for Shared {
+    fn close(&self, reason: &str) {
+        Shared::close(self, reason);
+    }
 }
 
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        self.shared.close("connection dropped by the client");
-        for h in &self.handles {
-            h.abort();
-        }
+impl ovs_transport::Probed for Shared {
+    const PEER: &'static str = "the server";
+
+    fn closed(&self) -> &Closed {
+        &self.closed
+    }
+
+    fn last_heard(&self) -> &LastHeard {
+        &self.last_heard
+    }
+
+    fn send_probe(&self) -> bool {
+        // A string id: dispatch() knows replies to it wait for nothing.
+        let id = format!("probe-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.send(&serde_json::json!({"method": "echo", "params": [], "id": id})).is_ok()
     }
 }

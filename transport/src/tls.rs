@@ -1,4 +1,4 @@
-//! `ssl:` remotes: TLS with a client certificate, verified the way OVS verifies peers.
+//! `ssl:` endpoints: TLS with a client certificate, verified the way OVS verifies peers.
 //!
 //! OVS authenticates both ends by their CA (`--ca-cert`), not by host name: certificates made
 //! with `ovs-pki` carry no subjectAltName, and `ssl:IP:PORT` remotes name no host. So the server
@@ -12,11 +12,35 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, Error as TlsError, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, Error as RustlsError, SignatureScheme};
 
-use crate::error::RpcError;
+/// TLS settings that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file is missing, unreadable or not what it should be (PEM of the right kind, a key
+    /// that goes with the certificate).
+    #[error("cannot load the {what} {}: {source}", path.display())]
+    Load {
+        /// What the file should hold: `CA certificate`, `certificate`, `private key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The endpoint's host cannot be a TLS server name.
+    #[error("'{host}' is not a host name or address: {source}")]
+    ServerName {
+        /// The host.
+        host: String,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+}
 
-/// The files an `ssl:` remote needs, as ovs-vsctl's `--private-key`, `--certificate` and
+/// The files an `ssl:` endpoint needs, as ovs-vsctl's `--private-key`, `--certificate` and
 /// `--ca-cert`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
@@ -28,8 +52,8 @@ pub struct TlsSettings {
     pub private_key: PathBuf,
 }
 
-fn bad(path: &Path, what: &str, e: impl std::fmt::Display) -> RpcError {
-    RpcError::BadRemote { remote: "ssl:".into(), reason: format!("cannot load the {what} {}: {e}", path.display()) }
+fn bad(path: &Path, what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> TlsError {
+    TlsError::Load { what, path: path.to_owned(), source: Box::new(e) }
 }
 
 #[derive(Debug)]
@@ -43,9 +67,9 @@ impl ServerCertVerifier for CaOnlyVerifier {
         server_name: &ServerName<'_>,
         ocsp: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
+    ) -> Result<ServerCertVerified, RustlsError> {
         match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(TlsError::InvalidCertificate(
+            Err(RustlsError::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             other => other,
@@ -57,7 +81,7 @@ impl ServerCertVerifier for CaOnlyVerifier {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
         self.0.verify_tls12_signature(message, cert, dss)
     }
 
@@ -66,7 +90,7 @@ impl ServerCertVerifier for CaOnlyVerifier {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
         self.0.verify_tls13_signature(message, cert, dss)
     }
 
@@ -78,7 +102,7 @@ impl ServerCertVerifier for CaOnlyVerifier {
 impl TlsSettings {
     /// A rustls client configuration from the files (read now, so a wrong path is reported
     /// with the file's name).
-    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, RpcError> {
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         let cas = CertificateDer::pem_file_iter(&self.ca_cert).map_err(|e| bad(&self.ca_cert, "CA certificate", e))?;
