@@ -8,24 +8,10 @@
 #   scripts/scale/flow-scale.sh [PEERS (1000)] [TENANTS (20)]
 set -euo pipefail
 PEERS=${1:-1000}; TEN=${2:-20}
-# Names of this run only: another run (or a copy of this script) may be going on.
-NS=flow-scale-$$; D=$(mktemp -d /tmp/flow-scale.XXXXXX)
-cleanup() {
-  for p in vs ovsdb; do
-    if [ -f "$D/$p.pid" ]; then kill "$(cat "$D/$p.pid")" 2>/dev/null || true; fi
-  done
-  ip netns del "$NS" 2>/dev/null || true
-  rm -rf "$D"
-}
-trap cleanup EXIT
-ip netns add "$NS"; ip -n "$NS" link set lo up
-ovsdb-tool create "$D/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-ip netns exec "$NS" ovsdb-server "$D/conf.db" --remote="punix:$D/db.sock" --pidfile="$D/ovsdb.pid" \
-  --unixctl="$D/ovsdb.ctl" --detach --log-file="$D/ovsdb.log"
+# shellcheck source=scripts/scale/lib.sh
+source "$(dirname "$0")/lib.sh"
+scale_ovs_up flow-scale
 V=(ip netns exec "$NS" ovs-vsctl --db="unix:$D/db.sock" --timeout=120)
-"${V[@]}" --no-wait init
-ip netns exec "$NS" env OVS_RUNDIR="$D" ovs-vswitchd "unix:$D/db.sock" --pidfile="$D/vs.pid" \
-  --unixctl="$D/vs.ctl" --detach --log-file="$D/vs.log"
 "${V[@]}" add-br br-int -- set bridge br-int datapath_type=netdev
 "${V[@]}" add-br br-tun -- set bridge br-tun datapath_type=netdev fail_mode=secure
 "${V[@]}" add-port br-int patch-tun -- set interface patch-tun type=patch options:peer=patch-int ofport_request=1

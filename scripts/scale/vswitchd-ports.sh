@@ -8,26 +8,12 @@
 #   scripts/scale/vswitchd-ports.sh [N (1000)] [vxlan|gre]
 set -euo pipefail
 N=${1:-1000}; T=${2:-vxlan}
-# Names of this run only: another run (or a copy of this script) may be going on.
-NS=scale-vs-$$; D=$(mktemp -d /tmp/scale-vs.XXXXXX)
-cleanup() {
-  for p in vs ovsdb; do
-    if [ -f "$D/$p.pid" ]; then kill "$(cat "$D/$p.pid")" 2>/dev/null || true; fi
-  done
-  ip netns del "$NS" 2>/dev/null || true
-  rm -rf "$D"
-}
-trap cleanup EXIT
-ip netns add "$NS"; ip -n "$NS" link set lo up
+# shellcheck source=scripts/scale/lib.sh
+source "$(dirname "$0")/lib.sh"
+scale_ovs_up scale-vs
 ip -n "$NS" link add d0 type veth peer name d1
 ip -n "$NS" addr add 198.18.0.1/16 dev d0; ip -n "$NS" link set d0 up; ip -n "$NS" link set d1 up
-ovsdb-tool create "$D/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-ip netns exec "$NS" ovsdb-server "$D/conf.db" --remote="punix:$D/db.sock" --pidfile="$D/ovsdb.pid" \
-  --unixctl="$D/ovsdb.ctl" --detach --log-file="$D/ovsdb.log"
 V=(ovs-vsctl --db="unix:$D/db.sock")
-"${V[@]}" --no-wait init
-ip netns exec "$NS" env OVS_RUNDIR="$D" ovs-vswitchd "unix:$D/db.sock" --pidfile="$D/vs.pid" \
-  --unixctl="$D/vs.ctl" --detach --log-file="$D/vs.log"
 "${V[@]}" add-br br-tun -- set bridge br-tun datapath_type=netdev
 python3 - "$N" "$T" > "$D/batch.txt" <<'PY'
 import sys
