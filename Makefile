@@ -143,7 +143,7 @@ endef
 
 install:
 	@if [ -z "$(NOBUILD)" ]; then \
-	  command -v $(CARGO) >/dev/null || { echo "error: $(CARGO) not found (under sudo?): run 'cargo build --release -p overlay-agent' as yourself, then 'sudo make install NOBUILD=1'" >&2; exit 1; }; \
+	  command -v $(CARGO) >/dev/null || { echo "error: $(CARGO) not found (under sudo?): run 'cargo build --release -p overlay-agent -p overlay-cni' as yourself, then 'sudo make install NOBUILD=1'" >&2; exit 1; }; \
 	  $(call pkg-ensure,protoc,protobuf-compiler); \
 	  echo "$(CARGO) build --release -p overlay-agent -p overlay-cni"; $(CARGO) build --release -p overlay-agent -p overlay-cni; \
 	fi
@@ -320,7 +320,7 @@ vm-test: deps old-agent
 
 vagrant-up: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: make vagrant-up needs root (libvirt)" >&2; exit 1; }
-	$(CARGO) build --release -p overlay-agent
+	$(CARGO) build --release -p overlay-agent -p overlay-cni
 	bash vm/vagrant.sh up
 
 vagrant-down:

@@ -5,11 +5,12 @@
 # restarted only when the binary, the unit or the config changed (SIGTERM leaves the data plane
 # up, and the agent re-attaches to its etcd registration).
 #
-# The binary: /vagrant/target/release/overlay-agent, built on the host with
-#   cargo build --release -p overlay-agent
-# and synced here by the Vagrantfile. When it is absent or cannot run here (built on macOS, or
-# against a newer glibc than Debian 12's 2.36), it is built in this VM instead (rustup + cargo:
-# slower, but it needs nothing from the host).
+# The binaries: /vagrant/target/release/overlay-agent and overlay-cni (which `make install`
+# puts in place too), built on the host with
+#   cargo build --release -p overlay-agent -p overlay-cni
+# and synced here by the Vagrantfile. When either is absent or cannot run here (built on macOS,
+# or against a newer glibc than Debian 12's 2.36), both are built in this VM instead (rustup +
+# cargo: slower, but it needs nothing from the host).
 #
 # Env (from the Vagrantfile): NODE_NAME, NODE_IP, ETCD_ENDPOINTS (comma-separated URLs).
 set -euo pipefail
@@ -20,13 +21,14 @@ set -euo pipefail
 
 SRC=${OVERLAY_SRC:-/vagrant}
 BIN=$SRC/target/release/overlay-agent
+CNI=$SRC/target/release/overlay-cni
 CONF=${OVERLAY_AGENT_CONF:-/etc/overlay-agent/agent.toml}
 BUILD_DIR=/var/cache/overlay-agent-build    # target dir of an in-VM build
 
 log() { printf '== agent: %s\n' "$*"; }
 
 build_in_vm() {
-  log "building overlay-agent in the VM (no usable $BIN from the host); this takes a few minutes"
+  log "building overlay-agent and overlay-cni in the VM (no usable binaries from the host); this takes a few minutes"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq --no-install-recommends build-essential protobuf-compiler curl ca-certificates >/dev/null
   export CARGO_HOME=/root/.cargo RUSTUP_HOME=/root/.rustup
@@ -35,15 +37,21 @@ build_in_vm() {
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
       | sh -s -- -y --quiet --profile minimal --default-toolchain stable
   fi
-  CARGO_TARGET_DIR=$BUILD_DIR cargo build --release --locked -p overlay-agent --manifest-path "$SRC/Cargo.toml"
+  CARGO_TARGET_DIR=$BUILD_DIR cargo build --release --locked -p overlay-agent -p overlay-cni \
+    --manifest-path "$SRC/Cargo.toml"
   install -D -m 0755 "$BUILD_DIR/release/overlay-agent" "$BIN"
+  install -D -m 0755 "$BUILD_DIR/release/overlay-cni" "$CNI"
 }
 
 [ -f "$SRC/Makefile" ] || { echo "error: $SRC has no checkout of the repository: run 'vagrant rsync'" >&2; exit 1; }
-if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then
+# Whether binary $1 runs here (a CNI plugin answers CNI_COMMAND=VERSION, not --version).
+runs() { [ -x "$1" ] && CNI_COMMAND=VERSION "$1" --version </dev/null >/dev/null 2>&1; }
+if runs "$BIN" && runs "$CNI"; then
   log "using $BIN ($("$BIN" --version)) built on the host"
 else
-  [ ! -e "$BIN" ] || log "$BIN does not run here: $("$BIN" --version 2>&1 | head -n 1 || true)"
+  for b in "$BIN" "$CNI"; do
+    [ ! -e "$b" ] || runs "$b" || log "$b does not run here: $(CNI_COMMAND=VERSION "$b" --version </dev/null 2>&1 | head -n 1 || true)"
+  done
   build_in_vm
 fi
 
